@@ -1,0 +1,261 @@
+//! The compiler's working state: where it is, what it found, and the
+//! checks every section shares (durations, names in scope, expressions).
+
+use crate::config::diagnostic::{Diagnostics, Position, suggestion};
+use crate::config::environment::Secrets;
+use crate::config::expr::{Condition, Escaping, Expressions, SyntaxProblem, TextTemplate};
+use crate::config::model::Located;
+use crate::config::values;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Which names an expression may read (SPEC §7 "Names in expressions").
+#[derive(Debug, Clone)]
+pub struct Scope {
+    names: BTreeSet<String>,
+}
+
+impl Scope {
+    /// Scope of a rule, sequence, pipeline or model: `record`, `event`,
+    /// `owner`, `now`, and the kind's own name when `for:` gives one.
+    pub fn record(kind: Option<&str>) -> Scope {
+        let mut names: BTreeSet<String> = ["record", "event", "owner", "now"]
+            .into_iter()
+            .map(String::from)
+            .collect();
+        names.extend(kind.map(String::from));
+        Scope { names }
+    }
+
+    /// Scope of a schedule rule without `for_each`: there is no record.
+    pub fn no_record() -> Scope {
+        Scope {
+            names: ["event", "now"].into_iter().map(String::from).collect(),
+        }
+    }
+
+    /// This scope plus more names.
+    pub fn with(mut self, extra: impl IntoIterator<Item = String>) -> Scope {
+        self.names.extend(extra);
+        self
+    }
+
+    /// Whether a record is in scope.
+    pub fn has_record(&self) -> bool {
+        self.names.contains("record")
+    }
+}
+
+/// Compiler state shared by every section.
+pub struct Cx<'a> {
+    diags: &'a mut Diagnostics,
+    secrets: &'a Secrets,
+    exprs: Expressions,
+    file: PathBuf,
+    text: String,
+}
+
+impl<'a> Cx<'a> {
+    /// A compiler writing to `diags`, masking `secrets` in every message.
+    pub fn new(diags: &'a mut Diagnostics, secrets: &'a Secrets) -> Self {
+        Cx {
+            diags,
+            secrets,
+            exprs: Expressions::default(),
+            file: PathBuf::new(),
+            text: String::new(),
+        }
+    }
+
+    /// Positions from now on are in this file.
+    pub fn enter_file(&mut self, path: &Path, text: &str) {
+        self.file = path.to_path_buf();
+        self.text = text.to_owned();
+    }
+
+    /// The position of a value in the current file.
+    pub fn at<T>(&self, value: &Located<T>) -> Position {
+        let (line, column) = value.line_col();
+        Position::new(&self.file, line, column)
+    }
+
+    /// Records an error at a value.
+    pub fn error<T>(&mut self, value: &Located<T>, message: impl Into<String>) {
+        let at = self.at(value);
+        self.error_at(at, message);
+    }
+
+    /// Records an error at a position.
+    pub fn error_at(&mut self, at: Position, message: impl Into<String>) {
+        let message = self.secrets.redact(&message.into());
+        self.diags.error(at, message);
+    }
+
+    /// Records a warning at a value.
+    pub fn warning<T>(&mut self, value: &Located<T>, message: impl Into<String>) {
+        let message = self.secrets.redact(&message.into());
+        let at = self.at(value);
+        self.diags.warning(at, message);
+    }
+
+    /// Records a warning at a position.
+    pub fn warning_at(&mut self, at: Position, message: impl Into<String>) {
+        let message = self.secrets.redact(&message.into());
+        self.diags.warning(at, message);
+    }
+
+    /// Parses a duration, reporting a bad one.
+    pub fn duration(&mut self, text: &Located<String>) -> Option<Duration> {
+        self.parsed(text, values::parse_duration)
+    }
+
+    /// Parses a duration that must be longer than zero.
+    pub fn positive_duration(&mut self, text: &Located<String>, what: &str) -> Option<Duration> {
+        let d = self.duration(text)?;
+        if d.is_zero() {
+            self.error(text, format!("{what} must be longer than 0s"));
+            return None;
+        }
+        Some(d)
+    }
+
+    /// Runs a value parser, reporting its message at the value.
+    pub fn parsed<T>(
+        &mut self,
+        text: &Located<String>,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        match parse(text.get()) {
+            Ok(v) => Some(v),
+            Err(message) => {
+                self.error(text, message);
+                None
+            }
+        }
+    }
+
+    /// Compiles a condition and checks the names it reads.
+    pub fn condition(&mut self, text: &Located<String>, scope: &Scope) -> Option<Condition> {
+        match self.exprs.condition(text.get()) {
+            Ok((condition, names)) => self.names_in_scope(text, &names, scope).then_some(condition),
+            Err(problem) => {
+                self.syntax_error(text, "expression", &problem);
+                None
+            }
+        }
+    }
+
+    /// Compiles a text template and checks the names it reads.
+    pub fn template(
+        &mut self,
+        text: &Located<String>,
+        scope: &Scope,
+        escaping: Escaping,
+    ) -> Option<TextTemplate> {
+        match self.exprs.template(text.get(), escaping) {
+            Ok((template, names)) => self.names_in_scope(text, &names, scope).then_some(template),
+            Err(problem) => {
+                self.syntax_error(text, "template", &problem);
+                None
+            }
+        }
+    }
+
+    /// Compiles a template read from a template file, whose positions are
+    /// lines of that file rather than a YAML value.
+    pub fn file_template(
+        &mut self,
+        source: &str,
+        first_line: u64,
+        scope: &Scope,
+        escaping: Escaping,
+    ) -> Option<TextTemplate> {
+        match self.exprs.template(source, escaping) {
+            Ok((template, names)) => {
+                let unknown = unknown_names(&names, scope);
+                for name in &unknown {
+                    let at = position_of_name(source, name, first_line, &self.file);
+                    let hint = suggestion(name, scope.names.iter().map(String::as_str));
+                    self.error_at(at, format!("unknown name \"{name}\" in template{hint}"));
+                }
+                unknown.is_empty().then_some(template)
+            }
+            Err(problem) => {
+                let (line, column) = problem
+                    .offset
+                    .map_or((0, 1), |o| line_col_in(source, o));
+                let at = Position::new(&self.file, first_line + line, column);
+                self.error_at(at, format!("template syntax error: {}", problem.message));
+                None
+            }
+        }
+    }
+
+    fn names_in_scope(&mut self, text: &Located<String>, names: &BTreeSet<String>, scope: &Scope) -> bool {
+        let unknown = unknown_names(names, scope);
+        for name in &unknown {
+            let hint = suggestion(name, scope.names.iter().map(String::as_str));
+            let listed: Vec<&str> = scope.names.iter().map(String::as_str).collect();
+            let message = if hint.is_empty() {
+                format!("unknown name \"{name}\"; in scope here: {}", listed.join(", "))
+            } else {
+                format!("unknown name \"{name}\"{hint}")
+            };
+            let at = self.position_inside(text, text.get().find(name.as_str()));
+            self.error_at(at, message);
+        }
+        unknown.is_empty()
+    }
+
+    fn syntax_error(&mut self, text: &Located<String>, what: &str, problem: &SyntaxProblem) {
+        let at = self.position_inside(text, problem.offset);
+        self.error_at(at, format!("{what} syntax error: {}", problem.message));
+    }
+
+    /// The position of byte `offset` of a value's text, when the value sits
+    /// on one line of the file as written (plain or quoted); otherwise the
+    /// value's own position.
+    fn position_inside(&self, value: &Located<String>, offset: Option<usize>) -> Position {
+        let start = self.at(value);
+        let (Some(offset), Some(file_offset)) = (offset, value.byte_offset()) else {
+            return start;
+        };
+        let Some(before) = value.get().get(..offset) else {
+            return start;
+        };
+        let quoted = matches!(self.text.as_bytes().get(file_offset), Some(b'"' | b'\''));
+        let written = &self.text[file_offset.min(self.text.len())..];
+        let written = if quoted { &written[1..] } else { written };
+        if before.contains('\n') || !written.starts_with(before) {
+            return start;
+        }
+        Position::new(
+            start.file,
+            start.line,
+            start.column + u64::from(quoted) + before.chars().count() as u64,
+        )
+    }
+
+    /// Hands over the compiled expressions and whether any error was seen.
+    pub fn finish(self) -> (Expressions, bool) {
+        (self.exprs, self.diags.has_errors())
+    }
+}
+
+fn unknown_names(names: &BTreeSet<String>, scope: &Scope) -> Vec<String> {
+    names.difference(&scope.names).cloned().collect()
+}
+
+/// 1-based line (relative) and column of a byte offset in `text`.
+fn line_col_in(text: &str, offset: usize) -> (u64, u64) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() as u64;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) as u64 + 1;
+    (line, column)
+}
+
+fn position_of_name(source: &str, name: &str, first_line: u64, file: &Path) -> Position {
+    let (line, column) = source.find(name).map_or((0, 1), |o| line_col_in(source, o));
+    Position::new(file, first_line + line, column)
+}

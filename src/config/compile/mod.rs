@@ -1,0 +1,128 @@
+//! Checking and compiling a [`SourceSet`] into [`Workflows`].
+//!
+//! Two passes: `symbols` first collects every defined name (reporting
+//! duplicates with both places), then each section compiles its items against
+//! those names. Every problem goes into one [`Diagnostics`]; nothing stops at
+//! the first error, so one run shows everything to fix.
+
+mod actions;
+mod context;
+mod pipelines;
+mod rules;
+mod scoring;
+mod sequences;
+mod settings;
+mod symbols;
+mod templates;
+mod workflow_tests;
+
+use super::diagnostic::Diagnostics;
+use super::loader::SourceSet;
+use super::workflows::Workflows;
+use context::Cx;
+use std::collections::HashMap;
+
+/// Event types dealflow raises itself (SPEC §3.5).
+pub const BUILTIN_EVENTS: &[&str] = &[
+    "record.created",
+    "record.updated",
+    "stage.changed",
+    "stage.rejected",
+    "stage.stalled",
+    "score.changed",
+    "score.crossed",
+    "email.sent",
+    "email.replied",
+    "email.bounced",
+    "email.unsubscribed",
+    "task.created",
+    "task.completed",
+    "task.overdue",
+    "sequence.enrolled",
+    "sequence.exited",
+    "sequence.completed",
+    "handoff.completed",
+    "handoff.rejected",
+    "action.failed",
+];
+
+/// Record fields dealflow keeps; workflows and events cannot set them
+/// (`owner` is the exception SPEC §7 allows).
+pub const KEPT_FIELDS: &[&str] = &[
+    "id",
+    "kind",
+    "pipeline",
+    "stage",
+    "stage_entered_at",
+    "days_in_stage",
+    "score",
+    "scores",
+    "created_at",
+    "updated_at",
+];
+
+/// Compiles everything read from a folder. Answers `None` when any error
+/// was recorded; warnings alone still give a [`Workflows`].
+pub fn compile(set: SourceSet, diags: &mut Diagnostics) -> Option<Workflows> {
+    let mut cx = Cx::new(diags, &set.secrets);
+    let symbols = symbols::collect(&set, &mut cx);
+    let templates = templates::compile(&set, &symbols, &mut cx);
+    let settings = settings::compile_settings(&set, &mut cx);
+    let calendars = settings::compile_calendars(&set, &mut cx);
+    let team = settings::compile_team(&set, &symbols, &mut cx);
+    let pipelines = pipelines::compile(&set, &symbols, &mut cx);
+    let sequences = sequences::compile(&set, &symbols, &calendars, &mut cx);
+    let rules = rules::compile(&set, &symbols, &settings, &mut cx);
+    let scoring = scoring::compile(&set, &symbols, &mut cx);
+    let tests = workflow_tests::compile(&set, &symbols, &mut cx);
+    symbols.warn_unused(&mut cx);
+    let (expressions, failed) = cx.finish();
+    if failed {
+        return None;
+    }
+    let (trigger_index, wildcard_rules) = index_triggers(&rules);
+    Some(Workflows {
+        version: set.version.clone(),
+        files: set
+            .files
+            .iter()
+            .map(|f| f.path.clone())
+            .chain(set.templates.iter().map(|t| t.path.clone()))
+            .collect(),
+        settings,
+        calendars,
+        team,
+        pipelines,
+        rules,
+        sequences,
+        scoring,
+        templates,
+        tests,
+        secrets: set.secrets.clone(),
+        trigger_index,
+        wildcard_rules,
+        expressions,
+    })
+}
+
+/// Event type → rule indexes, so an event finds its rules without a scan.
+fn index_triggers(
+    rules: &[super::workflows::Rule],
+) -> (HashMap<String, Vec<usize>>, Vec<usize>) {
+    use super::workflows::RuleTrigger;
+    let mut index: HashMap<String, Vec<usize>> = HashMap::new();
+    let mut wildcard = Vec::new();
+    for (i, rule) in rules.iter().enumerate() {
+        if let RuleTrigger::Events(types) = &rule.trigger {
+            for t in types {
+                if t == "*" {
+                    wildcard.push(i);
+                } else {
+                    index.entry(t.clone()).or_default().push(i);
+                }
+            }
+        }
+    }
+    (index, wildcard)
+}
+

@@ -1,0 +1,115 @@
+//! `tests:`: workflow test cases for `dealflow test`.
+
+use super::context::Cx;
+use super::rules::check_event_type;
+use super::symbols::Symbols;
+use super::BUILTIN_EVENTS;
+use crate::config::diagnostic::suggestion;
+use crate::config::loader::SourceSet;
+use crate::config::model::{Located, TestEventSpec, TestSpec, Text};
+use crate::config::workflows::{TestEvent, WorkflowTest};
+use serde_json::Value as Json;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Timeline entries a test can expect besides the built-in events.
+const DELIVERY_ENTRIES: &[&str] = &["email", "notify", "webhook", "task"];
+
+/// How long a test's clock runs when it gives no `until`.
+const DEFAULT_UNTIL: Duration = Duration::from_secs(30 * 86_400);
+
+/// Compiles every workflow test.
+pub fn compile(set: &SourceSet, symbols: &Symbols, cx: &mut Cx) -> Vec<WorkflowTest> {
+    let mut out = Vec::new();
+    for file in &set.files {
+        cx.enter_file(&file.path, &file.text);
+        for spec in &file.model.tests {
+            out.extend(compile_test(spec, symbols, cx));
+        }
+    }
+    out
+}
+
+fn compile_test(spec: &TestSpec, symbols: &Symbols, cx: &mut Cx) -> Option<WorkflowTest> {
+    let start = cx.parsed(&spec.start, |s| {
+        chrono::DateTime::parse_from_rfc3339(s)
+            .map_err(|_| format!("invalid start \"{s}\"; write an RFC 3339 time such as 2026-03-02T08:00:00-05:00"))
+    });
+    let until = match &spec.until {
+        None => Some(DEFAULT_UNTIL),
+        Some(u) => cx.positive_duration(u, "until"),
+    };
+    if spec.events.is_empty() {
+        cx.error(&spec.name, format!("test \"{}\" has no events", spec.name.get()));
+    }
+    let events: Vec<Option<TestEvent>> = spec.events.iter().map(|e| compile_event(e, symbols, cx)).collect();
+    let expect = expectations(&spec.expect, cx);
+    let expect_not = expectations(&spec.expect_not, cx);
+    Some(WorkflowTest {
+        name: spec.name.get().clone(),
+        start: start?,
+        events: events.into_iter().collect::<Option<Vec<_>>>()?,
+        until: until?,
+        expect: expect?,
+        expect_not: expect_not?,
+    })
+}
+
+/// Parses a `+4d` offset from the test's start.
+pub fn parse_offset(text: &str) -> Result<Duration, String> {
+    let rest = text.strip_prefix('+').ok_or_else(|| {
+        format!("invalid offset \"{text}\"; write + and a duration, e.g. +4d")
+    })?;
+    crate::config::values::parse_duration(rest)
+}
+
+fn compile_event(at: &Located<TestEventSpec>, symbols: &Symbols, cx: &mut Cx) -> Option<TestEvent> {
+    let e = at.get();
+    let offset = match &e.at {
+        None => Some(Duration::ZERO),
+        Some(t) => cx.parsed(t, parse_offset),
+    };
+    let type_ok = check_event_type(&e.event_type, cx);
+    let kind = &e.record.kind;
+    if !symbols.kinds.contains(kind.get()) {
+        let hint = suggestion(kind.get(), symbols.kinds.iter().map(String::as_str));
+        cx.warning(kind, format!("no workflow is for kind \"{}\", so this event changes nothing{hint}", kind.get()));
+    }
+    Some(TestEvent {
+        at: offset?,
+        id: e.id.clone(),
+        event_type: e.event_type.get().clone(),
+        kind: kind.get().clone(),
+        record_id: e.record.id.clone(),
+        fields: e.record.fields.clone(),
+        data: e.data.clone(),
+    })
+    .filter(|_| type_ok)
+}
+
+fn expectations(list: &[Located<BTreeMap<String, Json>>], cx: &mut Cx) -> Option<Vec<(String, Json)>> {
+    let known = || BUILTIN_EVENTS.iter().chain(DELIVERY_ENTRIES).copied();
+    let mut out = Vec::new();
+    let mut ok = true;
+    for item in list {
+        let mut entries = item.get().iter();
+        let (Some((kind, fields)), None) = (entries.next(), entries.next()) else {
+            cx.error(item, "each expectation names one timeline entry, e.g. { email: { step: intro } }");
+            ok = false;
+            continue;
+        };
+        if !known().any(|k| k == kind) {
+            let at: Text = Located(serde_saphyr::Spanned::new(kind.clone(), item.0.referenced, item.0.defined));
+            cx.error(&at, format!("unknown timeline entry \"{kind}\"{}", suggestion(kind, known())));
+            ok = false;
+            continue;
+        }
+        if !(fields.is_object() || fields.is_null()) {
+            cx.error(item, format!("the fields to match under \"{kind}\" must be a mapping"));
+            ok = false;
+            continue;
+        }
+        out.push((kind.clone(), fields.clone()));
+    }
+    ok.then_some(out)
+}

@@ -1,0 +1,209 @@
+//! Expressions (`if:`) and text templates (`{{ ... }}`), both minijinja.
+//!
+//! Everything is compiled when the folder loads, so syntax errors and
+//! unknown names are validation errors with positions. Evaluation is bounded
+//! by fuel (no runaway loops) and uses semi-strict undefined values: a
+//! missing field is falsy in a condition but an error when rendered, so no
+//! email goes out as "Hi ,".
+
+use minijinja::{Environment, UndefinedBehavior, Value};
+use std::collections::BTreeSet;
+
+/// Instructions one evaluation may spend before it is stopped.
+const FUEL_PER_EVALUATION: u64 = 100_000;
+
+/// Names minijinja provides itself; never "unknown".
+const BUILTIN_NAMES: &[&str] = &["range", "dict", "debug", "namespace", "loop", "self", "true", "false", "none"];
+
+/// A compiled condition.
+#[derive(Debug, Clone)]
+pub struct Condition {
+    /// The expression as written.
+    pub source: String,
+}
+
+/// A compiled text template, stored in [`Expressions`] under `key`.
+#[derive(Debug, Clone)]
+pub struct TextTemplate {
+    /// The template as written.
+    pub source: String,
+    key: String,
+}
+
+/// A compile error inside an expression or template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyntaxProblem {
+    /// What is wrong.
+    pub message: String,
+    /// Byte offset in the source where it is, when minijinja knows.
+    pub offset: Option<usize>,
+}
+
+/// A run-time failure of a condition or template (SPEC §3.1: the rule's run
+/// fails visibly; nothing else is affected).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct EvalError(pub String);
+
+/// Whether HTML special characters in values are escaped when rendering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Escaping {
+    /// Plain text: values as they are.
+    None,
+    /// HTML: values escaped.
+    Html,
+}
+
+/// The minijinja environment holding every compiled template of a set.
+#[derive(Debug)]
+pub struct Expressions {
+    env: Environment<'static>,
+    next_key: usize,
+}
+
+impl Default for Expressions {
+    fn default() -> Self {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::SemiStrict);
+        env.set_fuel(Some(FUEL_PER_EVALUATION));
+        env.set_auto_escape_callback(|name| {
+            if name.ends_with(".html") {
+                minijinja::AutoEscape::Html
+            } else {
+                minijinja::AutoEscape::None
+            }
+        });
+        Expressions { env, next_key: 0 }
+    }
+}
+
+impl Expressions {
+    /// Compiles a condition; answers the names it reads from outside.
+    pub fn condition(&self, source: &str) -> Result<(Condition, BTreeSet<String>), SyntaxProblem> {
+        let expr = self.env.compile_expression(source).map_err(syntax_problem)?;
+        let names = outside_names(expr.undeclared_variables(false));
+        Ok((
+            Condition {
+                source: source.to_owned(),
+            },
+            names,
+        ))
+    }
+
+    /// Compiles a text template; answers the names it reads from outside.
+    pub fn template(
+        &mut self,
+        source: &str,
+        escaping: Escaping,
+    ) -> Result<(TextTemplate, BTreeSet<String>), SyntaxProblem> {
+        self.next_key += 1;
+        let suffix = match escaping {
+            Escaping::Html => ".html",
+            Escaping::None => ".txt",
+        };
+        let key = format!("t{}{suffix}", self.next_key);
+        self.env
+            .add_template_owned(key.clone(), source.to_owned())
+            .map_err(syntax_problem)?;
+        let template = self.env.get_template(&key).map_err(syntax_problem)?;
+        let names = outside_names(template.undeclared_variables(false));
+        Ok((
+            TextTemplate {
+                source: source.to_owned(),
+                key,
+            },
+            names,
+        ))
+    }
+
+    /// Evaluates a condition; a missing value is false.
+    pub fn eval(&self, condition: &Condition, context: &Value) -> Result<bool, EvalError> {
+        let expr = self
+            .env
+            .compile_expression(&condition.source)
+            .map_err(|e| EvalError(e.to_string()))?;
+        let value = expr.eval(context).map_err(|e| EvalError(describe(&e)))?;
+        Ok(value.is_true())
+    }
+
+    /// Renders a template; a missing value is an error.
+    pub fn render(&self, template: &TextTemplate, context: &Value) -> Result<String, EvalError> {
+        let compiled = self
+            .env
+            .get_template(&template.key)
+            .map_err(|e| EvalError(e.to_string()))?;
+        compiled.render(context).map_err(|e| EvalError(describe(&e)))
+    }
+}
+
+fn outside_names(names: std::collections::HashSet<String>) -> BTreeSet<String> {
+    names
+        .into_iter()
+        .filter(|n| !BUILTIN_NAMES.contains(&n.as_str()))
+        .collect()
+}
+
+fn syntax_problem(err: minijinja::Error) -> SyntaxProblem {
+    SyntaxProblem {
+        message: err.detail().unwrap_or("syntax error").to_owned(),
+        offset: err.range().map(|r| r.start),
+    }
+}
+
+fn describe(err: &minijinja::Error) -> String {
+    match err.detail() {
+        Some(detail) => format!("{}: {detail}", err.kind()),
+        None => err.kind().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use minijinja::context;
+
+    #[test]
+    fn conditions_report_outside_names() {
+        let ex = Expressions::default();
+        let (_, names) = ex.condition("lead.score >= 50 and x in [1, 2]").unwrap();
+        assert_eq!(names.into_iter().collect::<Vec<_>>(), ["lead", "x"]);
+    }
+
+    #[test]
+    fn syntax_errors_have_offsets() {
+        let ex = Expressions::default();
+        let err = ex.condition("lead.score >= ").unwrap_err();
+        assert!(err.offset.is_some(), "{err:?}");
+    }
+
+    #[test]
+    fn missing_is_false_in_conditions_and_an_error_when_rendered() {
+        let mut ex = Expressions::default();
+        let ctx = context! { lead => context! { name => "Pat" } };
+        let (c, _) = ex.condition("lead.vip").unwrap();
+        assert_eq!(ex.eval(&c, &ctx).unwrap(), false);
+        let (t, _) = ex.template("Hi {{ lead.first_name }}", Escaping::None).unwrap();
+        assert!(ex.render(&t, &ctx).is_err());
+        let (t, _) = ex
+            .template("Hi {{ lead.first_name | default('there') }}", Escaping::None)
+            .unwrap();
+        assert_eq!(ex.render(&t, &ctx).unwrap(), "Hi there");
+    }
+
+    #[test]
+    fn html_templates_escape_values() {
+        let mut ex = Expressions::default();
+        let (t, _) = ex.template("<p>{{ n }}</p>", Escaping::Html).unwrap();
+        let out = ex.render(&t, &context! { n => "<b>" }).unwrap();
+        assert_eq!(out, "<p>&lt;b&gt;</p>");
+    }
+
+    #[test]
+    fn runaway_loops_run_out_of_fuel() {
+        let mut ex = Expressions::default();
+        let (t, _) = ex
+            .template("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", Escaping::None)
+            .unwrap();
+        assert!(ex.render(&t, &context! {}).is_err());
+    }
+}

@@ -1,0 +1,608 @@
+//! The compiled, immutable workflow set that the engine runs.
+//!
+//! Built only by [`super::compile`]; every name in it has been resolved and
+//! every expression and template compiled, so running it needs no checks
+//! beyond the run-time errors SPEC §3.1 allows (missing values, type errors).
+
+use super::environment::Secrets;
+use super::expr::{Condition, Expressions, TextTemplate};
+use super::loader::TemplateFormat;
+use super::model::{CatchUp, OnStepRemoved, OnUncertain, Outcome, Strategy};
+use super::values::{HoursRange, RateLimit};
+use chrono::{NaiveDate, Weekday};
+use chrono_tz::Tz;
+use serde_json::Value as Json;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A whole compiled workflow folder.
+#[derive(Debug)]
+pub struct Workflows {
+    /// Content hash of every file read; recorded by every run.
+    pub version: String,
+    /// Files it was compiled from, relative to the folder.
+    pub files: Vec<PathBuf>,
+    /// `settings:` with defaults applied.
+    pub settings: Settings,
+    /// Send windows by name.
+    pub calendars: BTreeMap<String, Arc<Calendar>>,
+    /// People and teams.
+    pub team: Team,
+    /// Pipelines by the record kind they are for (one per kind).
+    pub pipelines: BTreeMap<String, Pipeline>,
+    /// Rules in file order.
+    pub rules: Vec<Rule>,
+    /// Sequences by name.
+    pub sequences: BTreeMap<String, Sequence>,
+    /// Scoring models in file order (the first of a kind is `record.score`).
+    pub scoring: Vec<ScoringModel>,
+    /// Email templates by base name.
+    pub templates: BTreeMap<String, EmailTemplate>,
+    /// Workflow tests.
+    pub tests: Vec<WorkflowTest>,
+    /// Values from the environment, masked in every message.
+    pub secrets: Secrets,
+    /// Event type → indexes into `rules` of the rules it triggers.
+    pub(crate) trigger_index: HashMap<String, Vec<usize>>,
+    /// Rules with `on: "*"`.
+    pub(crate) wildcard_rules: Vec<usize>,
+    /// The compiled expressions and templates.
+    pub expressions: Expressions,
+}
+
+impl Workflows {
+    /// The rules an event of `event_type` triggers, in file order.
+    pub fn rules_for(&self, event_type: &str) -> impl Iterator<Item = &Rule> {
+        let mut idx: Vec<usize> = self
+            .trigger_index
+            .get(event_type)
+            .into_iter()
+            .flatten()
+            .chain(&self.wildcard_rules)
+            .copied()
+            .collect();
+        idx.sort_unstable();
+        idx.dedup();
+        idx.into_iter().filter_map(|i| self.rules.get(i))
+    }
+
+    /// Rules that run on a schedule.
+    pub fn scheduled_rules(&self) -> impl Iterator<Item = &Rule> {
+        self.rules
+            .iter()
+            .filter(|r| matches!(r.trigger, RuleTrigger::Schedule(_)))
+    }
+
+    /// The pipeline of a record kind.
+    pub fn pipeline_for(&self, kind: &str) -> Option<&Pipeline> {
+        self.pipelines.get(kind)
+    }
+}
+
+/// `settings:` with every default applied.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Base of unsubscribe links.
+    pub public_url: Option<String>,
+    /// Zone of schedules without their own.
+    pub timezone: Tz,
+    /// Mail transport URL; `None` means the maildir under the data directory.
+    pub email_transport: Option<String>,
+    /// Sender when the record has no owner.
+    pub email_from: Option<String>,
+    /// Footer of prospect emails.
+    pub postal_address: Option<String>,
+    /// Limits per sending address, recipient domain and contact.
+    pub limits: Limits,
+    /// What to do with a send interrupted by a crash.
+    pub on_uncertain: OnUncertain,
+    /// Webhook hosts allowed to resolve to private addresses.
+    pub webhook_allow_hosts: Vec<String>,
+    /// Time limit of one webhook call.
+    pub webhook_timeout: Duration,
+    /// Retry policy of deliveries.
+    pub retry: RetryPolicy,
+    /// How long run history is kept.
+    pub keep_runs: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            public_url: None,
+            timezone: Tz::UTC,
+            email_transport: None,
+            email_from: None,
+            postal_address: None,
+            limits: Limits::default(),
+            on_uncertain: OnUncertain::Resend,
+            webhook_allow_hosts: Vec::new(),
+            webhook_timeout: Duration::from_secs(10),
+            retry: RetryPolicy::default(),
+            keep_runs: Duration::from_secs(90 * 86_400),
+        }
+    }
+}
+
+/// Sending limits; none unless set.
+#[derive(Debug, Clone, Default)]
+pub struct Limits {
+    /// Per sending address.
+    pub per_mailbox: Option<RateLimit>,
+    /// Per recipient domain.
+    pub per_domain: Option<RateLimit>,
+    /// Per prospect across all workflows.
+    pub per_contact: Option<RateLimit>,
+}
+
+/// Exponential backoff of failed deliveries (SPEC §7 "Retries").
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Delay before the first retry.
+    pub first: Duration,
+    /// Longest delay between tries.
+    pub max_delay: Duration,
+    /// Tries before a delivery is dead.
+    pub attempts: u32,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            first: Duration::from_secs(2),
+            max_delay: Duration::from_secs(3_600),
+            attempts: 12,
+        }
+    }
+}
+
+/// A send window.
+#[derive(Debug, Clone)]
+pub struct Calendar {
+    /// Zone used when the recipient's zone is unknown.
+    pub timezone: Tz,
+    /// Open days.
+    pub days: Vec<Weekday>,
+    /// Open hours; `None` is all day.
+    pub hours: Option<HoursRange>,
+    /// Closed dates.
+    pub holidays: Vec<NaiveDate>,
+}
+
+/// The team: people by email and named groups.
+#[derive(Debug, Clone, Default)]
+pub struct Team {
+    /// Everyone, by email.
+    pub people: BTreeMap<String, Person>,
+    /// Groups, by name, members in the order written.
+    pub teams: BTreeMap<String, Vec<String>>,
+}
+
+/// A person of the team.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Person {
+    /// Address and identity.
+    pub email: String,
+    /// Display name.
+    pub name: Option<String>,
+    /// The person's zone.
+    #[serde(serialize_with = "serialize_optional_tz")]
+    pub timezone: Option<Tz>,
+    /// The manager's email.
+    pub manager: Option<String>,
+}
+
+fn serialize_optional_tz<S: serde::Serializer>(tz: &Option<Tz>, s: S) -> Result<S::Ok, S::Error> {
+    match tz {
+        Some(tz) => s.serialize_some(tz.name()),
+        None => s.serialize_none(),
+    }
+}
+
+/// A pipeline: a state machine over stages.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    /// Its name.
+    pub name: String,
+    /// The record kind it is for.
+    pub kind: String,
+    /// Whether backward moves are allowed.
+    pub allow_backward: bool,
+    /// Stages in order.
+    pub stages: Vec<Stage>,
+}
+
+impl Pipeline {
+    /// Position of a stage by name.
+    pub fn stage_index(&self, name: &str) -> Option<usize> {
+        self.stages.iter().position(|s| s.name == name)
+    }
+}
+
+/// One stage.
+#[derive(Debug, Clone)]
+pub struct Stage {
+    /// Unique within the pipeline.
+    pub name: String,
+    /// Entry requirements.
+    pub require: Vec<StageRequirement>,
+    /// Exit requirements.
+    pub exit_require: Vec<StageRequirement>,
+    /// Time in stage before `stage.stalled`.
+    pub stall_after: Option<Duration>,
+    /// Repeat interval of `stage.stalled`.
+    pub stall_repeat: Option<Duration>,
+    /// Set on closing stages.
+    pub outcome: Option<Outcome>,
+}
+
+/// A requirement of entering or leaving a stage.
+#[derive(Debug, Clone)]
+pub enum StageRequirement {
+    /// The field must be present and non-empty.
+    Field(String),
+    /// The condition must hold; the message explains a failure.
+    Check {
+        /// The condition.
+        condition: Condition,
+        /// Shown when it fails.
+        message: String,
+    },
+}
+
+/// A rule.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// Unique name.
+    pub name: String,
+    /// The record kind it is for, if given.
+    pub kind: Option<String>,
+    /// What starts it.
+    pub trigger: RuleTrigger,
+    /// Its condition.
+    pub condition: Option<Condition>,
+    /// Its actions.
+    pub actions: Vec<Action>,
+}
+
+/// What starts a rule.
+#[derive(Debug, Clone)]
+pub enum RuleTrigger {
+    /// These event types (`*` is in `wildcard_rules`).
+    Events(Vec<String>),
+    /// A schedule.
+    Schedule(Schedule),
+}
+
+/// A cron schedule.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    /// The crontab line as written.
+    pub cron_line: String,
+    /// Parsed.
+    pub cron: croner::Cron,
+    /// Zone it is read in.
+    pub timezone: Tz,
+    /// Missed slots.
+    pub catch_up: CatchUp,
+    /// Run per record of this kind matching the condition.
+    pub for_each: Option<(String, Option<Condition>)>,
+}
+
+/// One action.
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// Email to the record's contact.
+    Email(EmailAction),
+    /// Internal email to a person of the team.
+    Notify(NotifyAction),
+    /// HTTP call.
+    Webhook(WebhookAction),
+    /// A task.
+    Task(TaskAction),
+    /// Field updates; values are templates or literals.
+    Set(Vec<(String, FieldValue)>),
+    /// Gated move to a stage.
+    Move(String),
+    /// Owner assignment.
+    Assign(Assignment),
+    /// Handoff to a team or person.
+    Handoff(Handoff),
+    /// Enroll in a sequence.
+    Enroll(String),
+    /// Leave a sequence, or all (`None`).
+    Unenroll(Option<String>),
+    /// Adjust a score.
+    Score {
+        /// Model name.
+        model: String,
+        /// Points.
+        points: f64,
+    },
+    /// Raise a custom event.
+    Emit {
+        /// Its type.
+        event_type: String,
+        /// Its data; string leaves are templates.
+        data: Option<JsonTemplate>,
+    },
+}
+
+/// A field value of `set:`.
+#[derive(Debug, Clone)]
+pub enum FieldValue {
+    /// A text rendered at run time.
+    Template(TextTemplate),
+    /// A number, boolean, null or structure taken as written.
+    Literal(Json),
+}
+
+/// A JSON value whose string leaves are templates (webhook bodies, emit data).
+#[derive(Debug, Clone)]
+pub struct JsonTemplate {
+    /// The value as written.
+    pub value: Json,
+    /// Compiled templates of its string leaves, by JSON pointer.
+    pub strings: BTreeMap<String, TextTemplate>,
+}
+
+/// Where an email's content comes from.
+#[derive(Debug, Clone)]
+pub enum EmailContent {
+    /// A file under `templates/`.
+    Template(String),
+    /// Subject and Markdown body written inline.
+    Inline {
+        /// Subject.
+        subject: TextTemplate,
+        /// Body (Markdown).
+        body: TextTemplate,
+    },
+}
+
+/// `email:`.
+#[derive(Debug, Clone)]
+pub struct EmailAction {
+    /// Content.
+    pub content: EmailContent,
+    /// Recipient; `None` is the record's `email` field.
+    pub to: Option<TextTemplate>,
+    /// Copies.
+    pub cc: Vec<TextTemplate>,
+    /// Step id whose thread to continue (sequences only).
+    pub thread: Option<String>,
+}
+
+/// Who a notification goes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotifyTarget {
+    /// The record owner.
+    Owner,
+    /// The record owner's manager.
+    Manager,
+    /// A team member.
+    Person(String),
+}
+
+/// `notify:`.
+#[derive(Debug, Clone)]
+pub struct NotifyAction {
+    /// Recipient.
+    pub to: NotifyTarget,
+    /// Subject; from the template's front matter when absent.
+    pub subject: Option<TextTemplate>,
+    /// Template name.
+    pub template: Option<String>,
+    /// Inline body.
+    pub body: Option<TextTemplate>,
+}
+
+/// `webhook:`.
+#[derive(Debug, Clone)]
+pub struct WebhookAction {
+    /// URL.
+    pub url: TextTemplate,
+    /// HTTP method.
+    pub method: String,
+    /// Extra headers.
+    pub headers: Vec<(String, TextTemplate)>,
+    /// Body; `None` sends `{event, record, rule}`.
+    pub body: Option<JsonTemplate>,
+    /// Signing secret.
+    pub secret: Option<String>,
+}
+
+/// `task:`.
+#[derive(Debug, Clone)]
+pub struct TaskAction {
+    /// Title.
+    pub title: TextTemplate,
+    /// Owner; `None` is the record owner.
+    pub owner: Option<TextTemplate>,
+    /// Due after this long.
+    pub due: Option<Duration>,
+    /// Notes.
+    pub notes: Option<TextTemplate>,
+}
+
+/// `assign:`.
+#[derive(Debug, Clone)]
+pub enum Assignment {
+    /// Pick from a team.
+    Team {
+        /// Team name.
+        team: String,
+        /// How.
+        strategy: Strategy,
+    },
+    /// This person.
+    Owner(String),
+}
+
+/// `handoff:`.
+#[derive(Debug, Clone)]
+pub struct Handoff {
+    /// Receiver.
+    pub to: Assignment,
+    /// Fields that must be present.
+    pub require: Vec<String>,
+    /// Context note.
+    pub note: Option<TextTemplate>,
+    /// Receiver's task title.
+    pub task_title: Option<TextTemplate>,
+}
+
+/// A sequence.
+#[derive(Debug, Clone)]
+pub struct Sequence {
+    /// Unique name.
+    pub name: String,
+    /// Record kind.
+    pub kind: Option<String>,
+    /// Events that end an enrollment.
+    pub exit_on: Vec<String>,
+    /// `None` is never; else the time after which re-enrolling is allowed.
+    pub reenroll: Option<Duration>,
+    /// Send window.
+    pub send_window: Option<Arc<Calendar>>,
+    /// Recipient's zone.
+    pub recipient_timezone: Option<TextTemplate>,
+    /// Reload policy for removed steps; `None` refuses such reloads.
+    pub on_step_removed: Option<OnStepRemoved>,
+    /// Steps.
+    pub steps: Vec<Step>,
+}
+
+/// A sequence step.
+#[derive(Debug, Clone)]
+pub struct Step {
+    /// Id (absent on `wait` and `exit`).
+    pub id: Option<String>,
+    /// Former id.
+    pub renamed_from: Option<String>,
+    /// What it does.
+    pub kind: StepKind,
+}
+
+/// What a step does.
+#[derive(Debug, Clone)]
+pub enum StepKind {
+    /// Send an email.
+    Email(EmailAction),
+    /// Queue a task.
+    Task(TaskAction),
+    /// Call a webhook.
+    Webhook(WebhookAction),
+    /// Wait.
+    Wait(Duration),
+    /// Leave with a reason.
+    Exit(String),
+    /// Branch.
+    Branch {
+        /// Condition.
+        condition: Condition,
+        /// Steps when true.
+        then: Vec<Step>,
+        /// Steps otherwise.
+        otherwise: Vec<Step>,
+    },
+}
+
+/// A scoring model.
+#[derive(Debug, Clone)]
+pub struct ScoringModel {
+    /// Unique name.
+    pub name: String,
+    /// Record kind.
+    pub kind: String,
+    /// Point rules.
+    pub rules: Vec<ScoreRule>,
+    /// Half-life of points.
+    pub half_life: Option<Duration>,
+    /// Thresholds.
+    pub thresholds: Vec<Threshold>,
+}
+
+/// A scoring rule.
+#[derive(Debug, Clone)]
+pub struct ScoreRule {
+    /// Name in the ledger (given, or position and trigger).
+    pub name: String,
+    /// Event rule or attribute rule.
+    pub trigger: ScoreTrigger,
+    /// Points.
+    pub points: f64,
+    /// Cap.
+    pub max: Option<f64>,
+}
+
+/// What earns the points.
+#[derive(Debug, Clone)]
+pub enum ScoreTrigger {
+    /// An event, optionally with a condition.
+    Event(String, Option<Condition>),
+    /// An attribute condition, counted once while true.
+    Attribute(Condition),
+}
+
+/// A threshold.
+#[derive(Debug, Clone)]
+pub struct Threshold {
+    /// Unique in the model.
+    pub name: String,
+    /// Score at which it fires.
+    pub at: f64,
+    /// Actions on crossing.
+    pub actions: Vec<Action>,
+}
+
+/// An email template file.
+#[derive(Debug, Clone)]
+pub struct EmailTemplate {
+    /// Base name.
+    pub name: String,
+    /// Markdown, HTML or text.
+    pub format: TemplateFormat,
+    /// Subject from the front matter.
+    pub subject: Option<TextTemplate>,
+    /// Body.
+    pub body: TextTemplate,
+}
+
+/// A workflow test.
+#[derive(Debug, Clone)]
+pub struct WorkflowTest {
+    /// Unique name.
+    pub name: String,
+    /// Start of the virtual clock.
+    pub start: chrono::DateTime<chrono::FixedOffset>,
+    /// Events with their offsets from the start.
+    pub events: Vec<TestEvent>,
+    /// Clock runs until start + this.
+    pub until: Duration,
+    /// Expected timeline entries, in order: (entry kind, fields to match).
+    pub expect: Vec<(String, Json)>,
+    /// Entries that must not appear.
+    pub expect_not: Vec<(String, Json)>,
+}
+
+/// An event of a workflow test.
+#[derive(Debug, Clone)]
+pub struct TestEvent {
+    /// Offset from the start.
+    pub at: Duration,
+    /// Optional id.
+    pub id: Option<String>,
+    /// Event type.
+    pub event_type: String,
+    /// Record kind.
+    pub kind: String,
+    /// Record id.
+    pub record_id: String,
+    /// Fields merged into the record.
+    pub fields: BTreeMap<String, Json>,
+    /// Event data.
+    pub data: BTreeMap<String, Json>,
+}

@@ -1,0 +1,9 @@
+//! dealflow: a daemon that runs a sales team's workflow from a folder of YAML.
+//!
+//! The layout follows the data: `config` reads a workflow folder and compiles
+//! it into an immutable [`config::Workflows`]; later modules (engine, store,
+//! scheduler, delivery, api, reload) run it. `cli` holds the commands.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod config;
