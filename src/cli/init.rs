@@ -7,8 +7,14 @@ use std::process::ExitCode;
 
 /// The starter folder's files, compiled into the binary.
 const STARTER: &[(&str, &str)] = &[
-    ("workflow.yaml", include_str!("../../examples/starter/workflow.yaml")),
-    ("templates/welcome.md", include_str!("../../examples/starter/templates/welcome.md")),
+    (
+        "workflow.yaml",
+        include_str!("../../examples/starter/workflow.yaml"),
+    ),
+    (
+        "templates/welcome.md",
+        include_str!("../../examples/starter/templates/welcome.md"),
+    ),
 ];
 
 /// Writes the starter folder; refuses to overwrite anything.
@@ -16,13 +22,17 @@ pub fn run(dir: &Path) -> anyhow::Result<ExitCode> {
     for (rel, _) in STARTER {
         let path = dir.join(rel);
         if path.exists() {
-            anyhow::bail!("{} already exists; init never overwrites files", path.display());
+            anyhow::bail!(
+                "{} already exists; init never overwrites files",
+                path.display()
+            );
         }
     }
     for (rel, text) in STARTER {
         let path = dir.join(rel);
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
         }
         std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
     }

@@ -21,7 +21,7 @@ pub fn run(dir: &Path, format: Format) -> anyhow::Result<ExitCode> {
     for d in &diagnostics {
         let shown = Diagnostic {
             position: config::diagnostic::Position {
-                file: dir.join(&d.position.file),
+                file: shown_path(dir, &d.position.file),
                 ..d.position.clone()
             },
             ..d.clone()
@@ -31,14 +31,30 @@ pub fn run(dir: &Path, format: Format) -> anyhow::Result<ExitCode> {
             Format::Json => println!("{}", serde_json::to_string(&shown)?),
         }
     }
-    let errors = diagnostics.iter().filter(|d| d.severity == Severity::Error).count();
+    let errors = diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .count();
     let warnings = diagnostics.len() - errors;
     match (&workflows, format) {
         (Some(w), Format::Text) => println!("{}", summary(w, warnings)),
         (None, Format::Text) => println!("{errors} error(s), {warnings} warning(s)"),
         (_, Format::Json) => {}
     }
-    Ok(if workflows.is_some() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if workflows.is_some() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// The path a user can open from where they ran the command.
+fn shown_path(dir: &Path, file: &Path) -> std::path::PathBuf {
+    if file.as_os_str().is_empty() {
+        dir.to_path_buf()
+    } else {
+        dir.join(file)
+    }
 }
 
 fn summary(w: &Workflows, warnings: usize) -> String {

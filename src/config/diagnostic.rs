@@ -155,7 +155,10 @@ mod tests {
 
     #[test]
     fn suggests_close_names_only() {
-        assert_eq!(did_you_mean("exit_onn", ["exit_on", "steps"]), Some("exit_on"));
+        assert_eq!(
+            did_you_mean("exit_onn", ["exit_on", "steps"]),
+            Some("exit_on")
+        );
         assert_eq!(did_you_mean("zzz", ["exit_on", "steps"]), None);
     }
 

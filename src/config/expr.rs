@@ -13,7 +13,17 @@ use std::collections::BTreeSet;
 const FUEL_PER_EVALUATION: u64 = 100_000;
 
 /// Names minijinja provides itself; never "unknown".
-const BUILTIN_NAMES: &[&str] = &["range", "dict", "debug", "namespace", "loop", "self", "true", "false", "none"];
+const BUILTIN_NAMES: &[&str] = &[
+    "range",
+    "dict",
+    "debug",
+    "namespace",
+    "loop",
+    "self",
+    "true",
+    "false",
+    "none",
+];
 
 /// A compiled condition.
 #[derive(Debug, Clone)]
@@ -80,7 +90,10 @@ impl Default for Expressions {
 impl Expressions {
     /// Compiles a condition; answers the names it reads from outside.
     pub fn condition(&self, source: &str) -> Result<(Condition, BTreeSet<String>), SyntaxProblem> {
-        let expr = self.env.compile_expression(source).map_err(syntax_problem)?;
+        let expr = self
+            .env
+            .compile_expression(source)
+            .map_err(syntax_problem)?;
         let names = outside_names(expr.undeclared_variables(false));
         Ok((
             Condition {
@@ -132,7 +145,9 @@ impl Expressions {
             .env
             .get_template(&template.key)
             .map_err(|e| EvalError(e.to_string()))?;
-        compiled.render(context).map_err(|e| EvalError(describe(&e)))
+        compiled
+            .render(context)
+            .map_err(|e| EvalError(describe(&e)))
     }
 }
 
@@ -181,11 +196,16 @@ mod tests {
         let mut ex = Expressions::default();
         let ctx = context! { lead => context! { name => "Pat" } };
         let (c, _) = ex.condition("lead.vip").unwrap();
-        assert_eq!(ex.eval(&c, &ctx).unwrap(), false);
-        let (t, _) = ex.template("Hi {{ lead.first_name }}", Escaping::None).unwrap();
+        assert!(!ex.eval(&c, &ctx).unwrap());
+        let (t, _) = ex
+            .template("Hi {{ lead.first_name }}", Escaping::None)
+            .unwrap();
         assert!(ex.render(&t, &ctx).is_err());
         let (t, _) = ex
-            .template("Hi {{ lead.first_name | default('there') }}", Escaping::None)
+            .template(
+                "Hi {{ lead.first_name | default('there') }}",
+                Escaping::None,
+            )
             .unwrap();
         assert_eq!(ex.render(&t, &ctx).unwrap(), "Hi there");
     }
@@ -202,7 +222,10 @@ mod tests {
     fn runaway_loops_run_out_of_fuel() {
         let mut ex = Expressions::default();
         let (t, _) = ex
-            .template("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", Escaping::None)
+            .template(
+                "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+                Escaping::None,
+            )
             .unwrap();
         assert!(ex.render(&t, &context! {}).is_err());
     }

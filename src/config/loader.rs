@@ -76,7 +76,7 @@ pub fn read_folder(root: &Path, env: &dyn Environment, diags: &mut Diagnostics) 
     };
     if !root.is_dir() {
         diags.error(
-            Position::file(root),
+            Position::file(""),
             "workflow folder not found (or not a folder); pass the folder that holds your *.yaml files",
         );
         return set;
@@ -138,7 +138,11 @@ fn workflow_paths(root: &Path, diags: &mut Diagnostics) -> Vec<PathBuf> {
                 let why = if e.loop_ancestor().is_some() {
                     "symbolic link loop; this folder is skipped".to_owned()
                 } else {
-                    format!("cannot read: {}", e.io_error().map_or_else(|| e.to_string(), |io| io.to_string()))
+                    format!(
+                        "cannot read: {}",
+                        e.io_error()
+                            .map_or_else(|| e.to_string(), |io| io.to_string())
+                    )
                 };
                 diags.error(Position::file(at), why);
             }
@@ -173,7 +177,10 @@ fn read_text(path: &Path, rel: &Path, diags: &mut Diagnostics) -> Option<String>
     if let Ok(true) = too_big {
         diags.error(
             Position::file(rel),
-            format!("file is larger than {} MiB; split it into several files", MAX_FILE_BYTES >> 20),
+            format!(
+                "file is larger than {} MiB; split it into several files",
+                MAX_FILE_BYTES >> 20
+            ),
         );
         return None;
     }
@@ -185,7 +192,10 @@ fn read_text(path: &Path, rel: &Path, diags: &mut Diagnostics) -> Option<String>
         }
     };
     if bytes.contains(&0) {
-        diags.error(Position::file(rel), "binary file (contains NUL bytes); workflow files must be UTF-8 text");
+        diags.error(
+            Position::file(rel),
+            "binary file (contains NUL bytes); workflow files must be UTF-8 text",
+        );
         return None;
     }
     match String::from_utf8(bytes) {
@@ -280,7 +290,10 @@ fn unknown_key<'a>(key: &str, expected: impl Iterator<Item = &'a str> + Clone) -
     let hint = suggestion(key, expected.clone());
     if hint.is_empty() {
         let list: Vec<&str> = expected.collect();
-        format!("unknown key \"{key}\"; expected one of: {}", list.join(", "))
+        format!(
+            "unknown key \"{key}\"; expected one of: {}",
+            list.join(", ")
+        )
     } else {
         format!("unknown key \"{key}\"{hint}")
     }
@@ -299,7 +312,9 @@ fn duplicate_key(text: &str, key: Option<&str>, line: u64, column: u64) -> Strin
         .filter(|(_, l)| {
             let rest = l.get(col..).unwrap_or("");
             let indent_ok = l.chars().take(col).all(|c| c == ' ' || c == '-');
-            indent_ok && (rest.starts_with(&format!("{key}:")) || rest.starts_with(&format!("\"{key}\":")))
+            indent_ok
+                && (rest.starts_with(&format!("{key}:"))
+                    || rest.starts_with(&format!("\"{key}\":")))
         })
         .map(|(i, _)| i + 1)
         .last();
@@ -376,7 +391,10 @@ fn parse_template(
 /// Splits `---\nYAML\n---\nBODY` into the YAML, the body and the number of
 /// lines before the body.
 fn split_front_matter(text: &str) -> (Option<&str>, &str, u64) {
-    let Some(rest) = text.strip_prefix("---\n").or_else(|| text.strip_prefix("---\r\n")) else {
+    let Some(rest) = text
+        .strip_prefix("---\n")
+        .or_else(|| text.strip_prefix("---\r\n"))
+    else {
         return (None, text, 0);
     };
     let mut offset = 0;

@@ -5,13 +5,13 @@
 //! and answer either an immutable [`Workflows`] or every problem found.
 //! This module never runs anything and never writes anywhere.
 
+pub mod compile;
 pub mod diagnostic;
 pub mod environment;
+pub mod expr;
 pub mod loader;
 pub mod model;
 pub mod values;
-pub mod compile;
-pub mod expr;
 pub mod workflows;
 
 pub use workflows::Workflows;

@@ -7,8 +7,8 @@
 //! tagged (`- wait: 3d`) because flatten/untagged lose error positions.
 
 use schemars::JsonSchema;
-use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value as Json;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -689,7 +689,10 @@ pub enum NameOr<T> {
 }
 
 /// A schema that is a string or `T`'s schema.
-fn string_or(generator: &mut schemars::SchemaGenerator, other: schemars::Schema) -> schemars::Schema {
+fn string_or(
+    generator: &mut schemars::SchemaGenerator,
+    other: schemars::Schema,
+) -> schemars::Schema {
     let string = generator.subschema_for::<String>();
     schemars::json_schema!({ "anyOf": [string, other] })
 }

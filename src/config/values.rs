@@ -183,13 +183,21 @@ mod tests {
         assert!(parse_duration("3 days").is_err());
         assert!(parse_duration("").is_err());
         assert!(parse_duration("99999999999999999999w").is_err());
-        assert!(parse_duration("9999999999999999w").unwrap_err().contains("too long"));
+        assert!(
+            parse_duration("9999999999999999w")
+                .unwrap_err()
+                .contains("too long")
+        );
     }
 
     #[test]
     fn hours_must_open() {
         assert!(parse_hours("09:00-17:00").is_ok());
-        assert!(parse_hours("17:00-09:00").unwrap_err().contains("never opens"));
+        assert!(
+            parse_hours("17:00-09:00")
+                .unwrap_err()
+                .contains("never opens")
+        );
         assert!(parse_hours("9-5").is_err());
     }
 

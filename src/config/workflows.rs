@@ -273,7 +273,7 @@ pub enum RuleTrigger {
     /// These event types (`*` is in `wildcard_rules`).
     Events(Vec<String>),
     /// A schedule.
-    Schedule(Schedule),
+    Schedule(Box<Schedule>),
 }
 
 /// A cron schedule.

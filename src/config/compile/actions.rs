@@ -10,8 +10,8 @@ use crate::config::model::{
     TaskSpec, Text, WebhookSpec,
 };
 use crate::config::workflows::{
-    Action, Assignment, EmailAction, EmailContent, FieldValue, Handoff, JsonTemplate,
-    NotifyAction, NotifyTarget, TaskAction, WebhookAction,
+    Action, Assignment, EmailAction, EmailContent, FieldValue, Handoff, JsonTemplate, NotifyAction,
+    NotifyTarget, TaskAction, WebhookAction,
 };
 use serde_json::Value as Json;
 use std::collections::BTreeMap;
@@ -27,26 +27,39 @@ pub struct ActionSite<'s> {
 }
 
 /// Compiles a `do:` list; `None` if any action has an error.
-pub fn compile_all(list: &[Located<ActionSpec>], site: &ActionSite, symbols: &Symbols, cx: &mut Cx) -> Option<Vec<Action>> {
-    let compiled: Vec<Option<Action>> = list.iter().map(|a| compile(a, site, symbols, cx)).collect();
+pub fn compile_all(
+    list: &[Located<ActionSpec>],
+    site: &ActionSite,
+    symbols: &Symbols,
+    cx: &mut Cx,
+) -> Option<Vec<Action>> {
+    let compiled: Vec<Option<Action>> =
+        list.iter().map(|a| compile(a, site, symbols, cx)).collect();
     compiled.into_iter().collect()
 }
 
-fn compile(action: &Located<ActionSpec>, site: &ActionSite, symbols: &Symbols, cx: &mut Cx) -> Option<Action> {
-    if !site.scope.has_record() {
-        if let Some(why) = needs_record(action.get()) {
-            cx.error(
-                action,
-                format!("{why} needs a record, but a schedule rule without for_each has none; add for_each: {{kind: ...}}"),
-            );
-            return None;
-        }
+fn compile(
+    action: &Located<ActionSpec>,
+    site: &ActionSite,
+    symbols: &Symbols,
+    cx: &mut Cx,
+) -> Option<Action> {
+    let without_record = needs_record(action.get()).filter(|_| !site.scope.has_record());
+    if let Some(why) = without_record {
+        cx.error(
+            action,
+            format!("{why} needs a record, but a schedule rule without for_each has none; add for_each: {{kind: ...}}"),
+        );
+        return None;
     }
     let scope = &site.scope;
     match action.get() {
         ActionSpec::Email(e) => {
             if let Some(thread) = &e.thread {
-                cx.error(thread, "thread only works in sequence steps, where it names an earlier email step");
+                cx.error(
+                    thread,
+                    "thread only works in sequence steps, where it names an earlier email step",
+                );
                 return None;
             }
             email(e, scope, symbols, cx).map(Action::Email)
@@ -55,7 +68,9 @@ fn compile(action: &Located<ActionSpec>, site: &ActionSite, symbols: &Symbols, c
         ActionSpec::Webhook(w) => webhook(w, scope, cx).map(Action::Webhook),
         ActionSpec::Task(t) => task(t, scope, symbols, cx).map(Action::Task),
         ActionSpec::Set(fields) => set(action, fields, scope, cx).map(Action::Set),
-        ActionSpec::Move(stage) => move_to(stage, site, symbols, cx).then(|| Action::Move(stage.get().clone())),
+        ActionSpec::Move(stage) => {
+            move_to(stage, site, symbols, cx).then(|| Action::Move(stage.get().clone()))
+        }
         ActionSpec::Assign(a) => assign(action, a, symbols, cx).map(Action::Assign),
         ActionSpec::Handoff(h) => handoff(h, scope, symbols, cx).map(Action::Handoff),
         ActionSpec::Enroll(name) => {
@@ -67,7 +82,14 @@ fn compile(action: &Located<ActionSpec>, site: &ActionSite, symbols: &Symbols, c
             .then(|| Action::Unenroll(Some(name.get().clone()))),
         ActionSpec::Score(s) => {
             let model_ok = symbols.check(cx, "scoring model", &s.model, symbols.models.keys());
-            let kind_ok = model_ok && same_kind(cx, &s.model, "scoring model", symbols.models.get(s.model.get()).map(String::as_str), site);
+            let kind_ok = model_ok
+                && same_kind(
+                    cx,
+                    &s.model,
+                    "scoring model",
+                    symbols.models.get(s.model.get()).map(String::as_str),
+                    site,
+                );
             let points_ok = finite(cx, &s.points, "points");
             (kind_ok && points_ok).then(|| Action::Score {
                 model: s.model.get().clone(),
@@ -99,12 +121,22 @@ fn needs_record(action: &ActionSpec) -> Option<&'static str> {
 }
 
 /// Checks that a referenced thing is for the same record kind as the site.
-fn same_kind(cx: &mut Cx, name: &Text, what: &str, its_kind: Option<&str>, site: &ActionSite) -> bool {
+fn same_kind(
+    cx: &mut Cx,
+    name: &Text,
+    what: &str,
+    its_kind: Option<&str>,
+    site: &ActionSite,
+) -> bool {
     match (its_kind, site.kind) {
         (Some(theirs), Some(ours)) if theirs != ours => {
             cx.error(
                 name,
-                format!("{what} \"{}\" is for {theirs}, but this {} is for {ours}", name.get(), site.owner),
+                format!(
+                    "{what} \"{}\" is for {theirs}, but this {} is for {ours}",
+                    name.get(),
+                    site.owner
+                ),
             );
             false
         }
@@ -122,7 +154,11 @@ pub fn finite(cx: &mut Cx, value: &Located<f64>, what: &str) -> bool {
 }
 
 /// Compiles an optional text template.
-fn optional(cx: &mut Cx, text: &Option<Text>, scope: &Scope) -> Option<Option<crate::config::expr::TextTemplate>> {
+fn optional(
+    cx: &mut Cx,
+    text: &Option<Text>,
+    scope: &Scope,
+) -> Option<Option<crate::config::expr::TextTemplate>> {
     match text {
         None => Some(None),
         Some(t) => cx.template(t, scope, Escaping::None).map(Some),
@@ -135,9 +171,20 @@ fn email_scope(scope: &Scope) -> Scope {
 
 /// Compiles an email (action or step); `thread` is checked by the caller.
 pub fn email(e: &EmailSpec, scope: &Scope, symbols: &Symbols, cx: &mut Cx) -> Option<EmailAction> {
-    let content = email_content(e.template.as_ref(), e.subject.as_ref(), e.body.as_ref(), scope, symbols, cx, EmailNeeds::Subject)?;
+    let content = email_content(
+        e.template.as_ref(),
+        e.subject.as_ref(),
+        e.body.as_ref(),
+        scope,
+        symbols,
+        cx,
+        EmailNeeds::Subject,
+    )?;
     let to = optional(cx, &e.to, scope)?;
-    let cc: Option<Vec<_>> = e.cc.iter().map(|c| cx.template(c, scope, Escaping::None)).collect();
+    let cc: Option<Vec<_>> =
+        e.cc.iter()
+            .map(|c| cx.template(c, scope, Escaping::None))
+            .collect();
     Some(EmailAction {
         content,
         to,
@@ -164,14 +211,23 @@ fn email_content(
 ) -> Option<EmailContent> {
     match (template, subject, body) {
         (Some(t), _, Some(b)) => {
-            cx.error(b, format!("give either template or body, not both (template \"{}\")", t.get()));
+            cx.error(
+                b,
+                format!(
+                    "give either template or body, not both (template \"{}\")",
+                    t.get()
+                ),
+            );
             None
         }
         (Some(t), _, None) => {
             if !symbols.template(cx, t) {
                 return None;
             }
-            if needs == EmailNeeds::Subject && subject.is_none() && !symbols.templates_with_subject.contains(t.get()) {
+            if needs == EmailNeeds::Subject
+                && subject.is_none()
+                && !symbols.templates_with_subject.contains(t.get())
+            {
                 cx.error(t, format!("template \"{}\" has no subject in its front matter; add one or give subject here", t.get()));
                 return None;
             }
@@ -186,14 +242,23 @@ fn email_content(
             None
         }
         (None, None, Some(b)) => {
-            cx.error(b, "an email needs a subject besides its body (or use a template)");
+            cx.error(
+                b,
+                "an email needs a subject besides its body (or use a template)",
+            );
             None
         }
         (None, None, None) => None,
     }
 }
 
-fn notify(at: &Located<ActionSpec>, n: &NotifySpec, scope: &Scope, symbols: &Symbols, cx: &mut Cx) -> Option<NotifyAction> {
+fn notify(
+    at: &Located<ActionSpec>,
+    n: &NotifySpec,
+    scope: &Scope,
+    symbols: &Symbols,
+    cx: &mut Cx,
+) -> Option<NotifyAction> {
     let to = match n.to.get().as_str() {
         "owner" => NotifyTarget::Owner,
         "manager" => NotifyTarget::Manager,
@@ -210,7 +275,15 @@ fn notify(at: &Located<ActionSpec>, n: &NotifySpec, scope: &Scope, symbols: &Sym
         return None;
     }
     if let Some(t) = &n.template {
-        email_content(Some(t), n.subject.as_ref(), None, scope, symbols, cx, EmailNeeds::BodyOnly)?;
+        email_content(
+            Some(t),
+            n.subject.as_ref(),
+            None,
+            scope,
+            symbols,
+            cx,
+            EmailNeeds::BodyOnly,
+        )?;
     }
     Some(NotifyAction {
         to,
@@ -225,7 +298,9 @@ const HTTP_METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE"];
 /// Compiles a webhook (action or step).
 pub fn webhook(w: &WebhookSpec, scope: &Scope, cx: &mut Cx) -> Option<WebhookAction> {
     let url = cx.template(&w.url, scope, Escaping::None);
-    let url_shape = w.url.get().starts_with("http://") || w.url.get().starts_with("https://") || w.url.get().starts_with("{{");
+    let url_shape = w.url.get().starts_with("http://")
+        || w.url.get().starts_with("https://")
+        || w.url.get().starts_with("{{");
     if !url_shape {
         cx.error(&w.url, "webhook url must start with http:// or https://");
     }
@@ -236,7 +311,14 @@ pub fn webhook(w: &WebhookSpec, scope: &Scope, cx: &mut Cx) -> Option<WebhookAct
             if HTTP_METHODS.contains(&upper.as_str()) {
                 Some(upper)
             } else {
-                cx.error(m, format!("unknown HTTP method \"{}\"; use one of {}", m.get(), HTTP_METHODS.join(", ")));
+                cx.error(
+                    m,
+                    format!(
+                        "unknown HTTP method \"{}\"; use one of {}",
+                        m.get(),
+                        HTTP_METHODS.join(", ")
+                    ),
+                );
                 None
             }
         }
@@ -244,23 +326,28 @@ pub fn webhook(w: &WebhookSpec, scope: &Scope, cx: &mut Cx) -> Option<WebhookAct
     let headers: Option<Vec<_>> = w
         .headers
         .iter()
-        .map(|(k, v)| cx.template(v, scope, Escaping::None).map(|t| (k.clone(), t)))
+        .map(|(k, v)| {
+            cx.template(v, scope, Escaping::None)
+                .map(|t| (k.clone(), t))
+        })
         .collect();
     let body = match &w.body {
         None => Some(None),
         Some(b) => json_template(b, scope, cx).map(Some),
     };
-    if let Some(secret) = &w.secret {
-        if secret.get().is_empty() {
-            cx.error(secret, "secret is empty; is its environment variable set?");
-        }
+    if let Some(secret) = w.secret.as_ref().filter(|s| s.get().is_empty()) {
+        cx.error(secret, "secret is empty; is its environment variable set?");
     }
     Some(WebhookAction {
         url: url?,
         method: method?,
         headers: headers?,
         body: body?,
-        secret: w.secret.as_ref().map(|s| s.get().clone()).filter(|_| url_shape),
+        secret: w
+            .secret
+            .as_ref()
+            .map(|s| s.get().clone())
+            .filter(|_| url_shape),
     })
 }
 
@@ -332,7 +419,12 @@ pub fn task(t: &TaskSpec, scope: &Scope, symbols: &Symbols, cx: &mut Cx) -> Opti
     })
 }
 
-fn set(at: &Located<ActionSpec>, fields: &BTreeMap<String, Located<Json>>, scope: &Scope, cx: &mut Cx) -> Option<Vec<(String, FieldValue)>> {
+fn set(
+    at: &Located<ActionSpec>,
+    fields: &BTreeMap<String, Located<Json>>,
+    scope: &Scope,
+    cx: &mut Cx,
+) -> Option<Vec<(String, FieldValue)>> {
     if fields.is_empty() {
         cx.error(at, "set needs at least one field: value");
         return None;
@@ -348,7 +440,8 @@ fn set(at: &Located<ActionSpec>, fields: &BTreeMap<String, Located<Json>>, scope
         let compiled = match value.get() {
             Json::String(s) => {
                 let text = relocate(value, s.clone());
-                cx.template(&text, scope, Escaping::None).map(FieldValue::Template)
+                cx.template(&text, scope, Escaping::None)
+                    .map(FieldValue::Template)
             }
             other => Some(FieldValue::Literal(other.clone())),
         };
@@ -366,13 +459,25 @@ fn move_to(stage: &Text, site: &ActionSite, symbols: &Symbols, cx: &mut Cx) -> b
             Some((pipeline, stages)) => {
                 let found = stages.iter().any(|s| s == stage.get());
                 if !found {
-                    let hint = crate::config::diagnostic::suggestion(stage.get(), stages.iter().map(String::as_str));
-                    cx.error(stage, format!("stage \"{}\" is not in pipeline \"{pipeline}\" of {kind}{hint}", stage.get()));
+                    let hint = crate::config::diagnostic::suggestion(
+                        stage.get(),
+                        stages.iter().map(String::as_str),
+                    );
+                    cx.error(
+                        stage,
+                        format!(
+                            "stage \"{}\" is not in pipeline \"{pipeline}\" of {kind}{hint}",
+                            stage.get()
+                        ),
+                    );
                 }
                 found
             }
             None => {
-                cx.error(stage, format!("no pipeline is for {kind}, so its records have no stages to move to"));
+                cx.error(
+                    stage,
+                    format!("no pipeline is for {kind}, so its records have no stages to move to"),
+                );
                 false
             }
         },
@@ -383,12 +488,24 @@ fn move_to(stage: &Text, site: &ActionSite, symbols: &Symbols, cx: &mut Cx) -> b
     }
 }
 
-fn assign(at: &Located<ActionSpec>, a: &AssignSpec, symbols: &Symbols, cx: &mut Cx) -> Option<Assignment> {
+fn assign(
+    at: &Located<ActionSpec>,
+    a: &AssignSpec,
+    symbols: &Symbols,
+    cx: &mut Cx,
+) -> Option<Assignment> {
     match (&a.team, &a.owner) {
-        (Some(team), None) => symbols.check(cx, "team", team, &symbols.teams).then(|| Assignment::Team {
-            team: team.get().clone(),
-            strategy: a.strategy.as_ref().map_or(Strategy::RoundRobin, |s| *s.get()),
-        }),
+        (Some(team), None) => {
+            symbols
+                .check(cx, "team", team, &symbols.teams)
+                .then(|| Assignment::Team {
+                    team: team.get().clone(),
+                    strategy: a
+                        .strategy
+                        .as_ref()
+                        .map_or(Strategy::RoundRobin, |s| *s.get()),
+                })
+        }
         (None, Some(owner)) => {
             if let Some(s) = &a.strategy {
                 cx.error(s, "strategy only applies when assigning to a team");
@@ -399,7 +516,10 @@ fn assign(at: &Located<ActionSpec>, a: &AssignSpec, symbols: &Symbols, cx: &mut 
                 .then(|| Assignment::Owner(owner.get().clone()))
         }
         _ => {
-            cx.error(at, "assign needs either team (with an optional strategy) or owner, not both");
+            cx.error(
+                at,
+                "assign needs either team (with an optional strategy) or owner, not both",
+            );
             None
         }
     }
@@ -409,7 +529,10 @@ fn handoff(h: &HandoffSpec, scope: &Scope, symbols: &Symbols, cx: &mut Cx) -> Op
     let to = if symbols.teams.contains(h.to.get()) {
         Assignment::Team {
             team: h.to.get().clone(),
-            strategy: h.strategy.as_ref().map_or(Strategy::RoundRobin, |s| *s.get()),
+            strategy: h
+                .strategy
+                .as_ref()
+                .map_or(Strategy::RoundRobin, |s| *s.get()),
         }
     } else {
         let targets = symbols.teams.iter().chain(&symbols.people);
@@ -441,7 +564,10 @@ fn emit(e: &EmitSpec, scope: &Scope, cx: &mut Cx) -> Option<Action> {
         return None;
     }
     if t.trim().is_empty() || t.contains(char::is_whitespace) {
-        cx.error(&e.event_type, "event type must be a word without spaces, e.g. meeting.requested");
+        cx.error(
+            &e.event_type,
+            "event type must be a word without spaces, e.g. meeting.requested",
+        );
         return None;
     }
     let data = match &e.data {

@@ -138,7 +138,9 @@ impl<'a> Cx<'a> {
     /// Compiles a condition and checks the names it reads.
     pub fn condition(&mut self, text: &Located<String>, scope: &Scope) -> Option<Condition> {
         match self.exprs.condition(text.get()) {
-            Ok((condition, names)) => self.names_in_scope(text, &names, scope).then_some(condition),
+            Ok((condition, names)) => self
+                .names_in_scope(text, &names, scope)
+                .then_some(condition),
             Err(problem) => {
                 self.syntax_error(text, "expression", &problem);
                 None
@@ -182,9 +184,7 @@ impl<'a> Cx<'a> {
                 unknown.is_empty().then_some(template)
             }
             Err(problem) => {
-                let (line, column) = problem
-                    .offset
-                    .map_or((0, 1), |o| line_col_in(source, o));
+                let (line, column) = problem.offset.map_or((0, 1), |o| line_col_in(source, o));
                 let at = Position::new(&self.file, first_line + line, column);
                 self.error_at(at, format!("template syntax error: {}", problem.message));
                 None
@@ -192,13 +192,21 @@ impl<'a> Cx<'a> {
         }
     }
 
-    fn names_in_scope(&mut self, text: &Located<String>, names: &BTreeSet<String>, scope: &Scope) -> bool {
+    fn names_in_scope(
+        &mut self,
+        text: &Located<String>,
+        names: &BTreeSet<String>,
+        scope: &Scope,
+    ) -> bool {
         let unknown = unknown_names(names, scope);
         for name in &unknown {
             let hint = suggestion(name, scope.names.iter().map(String::as_str));
             let listed: Vec<&str> = scope.names.iter().map(String::as_str).collect();
             let message = if hint.is_empty() {
-                format!("unknown name \"{name}\"; in scope here: {}", listed.join(", "))
+                format!(
+                    "unknown name \"{name}\"; in scope here: {}",
+                    listed.join(", ")
+                )
             } else {
                 format!("unknown name \"{name}\"{hint}")
             };

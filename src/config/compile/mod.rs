@@ -106,9 +106,7 @@ pub fn compile(set: SourceSet, diags: &mut Diagnostics) -> Option<Workflows> {
 }
 
 /// Event type → rule indexes, so an event finds its rules without a scan.
-fn index_triggers(
-    rules: &[super::workflows::Rule],
-) -> (HashMap<String, Vec<usize>>, Vec<usize>) {
+fn index_triggers(rules: &[super::workflows::Rule]) -> (HashMap<String, Vec<usize>>, Vec<usize>) {
     use super::workflows::RuleTrigger;
     let mut index: HashMap<String, Vec<usize>> = HashMap::new();
     let mut wildcard = Vec::new();
@@ -125,4 +123,3 @@ fn index_triggers(
     }
     (index, wildcard)
 }
-

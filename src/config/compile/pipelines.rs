@@ -17,10 +17,8 @@ pub fn compile(set: &SourceSet, symbols: &Symbols, cx: &mut Cx) -> BTreeMap<Stri
                 .pipelines
                 .get(spec.kind.get())
                 .is_some_and(|(name, _)| name == spec.name.get());
-            if let Some(p) = compile_pipeline(spec, cx) {
-                if owns_kind {
-                    out.insert(p.kind.clone(), p);
-                }
+            if let Some(p) = compile_pipeline(spec, cx).filter(|_| owns_kind) {
+                out.insert(p.kind.clone(), p);
             }
         }
     }
@@ -29,7 +27,10 @@ pub fn compile(set: &SourceSet, symbols: &Symbols, cx: &mut Cx) -> BTreeMap<Stri
 
 fn compile_pipeline(spec: &PipelineSpec, cx: &mut Cx) -> Option<Pipeline> {
     if spec.stages.is_empty() {
-        cx.error(&spec.name, format!("pipeline \"{}\" has no stages", spec.name.get()));
+        cx.error(
+            &spec.name,
+            format!("pipeline \"{}\" has no stages", spec.name.get()),
+        );
         return None;
     }
     let scope = Scope::record(Some(spec.kind.get()));
@@ -38,7 +39,14 @@ fn compile_pipeline(spec: &PipelineSpec, cx: &mut Cx) -> Option<Pipeline> {
     let mut ok = true;
     for st in &spec.stages {
         if !names.insert(st.name.get().clone()) {
-            cx.error(&st.name, format!("stage \"{}\" appears twice in pipeline \"{}\"", st.name.get(), spec.name.get()));
+            cx.error(
+                &st.name,
+                format!(
+                    "stage \"{}\" appears twice in pipeline \"{}\"",
+                    st.name.get(),
+                    spec.name.get()
+                ),
+            );
             ok = false;
         }
         match compile_stage(st, &scope, cx) {
@@ -48,7 +56,10 @@ fn compile_pipeline(spec: &PipelineSpec, cx: &mut Cx) -> Option<Pipeline> {
     }
     let first_is_outcome = spec.stages.first().is_some_and(|s| s.outcome.is_some());
     if first_is_outcome {
-        cx.error(&spec.stages[0].name, "the first stage cannot be an outcome stage; records start there");
+        cx.error(
+            &spec.stages[0].name,
+            "the first stage cannot be an outcome stage; records start there",
+        );
         ok = false;
     }
     ok.then(|| Pipeline {
@@ -62,13 +73,25 @@ fn compile_pipeline(spec: &PipelineSpec, cx: &mut Cx) -> Option<Pipeline> {
 fn compile_stage(st: &StageSpec, scope: &Scope, cx: &mut Cx) -> Option<Stage> {
     let require = requirements(&st.require, scope, cx);
     let exit_require = requirements(&st.exit_require, scope, cx);
-    let stall_after = st.stall_after.as_ref().map(|d| cx.positive_duration(d, "stall_after"));
-    let stall_repeat = st.stall_repeat.as_ref().map(|d| cx.positive_duration(d, "stall_repeat"));
+    let stall_after = st
+        .stall_after
+        .as_ref()
+        .map(|d| cx.positive_duration(d, "stall_after"));
+    let stall_repeat = st
+        .stall_repeat
+        .as_ref()
+        .map(|d| cx.positive_duration(d, "stall_repeat"));
     if let (Some(repeat), None) = (&st.stall_repeat, &st.stall_after) {
-        cx.error(repeat, "stall_repeat needs stall_after: the first stall comes before any repeat");
+        cx.error(
+            repeat,
+            "stall_repeat needs stall_after: the first stall comes before any repeat",
+        );
     }
     if let (Some(outcome), false) = (&st.outcome, st.exit_require.is_empty()) {
-        cx.error(outcome, "an outcome stage is final, so exit_require can never apply; remove it");
+        cx.error(
+            outcome,
+            "an outcome stage is final, so exit_require can never apply; remove it",
+        );
     }
     Some(Stage {
         name: st.name.get().clone(),
@@ -81,7 +104,11 @@ fn compile_stage(st: &StageSpec, scope: &Scope, cx: &mut Cx) -> Option<Stage> {
     .filter(|_| stall_after.is_none_or(|d| d.is_some()) && stall_repeat.is_none_or(|d| d.is_some()))
 }
 
-fn requirements(list: &[Located<Requirement>], scope: &Scope, cx: &mut Cx) -> Option<Vec<StageRequirement>> {
+fn requirements(
+    list: &[Located<Requirement>],
+    scope: &Scope,
+    cx: &mut Cx,
+) -> Option<Vec<StageRequirement>> {
     let compiled: Vec<Option<StageRequirement>> = list
         .iter()
         .map(|r| match r.get() {
@@ -92,10 +119,10 @@ fn requirements(list: &[Located<Requirement>], scope: &Scope, cx: &mut Cx) -> Op
             Requirement::Field(name) => Some(StageRequirement::Field(name.clone())),
             Requirement::Check(check) => {
                 let condition = cx.condition(&check.check, scope)?;
-                let message = check
-                    .message
-                    .as_ref()
-                    .map_or_else(|| format!("{} must hold", check.check.get()), |m| m.get().clone());
+                let message = check.message.as_ref().map_or_else(
+                    || format!("{} must hold", check.check.get()),
+                    |m| m.get().clone(),
+                );
                 Some(StageRequirement::Check { condition, message })
             }
         })

@@ -1,6 +1,6 @@
 //! `scoring:`: point rules, decay and thresholds.
 
-use super::actions::{self, finite, ActionSite};
+use super::actions::{self, ActionSite, finite};
 use super::context::{Cx, Scope};
 use super::rules::check_event_type;
 use super::symbols::Symbols;
@@ -27,7 +27,10 @@ fn compile_model(spec: &ScoringSpec, symbols: &Symbols, cx: &mut Cx) -> Option<S
     let kind = spec.kind.get();
     let scope = Scope::record(Some(kind));
     if spec.rules.is_empty() {
-        cx.error(&spec.name, format!("scoring model \"{}\" has no rules", spec.name.get()));
+        cx.error(
+            &spec.name,
+            format!("scoring model \"{}\" has no rules", spec.name.get()),
+        );
     }
     let rules: Vec<Option<ScoreRule>> = spec
         .rules
@@ -75,7 +78,12 @@ fn compile_model(spec: &ScoringSpec, symbols: &Symbols, cx: &mut Cx) -> Option<S
     .filter(|m| !m.rules.is_empty())
 }
 
-fn compile_rule(index: usize, at: &Located<ScoreRuleSpec>, scope: &Scope, cx: &mut Cx) -> Option<ScoreRule> {
+fn compile_rule(
+    index: usize,
+    at: &Located<ScoreRuleSpec>,
+    scope: &Scope,
+    cx: &mut Cx,
+) -> Option<ScoreRule> {
     let r = at.get();
     let trigger = match (&r.on, &r.when) {
         (Some(on), None) => {
@@ -88,13 +96,19 @@ fn compile_rule(index: usize, at: &Located<ScoreRuleSpec>, scope: &Scope, cx: &m
         }
         (None, Some(when)) => {
             if let Some(c) = &r.condition {
-                cx.error(c, "if only works with on; an attribute rule's condition is its when");
+                cx.error(
+                    c,
+                    "if only works with on; an attribute rule's condition is its when",
+                );
                 return None;
             }
             ScoreTrigger::Attribute(cx.condition(when, scope)?)
         }
         _ => {
-            cx.error(at, "a scoring rule needs either on (an event) or when (an attribute condition)");
+            cx.error(
+                at,
+                "a scoring rule needs either on (an event) or when (an attribute condition)",
+            );
             return None;
         }
     };
@@ -109,7 +123,10 @@ fn compile_rule(index: usize, at: &Located<ScoreRuleSpec>, scope: &Scope, cx: &m
         }
         _ => true,
     };
-    let name = r.name.as_ref().map_or_else(|| default_rule_name(index, &trigger), |n| n.get().clone());
+    let name = r
+        .name
+        .as_ref()
+        .map_or_else(|| default_rule_name(index, &trigger), |n| n.get().clone());
     (points_ok && max_ok).then(|| ScoreRule {
         name,
         trigger,

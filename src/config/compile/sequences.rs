@@ -45,7 +45,7 @@ fn compile_sequence(
     let exit_on = match &spec.exit_on {
         None => Some(DEFAULT_EXIT_ON.map(String::from).to_vec()),
         Some(list) => {
-            let ok = list.iter().fold(true, |ok, t| check_event_type(t, cx) && ok);
+            let ok = list.iter().filter(|t| !check_event_type(t, cx)).count() == 0;
             ok.then(|| list.iter().map(|t| t.get().clone()).collect())
         }
     };
@@ -57,7 +57,11 @@ fn compile_sequence(
     let send_window = match spec.send_window.as_ref().map(|w| (w, w.get())) {
         None => Some(None),
         Some((at, NameOr::Name(name))) => {
-            let named = Located(serde_saphyr::Spanned::new(name.clone(), at.0.referenced, at.0.defined));
+            let named = Located(serde_saphyr::Spanned::new(
+                name.clone(),
+                at.0.referenced,
+                at.0.defined,
+            ));
             if symbols.check(cx, "calendar", &named, &symbols.calendars) {
                 calendars.get(name).cloned().map(Some)
             } else {
@@ -71,7 +75,10 @@ fn compile_sequence(
         Some(t) => cx.template(t, &scope, Escaping::None).map(Some),
     };
     if spec.steps.is_empty() {
-        cx.error(&spec.name, format!("sequence \"{}\" has no steps", spec.name.get()));
+        cx.error(
+            &spec.name,
+            format!("sequence \"{}\" has no steps", spec.name.get()),
+        );
         return None;
     }
     let mut ids = StepIds::default();
@@ -112,7 +119,13 @@ impl StepIds {
     fn check_renames(&self, cx: &mut Cx) {
         for old in &self.renames {
             if self.all.contains(old.get()) {
-                cx.error(old, format!("renamed_from \"{}\" names a step that still exists", old.get()));
+                cx.error(
+                    old,
+                    format!(
+                        "renamed_from \"{}\" names a step that still exists",
+                        old.get()
+                    ),
+                );
             }
         }
     }
@@ -153,19 +166,34 @@ fn compile_step(
     let present: Vec<&str> = kinds.iter().filter(|(_, p)| *p).map(|(k, _)| *k).collect();
     match present.as_slice() {
         [] => {
-            cx.error(at, "a step needs one of email, task, webhook, wait, exit or if");
+            cx.error(
+                at,
+                "a step needs one of email, task, webhook, wait, exit or if",
+            );
             return None;
         }
         [_] => {}
         many => {
-            cx.error(at, format!("a step does one thing, but this one has {}; split it into several steps", many.join(" and ")));
+            cx.error(
+                at,
+                format!(
+                    "a step does one thing, but this one has {}; split it into several steps",
+                    many.join(" and ")
+                ),
+            );
             return None;
         }
     }
     let needs_id = s.wait.is_none() && s.exit.is_none();
     match &s.id {
         None if needs_id => {
-            cx.error(at, format!("this {} step needs an id, so enrollments can follow it across reloads", present[0]));
+            cx.error(
+                at,
+                format!(
+                    "this {} step needs an id, so enrollments can follow it across reloads",
+                    present[0]
+                ),
+            );
             return None;
         }
         Some(id) if id.get().trim().is_empty() => {
@@ -173,7 +201,10 @@ fn compile_step(
             return None;
         }
         Some(id) if !seen.insert(id.get().clone()) => {
-            cx.error(id, format!("step id \"{}\" is used twice in this sequence", id.get()));
+            cx.error(
+                id,
+                format!("step id \"{}\" is used twice in this sequence", id.get()),
+            );
             return None;
         }
         _ => {}
@@ -202,12 +233,23 @@ fn step_kind(
     cx: &mut Cx,
 ) -> Option<StepKind> {
     if let Some(e) = &s.email {
-        if let Some(thread) = &e.thread {
-            if !ids.emails_seen.contains(thread.get()) {
-                let hint = crate::config::diagnostic::suggestion(thread.get(), ids.emails_seen.iter().map(String::as_str));
-                cx.error(thread, format!("thread \"{}\" must name an earlier email step of this sequence{hint}", thread.get()));
-                return None;
-            }
+        let unknown_thread = e
+            .thread
+            .as_ref()
+            .filter(|t| !ids.emails_seen.contains(t.get()));
+        if let Some(thread) = unknown_thread {
+            let hint = crate::config::diagnostic::suggestion(
+                thread.get(),
+                ids.emails_seen.iter().map(String::as_str),
+            );
+            cx.error(
+                thread,
+                format!(
+                    "thread \"{}\" must name an earlier email step of this sequence{hint}",
+                    thread.get()
+                ),
+            );
+            return None;
         }
         return actions::email(e, scope, symbols, cx).map(StepKind::Email);
     }
@@ -229,10 +271,14 @@ fn step_kind(
         cx.error(condition_text, "if needs then: [...] or else: [...]");
         return None;
     }
-    let mut branch = |list: &[Located<StepSpec>], ids: &mut StepIds, cx: &mut Cx| -> Option<Vec<Step>> {
-        let compiled: Vec<Option<Step>> = list.iter().map(|st| compile_step(st, scope, symbols, ids, seen, cx)).collect();
-        compiled.into_iter().collect()
-    };
+    let mut branch =
+        |list: &[Located<StepSpec>], ids: &mut StepIds, cx: &mut Cx| -> Option<Vec<Step>> {
+            let compiled: Vec<Option<Step>> = list
+                .iter()
+                .map(|st| compile_step(st, scope, symbols, ids, seen, cx))
+                .collect();
+            compiled.into_iter().collect()
+        };
     let then = branch(&s.then, ids, cx);
     let otherwise = branch(&s.otherwise, ids, cx);
     Some(StepKind::Branch {

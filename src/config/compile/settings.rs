@@ -36,23 +36,42 @@ pub fn compile_settings(set: &SourceSet, cx: &mut Cx) -> Settings {
             cx.error(url, "public_url must start with http:// or https://");
         }
     }
-    if let Some(tz) = timezone.as_ref().and_then(|t| cx.parsed(t, values::parse_timezone)) {
+    if let Some(tz) = timezone
+        .as_ref()
+        .and_then(|t| cx.parsed(t, values::parse_timezone))
+    {
         out.timezone = tz;
     }
     if let Some(email) = email {
         compile_email(email, &mut out, cx);
     }
     if let Some(w) = webhooks {
-        out.webhook_allow_hosts = w.allow_hosts.iter().map(|h| h.get().to_lowercase()).collect();
-        if let Some(t) = w.timeout.as_ref().and_then(|t| cx.positive_duration(t, "timeout")) {
+        out.webhook_allow_hosts = w
+            .allow_hosts
+            .iter()
+            .map(|h| h.get().to_lowercase())
+            .collect();
+        if let Some(t) = w
+            .timeout
+            .as_ref()
+            .and_then(|t| cx.positive_duration(t, "timeout"))
+        {
             out.webhook_timeout = t;
         }
     }
     if let Some(r) = retry {
-        if let Some(d) = r.first.as_ref().and_then(|t| cx.positive_duration(t, "first")) {
+        if let Some(d) = r
+            .first
+            .as_ref()
+            .and_then(|t| cx.positive_duration(t, "first"))
+        {
             out.retry.first = d;
         }
-        if let Some(d) = r.max_delay.as_ref().and_then(|t| cx.positive_duration(t, "max_delay")) {
+        if let Some(d) = r
+            .max_delay
+            .as_ref()
+            .and_then(|t| cx.positive_duration(t, "max_delay"))
+        {
             out.retry.max_delay = d;
         }
         if let Some(a) = &r.attempts {
@@ -63,7 +82,10 @@ pub fn compile_settings(set: &SourceSet, cx: &mut Cx) -> Settings {
             }
         }
     }
-    if let Some(d) = keep_runs.as_ref().and_then(|t| cx.positive_duration(t, "keep_runs")) {
+    if let Some(d) = keep_runs
+        .as_ref()
+        .and_then(|t| cx.positive_duration(t, "keep_runs"))
+    {
         out.keep_runs = d;
     }
     out
@@ -78,7 +100,10 @@ fn compile_email(email: &EmailSettingsSpec, out: &mut Settings, cx: &mut Cx) {
         if from.get().contains('@') {
             out.email_from = Some(from.get().clone());
         } else {
-            cx.error(from, "from must be an email address, e.g. \"Acme Sales <sales@acme.example>\"");
+            cx.error(
+                from,
+                "from must be an email address, e.g. \"Acme Sales <sales@acme.example>\"",
+            );
         }
     }
     out.postal_address = email.postal_address.as_ref().map(|p| p.get().clone());
@@ -109,17 +134,25 @@ fn check_transport(t: &Text, cx: &mut Cx) {
         .strip_prefix("smtp://")
         .or_else(|| url.strip_prefix("smtps://"));
     let Some(rest) = rest else {
-        cx.error(t, "unknown mail transport; use smtp://host:port, smtps://host:port or maildir:PATH");
+        cx.error(
+            t,
+            "unknown mail transport; use smtp://host:port, smtps://host:port or maildir:PATH",
+        );
         return;
     };
     let host_port = rest.rsplit('@').next().unwrap_or(rest);
     let host = host_port.split(['/', '?', ':']).next().unwrap_or("");
     if host.is_empty() {
-        cx.error(t, "mail transport has no host, e.g. smtp://mail.acme.example:587");
+        cx.error(
+            t,
+            "mail transport has no host, e.g. smtp://mail.acme.example:587",
+        );
         return;
     }
     let loopback = matches!(host, "localhost" | "127.0.0.1" | "[::1]") || host.starts_with("127.");
-    let tls = url.starts_with("smtps://") || url.contains("tls=required") || url.contains("tls=opportunistic");
+    let tls = url.starts_with("smtps://")
+        || url.contains("tls=required")
+        || url.contains("tls=opportunistic");
     if !loopback && !tls {
         cx.warning(t, "plain SMTP to another machine sends passwords and mail unencrypted; use smtps:// or add ?tls=required");
     }
@@ -145,11 +178,17 @@ pub fn compile_calendar(spec: &CalendarSpec, cx: &mut Cx) -> Option<Calendar> {
     let days = match &spec.days {
         None => Some(ALL_DAYS.to_vec()),
         Some(list) => {
-            let parsed: Vec<Option<Weekday>> = list.iter().map(|d| cx.parsed(d, values::parse_weekday)).collect();
+            let parsed: Vec<Option<Weekday>> = list
+                .iter()
+                .map(|d| cx.parsed(d, values::parse_weekday))
+                .collect();
             if list.is_empty() {
                 cx.error(&spec.timezone, "days is empty, so this window never opens");
             }
-            parsed.into_iter().collect::<Option<Vec<_>>>().filter(|d| !d.is_empty())
+            parsed
+                .into_iter()
+                .collect::<Option<Vec<_>>>()
+                .filter(|d| !d.is_empty())
         }
     };
     let hours = match &spec.hours {
@@ -183,13 +222,21 @@ const ALL_DAYS: [Weekday; 7] = [
 pub fn compile_team(set: &SourceSet, symbols: &Symbols, cx: &mut Cx) -> Team {
     let mut team = Team::default();
     for file in &set.files {
-        let Some(spec) = &file.model.team else { continue };
+        let Some(spec) = &file.model.team else {
+            continue;
+        };
         cx.enter_file(&file.path, &file.text);
         for p in &spec.people {
             if !p.email.get().contains('@') {
-                cx.error(&p.email, format!("\"{}\" is not an email address", p.email.get()));
+                cx.error(
+                    &p.email,
+                    format!("\"{}\" is not an email address", p.email.get()),
+                );
             }
-            let timezone = p.timezone.as_ref().and_then(|t| cx.parsed(t, values::parse_timezone));
+            let timezone = p
+                .timezone
+                .as_ref()
+                .and_then(|t| cx.parsed(t, values::parse_timezone));
             if let Some(m) = &p.manager {
                 symbols.check(cx, "person", m, &symbols.people);
             }

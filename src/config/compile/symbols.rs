@@ -50,7 +50,10 @@ impl Definitions {
     fn first_at(&mut self, cx: &mut Cx, what: &'static str, name: &str, at: Position) -> bool {
         match self.seen.get(&(what, name.to_owned())) {
             Some(first) => {
-                cx.error_at(at, format!("{what} \"{name}\" is defined twice; first at {first}"));
+                cx.error_at(
+                    at,
+                    format!("{what} \"{name}\" is defined twice; first at {first}"),
+                );
                 false
             }
             None => {
@@ -127,14 +130,18 @@ pub fn collect(set: &SourceSet, cx: &mut Cx) -> Symbols {
         for r in &m.rules {
             defs.first(cx, "rule", &r.name);
             s.kinds.extend(r.kind.as_ref().map(|k| k.get().clone()));
-            s.kinds.extend(r.for_each.as_ref().map(|f| f.kind.get().clone()));
+            s.kinds
+                .extend(r.for_each.as_ref().map(|f| f.kind.get().clone()));
         }
         for q in &m.sequences {
             s.kinds.extend(q.kind.as_ref().map(|k| k.get().clone()));
             if defs.first(cx, "sequence", &q.name) {
-                s.sequences
-                    .insert(q.name.get().clone(), q.kind.as_ref().map(|k| k.get().clone()));
-                s.sequence_positions.insert(q.name.get().clone(), cx.at(&q.name));
+                s.sequences.insert(
+                    q.name.get().clone(),
+                    q.kind.as_ref().map(|k| k.get().clone()),
+                );
+                s.sequence_positions
+                    .insert(q.name.get().clone(), cx.at(&q.name));
             }
         }
         for model in &m.scoring {

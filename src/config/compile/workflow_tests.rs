@@ -1,9 +1,9 @@
 //! `tests:`: workflow test cases for `dealflow test`.
 
+use super::BUILTIN_EVENTS;
 use super::context::Cx;
 use super::rules::check_event_type;
 use super::symbols::Symbols;
-use super::BUILTIN_EVENTS;
 use crate::config::diagnostic::suggestion;
 use crate::config::loader::SourceSet;
 use crate::config::model::{Located, TestEventSpec, TestSpec, Text};
@@ -32,17 +32,27 @@ pub fn compile(set: &SourceSet, symbols: &Symbols, cx: &mut Cx) -> Vec<WorkflowT
 
 fn compile_test(spec: &TestSpec, symbols: &Symbols, cx: &mut Cx) -> Option<WorkflowTest> {
     let start = cx.parsed(&spec.start, |s| {
-        chrono::DateTime::parse_from_rfc3339(s)
-            .map_err(|_| format!("invalid start \"{s}\"; write an RFC 3339 time such as 2026-03-02T08:00:00-05:00"))
+        chrono::DateTime::parse_from_rfc3339(s).map_err(|_| {
+            format!(
+                "invalid start \"{s}\"; write an RFC 3339 time such as 2026-03-02T08:00:00-05:00"
+            )
+        })
     });
     let until = match &spec.until {
         None => Some(DEFAULT_UNTIL),
         Some(u) => cx.positive_duration(u, "until"),
     };
     if spec.events.is_empty() {
-        cx.error(&spec.name, format!("test \"{}\" has no events", spec.name.get()));
+        cx.error(
+            &spec.name,
+            format!("test \"{}\" has no events", spec.name.get()),
+        );
     }
-    let events: Vec<Option<TestEvent>> = spec.events.iter().map(|e| compile_event(e, symbols, cx)).collect();
+    let events: Vec<Option<TestEvent>> = spec
+        .events
+        .iter()
+        .map(|e| compile_event(e, symbols, cx))
+        .collect();
     let expect = expectations(&spec.expect, cx);
     let expect_not = expectations(&spec.expect_not, cx);
     Some(WorkflowTest {
@@ -57,9 +67,9 @@ fn compile_test(spec: &TestSpec, symbols: &Symbols, cx: &mut Cx) -> Option<Workf
 
 /// Parses a `+4d` offset from the test's start.
 pub fn parse_offset(text: &str) -> Result<Duration, String> {
-    let rest = text.strip_prefix('+').ok_or_else(|| {
-        format!("invalid offset \"{text}\"; write + and a duration, e.g. +4d")
-    })?;
+    let rest = text
+        .strip_prefix('+')
+        .ok_or_else(|| format!("invalid offset \"{text}\"; write + and a duration, e.g. +4d"))?;
     crate::config::values::parse_duration(rest)
 }
 
@@ -73,7 +83,13 @@ fn compile_event(at: &Located<TestEventSpec>, symbols: &Symbols, cx: &mut Cx) ->
     let kind = &e.record.kind;
     if !symbols.kinds.contains(kind.get()) {
         let hint = suggestion(kind.get(), symbols.kinds.iter().map(String::as_str));
-        cx.warning(kind, format!("no workflow is for kind \"{}\", so this event changes nothing{hint}", kind.get()));
+        cx.warning(
+            kind,
+            format!(
+                "no workflow is for kind \"{}\", so this event changes nothing{hint}",
+                kind.get()
+            ),
+        );
     }
     Some(TestEvent {
         at: offset?,
@@ -87,25 +103,44 @@ fn compile_event(at: &Located<TestEventSpec>, symbols: &Symbols, cx: &mut Cx) ->
     .filter(|_| type_ok)
 }
 
-fn expectations(list: &[Located<BTreeMap<String, Json>>], cx: &mut Cx) -> Option<Vec<(String, Json)>> {
+fn expectations(
+    list: &[Located<BTreeMap<String, Json>>],
+    cx: &mut Cx,
+) -> Option<Vec<(String, Json)>> {
     let known = || BUILTIN_EVENTS.iter().chain(DELIVERY_ENTRIES).copied();
     let mut out = Vec::new();
     let mut ok = true;
     for item in list {
         let mut entries = item.get().iter();
         let (Some((kind, fields)), None) = (entries.next(), entries.next()) else {
-            cx.error(item, "each expectation names one timeline entry, e.g. { email: { step: intro } }");
+            cx.error(
+                item,
+                "each expectation names one timeline entry, e.g. { email: { step: intro } }",
+            );
             ok = false;
             continue;
         };
         if !known().any(|k| k == kind) {
-            let at: Text = Located(serde_saphyr::Spanned::new(kind.clone(), item.0.referenced, item.0.defined));
-            cx.error(&at, format!("unknown timeline entry \"{kind}\"{}", suggestion(kind, known())));
+            let at: Text = Located(serde_saphyr::Spanned::new(
+                kind.clone(),
+                item.0.referenced,
+                item.0.defined,
+            ));
+            cx.error(
+                &at,
+                format!(
+                    "unknown timeline entry \"{kind}\"{}",
+                    suggestion(kind, known())
+                ),
+            );
             ok = false;
             continue;
         }
         if !(fields.is_object() || fields.is_null()) {
-            cx.error(item, format!("the fields to match under \"{kind}\" must be a mapping"));
+            cx.error(
+                item,
+                format!("the fields to match under \"{kind}\" must be a mapping"),
+            );
             ok = false;
             continue;
         }
