@@ -66,6 +66,8 @@ pub struct SourceSet {
     pub secrets: Secrets,
     /// Content hash of every file read (path and bytes), hex.
     pub version: String,
+    /// Files that could not be read or parsed; what they define is unknown.
+    pub unreadable: usize,
 }
 
 /// Reads every workflow and template file below `root`.
@@ -86,6 +88,7 @@ pub fn read_folder(root: &Path, env: &dyn Environment, diags: &mut Diagnostics) 
     for path in workflow_paths(root, diags) {
         let rel = relative_to(root, &path);
         let Some(text) = read_text(&path, &rel, diags) else {
+            set.unreadable += 1;
             continue;
         };
         hasher.update(rel.to_string_lossy().as_bytes());
@@ -93,17 +96,19 @@ pub fn read_folder(root: &Path, env: &dyn Environment, diags: &mut Diagnostics) 
         hasher.update(text.as_bytes());
         hasher.update([0]);
         if is_template(root, &path) {
-            if let Some(t) = parse_template(&rel, &text, &variables, diags) {
-                set.templates.push(t);
+            match parse_template(&rel, &text, &variables, diags) {
+                Some(t) => set.templates.push(t),
+                None => set.unreadable += 1,
             }
         } else {
             remember_secrets(&text, &variables, &mut set.secrets);
-            if let Some(model) = parse_yaml::<WorkflowFile>(&rel, &text, &variables, diags) {
-                set.files.push(SourceFile {
+            match parse_yaml::<WorkflowFile>(&rel, &text, &variables, diags) {
+                Some(model) => set.files.push(SourceFile {
                     path: rel,
                     text,
                     model,
-                });
+                }),
+                None => set.unreadable += 1,
             }
         }
     }

@@ -29,6 +29,9 @@ pub struct Symbols {
     pub calendars: BTreeSet<String>,
     /// Scoring model name → its kind.
     pub models: BTreeMap<String, String>,
+    /// Whether some file could not be read, so a name missing here may be
+    /// defined there: reference errors would only repeat that file's error.
+    incomplete: bool,
     /// Templates and sequences some action uses (for unused warnings).
     used: RefCell<BTreeSet<(&'static str, String)>>,
     /// Where each sequence was defined (for unused warnings).
@@ -66,7 +69,10 @@ impl Definitions {
 
 /// Collects every defined name in `set`.
 pub fn collect(set: &SourceSet, cx: &mut Cx) -> Symbols {
-    let mut s = Symbols::default();
+    let mut s = Symbols {
+        incomplete: set.unreadable > 0,
+        ..Symbols::default()
+    };
     let mut defs = Definitions {
         seen: BTreeMap::new(),
     };
@@ -168,11 +174,19 @@ impl Symbols {
         defined: impl IntoIterator<Item = &'n String> + Clone,
     ) -> bool {
         let found = defined.clone().into_iter().any(|d| d == name.get());
-        if !found {
+        if !found && !self.incomplete {
             let hint = suggestion(name.get(), defined.into_iter().map(String::as_str));
             cx.error(name, format!("unknown {what} \"{}\"{hint}", name.get()));
         }
         found
+    }
+
+    /// Reports a reference to something not defined, unless an unreadable
+    /// file may define it.
+    pub fn missing<T>(&self, cx: &mut Cx, at: &Located<T>, message: String) {
+        if !self.incomplete {
+            cx.error(at, message);
+        }
     }
 
     /// Checks a template reference and marks it used.
@@ -194,6 +208,9 @@ impl Symbols {
 
     /// Warns about templates and sequences nothing refers to.
     pub fn warn_unused(&self, cx: &mut Cx) {
+        if self.incomplete {
+            return;
+        }
         let used = self.used.borrow();
         for (name, at) in &self.templates {
             if !used.contains(&("template", name.clone())) {
