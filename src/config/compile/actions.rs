@@ -463,7 +463,8 @@ fn move_to(stage: &Text, site: &ActionSite, symbols: &Symbols, cx: &mut Cx) -> b
                         stage.get(),
                         stages.iter().map(String::as_str),
                     );
-                    cx.error(
+                    symbols.missing(
+                        cx,
                         stage,
                         format!(
                             "stage \"{}\" is not in pipeline \"{pipeline}\" of {kind}{hint}",
@@ -474,7 +475,8 @@ fn move_to(stage: &Text, site: &ActionSite, symbols: &Symbols, cx: &mut Cx) -> b
                 found
             }
             None => {
-                cx.error(
+                symbols.missing(
+                    cx,
                     stage,
                     format!("no pipeline is for {kind}, so its records have no stages to move to"),
                 );
