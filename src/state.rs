@@ -1,0 +1,319 @@
+//! The durable state dealflow keeps: events, records, stage history, tasks,
+//! outbox rows, timers, enrollments, runs. Shared by the engine (which
+//! computes it), the store (which keeps it) and the API (which shows it).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value as Json};
+use std::collections::BTreeMap;
+
+/// Which record an event or task concerns.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RecordKey {
+    /// Record kind (`lead`, `deal`, ...).
+    pub kind: String,
+    /// The source system's id.
+    pub id: String,
+}
+
+impl std::fmt::Display for RecordKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.kind, self.id)
+    }
+}
+
+/// An event as stored in the event log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Position in the log; events are handled in this order.
+    pub seq: u64,
+    /// Idempotency key (given by the sender, or `gen-SEQ`).
+    pub id: String,
+    /// Event type.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// The record it happened to.
+    pub record: RecordKey,
+    /// Fields to merge into the record.
+    #[serde(default)]
+    pub fields: Map<String, Json>,
+    /// Event data (`event.NAME`).
+    #[serde(default)]
+    pub data: Map<String, Json>,
+    /// When it happened (sender's word, else when received).
+    pub occurred_at: DateTime<Utc>,
+    /// How many events led to this one (0 for events from outside).
+    #[serde(default)]
+    pub depth: u32,
+}
+
+/// An event before it has a place in the log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewEvent {
+    /// Idempotency key; `None` gets one from the log and is never deduplicated.
+    pub id: Option<String>,
+    /// Event type.
+    pub event_type: String,
+    /// The record.
+    pub record: RecordKey,
+    /// Fields to merge.
+    pub fields: Map<String, Json>,
+    /// Data.
+    pub data: Map<String, Json>,
+    /// When it happened.
+    pub occurred_at: DateTime<Utc>,
+    /// Chain depth.
+    pub depth: u32,
+}
+
+/// A record: a lead, deal or any other kind.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// Kind and id.
+    #[serde(flatten)]
+    pub key: RecordKey,
+    /// User fields.
+    pub fields: Map<String, Json>,
+    /// Owner's email.
+    pub owner: Option<String>,
+    /// Pipeline name, once the record is in one.
+    pub pipeline: Option<String>,
+    /// Current stage.
+    pub stage: Option<String>,
+    /// When the current stage was entered.
+    pub stage_entered_at: Option<DateTime<Utc>>,
+    /// Score per scoring model.
+    #[serde(default)]
+    pub scores: BTreeMap<String, f64>,
+    /// First seen.
+    pub created_at: DateTime<Utc>,
+    /// Last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Record {
+    /// A new record with no fields.
+    pub fn new(key: RecordKey, now: DateTime<Utc>) -> Self {
+        Record {
+            key,
+            fields: Map::new(),
+            owner: None,
+            pipeline: None,
+            stage: None,
+            stage_entered_at: None,
+            scores: BTreeMap::new(),
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    /// Whether a field is present and non-empty (stage requirements).
+    pub fn has_value(&self, field: &str) -> bool {
+        let value = match field {
+            "owner" => return self.owner.as_deref().is_some_and(|o| !o.is_empty()),
+            _ => self.fields.get(field),
+        };
+        match value {
+            None | Some(Json::Null) => false,
+            Some(Json::String(s)) => !s.trim().is_empty(),
+            Some(Json::Array(a)) => !a.is_empty(),
+            Some(Json::Object(o)) => !o.is_empty(),
+            Some(_) => true,
+        }
+    }
+
+    /// Whole days in the current stage at `now`.
+    pub fn days_in_stage(&self, now: DateTime<Utc>) -> Option<i64> {
+        self.stage_entered_at.map(|at| (now - at).num_days())
+    }
+}
+
+/// One stay of a record in a stage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StageVisit {
+    /// Pipeline.
+    pub pipeline: String,
+    /// Stage.
+    pub stage: String,
+    /// Entered.
+    pub entered_at: DateTime<Utc>,
+    /// Left; `None` while still there.
+    pub exited_at: Option<DateTime<Utc>>,
+    /// Owner when it entered (reports by rep).
+    pub owner: Option<String>,
+}
+
+/// Whether a task is still to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskStatus {
+    /// To do.
+    Open,
+    /// Done.
+    Completed,
+}
+
+/// A human step queued for a person.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Task {
+    /// Stable id, derived from the run that created it.
+    pub id: String,
+    /// The record it is about.
+    pub record: RecordKey,
+    /// Title.
+    pub title: String,
+    /// Notes (a handoff's context note, for example).
+    pub notes: Option<String>,
+    /// Person; `None` is unassigned.
+    pub owner: Option<String>,
+    /// Due time.
+    pub due_at: Option<DateTime<Utc>>,
+    /// Open or completed.
+    pub status: TaskStatus,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Completed.
+    pub completed_at: Option<DateTime<Utc>>,
+    /// The rule (or sequence step) that created it.
+    pub created_by: String,
+}
+
+/// What an outbox row asks delivery to do.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Delivery {
+    /// An email to a record's contact or (notify) to a team member.
+    Email {
+        /// Recipient.
+        to: String,
+        /// Copies.
+        cc: Vec<String>,
+        /// Sender (the owner) when known.
+        from: Option<String>,
+        /// Subject.
+        subject: String,
+        /// Body as rendered (Markdown, HTML or text per `format`).
+        body: String,
+        /// `markdown`, `html` or `text`.
+        format: String,
+        /// Whether this goes to a prospect (unsubscribe headers, footer).
+        to_prospect: bool,
+    },
+    /// An HTTP call.
+    Webhook {
+        /// URL.
+        url: String,
+        /// Method.
+        method: String,
+        /// Headers.
+        headers: Vec<(String, String)>,
+        /// JSON body.
+        body: Json,
+    },
+}
+
+/// Where an outbox row is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutboxStatus {
+    /// Waiting to be sent.
+    Pending,
+    /// Handed to a worker (flushed before the send starts).
+    Sending,
+    /// Accepted by the receiver.
+    Sent,
+    /// Failed; will retry.
+    Failed,
+    /// Given up.
+    Dead,
+}
+
+/// A side effect waiting to be delivered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutboxEntry {
+    /// Stable identity, derived from the run and the action.
+    pub id: String,
+    /// The record.
+    pub record: RecordKey,
+    /// What to deliver.
+    pub delivery: Delivery,
+    /// State.
+    pub status: OutboxStatus,
+    /// Tries so far.
+    pub attempts: u32,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// The rule that produced it.
+    pub created_by: String,
+}
+
+/// A sequence enrollment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Enrollment {
+    /// The record.
+    pub record: RecordKey,
+    /// Sequence name.
+    pub sequence: String,
+    /// When it enrolled.
+    pub enrolled_at: DateTime<Utc>,
+    /// `active`, `exited` or `completed`.
+    pub status: String,
+    /// Id of the next step to run.
+    pub next_step: Option<String>,
+    /// Why it ended.
+    pub exit_reason: Option<String>,
+    /// When it ended.
+    pub ended_at: Option<DateTime<Utc>>,
+}
+
+/// A durable timer (stalls, waits, schedules).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Timer {
+    /// Unique id.
+    pub id: String,
+    /// When it fires.
+    pub due_at: DateTime<Utc>,
+    /// The event it raises.
+    pub event: NewEvent,
+}
+
+/// How one action of a run ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActionOutcome {
+    /// Action kind (`task`, `set`, ...).
+    pub action: String,
+    /// `ok`, `failed`, `refused` or `skipped`.
+    pub outcome: String,
+    /// What happened, in a sentence.
+    pub detail: Option<String>,
+}
+
+/// One rule firing: which rule, on which event, under which version, what
+/// its condition saw and what each action did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Run {
+    /// Unique id (event sequence and rule position).
+    pub id: String,
+    /// Rule name.
+    pub rule: String,
+    /// Event id.
+    pub event_id: String,
+    /// Event type.
+    pub event_type: String,
+    /// Record.
+    pub record: RecordKey,
+    /// Workflows version it ran under.
+    pub version: String,
+    /// The condition as written, if any.
+    pub condition: Option<String>,
+    /// Whether it matched.
+    pub matched: bool,
+    /// Values the condition read.
+    pub saw: BTreeMap<String, Json>,
+    /// Each action's outcome.
+    pub actions: Vec<ActionOutcome>,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// Set when the run failed as a whole (condition error, chain too deep).
+    pub error: Option<String>,
+}

@@ -1,0 +1,369 @@
+//! One suite, run against every backend: what any store must do.
+
+use super::*;
+use crate::state::{Task, TaskStatus};
+use chrono::TimeZone;
+use serde_json::Map;
+
+fn at(secs: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(1_772_000_000 + secs, 0).single().unwrap()
+}
+
+fn key(kind: &str, id: &str) -> RecordKey {
+    RecordKey {
+        kind: kind.into(),
+        id: id.into(),
+    }
+}
+
+fn event(id: Option<&str>, record: &str) -> NewEvent {
+    NewEvent {
+        id: id.map(String::from),
+        event_type: "form.submitted".into(),
+        record: key("lead", record),
+        fields: Map::new(),
+        data: Map::new(),
+        occurred_at: at(0),
+        depth: 0,
+    }
+}
+
+fn task(id: &str, owner: Option<&str>, status: TaskStatus) -> Task {
+    Task {
+        id: id.into(),
+        record: key("lead", "L1"),
+        title: format!("task {id}"),
+        notes: None,
+        owner: owner.map(String::from),
+        due_at: None,
+        status,
+        created_at: at(0),
+        completed_at: None,
+        created_by: "rule".into(),
+    }
+}
+
+fn run(id: &str, rule: &str, record: &str) -> Run {
+    Run {
+        id: id.into(),
+        rule: rule.into(),
+        event_id: "e".into(),
+        event_type: "x".into(),
+        record: key("lead", record),
+        version: "v1".into(),
+        condition: None,
+        matched: true,
+        saw: Default::default(),
+        actions: vec![],
+        at: at(0),
+        error: None,
+    }
+}
+
+pub fn appends_in_order_and_deduplicates<S: Store>(s: &S) {
+    let first = s
+        .append_events(vec![
+            event(Some("a"), "L1"),
+            event(None, "L2"),
+            event(Some("a"), "L3"),
+        ])
+        .unwrap();
+    assert_eq!(
+        first
+            .iter()
+            .map(|a| (a.seq, a.duplicate))
+            .collect::<Vec<_>>(),
+        [(1, false), (2, false), (1, true)]
+    );
+    assert_eq!(first[1].id, "gen-2");
+    let again = s
+        .append_events(vec![event(Some("a"), "L1"), event(Some("b"), "L1")])
+        .unwrap();
+    assert!(again[0].duplicate);
+    assert_eq!((again[1].seq, again[1].duplicate), (3, false));
+    let all = s.events_after(0, 10).unwrap();
+    assert_eq!(all.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(s.events_after(2, 10).unwrap().len(), 1);
+    assert_eq!(s.cursor().unwrap(), 0);
+}
+
+pub fn commit_is_one_unit_with_cursor_and_chained_events<S: Store>(s: &S) {
+    s.append_events(vec![event(Some("a"), "L1")]).unwrap();
+    let mut record = Record::new(key("lead", "L1"), at(0));
+    record.owner = Some("ana@x".into());
+    s.commit(Changes {
+        records: vec![record.clone()],
+        events: vec![event(None, "L1")],
+        counters: vec![("rr/sdr".into(), 7)],
+        handled: Some(1),
+        ..Changes::default()
+    })
+    .unwrap();
+    assert_eq!(s.record(&record.key).unwrap(), Some(record));
+    assert_eq!(s.cursor().unwrap(), 1);
+    assert_eq!(s.counter("rr/sdr").unwrap(), 7);
+    assert_eq!(s.counter("never").unwrap(), 0);
+    let chained = s.events_after(1, 10).unwrap();
+    assert_eq!(chained.len(), 1);
+    assert_eq!(chained[0].seq, 2);
+}
+
+pub fn records_page_by_kind<S: Store>(s: &S) {
+    let records: Vec<Record> = ["a", "b", "c"]
+        .iter()
+        .map(|id| Record::new(key("deal", id), at(0)))
+        .collect();
+    let other = Record::new(key("dealer", "z"), at(0));
+    s.commit(Changes {
+        records: [records.clone(), vec![other]].concat(),
+        ..Changes::default()
+    })
+    .unwrap();
+    let page = s.records_of_kind("deal", None, 2).unwrap();
+    assert_eq!(page.items, records[..2]);
+    let rest = s.records_of_kind("deal", page.next.as_deref(), 2).unwrap();
+    assert_eq!(rest.items, records[2..]);
+    assert_eq!(rest.next, None);
+}
+
+pub fn tasks_filter_and_count_open_by_owner<S: Store>(s: &S) {
+    s.commit(Changes {
+        tasks: vec![
+            task("t1", Some("ana"), TaskStatus::Open),
+            task("t2", Some("ana"), TaskStatus::Open),
+            task("t3", None, TaskStatus::Open),
+        ],
+        ..Changes::default()
+    })
+    .unwrap();
+    assert_eq!(s.open_task_count("ana").unwrap(), 2);
+    let mut done = task("t1", Some("ana"), TaskStatus::Completed);
+    done.completed_at = Some(at(5));
+    let moved = task("t2", Some("ben"), TaskStatus::Open);
+    s.commit(Changes {
+        tasks: vec![done, moved],
+        ..Changes::default()
+    })
+    .unwrap();
+    assert_eq!(s.open_task_count("ana").unwrap(), 0);
+    assert_eq!(s.open_task_count("ben").unwrap(), 1);
+    let open = TaskFilter {
+        status: Some(TaskStatus::Open),
+        ..TaskFilter::default()
+    };
+    let ids: Vec<String> = s
+        .tasks(&open, None, 10)
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|t| t.id)
+        .collect();
+    assert_eq!(ids, ["t2", "t3"]);
+    let unassigned = TaskFilter {
+        owner: Some(String::new()),
+        ..TaskFilter::default()
+    };
+    assert_eq!(s.tasks(&unassigned, None, 10).unwrap().items.len(), 1);
+    let page = s.tasks(&TaskFilter::default(), None, 2).unwrap();
+    assert_eq!(page.next.as_deref(), Some("t2"));
+    assert_eq!(
+        s.tasks(&TaskFilter::default(), page.next.as_deref(), 2)
+            .unwrap()
+            .items[0]
+            .id,
+        "t3"
+    );
+}
+
+pub fn runs_newest_first_with_filters<S: Store>(s: &S) {
+    s.commit(Changes {
+        runs: vec![
+            run("0001-0", "a", "L1"),
+            run("0002-0", "b", "L1"),
+            run("0003-0", "a", "L2"),
+        ],
+        ..Changes::default()
+    })
+    .unwrap();
+    let ids = |p: Page<Run>| p.items.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(s.runs(&RunFilter::default(), None, 10).unwrap()),
+        ["0003-0", "0002-0", "0001-0"]
+    );
+    let rule_a = RunFilter {
+        rule: Some("a".into()),
+        ..RunFilter::default()
+    };
+    assert_eq!(
+        ids(s.runs(&rule_a, None, 10).unwrap()),
+        ["0003-0", "0001-0"]
+    );
+    let l1 = RunFilter {
+        record: Some(key("lead", "L1")),
+        ..RunFilter::default()
+    };
+    let first = s.runs(&l1, None, 1).unwrap();
+    assert_eq!(first.next.as_deref(), Some("0002-0"));
+    assert_eq!(
+        ids(s.runs(&l1, first.next.as_deref(), 1).unwrap()),
+        ["0001-0"]
+    );
+}
+
+pub fn timers_come_due_in_order_and_can_be_deleted<S: Store>(s: &S) {
+    let timer = |id: &str, secs| Timer {
+        id: id.into(),
+        due_at: at(secs),
+        event: event(None, "L1"),
+    };
+    s.commit(Changes {
+        timers: vec![timer("late", 100), timer("early", 10), timer("mid", 50)],
+        ..Changes::default()
+    })
+    .unwrap();
+    assert_eq!(s.next_timer().unwrap().map(|t| t.id), Some("early".into()));
+    let due: Vec<String> = s
+        .due_timers(at(60), 10)
+        .unwrap()
+        .into_iter()
+        .map(|t| t.id)
+        .collect();
+    assert_eq!(due, ["early", "mid"]);
+    s.commit(Changes {
+        timers_done: vec![(at(10), "early".into())],
+        ..Changes::default()
+    })
+    .unwrap();
+    assert_eq!(s.next_timer().unwrap().map(|t| t.id), Some("mid".into()));
+}
+
+pub fn history_enrollments_suppression<S: Store>(s: &S) {
+    let k = key("deal", "D1");
+    let visit = |stage: &str, n| StageVisit {
+        pipeline: "b2b".into(),
+        stage: stage.into(),
+        entered_at: at(n),
+        exited_at: None,
+        owner: None,
+    };
+    s.commit(Changes {
+        stage_visits: vec![
+            (k.clone(), 1, visit("discovery", 10)),
+            (k.clone(), 0, visit("qualified", 0)),
+        ],
+        enrollments: vec![Enrollment {
+            record: k.clone(),
+            sequence: "s".into(),
+            enrolled_at: at(0),
+            status: "active".into(),
+            next_step: Some("intro".into()),
+            exit_reason: None,
+            ended_at: None,
+        }],
+        suppress: vec!["Pat@Example.com".into()],
+        ..Changes::default()
+    })
+    .unwrap();
+    let stages: Vec<String> = s
+        .stage_history(&k)
+        .unwrap()
+        .into_iter()
+        .map(|v| v.stage)
+        .collect();
+    assert_eq!(stages, ["qualified", "discovery"]);
+    assert_eq!(s.enrollments(&k).unwrap().len(), 1);
+    assert!(
+        s.enrollments(&key("deal", "D")).unwrap().is_empty(),
+        "prefix of another id must not match"
+    );
+    assert!(s.is_suppressed("pat@example.com").unwrap());
+    assert!(!s.is_suppressed("sam@example.com").unwrap());
+}
+
+macro_rules! conformance {
+    ($backend:ident, $make:expr) => {
+        mod $backend {
+            use super::*;
+            #[test]
+            fn appends_in_order_and_deduplicates() {
+                let (_g, s) = $make;
+                super::appends_in_order_and_deduplicates(&s);
+            }
+            #[test]
+            fn commit_is_one_unit_with_cursor_and_chained_events() {
+                let (_g, s) = $make;
+                super::commit_is_one_unit_with_cursor_and_chained_events(&s);
+            }
+            #[test]
+            fn records_page_by_kind() {
+                let (_g, s) = $make;
+                super::records_page_by_kind(&s);
+            }
+            #[test]
+            fn tasks_filter_and_count_open_by_owner() {
+                let (_g, s) = $make;
+                super::tasks_filter_and_count_open_by_owner(&s);
+            }
+            #[test]
+            fn runs_newest_first_with_filters() {
+                let (_g, s) = $make;
+                super::runs_newest_first_with_filters(&s);
+            }
+            #[test]
+            fn timers_come_due_in_order_and_can_be_deleted() {
+                let (_g, s) = $make;
+                super::timers_come_due_in_order_and_can_be_deleted(&s);
+            }
+            #[test]
+            fn history_enrollments_suppression() {
+                let (_g, s) = $make;
+                super::history_enrollments_suppression(&s);
+            }
+        }
+    };
+}
+
+conformance!(
+    memory,
+    (
+        (),
+        KvStore::open(MemoryBackend::default(), "memory").unwrap()
+    )
+);
+conformance!(sled, {
+    let dir = tempfile::tempdir().unwrap();
+    let store = KvStore::open(SledBackend::open(dir.path()).unwrap(), "test").unwrap();
+    (dir, store)
+});
+
+#[tokio::test]
+async fn sled_keeps_flushed_state_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = KvStore::open(SledBackend::open(dir.path()).unwrap(), "t").unwrap();
+        s.append_events(vec![event(Some("a"), "L1")]).unwrap();
+        s.flush().await.unwrap();
+    }
+    let s = KvStore::open(SledBackend::open(dir.path()).unwrap(), "t").unwrap();
+    assert_eq!(s.events_after(0, 10).unwrap().len(), 1);
+    assert!(s.append_events(vec![event(Some("a"), "L1")]).unwrap()[0].duplicate);
+}
+
+#[test]
+fn a_store_without_the_format_mark_is_refused() {
+    let backend = MemoryBackend::default();
+    backend
+        .apply(vec![KvWrite::Put(b"foreign".to_vec(), b"data".to_vec())])
+        .unwrap();
+    let err = KvStore::open(backend, "/data").err().unwrap();
+    assert!(err.to_string().contains("will not start over it"), "{err}");
+}
+
+#[test]
+fn garbage_files_in_the_data_folder_are_refused_not_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("conf"), b"\xff\xfe garbage").unwrap();
+    std::fs::write(dir.path().join("db"), vec![0xAB; 4096]).unwrap();
+    let result = SledBackend::open(dir.path()).and_then(|b| KvStore::open(b, "t"));
+    assert!(result.is_err(), "a corrupt store must not open as empty");
+}

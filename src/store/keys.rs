@@ -1,0 +1,102 @@
+//! Key layout. Numbers are big-endian so byte order is numeric order;
+//! strings are followed by 0 so a prefix of one name never matches another.
+
+use crate::state::RecordKey;
+use chrono::{DateTime, Utc};
+
+pub const EVENT: &[u8] = b"ev\0";
+pub const EVENT_ID: &[u8] = b"ei\0";
+pub const CURSOR: &[u8] = b"meta\0cursor";
+pub const NEXT_SEQ: &[u8] = b"meta\0next_seq";
+pub const FORMAT: &[u8] = b"meta\0format";
+pub const RECORD: &[u8] = b"rc\0";
+pub const STAGE_VISIT: &[u8] = b"sv\0";
+pub const TASK: &[u8] = b"tk\0";
+pub const OUTBOX: &[u8] = b"ob\0";
+pub const TIMER: &[u8] = b"tm\0";
+pub const ENROLLMENT: &[u8] = b"en\0";
+pub const RUN: &[u8] = b"rn\0";
+pub const SUPPRESSED: &[u8] = b"sp\0";
+pub const COUNTER: &[u8] = b"ct\0";
+
+/// The store format this build writes; a store with another is refused.
+pub const FORMAT_VERSION: &[u8] = b"dealflow-1";
+
+pub fn join(parts: &[&[u8]]) -> Vec<u8> {
+    parts.concat()
+}
+
+pub fn event(seq: u64) -> Vec<u8> {
+    join(&[EVENT, &seq.to_be_bytes()])
+}
+
+pub fn event_id(id: &str) -> Vec<u8> {
+    join(&[EVENT_ID, id.as_bytes()])
+}
+
+pub fn record_prefix(kind: &str) -> Vec<u8> {
+    join(&[RECORD, kind.as_bytes(), b"\0"])
+}
+
+pub fn record(key: &RecordKey) -> Vec<u8> {
+    join(&[&record_prefix(&key.kind), key.id.as_bytes()])
+}
+
+pub fn stage_visit_prefix(key: &RecordKey) -> Vec<u8> {
+    join(&[
+        STAGE_VISIT,
+        key.kind.as_bytes(),
+        b"\0",
+        key.id.as_bytes(),
+        b"\0",
+    ])
+}
+
+pub fn stage_visit(key: &RecordKey, index: u64) -> Vec<u8> {
+    join(&[&stage_visit_prefix(key), &index.to_be_bytes()])
+}
+
+pub fn task(id: &str) -> Vec<u8> {
+    join(&[TASK, id.as_bytes()])
+}
+
+pub fn outbox(id: &str) -> Vec<u8> {
+    join(&[OUTBOX, id.as_bytes()])
+}
+
+/// Timers sort by due time (milliseconds since the epoch; earlier ones clamp to 0).
+pub fn timer(due: DateTime<Utc>, id: &str) -> Vec<u8> {
+    let ms = u64::try_from(due.timestamp_millis()).unwrap_or(0);
+    join(&[TIMER, &ms.to_be_bytes(), id.as_bytes()])
+}
+
+pub fn enrollment_prefix(key: &RecordKey) -> Vec<u8> {
+    join(&[
+        ENROLLMENT,
+        key.kind.as_bytes(),
+        b"\0",
+        key.id.as_bytes(),
+        b"\0",
+    ])
+}
+
+pub fn enrollment(key: &RecordKey, sequence: &str) -> Vec<u8> {
+    join(&[&enrollment_prefix(key), sequence.as_bytes()])
+}
+
+pub fn run(id: &str) -> Vec<u8> {
+    join(&[RUN, id.as_bytes()])
+}
+
+pub fn suppressed(email: &str) -> Vec<u8> {
+    join(&[SUPPRESSED, email.to_lowercase().as_bytes()])
+}
+
+pub fn counter(name: &str) -> Vec<u8> {
+    join(&[COUNTER, name.as_bytes()])
+}
+
+/// A u64 stored big-endian.
+pub fn read_u64(bytes: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(bytes.try_into().ok()?))
+}

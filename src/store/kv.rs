@@ -1,0 +1,440 @@
+//! The tables, written once over any [`Backend`].
+
+use super::backend::{Backend, KvWrite};
+use super::keys;
+use super::*;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::sync::Mutex;
+
+/// Index of open tasks by owner, so least-loaded assignment does not scan.
+const OPEN_TASK: &[u8] = b"ot\0";
+
+/// The store: tables over a backend.
+pub struct KvStore<B: Backend> {
+    backend: B,
+    /// Serializes writers: sequence numbers and deduplication need one
+    /// writer at a time; reads never take it.
+    writer: Mutex<()>,
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|e| StoreError::Backend(format!("encoding: {e}")))
+}
+
+fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Decode {
+        key: String::from_utf8_lossy(key).into_owned(),
+        reason: e.to_string(),
+    })
+}
+
+fn open_task_key(owner: &str, id: &str) -> Vec<u8> {
+    keys::join(&[OPEN_TASK, owner.as_bytes(), b"\0", id.as_bytes()])
+}
+
+impl<B: Backend> KvStore<B> {
+    /// Opens the tables on a backend, checking the store's format mark so a
+    /// store of another program or version is refused rather than misread.
+    pub fn open(backend: B, path: &str) -> Result<Self, StoreError> {
+        match backend.get(keys::FORMAT)? {
+            Some(mark) if mark == keys::FORMAT_VERSION => {}
+            Some(other) => {
+                return Err(StoreError::Corrupt {
+                    path: path.to_owned(),
+                    reason: format!(
+                        "format mark is {:?}, expected {:?}",
+                        String::from_utf8_lossy(&other),
+                        String::from_utf8_lossy(keys::FORMAT_VERSION)
+                    ),
+                });
+            }
+            None => {
+                if !backend.scan(b"", None, 1)?.is_empty() {
+                    return Err(StoreError::Corrupt {
+                        path: path.to_owned(),
+                        reason: "it holds data but no dealflow format mark".to_owned(),
+                    });
+                }
+                backend.apply(vec![KvWrite::Put(
+                    keys::FORMAT.to_vec(),
+                    keys::FORMAT_VERSION.to_vec(),
+                )])?;
+            }
+        }
+        Ok(KvStore {
+            backend,
+            writer: Mutex::new(()),
+        })
+    }
+
+    fn get<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StoreError> {
+        self.backend.get(key)?.map(|v| decode(key, &v)).transpose()
+    }
+
+    fn scan_values<T: DeserializeOwned>(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, T)>, StoreError> {
+        self.backend
+            .scan(prefix, after, limit)?
+            .into_iter()
+            .map(|(k, v)| decode(&k, &v).map(|t| (k, t)))
+            .collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Gives each new event a sequence number and writes it, skipping ids
+    /// already in the log (or earlier in the same batch).
+    fn stage_events(
+        &self,
+        events: Vec<NewEvent>,
+        writes: &mut Vec<KvWrite>,
+    ) -> Result<Vec<Appended>, StoreError> {
+        let mut next = self
+            .backend
+            .get(keys::NEXT_SEQ)?
+            .and_then(|b| keys::read_u64(&b))
+            .unwrap_or(1);
+        let mut seen_here: std::collections::HashMap<String, u64> =
+            std::collections::HashMap::new();
+        let mut out = Vec::with_capacity(events.len());
+        for e in events {
+            if let Some(id) = &e.id {
+                let earlier = match seen_here.get(id) {
+                    Some(seq) => Some(*seq),
+                    None => self
+                        .backend
+                        .get(&keys::event_id(id))?
+                        .and_then(|b| keys::read_u64(&b)),
+                };
+                if let Some(seq) = earlier {
+                    out.push(Appended {
+                        id: id.clone(),
+                        seq,
+                        duplicate: true,
+                    });
+                    continue;
+                }
+            }
+            let seq = next;
+            next += 1;
+            let id = e.id.clone().unwrap_or_else(|| format!("gen-{seq}"));
+            let stored = Event {
+                seq,
+                id: id.clone(),
+                event_type: e.event_type,
+                record: e.record,
+                fields: e.fields,
+                data: e.data,
+                occurred_at: e.occurred_at,
+                depth: e.depth,
+            };
+            writes.push(KvWrite::Put(keys::event(seq), encode(&stored)?));
+            if e.id.is_some() {
+                writes.push(KvWrite::Put(
+                    keys::event_id(&id),
+                    seq.to_be_bytes().to_vec(),
+                ));
+                seen_here.insert(id.clone(), seq);
+            }
+            out.push(Appended {
+                id,
+                seq,
+                duplicate: false,
+            });
+        }
+        writes.push(KvWrite::Put(
+            keys::NEXT_SEQ.to_vec(),
+            next.to_be_bytes().to_vec(),
+        ));
+        Ok(out)
+    }
+
+    fn stage_task(&self, task: &Task, writes: &mut Vec<KvWrite>) -> Result<(), StoreError> {
+        if let Some(old) = self.get::<Task>(&keys::task(&task.id))? {
+            writes.push(KvWrite::Delete(open_task_key(
+                old.owner.as_deref().unwrap_or(""),
+                &old.id,
+            )));
+        }
+        if task.status == TaskStatus::Open {
+            writes.push(KvWrite::Put(
+                open_task_key(task.owner.as_deref().unwrap_or(""), &task.id),
+                Vec::new(),
+            ));
+        }
+        writes.push(KvWrite::Put(keys::task(&task.id), encode(task)?));
+        Ok(())
+    }
+}
+
+/// The text after `prefix` in `key`, as a paging cursor.
+fn cursor_of(prefix: &[u8], key: &[u8]) -> String {
+    String::from_utf8_lossy(&key[prefix.len().min(key.len())..]).into_owned()
+}
+
+/// Scans `prefix` keeping items that pass `keep`, until `limit` are found.
+fn filtered_page<B: Backend, T: DeserializeOwned>(
+    store: &KvStore<B>,
+    prefix: &[u8],
+    after: Option<&str>,
+    limit: usize,
+    newest_first: bool,
+    keep: impl Fn(&T) -> bool,
+) -> Result<Page<T>, StoreError> {
+    const CHUNK: usize = 256;
+    let mut items = Vec::new();
+    let mut position = after.map(|a| keys::join(&[prefix, a.as_bytes()]));
+    loop {
+        let chunk = if newest_first {
+            store.backend.scan_rev(prefix, position.as_deref(), CHUNK)?
+        } else {
+            store.backend.scan(prefix, position.as_deref(), CHUNK)?
+        };
+        let exhausted = chunk.len() < CHUNK;
+        for (key, value) in chunk {
+            position = Some(key.clone());
+            let item: T = decode(&key, &value)?;
+            if keep(&item) {
+                items.push(item);
+                if items.len() == limit {
+                    return Ok(Page {
+                        items,
+                        next: Some(cursor_of(prefix, &key)),
+                    });
+                }
+            }
+        }
+        if exhausted {
+            return Ok(Page { items, next: None });
+        }
+    }
+}
+
+impl<B: Backend> EventTable for KvStore<B> {
+    fn append_events(&self, events: Vec<NewEvent>) -> Result<Vec<Appended>, StoreError> {
+        let _writer = self.lock();
+        let mut writes = Vec::new();
+        let appended = self.stage_events(events, &mut writes)?;
+        self.backend.apply(writes)?;
+        Ok(appended)
+    }
+
+    fn events_after(&self, seq: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
+        let after = keys::event(seq);
+        Ok(self
+            .scan_values(keys::EVENT, Some(&after), limit)?
+            .into_iter()
+            .map(|(_, e)| e)
+            .collect())
+    }
+
+    fn cursor(&self) -> Result<u64, StoreError> {
+        Ok(self
+            .backend
+            .get(keys::CURSOR)?
+            .and_then(|b| keys::read_u64(&b))
+            .unwrap_or(0))
+    }
+}
+
+impl<B: Backend> RecordTable for KvStore<B> {
+    fn record(&self, key: &RecordKey) -> Result<Option<Record>, StoreError> {
+        self.get(&keys::record(key))
+    }
+
+    fn records_of_kind(
+        &self,
+        kind: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<Record>, StoreError> {
+        filtered_page(
+            self,
+            &keys::record_prefix(kind),
+            after,
+            limit,
+            false,
+            |_: &Record| true,
+        )
+    }
+}
+
+impl<B: Backend> StageHistoryTable for KvStore<B> {
+    fn stage_history(&self, key: &RecordKey) -> Result<Vec<StageVisit>, StoreError> {
+        Ok(self
+            .scan_values(&keys::stage_visit_prefix(key), None, usize::MAX)?
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect())
+    }
+}
+
+impl<B: Backend> TaskTable for KvStore<B> {
+    fn task(&self, id: &str) -> Result<Option<Task>, StoreError> {
+        self.get(&keys::task(id))
+    }
+
+    fn tasks(
+        &self,
+        filter: &TaskFilter,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<Task>, StoreError> {
+        filtered_page(self, keys::TASK, after, limit, false, |t: &Task| {
+            let owner_ok = filter
+                .owner
+                .as_deref()
+                .is_none_or(|o| t.owner.as_deref().unwrap_or("") == o);
+            let status_ok = filter.status.is_none_or(|s| t.status == s);
+            let record_ok = filter.record.as_ref().is_none_or(|r| &t.record == r);
+            owner_ok && status_ok && record_ok
+        })
+    }
+
+    fn open_task_count(&self, owner: &str) -> Result<usize, StoreError> {
+        let prefix = keys::join(&[OPEN_TASK, owner.as_bytes(), b"\0"]);
+        Ok(self.backend.scan(&prefix, None, usize::MAX)?.len())
+    }
+}
+
+impl<B: Backend> OutboxTable for KvStore<B> {
+    fn outbox(&self, after: Option<&str>, limit: usize) -> Result<Page<OutboxEntry>, StoreError> {
+        filtered_page(
+            self,
+            keys::OUTBOX,
+            after,
+            limit,
+            false,
+            |_: &OutboxEntry| true,
+        )
+    }
+}
+
+impl<B: Backend> TimerTable for KvStore<B> {
+    fn due_timers(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Timer>, StoreError> {
+        let mut out = Vec::new();
+        for (_, timer) in self.scan_values::<Timer>(keys::TIMER, None, limit)? {
+            if timer.due_at > now {
+                break;
+            }
+            out.push(timer);
+        }
+        Ok(out)
+    }
+
+    fn next_timer(&self) -> Result<Option<Timer>, StoreError> {
+        Ok(self
+            .scan_values(keys::TIMER, None, 1)?
+            .into_iter()
+            .next()
+            .map(|(_, t)| t))
+    }
+}
+
+impl<B: Backend> EnrollmentTable for KvStore<B> {
+    fn enrollments(&self, key: &RecordKey) -> Result<Vec<Enrollment>, StoreError> {
+        Ok(self
+            .scan_values(&keys::enrollment_prefix(key), None, usize::MAX)?
+            .into_iter()
+            .map(|(_, e)| e)
+            .collect())
+    }
+}
+
+impl<B: Backend> RunTable for KvStore<B> {
+    fn runs(
+        &self,
+        filter: &RunFilter,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<Run>, StoreError> {
+        filtered_page(self, keys::RUN, after, limit, true, |r: &Run| {
+            filter.record.as_ref().is_none_or(|k| &r.record == k)
+                && filter.rule.as_deref().is_none_or(|n| r.rule == n)
+        })
+    }
+}
+
+impl<B: Backend> SuppressionTable for KvStore<B> {
+    fn is_suppressed(&self, email: &str) -> Result<bool, StoreError> {
+        Ok(self.backend.get(&keys::suppressed(email))?.is_some())
+    }
+}
+
+impl<B: Backend> CounterTable for KvStore<B> {
+    fn counter(&self, name: &str) -> Result<u64, StoreError> {
+        Ok(self
+            .backend
+            .get(&keys::counter(name))?
+            .and_then(|b| keys::read_u64(&b))
+            .unwrap_or(0))
+    }
+}
+
+impl<B: Backend> Store for KvStore<B> {
+    fn commit(&self, changes: Changes) -> Result<(), StoreError> {
+        let _writer = self.lock();
+        let mut w = Vec::new();
+        for r in &changes.records {
+            w.push(KvWrite::Put(keys::record(&r.key), encode(r)?));
+        }
+        for (key, index, visit) in &changes.stage_visits {
+            w.push(KvWrite::Put(keys::stage_visit(key, *index), encode(visit)?));
+        }
+        for t in &changes.tasks {
+            self.stage_task(t, &mut w)?;
+        }
+        for o in &changes.outbox {
+            w.push(KvWrite::Put(keys::outbox(&o.id), encode(o)?));
+        }
+        for t in &changes.timers {
+            w.push(KvWrite::Put(keys::timer(t.due_at, &t.id), encode(t)?));
+        }
+        for (due, id) in &changes.timers_done {
+            w.push(KvWrite::Delete(keys::timer(*due, id)));
+        }
+        for e in &changes.enrollments {
+            w.push(KvWrite::Put(
+                keys::enrollment(&e.record, &e.sequence),
+                encode(e)?,
+            ));
+        }
+        for r in &changes.runs {
+            w.push(KvWrite::Put(keys::run(&r.id), encode(r)?));
+        }
+        for (name, value) in &changes.counters {
+            w.push(KvWrite::Put(
+                keys::counter(name),
+                value.to_be_bytes().to_vec(),
+            ));
+        }
+        for email in &changes.suppress {
+            w.push(KvWrite::Put(keys::suppressed(email), Vec::new()));
+        }
+        if !changes.events.is_empty() {
+            self.stage_events(changes.events, &mut w)?;
+        }
+        if let Some(seq) = changes.handled {
+            w.push(KvWrite::Put(
+                keys::CURSOR.to_vec(),
+                seq.to_be_bytes().to_vec(),
+            ));
+        }
+        self.backend.apply(w)
+    }
+
+    fn flush(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
+        self.backend.flush()
+    }
+
+    fn size_on_disk(&self) -> u64 {
+        self.backend.size_on_disk()
+    }
+}

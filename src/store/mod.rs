@@ -1,0 +1,236 @@
+//! Durable state behind small per-table traits.
+//!
+//! The table logic is written once ([`KvStore`]) over an ordered key-value
+//! [`Backend`]: sled on disk ([`SledBackend`]) or a map in memory
+//! ([`MemoryBackend`], for `simulate` and tests). One conformance suite runs
+//! against both. No backend type crosses these traits, so a PostgreSQL
+//! backend is an addition, not a rewrite. Every change of one event's
+//! handling is one atomic [`Changes`] commit; [`Store::flush`] makes it
+//! durable before anything is acknowledged.
+
+mod backend;
+mod keys;
+mod kv;
+mod memory;
+mod sled_backend;
+
+#[cfg(test)]
+mod conformance;
+
+pub use backend::{Backend, KvWrite};
+pub use kv::KvStore;
+pub use memory::MemoryBackend;
+pub use sled_backend::SledBackend;
+
+use crate::state::{
+    Enrollment, Event, NewEvent, OutboxEntry, Record, RecordKey, Run, StageVisit, Task, TaskStatus,
+    Timer,
+};
+use chrono::{DateTime, Utc};
+use std::future::Future;
+
+/// Every storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The data on disk cannot be read; dealflow refuses to start over it.
+    #[error(
+        "the store at {path} is corrupt or unreadable ({reason}); dealflow will not start over it. Restore it from a backup, or move it aside to start empty"
+    )]
+    Corrupt {
+        /// Where.
+        path: String,
+        /// What the backend said.
+        reason: String,
+    },
+    /// The backend failed (disk full, permissions, ...).
+    #[error("storage failed: {0}")]
+    Backend(String),
+    /// A stored value could not be decoded.
+    #[error("stored value under {key} cannot be decoded: {reason}")]
+    Decode {
+        /// The key, printable.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The result of appending one event to the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    /// The event's id (given or generated).
+    pub id: String,
+    /// Its place in the log (the earlier one for a duplicate).
+    pub seq: u64,
+    /// Whether the id was seen before (nothing was stored).
+    pub duplicate: bool,
+}
+
+/// One page of a listing; `next` is the cursor for the following page.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    /// Items in key order.
+    pub items: Vec<T>,
+    /// Pass as `after` to get the next page; `None` at the end.
+    pub next: Option<String>,
+}
+
+/// Which tasks to list.
+#[derive(Debug, Clone, Default)]
+pub struct TaskFilter {
+    /// Only this owner's (`Some("")` lists unassigned tasks).
+    pub owner: Option<String>,
+    /// Only in this status.
+    pub status: Option<TaskStatus>,
+    /// Only this record's.
+    pub record: Option<RecordKey>,
+}
+
+/// Which runs to list.
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    /// Only for this record.
+    pub record: Option<RecordKey>,
+    /// Only of this rule.
+    pub rule: Option<String>,
+}
+
+/// The event log: durable, deduplicated, read in order.
+pub trait EventTable {
+    /// Appends events atomically, skipping ids seen before.
+    fn append_events(&self, events: Vec<NewEvent>) -> Result<Vec<Appended>, StoreError>;
+    /// Events after `seq`, in order, at most `limit`.
+    fn events_after(&self, seq: u64, limit: usize) -> Result<Vec<Event>, StoreError>;
+    /// The last event the engine finished with.
+    fn cursor(&self) -> Result<u64, StoreError>;
+}
+
+/// Records.
+pub trait RecordTable {
+    /// One record.
+    fn record(&self, key: &RecordKey) -> Result<Option<Record>, StoreError>;
+    /// Records of a kind, a page at a time.
+    fn records_of_kind(
+        &self,
+        kind: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<Record>, StoreError>;
+}
+
+/// Stage history.
+pub trait StageHistoryTable {
+    /// Every stage visit of a record, oldest first.
+    fn stage_history(&self, key: &RecordKey) -> Result<Vec<StageVisit>, StoreError>;
+}
+
+/// Tasks.
+pub trait TaskTable {
+    /// One task.
+    fn task(&self, id: &str) -> Result<Option<Task>, StoreError>;
+    /// Tasks matching a filter, a page at a time.
+    fn tasks(
+        &self,
+        filter: &TaskFilter,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<Task>, StoreError>;
+    /// Open tasks of a person (least-loaded assignment).
+    fn open_task_count(&self, owner: &str) -> Result<usize, StoreError>;
+}
+
+/// Deliveries waiting or done.
+pub trait OutboxTable {
+    /// Rows in a status, oldest first.
+    fn outbox(&self, after: Option<&str>, limit: usize) -> Result<Page<OutboxEntry>, StoreError>;
+}
+
+/// Timers, ordered by due time.
+pub trait TimerTable {
+    /// Timers due at or before `now`, earliest first.
+    fn due_timers(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Timer>, StoreError>;
+    /// The earliest timer, to know how long to sleep.
+    fn next_timer(&self) -> Result<Option<Timer>, StoreError>;
+}
+
+/// Sequence enrollments.
+pub trait EnrollmentTable {
+    /// A record's enrollments.
+    fn enrollments(&self, key: &RecordKey) -> Result<Vec<Enrollment>, StoreError>;
+}
+
+/// Run history.
+pub trait RunTable {
+    /// Runs matching a filter, newest first, a page at a time.
+    fn runs(
+        &self,
+        filter: &RunFilter,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<Run>, StoreError>;
+}
+
+/// Addresses that must never be emailed.
+pub trait SuppressionTable {
+    /// Whether an address is suppressed.
+    fn is_suppressed(&self, email: &str) -> Result<bool, StoreError>;
+}
+
+/// Named counters (round-robin positions).
+pub trait CounterTable {
+    /// A counter's value (0 if never set).
+    fn counter(&self, name: &str) -> Result<u64, StoreError>;
+}
+
+/// Everything one event's handling changes, committed at once.
+#[derive(Debug, Clone, Default)]
+pub struct Changes {
+    /// Records to write.
+    pub records: Vec<Record>,
+    /// Stage visits to write: (record, index in its history, visit).
+    pub stage_visits: Vec<(RecordKey, u64, StageVisit)>,
+    /// Tasks to write.
+    pub tasks: Vec<Task>,
+    /// Outbox rows to write.
+    pub outbox: Vec<OutboxEntry>,
+    /// Timers to add.
+    pub timers: Vec<Timer>,
+    /// Timers to delete: (due, id).
+    pub timers_done: Vec<(DateTime<Utc>, String)>,
+    /// Enrollments to write.
+    pub enrollments: Vec<Enrollment>,
+    /// Runs to record.
+    pub runs: Vec<Run>,
+    /// Counters to set.
+    pub counters: Vec<(String, u64)>,
+    /// Addresses to suppress.
+    pub suppress: Vec<String>,
+    /// Events raised, appended to the log in the same commit.
+    pub events: Vec<NewEvent>,
+    /// The event these changes finish (moves the cursor).
+    pub handled: Option<u64>,
+}
+
+/// All tables, one atomic commit, and a flush.
+pub trait Store:
+    EventTable
+    + RecordTable
+    + StageHistoryTable
+    + TaskTable
+    + OutboxTable
+    + TimerTable
+    + EnrollmentTable
+    + RunTable
+    + SuppressionTable
+    + CounterTable
+    + Send
+    + Sync
+    + 'static
+{
+    /// Applies all changes atomically (all or none).
+    fn commit(&self, changes: Changes) -> Result<(), StoreError>;
+    /// Makes everything committed so far survive a process crash.
+    fn flush(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Bytes on disk (0 in memory).
+    fn size_on_disk(&self) -> u64;
+}

@@ -1,0 +1,107 @@
+//! The on-disk backend: sled 0.34.7.
+//!
+//! sled's flush survives a process crash but, per sled issue #1452, not
+//! always a power loss of the whole machine; README says so.
+
+use super::StoreError;
+use super::backend::{Backend, KvWrite};
+use std::future::Future;
+use std::path::Path;
+
+/// A sled database in a folder (sled holds an exclusive lock on it).
+pub struct SledBackend {
+    db: sled::Db,
+}
+
+fn backend_error(e: sled::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+impl SledBackend {
+    /// Opens (or creates) the database in `dir`. Corruption is reported,
+    /// never papered over with an empty store.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let path = dir.display().to_string();
+        let db = sled::Config::new().path(dir).open().map_err(|e| match e {
+            sled::Error::Corruption { .. }
+            | sled::Error::Unsupported(_)
+            | sled::Error::ReportableBug(_) => StoreError::Corrupt {
+                path: path.clone(),
+                reason: e.to_string(),
+            },
+            other => StoreError::Backend(format!("cannot open the store at {path}: {other}")),
+        })?;
+        Ok(SledBackend { db })
+    }
+}
+
+impl Backend for SledBackend {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.db.get(key).map_err(backend_error)?.map(|v| v.to_vec()))
+    }
+
+    fn scan(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        let start = match after {
+            Some(a) if a >= prefix => std::ops::Bound::Excluded(a.to_vec()),
+            _ => std::ops::Bound::Included(prefix.to_vec()),
+        };
+        let mut out = Vec::new();
+        for item in self.db.range((start, std::ops::Bound::Unbounded)) {
+            let (k, v) = item.map_err(backend_error)?;
+            if !k.starts_with(prefix) || out.len() == limit {
+                break;
+            }
+            out.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    fn scan_rev(
+        &self,
+        prefix: &[u8],
+        before: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        let upper = super::backend::reverse_upper(prefix, before);
+        let mut out = Vec::new();
+        for item in self
+            .db
+            .range((std::ops::Bound::Included(prefix.to_vec()), upper))
+            .rev()
+        {
+            let (k, v) = item.map_err(backend_error)?;
+            if out.len() == limit {
+                break;
+            }
+            if k.starts_with(prefix) {
+                out.push((k.to_vec(), v.to_vec()));
+            }
+        }
+        Ok(out)
+    }
+
+    fn apply(&self, writes: Vec<KvWrite>) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for w in writes {
+            match w {
+                KvWrite::Put(k, v) => batch.insert(k, v),
+                KvWrite::Delete(k) => batch.remove(k),
+            }
+        }
+        self.db.apply_batch(batch).map_err(backend_error)
+    }
+
+    fn flush(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let db = self.db.clone();
+        async move { db.flush_async().await.map(|_| ()).map_err(backend_error) }
+    }
+
+    fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+}
