@@ -3,6 +3,9 @@
 use super::StoreError;
 use std::future::Future;
 
+/// A key and its value.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
 /// One write of an atomic batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KvWrite {
@@ -23,14 +26,14 @@ pub trait Backend: Send + Sync + 'static {
         prefix: &[u8],
         after: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+    ) -> Result<Vec<Entry>, StoreError>;
     /// The same, in reverse key order, starting below `before` (exclusive).
     fn scan_rev(
         &self,
         prefix: &[u8],
         before: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+    ) -> Result<Vec<Entry>, StoreError>;
     /// Applies writes atomically.
     fn apply(&self, writes: Vec<KvWrite>) -> Result<(), StoreError>;
     /// Makes applied writes durable.

@@ -1,7 +1,7 @@
 //! An in-memory backend: for `simulate`, `dealflow test` and unit tests.
 
 use super::StoreError;
-use super::backend::{Backend, KvWrite};
+use super::backend::{Backend, Entry, KvWrite};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::ops::Bound;
@@ -37,7 +37,7 @@ impl Backend for MemoryBackend {
         prefix: &[u8],
         after: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    ) -> Result<Vec<Entry>, StoreError> {
         Ok(self
             .read()
             .range(range_after(prefix, after))
@@ -52,7 +52,7 @@ impl Backend for MemoryBackend {
         prefix: &[u8],
         before: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    ) -> Result<Vec<Entry>, StoreError> {
         let map = self.read();
         let upper = super::backend::reverse_upper(prefix, before);
         Ok(map

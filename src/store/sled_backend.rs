@@ -4,7 +4,7 @@
 //! always a power loss of the whole machine; README says so.
 
 use super::StoreError;
-use super::backend::{Backend, KvWrite};
+use super::backend::{Backend, Entry, KvWrite};
 use std::future::Future;
 use std::path::Path;
 
@@ -45,7 +45,7 @@ impl Backend for SledBackend {
         prefix: &[u8],
         after: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    ) -> Result<Vec<Entry>, StoreError> {
         let start = match after {
             Some(a) if a >= prefix => std::ops::Bound::Excluded(a.to_vec()),
             _ => std::ops::Bound::Included(prefix.to_vec()),
@@ -66,7 +66,7 @@ impl Backend for SledBackend {
         prefix: &[u8],
         before: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    ) -> Result<Vec<Entry>, StoreError> {
         let upper = super::backend::reverse_upper(prefix, before);
         let mut out = Vec::new();
         for item in self
