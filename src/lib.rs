@@ -8,5 +8,7 @@
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod engine;
 pub mod state;
 pub mod store;
+pub mod worker;

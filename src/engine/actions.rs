@@ -1,0 +1,628 @@
+//! Running rules: conditions, then actions in order. A failing action stops
+//! its run and raises `action.failed`; other rules are not affected.
+
+use super::{MoveResult, Work, context};
+use crate::config::expr::TextTemplate;
+use crate::config::model::Strategy;
+use crate::config::workflows::{
+    Action, Assignment, EmailAction, EmailContent, FieldValue, Handoff, JsonTemplate, NotifyAction,
+    NotifyTarget, Rule, TaskAction, WebhookAction,
+};
+use crate::state::{ActionOutcome, Delivery, Enrollment, OutboxEntry, Run, Task, TaskStatus};
+use crate::store::StoreError;
+use serde_json::{Value as Json, json};
+
+/// How one action ended, before it is written down.
+enum Done {
+    Ok(Option<String>),
+    Refused(String),
+    Skipped(String),
+}
+
+/// Why an action failed: a sentence for run history and `action.failed`.
+type Failure = String;
+
+type ActionResult = Result<Done, Failure>;
+
+/// Runs every rule the event triggers, in file order.
+pub fn run_rules(work: &mut Work) -> Result<(), StoreError> {
+    let rules: Vec<(usize, &Rule)> = work
+        .workflows
+        .rules
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.kind.as_deref().is_none_or(|k| k == work.record.key.kind))
+        .filter(|(_, r)| triggers(r, &work.event.event_type))
+        .collect();
+    for (index, rule) in rules {
+        run_rule(work, index, rule)?;
+    }
+    Ok(())
+}
+
+fn triggers(rule: &Rule, event_type: &str) -> bool {
+    match &rule.trigger {
+        crate::config::workflows::RuleTrigger::Events(types) => {
+            types.iter().any(|t| t == "*" || t == event_type)
+        }
+        crate::config::workflows::RuleTrigger::Schedule(_) => false,
+    }
+}
+
+fn run_rule(work: &mut Work, index: usize, rule: &Rule) -> Result<(), StoreError> {
+    let run_id = format!("{:016}-{index:04}", work.event.seq);
+    let mut run = Run {
+        id: run_id.clone(),
+        rule: rule.name.clone(),
+        event_id: work.event.id.clone(),
+        event_type: work.event.event_type.clone(),
+        record: work.record.key.clone(),
+        version: work.workflows.version.clone(),
+        condition: rule.condition.as_ref().map(|c| c.source.clone()),
+        matched: true,
+        saw: Default::default(),
+        actions: Vec::new(),
+        at: work.now,
+        error: None,
+    };
+    if let Some(condition) = &rule.condition {
+        let scope = work.scope(&[]);
+        run.saw = context::values_seen(&condition.source, &scope);
+        match work.workflows.expressions.eval(condition, &scope) {
+            Ok(matched) => run.matched = matched,
+            Err(e) => {
+                run.matched = false;
+                run.error = Some(format!("condition failed: {e}"));
+            }
+        }
+    }
+    if run.matched {
+        for (position, action) in rule.actions.iter().enumerate() {
+            let id = format!("{run_id}-{position:02}");
+            let result = run_action(work, action, &id, &rule.name)?;
+            let failed = record_outcome(work, &mut run, action, result);
+            if failed {
+                break;
+            }
+        }
+    }
+    work.changes.runs.push(run);
+    Ok(())
+}
+
+/// Writes an action's outcome into the run; answers whether it failed.
+fn record_outcome(work: &mut Work, run: &mut Run, action: &Action, result: ActionResult) -> bool {
+    let name = action_name(action).to_owned();
+    let (outcome, detail, failed) = match result {
+        Ok(Done::Ok(detail)) => ("ok", detail, false),
+        Ok(Done::Refused(why)) => ("refused", Some(why), false),
+        Ok(Done::Skipped(why)) => ("skipped", Some(why), false),
+        Err(why) => ("failed", Some(why), true),
+    };
+    if failed {
+        let reason = work
+            .workflows
+            .secrets
+            .redact(detail.as_deref().unwrap_or(""));
+        work.raise(
+            "action.failed",
+            json!({ "rule": run.rule, "action": name, "reason": reason }),
+        );
+    }
+    run.actions.push(ActionOutcome {
+        action: name,
+        outcome: outcome.to_owned(),
+        detail: detail.map(|d| work.workflows.secrets.redact(&d)),
+    });
+    failed
+}
+
+fn action_name(action: &Action) -> &'static str {
+    match action {
+        Action::Email(_) => "email",
+        Action::Notify(_) => "notify",
+        Action::Webhook(_) => "webhook",
+        Action::Task(_) => "task",
+        Action::Set(_) => "set",
+        Action::Move(_) => "move",
+        Action::Assign(_) => "assign",
+        Action::Handoff(_) => "handoff",
+        Action::Enroll(_) => "enroll",
+        Action::Unenroll(_) => "unenroll",
+        Action::Score { .. } => "score",
+        Action::Emit { .. } => "emit",
+    }
+}
+
+fn run_action(
+    work: &mut Work,
+    action: &Action,
+    id: &str,
+    rule: &str,
+) -> Result<ActionResult, StoreError> {
+    Ok(match action {
+        Action::Set(fields) => set(work, fields),
+        Action::Task(t) => task(work, t, id, rule),
+        Action::Move(stage) => Ok(match work.request_move(stage) {
+            MoveResult::Moved { .. } => Done::Ok(Some(format!("moved to {stage}"))),
+            MoveResult::Refused(unmet) => Done::Refused(unmet.join("; ")),
+            MoveResult::NotFound(why) => return Ok(Err(why)),
+        }),
+        Action::Assign(a) => match pick_owner(work, a)? {
+            Ok(owner) => Ok(set_owner(work, owner)),
+            Err(why) => Err(why),
+        },
+        Action::Handoff(h) => handoff(work, h, id, rule)?,
+        Action::Enroll(sequence) => Ok(enroll(work, sequence)),
+        Action::Unenroll(sequence) => Ok(unenroll(work, sequence.as_deref())),
+        Action::Score { model, points } => Ok(score(work, model, *points)),
+        Action::Emit { event_type, data } => emit(work, event_type, data.as_ref()),
+        Action::Email(e) => email(work, e, id, rule)?,
+        Action::Notify(n) => notify(work, n, id, rule),
+        Action::Webhook(w) => webhook(work, w, id, rule),
+    })
+}
+
+fn render(work: &Work, template: &TextTemplate, extra: &[(&str, Json)]) -> Result<String, Failure> {
+    let scope = work.scope(extra);
+    work.workflows
+        .expressions
+        .render(template, &scope)
+        .map_err(|e| e.to_string())
+}
+
+fn render_json(work: &Work, template: &JsonTemplate) -> Result<Json, Failure> {
+    let mut value = template.value.clone();
+    for (pointer, text) in &template.strings {
+        let rendered = render(work, text, &[])?;
+        if let Some(slot) = value.pointer_mut(pointer) {
+            *slot = Json::String(rendered);
+        }
+    }
+    Ok(value)
+}
+
+fn set(work: &mut Work, fields: &[(String, FieldValue)]) -> ActionResult {
+    let mut values = serde_json::Map::new();
+    for (name, value) in fields {
+        let v = match value {
+            FieldValue::Template(t) => Json::String(render(work, t, &[])?),
+            FieldValue::Literal(v) => v.clone(),
+        };
+        values.insert(name.clone(), v);
+    }
+    let changed = work.merge_fields(&values);
+    if changed.is_empty() {
+        return Ok(Done::Skipped("no field changed".to_owned()));
+    }
+    work.raise("record.updated", json!({ "changed": changed }));
+    Ok(Done::Ok(Some(format!("changed {}", changed.join(", ")))))
+}
+
+fn task(work: &mut Work, t: &TaskAction, id: &str, rule: &str) -> ActionResult {
+    let title = render(work, &t.title, &[])?;
+    let owner = match &t.owner {
+        Some(o) => Some(render(work, o, &[])?),
+        None => work.record.owner.clone(),
+    };
+    let notes = t.notes.as_ref().map(|n| render(work, n, &[])).transpose()?;
+    let due_at = t
+        .due
+        .and_then(|d| chrono::Duration::from_std(d).ok())
+        .map(|d| work.now + d);
+    queue_task(work, id, title, notes, owner, due_at, rule);
+    Ok(Done::Ok(Some(format!("task {id}"))))
+}
+
+fn queue_task(
+    work: &mut Work,
+    id: &str,
+    title: String,
+    notes: Option<String>,
+    owner: Option<String>,
+    due_at: Option<chrono::DateTime<chrono::Utc>>,
+    rule: &str,
+) {
+    if let Some(o) = &owner {
+        *work.open_tasks.entry(o.clone()).or_default() += 1;
+    }
+    work.raise(
+        "task.created",
+        json!({ "task_id": id, "title": title, "owner": owner }),
+    );
+    work.changes.tasks.push(Task {
+        id: id.to_owned(),
+        record: work.record.key.clone(),
+        title,
+        notes,
+        owner,
+        due_at,
+        status: TaskStatus::Open,
+        created_at: work.now,
+        completed_at: None,
+        created_by: rule.to_owned(),
+    });
+}
+
+/// The person an assignment picks, or why none could be picked.
+fn pick_owner(
+    work: &mut Work,
+    assignment: &Assignment,
+) -> Result<Result<String, Failure>, StoreError> {
+    let (team, strategy) = match assignment {
+        Assignment::Owner(email) => return Ok(Ok(email.clone())),
+        Assignment::Team { team, strategy } => (team, strategy),
+    };
+    let members = match work.workflows.team.teams.get(team) {
+        Some(m) if !m.is_empty() => m.clone(),
+        _ => return Ok(Err(format!("team {team} has no members"))),
+    };
+    let picked = match strategy {
+        Strategy::RoundRobin => {
+            // The position lives in the store, so turns stay fair across restarts.
+            let name = format!("round_robin/{team}");
+            let position = work.counter(&name)?;
+            work.counters.insert(name, position + 1);
+            members[(position % members.len() as u64) as usize].clone()
+        }
+        Strategy::LeastLoaded => {
+            let mut best: Option<(i64, String)> = None;
+            for m in &members {
+                let load = work.state.open_task_count(m)? as i64
+                    + work.open_tasks.get(m).copied().unwrap_or(0);
+                if best.as_ref().is_none_or(|(b, _)| load < *b) {
+                    best = Some((load, m.clone()));
+                }
+            }
+            best.map(|(_, m)| m).unwrap_or_default()
+        }
+    };
+    Ok(Ok(picked))
+}
+
+fn set_owner(work: &mut Work, owner: String) -> Done {
+    if work.record.owner.as_deref() == Some(owner.as_str()) {
+        return Done::Skipped(format!("already owned by {owner}"));
+    }
+    work.record.owner = Some(owner.clone());
+    work.record_changed = true;
+    work.raise("record.updated", json!({ "changed": ["owner"] }));
+    Done::Ok(Some(format!("owner is {owner}")))
+}
+
+fn handoff(work: &mut Work, h: &Handoff, id: &str, rule: &str) -> Result<ActionResult, StoreError> {
+    let missing: Vec<&String> = h
+        .require
+        .iter()
+        .filter(|f| !work.record.has_value(f))
+        .collect();
+    let to_name = match &h.to {
+        Assignment::Team { team, .. } => team.clone(),
+        Assignment::Owner(email) => email.clone(),
+    };
+    if !missing.is_empty() {
+        work.raise(
+            "handoff.rejected",
+            json!({ "to": to_name, "missing": missing }),
+        );
+        let list: Vec<&str> = missing.iter().map(|m| m.as_str()).collect();
+        return Ok(Ok(Done::Refused(format!("missing {}", list.join(", ")))));
+    }
+    let note = match h.note.as_ref().map(|n| render(work, n, &[])).transpose() {
+        Ok(n) => n,
+        Err(e) => return Ok(Err(e)),
+    };
+    let title = match &h.task_title {
+        Some(t) => match render(work, t, &[]) {
+            Ok(t) => t,
+            Err(e) => return Ok(Err(e)),
+        },
+        None => format!("Handoff: {} {}", work.record.key.kind, work.record.key.id),
+    };
+    let receiver = match pick_owner(work, &h.to)? {
+        Ok(r) => r,
+        Err(e) => return Ok(Err(e)),
+    };
+    let from = work.record.owner.clone();
+    set_owner(work, receiver.clone());
+    queue_task(
+        work,
+        id,
+        title,
+        note.clone(),
+        Some(receiver.clone()),
+        None,
+        rule,
+    );
+    work.raise(
+        "handoff.completed",
+        json!({ "from": from, "to": receiver, "team": to_name, "note": note, "task_id": id }),
+    );
+    Ok(Ok(Done::Ok(Some(format!("handed to {receiver}")))))
+}
+
+fn enroll(work: &mut Work, sequence: &str) -> Done {
+    let Some(definition) = work.workflows.sequences.get(sequence) else {
+        return Done::Skipped(format!("sequence {sequence} no longer exists"));
+    };
+    if let Some(existing) = work.enrollments.iter().find(|e| e.sequence == sequence) {
+        if existing.status == "active" {
+            return Done::Skipped(format!("already enrolled in {sequence}"));
+        }
+        let allowed_again = match (definition.reenroll, existing.ended_at) {
+            (Some(after), Some(ended)) => {
+                chrono::Duration::from_std(after).is_ok_and(|d| work.now >= ended + d)
+            }
+            _ => false,
+        };
+        if !allowed_again {
+            return Done::Skipped(format!(
+                "was enrolled in {sequence} before and reenroll does not allow it yet"
+            ));
+        }
+    }
+    let first_step = definition.steps.iter().find_map(|s| s.id.clone());
+    let enrollment = Enrollment {
+        record: work.record.key.clone(),
+        sequence: sequence.to_owned(),
+        enrolled_at: work.now,
+        status: "active".to_owned(),
+        next_step: first_step,
+        exit_reason: None,
+        ended_at: None,
+    };
+    work.enrollments.retain(|e| e.sequence != sequence);
+    work.enrollments.push(enrollment.clone());
+    work.changes.enrollments.push(enrollment);
+    work.raise("sequence.enrolled", json!({ "sequence": sequence }));
+    Done::Ok(Some(format!("enrolled in {sequence}")))
+}
+
+fn unenroll(work: &mut Work, sequence: Option<&str>) -> Done {
+    let now = work.now;
+    let mut left = Vec::new();
+    for e in work
+        .enrollments
+        .iter_mut()
+        .filter(|e| e.status == "active" && sequence.is_none_or(|s| s == e.sequence))
+    {
+        e.status = "exited".to_owned();
+        e.exit_reason = Some("unenrolled".to_owned());
+        e.ended_at = Some(now);
+        left.push(e.clone());
+    }
+    if left.is_empty() {
+        return Done::Skipped("not enrolled".to_owned());
+    }
+    for e in &left {
+        work.raise(
+            "sequence.exited",
+            json!({ "sequence": e.sequence, "reason": "unenrolled" }),
+        );
+    }
+    let names: Vec<String> = left.iter().map(|e| e.sequence.clone()).collect();
+    work.changes.enrollments.extend(left);
+    Done::Ok(Some(format!("left {}", names.join(", "))))
+}
+
+fn score(work: &mut Work, model: &str, points: f64) -> Done {
+    let from = work.record.scores.get(model).copied().unwrap_or(0.0);
+    let to = from + points;
+    if !to.is_finite() {
+        return Done::Skipped("the score would not be a finite number".to_owned());
+    }
+    work.record.scores.insert(model.to_owned(), to);
+    work.record_changed = true;
+    work.raise(
+        "score.changed",
+        json!({ "model": model, "from": from, "to": to }),
+    );
+    Done::Ok(Some(format!("{model}: {from} → {to}")))
+}
+
+fn emit(work: &mut Work, event_type: &str, data: Option<&JsonTemplate>) -> ActionResult {
+    let data = data
+        .map(|d| render_json(work, d))
+        .transpose()?
+        .unwrap_or(json!({}));
+    work.raise(event_type, data);
+    Ok(Done::Ok(None))
+}
+
+/// The unsubscribe link of an outbox row; the Delivery work signs it.
+fn unsubscribe_url(work: &Work, outbox_id: &str) -> String {
+    let base = work
+        .workflows
+        .settings
+        .public_url
+        .as_deref()
+        .unwrap_or("http://127.0.0.1:8080");
+    format!("{base}/u/{outbox_id}")
+}
+
+fn email(
+    work: &mut Work,
+    e: &EmailAction,
+    id: &str,
+    rule: &str,
+) -> Result<ActionResult, StoreError> {
+    let to = match &e.to {
+        Some(t) => render(work, t, &[]),
+        None => work
+            .record
+            .fields
+            .get("email")
+            .and_then(Json::as_str)
+            .map(String::from)
+            .ok_or_else(|| "the record has no email field".to_owned()),
+    };
+    let to = match to {
+        Ok(to) => to,
+        Err(why) => return Ok(Err(why)),
+    };
+    if work.state.is_suppressed(&to)? {
+        return Ok(Ok(Done::Skipped(format!(
+            "{to} is unsubscribed or suppressed"
+        ))));
+    }
+    let extra = [("unsubscribe_url", Json::String(unsubscribe_url(work, id)))];
+    let message = match message(work, &e.content, &extra) {
+        Ok(m) => m,
+        Err(why) => return Ok(Err(why)),
+    };
+    let cc: Result<Vec<String>, Failure> = e.cc.iter().map(|c| render(work, c, &[])).collect();
+    let cc = match cc {
+        Ok(cc) => cc,
+        Err(why) => return Ok(Err(why)),
+    };
+    let from = work
+        .record
+        .owner
+        .clone()
+        .filter(|o| work.workflows.team.people.contains_key(o));
+    queue_delivery(
+        work,
+        id,
+        rule,
+        Delivery::Email {
+            to: to.clone(),
+            cc,
+            from,
+            subject: message.0,
+            body: message.1,
+            format: message.2,
+            to_prospect: true,
+        },
+    );
+    Ok(Ok(Done::Ok(Some(format!("email to {to} queued")))))
+}
+
+/// Subject, body and format of a message from a template or inline text.
+fn message(
+    work: &Work,
+    content: &EmailContent,
+    extra: &[(&str, Json)],
+) -> Result<(String, String, String), Failure> {
+    match content {
+        EmailContent::Inline { subject, body } => Ok((
+            render(work, subject, extra)?,
+            render(work, body, extra)?,
+            "markdown".to_owned(),
+        )),
+        EmailContent::Template(name) => {
+            let template = work
+                .workflows
+                .templates
+                .get(name)
+                .ok_or_else(|| format!("template {name} no longer exists"))?;
+            let subject = template
+                .subject
+                .as_ref()
+                .map(|s| render(work, s, extra))
+                .transpose()?
+                .unwrap_or_default();
+            let body = render(work, &template.body, extra)?;
+            let format = serde_json::to_value(template.format)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default();
+            Ok((subject, body, format))
+        }
+    }
+}
+
+fn notify(work: &mut Work, n: &NotifyAction, id: &str, rule: &str) -> ActionResult {
+    let to = match &n.to {
+        NotifyTarget::Person(email) => email.clone(),
+        NotifyTarget::Owner => work
+            .record
+            .owner
+            .clone()
+            .ok_or("the record has no owner to notify")?,
+        NotifyTarget::Manager => {
+            let owner = work
+                .record
+                .owner
+                .clone()
+                .ok_or("the record has no owner, so no manager")?;
+            let person = work
+                .workflows
+                .team
+                .people
+                .get(&owner)
+                .ok_or(format!("owner {owner} is not in the team"))?;
+            person
+                .manager
+                .clone()
+                .ok_or(format!("{owner} has no manager in the team"))?
+        }
+    };
+    let (template_subject, body, format) = match &n.template {
+        Some(name) => message(work, &EmailContent::Template(name.clone()), &[])?,
+        None => (String::new(), String::new(), "markdown".to_owned()),
+    };
+    let subject = match &n.subject {
+        Some(s) => render(work, s, &[])?,
+        None => template_subject,
+    };
+    let body = match &n.body {
+        Some(b) => render(work, b, &[])?,
+        None => body,
+    };
+    queue_delivery(
+        work,
+        id,
+        rule,
+        Delivery::Email {
+            to: to.clone(),
+            cc: Vec::new(),
+            from: None,
+            subject,
+            body,
+            format,
+            to_prospect: false,
+        },
+    );
+    Ok(Done::Ok(Some(format!("notice to {to} queued"))))
+}
+
+fn webhook(work: &mut Work, w: &WebhookAction, id: &str, rule: &str) -> ActionResult {
+    let url = render(work, &w.url, &[])?;
+    let headers: Result<Vec<(String, String)>, Failure> = w
+        .headers
+        .iter()
+        .map(|(k, v)| render(work, v, &[]).map(|v| (k.clone(), v)))
+        .collect();
+    let body = match &w.body {
+        Some(b) => render_json(work, b)?,
+        None => json!({
+            "event": context::event_json(work.event),
+            "record": context::record_json(&work.record, work.workflows, work.now),
+            "rule": rule,
+        }),
+    };
+    queue_delivery(
+        work,
+        id,
+        rule,
+        Delivery::Webhook {
+            url: url.clone(),
+            method: w.method.clone(),
+            headers: headers?,
+            body,
+        },
+    );
+    Ok(Done::Ok(Some(format!("webhook to {url} queued"))))
+}
+
+fn queue_delivery(work: &mut Work, id: &str, rule: &str, delivery: Delivery) {
+    work.changes.outbox.push(OutboxEntry {
+        id: id.to_owned(),
+        record: work.record.key.clone(),
+        delivery,
+        status: crate::state::OutboxStatus::Pending,
+        attempts: 0,
+        created_at: work.now,
+        created_by: rule.to_owned(),
+    });
+}

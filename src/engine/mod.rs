@@ -1,0 +1,363 @@
+//! The engine: one event + the state it touches + the time → the new state,
+//! the events it raises, the tasks and outbox rows it queues, and a run log.
+//!
+//! Pure: it performs no I/O and reads no clock. It reads state through
+//! [`StateView`] and answers [`Changes`] that the caller commits atomically,
+//! so the daemon, `simulate` and the tests all run exactly this code.
+
+mod actions;
+mod context;
+mod pipeline;
+
+pub use context::{record_json, time};
+
+use crate::config::Workflows;
+use crate::state::{Enrollment, Event, NewEvent, Record, RecordKey, Run, StageVisit, Task};
+use crate::store::{Changes, StoreError};
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value as Json, json};
+use std::collections::HashMap;
+
+/// Events caused by events caused by ... deeper than this are cut, so two
+/// rules that trigger each other cannot loop forever.
+pub const MAX_CHAIN_DEPTH: u32 = 16;
+
+/// What the engine may read.
+pub trait StateView {
+    /// A record.
+    fn record(&self, key: &RecordKey) -> Result<Option<Record>, StoreError>;
+    /// A counter.
+    fn counter(&self, name: &str) -> Result<u64, StoreError>;
+    /// Open tasks of a person.
+    fn open_task_count(&self, owner: &str) -> Result<usize, StoreError>;
+    /// A record's stage visits.
+    fn stage_history(&self, key: &RecordKey) -> Result<Vec<StageVisit>, StoreError>;
+    /// A record's enrollments.
+    fn enrollments(&self, key: &RecordKey) -> Result<Vec<Enrollment>, StoreError>;
+    /// A task.
+    fn task(&self, id: &str) -> Result<Option<Task>, StoreError>;
+    /// Whether an address must not be emailed.
+    fn is_suppressed(&self, email: &str) -> Result<bool, StoreError>;
+}
+
+impl<S: crate::store::Store> StateView for S {
+    fn record(&self, key: &RecordKey) -> Result<Option<Record>, StoreError> {
+        crate::store::RecordTable::record(self, key)
+    }
+    fn counter(&self, name: &str) -> Result<u64, StoreError> {
+        crate::store::CounterTable::counter(self, name)
+    }
+    fn open_task_count(&self, owner: &str) -> Result<usize, StoreError> {
+        crate::store::TaskTable::open_task_count(self, owner)
+    }
+    fn stage_history(&self, key: &RecordKey) -> Result<Vec<StageVisit>, StoreError> {
+        crate::store::StageHistoryTable::stage_history(self, key)
+    }
+    fn enrollments(&self, key: &RecordKey) -> Result<Vec<Enrollment>, StoreError> {
+        crate::store::EnrollmentTable::enrollments(self, key)
+    }
+    fn task(&self, id: &str) -> Result<Option<Task>, StoreError> {
+        crate::store::TaskTable::task(self, id)
+    }
+    fn is_suppressed(&self, email: &str) -> Result<bool, StoreError> {
+        crate::store::SuppressionTable::is_suppressed(self, email)
+    }
+}
+
+/// The answer to a requested stage move.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MoveResult {
+    /// Moved (or already there).
+    Moved {
+        /// Stage before.
+        from: Option<String>,
+        /// Stage now.
+        to: String,
+    },
+    /// Refused; nothing changed but the `stage.rejected` event.
+    Refused(Vec<String>),
+    /// The record does not exist or its kind has no pipeline.
+    NotFound(String),
+}
+
+/// One event's handling in progress: the record as it changes, and
+/// everything to commit.
+pub(crate) struct Work<'a> {
+    pub workflows: &'a Workflows,
+    pub state: &'a dyn StateView,
+    pub now: DateTime<Utc>,
+    pub event: &'a Event,
+    pub record: Record,
+    pub record_changed: bool,
+    pub history: Vec<StageVisit>,
+    pub counters: HashMap<String, u64>,
+    pub open_tasks: HashMap<String, i64>,
+    pub enrollments: Vec<Enrollment>,
+    pub changes: Changes,
+}
+
+impl<'a> Work<'a> {
+    fn new(
+        workflows: &'a Workflows,
+        state: &'a dyn StateView,
+        event: &'a Event,
+        now: DateTime<Utc>,
+    ) -> Result<Self, StoreError> {
+        let existing = state.record(&event.record)?;
+        let record_changed = existing.is_none();
+        let record = existing.unwrap_or_else(|| Record::new(event.record.clone(), now));
+        Ok(Work {
+            workflows,
+            state,
+            now,
+            event,
+            history: state.stage_history(&event.record)?,
+            enrollments: state.enrollments(&event.record)?,
+            record,
+            record_changed,
+            counters: HashMap::new(),
+            open_tasks: HashMap::new(),
+            changes: Changes::default(),
+        })
+    }
+
+    /// Raises an event on the same record, one level deeper in the chain.
+    pub fn raise(&mut self, event_type: &str, data: Json) {
+        let data = match data {
+            Json::Object(map) => map,
+            _ => Map::new(),
+        };
+        self.changes.events.push(NewEvent {
+            id: None,
+            event_type: event_type.to_owned(),
+            record: self.record.key.clone(),
+            fields: Map::new(),
+            data,
+            occurred_at: self.now,
+            depth: self.event.depth + 1,
+        });
+    }
+
+    /// The expression scope for the record as it is now.
+    pub fn scope(&self, extra: &[(&str, Json)]) -> minijinja::Value {
+        context::scope(&self.record, self.event, self.workflows, self.now, extra)
+    }
+
+    /// A counter's value, with this handling's updates.
+    pub fn counter(&mut self, name: &str) -> Result<u64, StoreError> {
+        if let Some(v) = self.counters.get(name) {
+            return Ok(*v);
+        }
+        let v = self.state.counter(name)?;
+        self.counters.insert(name.to_owned(), v);
+        Ok(v)
+    }
+
+    /// Moves the record to a stage, closing the previous visit.
+    pub fn enter_stage(&mut self, pipeline: &str, to: &str) {
+        let from = self.record.stage.clone();
+        let days_in_previous = self.record.days_in_stage(self.now);
+        let index = self.history.len() as u64;
+        if let Some(last) = self.history.last_mut().filter(|v| v.exited_at.is_none()) {
+            last.exited_at = Some(self.now);
+            self.changes
+                .stage_visits
+                .push((self.record.key.clone(), index - 1, last.clone()));
+        }
+        let visit = StageVisit {
+            pipeline: pipeline.to_owned(),
+            stage: to.to_owned(),
+            entered_at: self.now,
+            exited_at: None,
+            owner: self.record.owner.clone(),
+        };
+        self.changes
+            .stage_visits
+            .push((self.record.key.clone(), index, visit.clone()));
+        self.history.push(visit);
+        self.record.pipeline = Some(pipeline.to_owned());
+        self.record.stage = Some(to.to_owned());
+        self.record.stage_entered_at = Some(self.now);
+        self.record_changed = true;
+        self.raise(
+            "stage.changed",
+            json!({ "from": from, "to": to, "days_in_previous": days_in_previous }),
+        );
+    }
+
+    /// A requested move: checked against the gates, applied or refused.
+    pub fn request_move(&mut self, to: &str) -> MoveResult {
+        let Some(pipeline) = self.workflows.pipeline_for(&self.record.key.kind) else {
+            return MoveResult::NotFound(format!("no pipeline is for {}", self.record.key.kind));
+        };
+        if self.record.stage.as_deref() == Some(to) {
+            return MoveResult::Moved {
+                from: Some(to.to_owned()),
+                to: to.to_owned(),
+            };
+        }
+        let scope = self.scope(&[]);
+        let unmet = pipeline::unmet_for_move(
+            pipeline,
+            &self.record,
+            to,
+            &self.workflows.expressions,
+            &scope,
+        );
+        let from = self.record.stage.clone();
+        if unmet.is_empty() {
+            self.enter_stage(&pipeline.name, to);
+            MoveResult::Moved {
+                from,
+                to: to.to_owned(),
+            }
+        } else {
+            self.raise(
+                "stage.rejected",
+                json!({ "from": from, "to": to, "unmet": unmet }),
+            );
+            MoveResult::Refused(unmet)
+        }
+    }
+
+    /// Puts a record with no stage into its pipeline's first stage once the
+    /// first stage's requirements hold (SPEC §3.4).
+    fn enter_pipeline_if_ready(&mut self) {
+        if self.record.stage.is_some() {
+            return;
+        }
+        let Some(pipeline) = self.workflows.pipeline_for(&self.record.key.kind) else {
+            return;
+        };
+        let scope = self.scope(&[]);
+        if pipeline::may_enter_first(pipeline, &self.record, &self.workflows.expressions, &scope) {
+            if let Some(first) = pipeline.stages.first() {
+                let (name, stage) = (pipeline.name.clone(), first.name.clone());
+                self.enter_stage(&name, &stage);
+            }
+        }
+    }
+
+    /// Merges fields into the record; answers the names that changed.
+    pub fn merge_fields(&mut self, fields: &Map<String, Json>) -> Vec<String> {
+        let mut changed = Vec::new();
+        for (name, value) in fields {
+            if name == "owner" {
+                let owner = value.as_str().map(String::from).filter(|o| !o.is_empty());
+                if owner != self.record.owner {
+                    self.record.owner = owner;
+                    changed.push(name.clone());
+                }
+            } else if self.record.fields.get(name) != Some(value) {
+                self.record.fields.insert(name.clone(), value.clone());
+                changed.push(name.clone());
+            }
+        }
+        if !changed.is_empty() {
+            self.record_changed = true;
+        }
+        changed
+    }
+
+    fn finish(mut self) -> Changes {
+        if self.record_changed {
+            self.record.updated_at = self.now;
+            self.changes.records.push(self.record);
+        }
+        self.changes.counters.extend(self.counters);
+        self.changes.handled = Some(self.event.seq);
+        self.changes
+    }
+}
+
+/// Handles one event: merges its fields, raises `record.created` /
+/// `record.updated`, enters the pipeline when ready, and runs every rule it
+/// triggers. The answer is everything to commit, cursor included.
+pub fn handle(
+    event: &Event,
+    workflows: &Workflows,
+    state: &dyn StateView,
+    now: DateTime<Utc>,
+) -> Result<Changes, StoreError> {
+    let mut work = Work::new(workflows, state, event, now)?;
+    if event.depth > MAX_CHAIN_DEPTH {
+        work.changes.runs.push(chain_cut_run(event, workflows, now));
+        return Ok(work.finish());
+    }
+    let created = work.record_changed;
+    let changed = work.merge_fields(&event.fields);
+    if created && event.event_type != "record.created" {
+        work.raise("record.created", json!({}));
+    } else if !changed.is_empty() && event.event_type != "record.updated" {
+        work.raise("record.updated", json!({ "changed": changed }));
+    }
+    apply_builtin(&mut work)?;
+    work.enter_pipeline_if_ready();
+    actions::run_rules(&mut work)?;
+    Ok(work.finish())
+}
+
+/// Built-in events that change state themselves before rules see them.
+fn apply_builtin(work: &mut Work) -> Result<(), StoreError> {
+    if work.event.event_type == "task.completed" {
+        let id = work
+            .event
+            .data
+            .get("task_id")
+            .and_then(Json::as_str)
+            .map(String::from);
+        if let Some(mut task) = id.map(|id| work.state.task(&id)).transpose()?.flatten() {
+            if task.status == crate::state::TaskStatus::Open {
+                task.status = crate::state::TaskStatus::Completed;
+                task.completed_at = Some(work.now);
+                work.changes.tasks.push(task);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Requests a gated stage move from outside (API): refused moves change
+/// nothing but raise `stage.rejected`.
+pub fn move_stage(
+    key: &RecordKey,
+    to: &str,
+    command: &Event,
+    workflows: &Workflows,
+    state: &dyn StateView,
+    now: DateTime<Utc>,
+) -> Result<(MoveResult, Changes), StoreError> {
+    if state.record(key)?.is_none() {
+        return Ok((
+            MoveResult::NotFound(format!("no record {key}")),
+            Changes::default(),
+        ));
+    }
+    let mut work = Work::new(workflows, state, command, now)?;
+    let result = work.request_move(to);
+    let mut changes = work.finish();
+    changes.handled = None;
+    Ok((result, changes))
+}
+
+fn chain_cut_run(event: &Event, workflows: &Workflows, now: DateTime<Utc>) -> Run {
+    Run {
+        id: format!("{:016}-chain", event.seq),
+        rule: String::new(),
+        event_id: event.id.clone(),
+        event_type: event.event_type.clone(),
+        record: event.record.clone(),
+        version: workflows.version.clone(),
+        condition: None,
+        matched: false,
+        saw: Default::default(),
+        actions: Vec::new(),
+        at: now,
+        error: Some(format!(
+            "event chain deeper than {MAX_CHAIN_DEPTH}: rules keep raising events that trigger rules; this event was not handled"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests;

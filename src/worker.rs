@@ -1,0 +1,160 @@
+//! The single writer between the event log and the engine: takes events in
+//! log order, runs the engine on each, and commits each outcome (state,
+//! raised events, runs and the cursor) as one atomic change. Because the
+//! cursor moves in the same commit as the state it produced, a crash at any
+//! point replays from the last committed event: each event is handled
+//! exactly once.
+
+use crate::clock::Clock;
+use crate::config::Workflows;
+use crate::engine::{self, MoveResult};
+use crate::state::{Event, RecordKey};
+use crate::store::{Store, StoreError};
+use std::sync::Arc;
+use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+/// Events read from the log per round.
+const BATCH: usize = 256;
+
+/// Handles every event after the cursor; answers how many were handled.
+/// Flushes once per round, before the caller hears about the progress.
+pub async fn drain<S: Store>(
+    store: &S,
+    workflows: &Workflows,
+    clock: &dyn Clock,
+) -> Result<usize, StoreError> {
+    let mut handled = 0;
+    loop {
+        let cursor = store.cursor()?;
+        let events = store.events_after(cursor, BATCH)?;
+        if events.is_empty() {
+            return Ok(handled);
+        }
+        for event in &events {
+            let changes = engine::handle(event, workflows, store, clock.now())?;
+            store.commit(changes)?;
+            handled += 1;
+        }
+        store.flush().await?;
+    }
+}
+
+/// A request the worker answers itself, so it is ordered with events.
+#[derive(Debug)]
+pub enum Command {
+    /// A gated stage move from the API.
+    Move {
+        /// The record.
+        record: RecordKey,
+        /// Target stage.
+        to: String,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<MoveResult, StoreError>>,
+    },
+}
+
+/// Handle to the running worker.
+#[derive(Clone)]
+pub struct WorkerHandle {
+    wake: Arc<Notify>,
+    commands: mpsc::Sender<Command>,
+    handled: watch::Receiver<u64>,
+}
+
+impl WorkerHandle {
+    /// Tells the worker new events are in the log.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Sends a command and waits for its answer.
+    pub async fn send(&self, command: Command) -> Result<(), StoreError> {
+        self.commands
+            .send(command)
+            .await
+            .map_err(|_| StoreError::Backend("the engine worker has stopped".to_owned()))
+    }
+
+    /// Waits until the event at `seq` has been handled.
+    pub async fn handled(&self, seq: u64) {
+        let mut rx = self.handled.clone();
+        let _ = rx.wait_for(|done| *done >= seq).await;
+    }
+}
+
+/// Starts the worker; it stops when `cancel` fires, after its current round.
+pub fn spawn<S: Store>(
+    store: Arc<S>,
+    workflows: Arc<arc_swap::ArcSwap<Workflows>>,
+    clock: Arc<dyn Clock>,
+    cancel: CancellationToken,
+) -> (WorkerHandle, tokio::task::JoinHandle<()>) {
+    let wake = Arc::new(Notify::new());
+    let (commands, mut inbox) = mpsc::channel(64);
+    let initial = store.cursor().unwrap_or(0);
+    let (progress, handled) = watch::channel(initial);
+    let handle = WorkerHandle {
+        wake: wake.clone(),
+        commands,
+        handled,
+    };
+    let task = tokio::spawn(async move {
+        loop {
+            let snapshot = workflows.load_full();
+            match drain(store.as_ref(), &snapshot, clock.as_ref()).await {
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "Handling events failed; retrying in a second.")
+                }
+            }
+            let _ = progress.send(store.cursor().unwrap_or(0));
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = wake.notified() => {}
+                Some(command) = inbox.recv() => run_command(store.as_ref(), &snapshot, clock.as_ref(), command).await,
+                _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+            }
+        }
+        tracing::info!("Engine worker stopped.");
+    });
+    (handle, task)
+}
+
+async fn run_command<S: Store>(
+    store: &S,
+    workflows: &Workflows,
+    clock: &dyn Clock,
+    command: Command,
+) {
+    match command {
+        Command::Move { record, to, reply } => {
+            let result = move_now(store, workflows, clock, &record, &to).await;
+            let _ = reply.send(result);
+        }
+    }
+}
+
+async fn move_now<S: Store>(
+    store: &S,
+    workflows: &Workflows,
+    clock: &dyn Clock,
+    record: &RecordKey,
+    to: &str,
+) -> Result<MoveResult, StoreError> {
+    let now = clock.now();
+    let request = Event {
+        seq: 0,
+        id: format!("stage-move-{record}-{to}"),
+        event_type: "stage.move_requested".to_owned(),
+        record: record.clone(),
+        fields: Default::default(),
+        data: serde_json::Map::from_iter([("to".to_owned(), serde_json::Value::from(to))]),
+        occurred_at: now,
+        depth: 0,
+    };
+    let (result, changes) = engine::move_stage(record, to, &request, workflows, store, now)?;
+    store.commit(changes)?;
+    store.flush().await?;
+    Ok(result)
+}
