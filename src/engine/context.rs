@@ -121,11 +121,11 @@ pub fn values_seen(source: &str, context: &Value) -> std::collections::BTreeMap<
         let mut parts = path.split('.');
         if let (Some(root), Some(attr)) = (parts.next(), parts.next()) {
             let value = context.get_attr(root).and_then(|r| r.get_attr(attr));
-            if let Ok(v) = value {
-                if !v.is_undefined() {
-                    let json = serde_json::to_value(&v).unwrap_or(Json::Null);
-                    seen.insert(format!("{root}.{attr}"), json);
-                }
+            if let Ok(v) = value
+                && !v.is_undefined()
+            {
+                let json = serde_json::to_value(&v).unwrap_or(Json::Null);
+                seen.insert(format!("{root}.{attr}"), json);
             }
         }
     }

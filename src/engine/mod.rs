@@ -230,11 +230,11 @@ impl<'a> Work<'a> {
             return;
         };
         let scope = self.scope(&[]);
-        if pipeline::may_enter_first(pipeline, &self.record, &self.workflows.expressions, &scope) {
-            if let Some(first) = pipeline.stages.first() {
-                let (name, stage) = (pipeline.name.clone(), first.name.clone());
-                self.enter_stage(&name, &stage);
-            }
+        if pipeline::may_enter_first(pipeline, &self.record, &self.workflows.expressions, &scope)
+            && let Some(first) = pipeline.stages.first()
+        {
+            let (name, stage) = (pipeline.name.clone(), first.name.clone());
+            self.enter_stage(&name, &stage);
         }
     }
 
@@ -306,12 +306,12 @@ fn apply_builtin(work: &mut Work) -> Result<(), StoreError> {
             .get("task_id")
             .and_then(Json::as_str)
             .map(String::from);
-        if let Some(mut task) = id.map(|id| work.state.task(&id)).transpose()?.flatten() {
-            if task.status == crate::state::TaskStatus::Open {
-                task.status = crate::state::TaskStatus::Completed;
-                task.completed_at = Some(work.now);
-                work.changes.tasks.push(task);
-            }
+        if let Some(mut task) = id.map(|id| work.state.task(&id)).transpose()?.flatten()
+            && task.status == crate::state::TaskStatus::Open
+        {
+            task.status = crate::state::TaskStatus::Completed;
+            task.completed_at = Some(work.now);
+            work.changes.tasks.push(task);
         }
     }
     Ok(())
