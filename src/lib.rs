@@ -5,6 +5,7 @@
 //! scheduler, delivery, api, reload) run it. `cli` holds the commands.
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -22,6 +22,8 @@ use std::time::Duration;
 pub struct Workflows {
     /// Content hash of every file read; recorded by every run.
     pub version: String,
+    /// Record kinds the workflows name; events for other kinds are refused.
+    pub kinds: std::collections::BTreeSet<String>,
     /// Files it was compiled from, relative to the folder.
     pub files: Vec<PathBuf>,
     /// `settings:` with defaults applied.

@@ -83,6 +83,7 @@ pub fn compile(set: SourceSet, diags: &mut Diagnostics) -> Option<Workflows> {
     let (trigger_index, wildcard_rules) = index_triggers(&rules);
     Some(Workflows {
         version: set.version.clone(),
+        kinds: symbols.kinds.clone(),
         files: set
             .files
             .iter()

@@ -1,0 +1,42 @@
+//! The HTTP API (SPEC §5): axum routes, bearer-token auth, body limits and
+//! JSON error bodies. Every shape is documented in `docs/API.md`.
+//! Handlers never change state themselves except through the event log, the
+//! worker's commands, or one atomic store commit.
+
+mod error;
+pub mod events;
+mod routes;
+
+pub use error::ApiError;
+pub use routes::router;
+
+use crate::clock::Clock;
+use crate::config::Workflows;
+use crate::store::Store;
+use crate::worker::WorkerHandle;
+use arc_swap::ArcSwap;
+use chrono::{DateTime, Utc};
+use std::sync::Arc;
+
+/// Request bodies larger than this are answered 413 unless `--max-body` says otherwise.
+pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
+
+/// What every handler can reach.
+pub struct App<S: Store> {
+    /// The store.
+    pub store: Arc<S>,
+    /// The running workflow set (swapped whole on reload).
+    pub workflows: Arc<ArcSwap<Workflows>>,
+    /// The engine worker.
+    pub worker: WorkerHandle,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+    /// Required bearer token, when set.
+    pub token: Option<String>,
+    /// When the running workflows were loaded.
+    pub loaded_at: DateTime<Utc>,
+    /// The workflow folder.
+    pub workflows_dir: String,
+    /// Largest request body.
+    pub max_body: usize,
+}

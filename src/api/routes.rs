@@ -1,0 +1,352 @@
+//! The routes.
+
+use super::events::parse_event;
+use super::{ApiError, App};
+use crate::engine::{MoveResult, record_json, time};
+use crate::state::{RecordKey, TaskStatus};
+use crate::store::{RunFilter, Store, TaskFilter};
+use crate::worker::Command;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+/// Largest page of a listing.
+const MAX_PAGE: usize = 500;
+
+/// All routes of the API.
+pub fn router<S: Store>(app: Arc<App<S>>) -> Router {
+    let v1 = Router::new()
+        .route("/events", post(post_events::<S>))
+        .route("/records/{kind}/{id}", get(get_record::<S>))
+        .route("/records/{kind}/{id}/stage", post(post_stage::<S>))
+        .route("/tasks", get(get_tasks::<S>))
+        .route("/tasks/{id}/complete", post(complete_task::<S>))
+        .route("/runs", get(get_runs::<S>))
+        .route("/status", get(get_status::<S>))
+        .layer(middleware::from_fn_with_state(
+            app.clone(),
+            require_token::<S>,
+        ));
+    Router::new()
+        .nest("/v1", v1)
+        .route("/healthz", get(|| async { "ok" }))
+        .layer(DefaultBodyLimit::max(app.max_body))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(app)
+}
+
+async fn require_token<S: Store>(
+    State(app): State<Arc<App<S>>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(token) = &app.token else {
+        return next.run(request).await;
+    };
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
+        next.run(request).await
+    } else {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "send Authorization: Bearer $DEALFLOW_TOKEN",
+        )
+        .into_response()
+    }
+}
+
+/// Compares without stopping at the first difference, so timing does not
+/// reveal how much of a guessed token was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn post_events<S: Store>(
+    State(app): State<Arc<App<S>>>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let value: Value = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}"))
+    })?;
+    let single = !value.is_array();
+    let items = match value {
+        Value::Array(items) if items.is_empty() => {
+            return Err(ApiError::bad_request(
+                "empty_batch",
+                "the array holds no events",
+            ));
+        }
+        Value::Array(items) => items,
+        other => vec![other],
+    };
+    let workflows = app.workflows.load();
+    let now = app.clock.now();
+    let mut events = Vec::with_capacity(items.len());
+    let mut problems = Vec::new();
+    for (index, item) in items.iter().enumerate() {
+        match parse_event(item, &workflows.kinds, now) {
+            Ok(e) => events.push(e),
+            Err(message) => problems.push(json!({ "index": index, "message": message })),
+        }
+    }
+    if !problems.is_empty() {
+        let message = if single {
+            problems[0]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        } else {
+            format!(
+                "{} of {} events are invalid; none was stored",
+                problems.len(),
+                items.len()
+            )
+        };
+        return Err(
+            ApiError::bad_request("invalid_event", message).with(json!({ "events": problems }))
+        );
+    }
+    let appended = app.store.append_events(events)?;
+    app.store.flush().await?;
+    app.worker.wake();
+    let answers: Vec<Value> = appended
+        .iter()
+        .map(|a| json!({ "id": a.id, "duplicate": a.duplicate }))
+        .collect();
+    let body = if single {
+        answers[0].clone()
+    } else {
+        json!({ "accepted": answers.len(), "events": answers })
+    };
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+async fn get_record<S: Store>(
+    State(app): State<Arc<App<S>>>,
+    Path((kind, id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let key = RecordKey { kind, id };
+    let record = app
+        .store
+        .record(&key)?
+        .ok_or_else(|| ApiError::not_found(format!("no record {key}")))?;
+    let workflows = app.workflows.load();
+    let open = TaskFilter {
+        record: Some(key.clone()),
+        status: Some(TaskStatus::Open),
+        ..TaskFilter::default()
+    };
+    Ok(Json(json!({
+        "record": record_json(&record, &workflows, app.clock.now()),
+        "history": app.store.stage_history(&key)?,
+        "enrollments": app.store.enrollments(&key)?,
+        "open_tasks": app.store.tasks(&open, None, MAX_PAGE)?.items,
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StageRequest {
+    to: String,
+}
+
+async fn post_stage<S: Store>(
+    State(app): State<Arc<App<S>>>,
+    Path((kind, id)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let request: StageRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_request",
+            format!("expected {{\"to\": STAGE}}: {e}"),
+        )
+    })?;
+    let record = RecordKey { kind, id };
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    app.worker
+        .send(Command::Move {
+            record: record.clone(),
+            to: request.to.clone(),
+            reply,
+        })
+        .await?;
+    let result = answer.await.map_err(|_| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the daemon is stopping; try again",
+        )
+    })??;
+    match result {
+        MoveResult::Moved { from, to } => Ok(Json(
+            json!({ "record": record.to_string(), "from": from, "to": to }),
+        )),
+        MoveResult::Refused(unmet) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "stage_refused",
+            format!(
+                "{record} cannot move to {}: {}",
+                request.to,
+                unmet.join("; ")
+            ),
+        )
+        .with(json!({ "unmet": unmet }))),
+        MoveResult::NotFound(why) => Err(ApiError::not_found(why)),
+    }
+}
+
+/// `?limit=&after=` of every listing.
+#[derive(Deserialize)]
+struct Paging {
+    limit: Option<usize>,
+    after: Option<String>,
+}
+
+impl Paging {
+    fn limit(&self) -> usize {
+        self.limit.unwrap_or(100).clamp(1, MAX_PAGE)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TaskQuery {
+    owner: Option<String>,
+    status: Option<String>,
+    unassigned: Option<bool>,
+    limit: Option<usize>,
+    after: Option<String>,
+}
+
+async fn get_tasks<S: Store>(
+    State(app): State<Arc<App<S>>>,
+    Query(q): Query<TaskQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let status = match q.status.as_deref() {
+        None | Some("open") => Some(TaskStatus::Open),
+        Some("completed") => Some(TaskStatus::Completed),
+        Some("all") => None,
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!("status must be open, completed or all, not \"{other}\""),
+            ));
+        }
+    };
+    let owner = if q.unassigned == Some(true) {
+        Some(String::new())
+    } else {
+        q.owner
+    };
+    let filter = TaskFilter {
+        owner,
+        status,
+        record: None,
+    };
+    let paging = Paging {
+        limit: q.limit,
+        after: q.after,
+    };
+    let page = app
+        .store
+        .tasks(&filter, paging.after.as_deref(), paging.limit())?;
+    Ok(Json(json!({ "tasks": page.items, "next": page.next })))
+}
+
+async fn complete_task<S: Store>(
+    State(app): State<Arc<App<S>>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let task = app
+        .store
+        .task(&id)?
+        .ok_or_else(|| ApiError::not_found(format!("no task {id}")))?;
+    if task.status == TaskStatus::Completed {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "already_completed",
+            format!("task {id} was completed already"),
+        ));
+    }
+    let event = crate::state::NewEvent {
+        id: Some(format!("task-completed-{id}")),
+        event_type: "task.completed".to_owned(),
+        record: task.record.clone(),
+        fields: Default::default(),
+        data: serde_json::Map::from_iter([("task_id".to_owned(), json!(id))]),
+        occurred_at: app.clock.now(),
+        depth: 0,
+    };
+    let appended = app.store.append_events(vec![event])?;
+    app.store.flush().await?;
+    app.worker.wake();
+    if let Some(a) = appended.first() {
+        app.worker.handled(a.seq).await;
+    }
+    let task = app.store.task(&id)?;
+    Ok(Json(json!({ "task": task })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RunQuery {
+    record: Option<String>,
+    rule: Option<String>,
+    limit: Option<usize>,
+    after: Option<String>,
+}
+
+async fn get_runs<S: Store>(
+    State(app): State<Arc<App<S>>>,
+    Query(q): Query<RunQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let record = match q.record.as_deref() {
+        None => None,
+        Some(r) => {
+            let (kind, id) = r.split_once('/').ok_or_else(|| {
+                ApiError::bad_request("invalid_query", "record must be KIND/ID, e.g. lead/L1")
+            })?;
+            Some(RecordKey {
+                kind: kind.to_owned(),
+                id: id.to_owned(),
+            })
+        }
+    };
+    let filter = RunFilter {
+        record,
+        rule: q.rule,
+    };
+    let paging = Paging {
+        limit: q.limit,
+        after: q.after,
+    };
+    let page = app
+        .store
+        .runs(&filter, paging.after.as_deref(), paging.limit())?;
+    Ok(Json(json!({ "runs": page.items, "next": page.next })))
+}
+
+async fn get_status<S: Store>(State(app): State<Arc<App<S>>>) -> Result<Json<Value>, ApiError> {
+    let workflows = app.workflows.load();
+    Ok(Json(json!({
+        "version": workflows.version,
+        "loaded_at": time(app.loaded_at),
+        "workflows": app.workflows_dir,
+        "files": workflows.files,
+        "last_reload_error": Value::Null,
+        "events_handled": app.store.cursor()?,
+        "store_bytes": app.store.size_on_disk(),
+    })))
+}

@@ -1,0 +1,150 @@
+//! Commands that talk to a running daemon: `emit` and `tasks`.
+
+use anyhow::{Context, bail};
+use serde_json::{Map, Value, json};
+use std::process::ExitCode;
+
+/// Where the daemon is, and the token to show it.
+pub struct Daemon {
+    /// Base URL.
+    pub url: String,
+    /// Bearer token, from `$DEALFLOW_TOKEN`.
+    pub token: Option<String>,
+}
+
+impl Daemon {
+    /// `--url`, else `$DEALFLOW_URL`, else the default listen address.
+    pub fn from_env(url: Option<String>) -> Self {
+        let url = url
+            .or_else(|| std::env::var("DEALFLOW_URL").ok())
+            .unwrap_or_else(|| "http://127.0.0.1:8080".to_owned());
+        Daemon {
+            url: url.trim_end_matches('/').to_owned(),
+            token: std::env::var("DEALFLOW_TOKEN")
+                .ok()
+                .filter(|t| !t.is_empty()),
+        }
+    }
+
+    fn request(
+        &self,
+        client: &reqwest::Client,
+        method: reqwest::Method,
+        path: &str,
+    ) -> reqwest::RequestBuilder {
+        let builder = client
+            .request(method, format!("{}{path}", self.url))
+            .timeout(std::time::Duration::from_secs(30));
+        match &self.token {
+            Some(t) => builder.bearer_auth(t),
+            None => builder,
+        }
+    }
+}
+
+/// Answers the daemon's JSON, or fails with its error message.
+async fn answer(response: reqwest::Response) -> anyhow::Result<Value> {
+    let status = response.status();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        let message = body["error"]["message"].as_str().unwrap_or("no message");
+        bail!("the daemon answered {status}: {message}");
+    }
+    Ok(body)
+}
+
+/// `k=v` fields: JSON values (numbers, true, null) are kept as such, anything else is a string.
+pub fn parse_fields(pairs: &[String]) -> anyhow::Result<Map<String, Value>> {
+    let mut fields = Map::new();
+    for pair in pairs {
+        let (k, v) = pair
+            .split_once('=')
+            .with_context(|| format!("--field {pair}: write NAME=VALUE"))?;
+        let value = serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_owned()));
+        fields.insert(k.to_owned(), value);
+    }
+    Ok(fields)
+}
+
+/// `dealflow emit TYPE --record KIND/ID [--field k=v ...]`.
+pub fn emit(
+    daemon: &Daemon,
+    event_type: &str,
+    record: &str,
+    fields: &[String],
+    id: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    let (kind, record_id) = record
+        .split_once('/')
+        .context("--record must be KIND/ID, e.g. lead/L1")?;
+    let mut event = json!({ "type": event_type, "record": { "kind": kind, "id": record_id, "fields": parse_fields(fields)? } });
+    if let Some(id) = id {
+        event["id"] = json!(id);
+    }
+    let runtime = tokio::runtime::Runtime::new()?;
+    let body = runtime.block_on(async {
+        let client = reqwest::Client::new();
+        let response = daemon
+            .request(&client, reqwest::Method::POST, "/v1/events")
+            .json(&event)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the daemon at {}", daemon.url))?;
+        answer(response).await
+    })?;
+    let duplicate = body["duplicate"].as_bool().unwrap_or(false);
+    println!(
+        "{} {} {}",
+        if duplicate { "duplicate" } else { "accepted" },
+        body["id"].as_str().unwrap_or(""),
+        event_type
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `dealflow tasks [--owner EMAIL | --unassigned]`: open tasks as a table.
+pub fn tasks(daemon: &Daemon, owner: Option<String>, unassigned: bool) -> anyhow::Result<ExitCode> {
+    let mut query = vec![("status", "open".to_owned()), ("limit", "500".to_owned())];
+    if let Some(o) = owner {
+        query.push(("owner", o));
+    }
+    if unassigned {
+        query.push(("unassigned", "true".to_owned()));
+    }
+    let runtime = tokio::runtime::Runtime::new()?;
+    let body = runtime.block_on(async {
+        let client = reqwest::Client::new();
+        let response = daemon
+            .request(&client, reqwest::Method::GET, "/v1/tasks")
+            .query(&query)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the daemon at {}", daemon.url))?;
+        answer(response).await
+    })?;
+    let tasks = body["tasks"].as_array().cloned().unwrap_or_default();
+    if tasks.is_empty() {
+        println!("No open tasks.");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<20}  {:<24}  {:<22}  {:<16}  TITLE",
+        "DUE", "OWNER", "ID", "RECORD"
+    );
+    for t in tasks {
+        let record = format!(
+            "{}/{}",
+            t["record"]["kind"].as_str().unwrap_or(""),
+            t["record"]["id"].as_str().unwrap_or("")
+        );
+        println!(
+            "{:<20}  {:<24}  {:<22}  {:<16}  {}",
+            t["due_at"].as_str().unwrap_or("-"),
+            t["owner"].as_str().unwrap_or("(unassigned)"),
+            t["id"].as_str().unwrap_or(""),
+            record,
+            t["title"].as_str().unwrap_or("")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

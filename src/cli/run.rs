@@ -1,0 +1,126 @@
+//! `dealflow run`: the daemon.
+
+use crate::api::{self, App};
+use crate::clock::{Clock, SystemClock};
+use crate::config::{self, environment::ProcessEnvironment};
+use crate::store::{KvStore, SledBackend};
+use crate::worker;
+use anyhow::{Context, bail};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// Where and how to run.
+pub struct RunOptions<'a> {
+    /// Workflow folder.
+    pub workflows: &'a Path,
+    /// Data folder (the store lives in `DATA/store`).
+    pub data: &'a Path,
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Largest request body in bytes.
+    pub max_body: usize,
+}
+
+/// Loads the workflows, opens the store, serves until SIGTERM or Ctrl-C.
+pub fn run(options: RunOptions) -> anyhow::Result<ExitCode> {
+    let token = std::env::var("DEALFLOW_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty());
+    if token.is_none() && !options.listen.ip().is_loopback() {
+        bail!(
+            "refusing to listen on {} without a token: set DEALFLOW_TOKEN, or listen on 127.0.0.1",
+            options.listen
+        );
+    }
+    let (workflows, diagnostics) = config::load(options.workflows, &ProcessEnvironment);
+    for d in &diagnostics {
+        eprintln!("{}", d);
+    }
+    let Some(workflows) = workflows else {
+        bail!(
+            "the workflows in {} have errors (listed above); nothing was started",
+            options.workflows.display()
+        );
+    };
+    let store_dir = options.data.join("store");
+    std::fs::create_dir_all(&store_dir)
+        .with_context(|| format!("creating {}", store_dir.display()))?;
+    let backend = SledBackend::open(&store_dir)?;
+    let store = Arc::new(KvStore::open(backend, &store_dir.display().to_string())?);
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(serve(store, workflows, token, options))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve(
+    store: Arc<KvStore<SledBackend>>,
+    workflows: config::Workflows,
+    token: Option<String>,
+    options: RunOptions<'_>,
+) -> anyhow::Result<()> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let version = workflows.version.clone();
+    let rules = workflows.rules.len();
+    let workflows = Arc::new(arc_swap::ArcSwap::from_pointee(workflows));
+    let cancel = CancellationToken::new();
+    let (handle, worker_task) = worker::spawn(
+        store.clone(),
+        workflows.clone(),
+        clock.clone(),
+        cancel.clone(),
+    );
+    let app = Arc::new(App {
+        store: store.clone(),
+        workflows,
+        worker: handle,
+        loaded_at: clock.now(),
+        clock,
+        token,
+        workflows_dir: options.workflows.display().to_string(),
+        max_body: options.max_body,
+    });
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .with_context(|| format!("listening on {}", options.listen))?;
+    let address = listener.local_addr()?;
+    tracing::info!(%address, %version, rules, "Dealflow is running.");
+    // Tests and scripts read this line to learn the port chosen by the OS.
+    println!("dealflow listening on http://{address}");
+    let shutdown = cancel.clone();
+    axum::serve(listener, api::router(app))
+        .with_graceful_shutdown(async move {
+            wait_for_stop_signal().await;
+            tracing::info!("Stopping: finishing requests and the current commit.");
+            shutdown.cancel();
+        })
+        .await?;
+    cancel.cancel();
+    let _ = worker_task.await;
+    crate::store::Store::flush(store.as_ref()).await?;
+    tracing::info!("Dealflow stopped.");
+    Ok(())
+}
+
+async fn wait_for_stop_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
