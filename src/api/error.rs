@@ -56,10 +56,8 @@ impl From<crate::store::StoreError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut error = json!({ "code": self.code, "message": self.message });
-        if let (Some(details), Some(map)) = (self.details, error.as_object_mut()) {
-            if let Value::Object(d) = details {
-                map.extend(d);
-            }
+        if let (Some(Value::Object(details)), Some(map)) = (self.details, error.as_object_mut()) {
+            map.extend(details);
         }
         (self.status, Json(json!({ "error": error }))).into_response()
     }
