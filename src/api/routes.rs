@@ -346,6 +346,7 @@ async fn get_status<S: Store>(State(app): State<Arc<App<S>>>) -> Result<Json<Val
         "workflows": app.workflows_dir,
         "files": workflows.files,
         "last_reload_error": Value::Null,
+        "events_stored": app.store.last_seq()?,
         "events_handled": app.store.cursor()?,
         "store_bytes": app.store.size_on_disk(),
     })))

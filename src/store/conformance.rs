@@ -85,6 +85,7 @@ pub fn appends_in_order_and_deduplicates<S: Store>(s: &S) {
     assert_eq!(all.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3]);
     assert_eq!(s.events_after(2, 10).unwrap().len(), 1);
     assert_eq!(s.cursor().unwrap(), 0);
+    assert_eq!(s.last_seq().unwrap(), 3);
 }
 
 pub fn commit_is_one_unit_with_cursor_and_chained_events<S: Store>(s: &S) {

@@ -235,6 +235,11 @@ impl<B: Backend> EventTable for KvStore<B> {
             .collect())
     }
 
+    fn last_seq(&self) -> Result<u64, StoreError> {
+        let next = self.backend.get(keys::NEXT_SEQ)?.and_then(|b| keys::read_u64(&b));
+        Ok(next.map_or(0, |n| n.saturating_sub(1)))
+    }
+
     fn cursor(&self) -> Result<u64, StoreError> {
         Ok(self
             .backend

@@ -103,6 +103,8 @@ pub trait EventTable {
     fn events_after(&self, seq: u64, limit: usize) -> Result<Vec<Event>, StoreError>;
     /// The last event the engine finished with.
     fn cursor(&self) -> Result<u64, StoreError>;
+    /// The last event stored.
+    fn last_seq(&self) -> Result<u64, StoreError>;
 }
 
 /// Records.

@@ -1,0 +1,60 @@
+//! Starting the real daemon on an OS-chosen loopback port, for end-to-end tests.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+/// A running `dealflow run`, killed when dropped.
+pub struct Daemon {
+    pub child: Child,
+    pub url: String,
+}
+
+impl Daemon {
+    /// Starts the daemon on `workflows` with its store in `data`.
+    pub fn start(workflows: &Path, data: &Path, extra: &[&str], env: &[(&str, &str)]) -> Daemon {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_dealflow"));
+        command
+            .args(["run", "--listen", "127.0.0.1:0", "--workflows"])
+            .arg(workflows)
+            .arg("--data")
+            .arg(data)
+            .args(extra)
+            .env_remove("DEALFLOW_TOKEN")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().expect("start dealflow");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("read the listening line");
+        let url = line.trim().strip_prefix("dealflow listening on ").unwrap_or_else(|| panic!("unexpected first line {line:?}")).to_owned();
+        Daemon { child, url }
+    }
+
+    /// Kills the process at once, as `kill -9` would.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A workflow folder with one file, in a temp dir.
+pub fn workflow_dir(yaml: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let flows = dir.path().join("flows");
+    std::fs::create_dir_all(&flows).unwrap();
+    std::fs::write(flows.join("flows.yaml"), yaml).unwrap();
+    (dir, flows)
+}
