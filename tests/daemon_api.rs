@@ -44,18 +44,34 @@ struct Setup {
 fn setup(extra: &[&str], env: &[(&str, &str)]) -> Setup {
     let (dir, flows) = workflow_dir(FLOWS);
     let daemon = Daemon::start(&flows, &dir.path().join("data"), extra, env);
-    Setup { _dir: dir, daemon, http: reqwest::Client::new() }
+    Setup {
+        _dir: dir,
+        daemon,
+        http: reqwest::Client::new(),
+    }
 }
 
 impl Setup {
     async fn post(&self, path: &str, body: impl Into<reqwest::Body>) -> (StatusCode, Value) {
-        let r = self.http.post(format!("{}{path}", self.daemon.url)).header("content-type", "application/json").body(body).send().await.unwrap();
+        let r = self
+            .http
+            .post(format!("{}{path}", self.daemon.url))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
         let status = r.status();
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
     async fn get(&self, path: &str) -> (StatusCode, Value) {
-        let r = self.http.get(format!("{}{path}", self.daemon.url)).send().await.unwrap();
+        let r = self
+            .http
+            .get(format!("{}{path}", self.daemon.url))
+            .send()
+            .await
+            .unwrap();
         let status = r.status();
         (status, r.json().await.unwrap_or(Value::Null))
     }
@@ -84,8 +100,16 @@ fn lead(id: &str, event_id: Option<&str>) -> Value {
 #[tokio::test]
 async fn an_event_becomes_an_owner_and_a_task_visible_on_the_record() {
     let s = setup(&[], &[]);
-    let (status, body) = s.post("/v1/events", lead("L1", Some("e1")).to_string()).await;
-    assert_eq!((status, body.clone()), (StatusCode::ACCEPTED, json!({ "id": "e1", "duplicate": false })));
+    let (status, body) = s
+        .post("/v1/events", lead("L1", Some("e1")).to_string())
+        .await;
+    assert_eq!(
+        (status, body.clone()),
+        (
+            StatusCode::ACCEPTED,
+            json!({ "id": "e1", "duplicate": false })
+        )
+    );
     s.settle().await;
     let (status, record) = s.get("/v1/records/lead/L1").await;
     assert_eq!(status, StatusCode::OK);
@@ -103,9 +127,15 @@ async fn an_event_becomes_an_owner_and_a_task_visible_on_the_record() {
 #[tokio::test]
 async fn a_repeated_event_id_is_accepted_and_ignored() {
     let s = setup(&[], &[]);
-    s.post("/v1/events", lead("L1", Some("same")).to_string()).await;
-    let (status, body) = s.post("/v1/events", lead("L1", Some("same")).to_string()).await;
-    assert_eq!((status, body["duplicate"].clone()), (StatusCode::ACCEPTED, json!(true)));
+    s.post("/v1/events", lead("L1", Some("same")).to_string())
+        .await;
+    let (status, body) = s
+        .post("/v1/events", lead("L1", Some("same")).to_string())
+        .await;
+    assert_eq!(
+        (status, body["duplicate"].clone()),
+        (StatusCode::ACCEPTED, json!(true))
+    );
     s.settle().await;
     let (_, tasks) = s.get("/v1/tasks").await;
     assert_eq!(tasks["tasks"].as_array().unwrap().len(), 1);
@@ -117,15 +147,36 @@ async fn bad_requests_get_the_exact_reason_and_change_nothing() {
     let (status, body) = s.post("/v1/events", "{\"type\": ").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["error"]["code"], "invalid_json");
-    let (status, body) = s.post("/v1/events", json!({ "record": { "kind": "lead", "id": "1" } }).to_string()).await;
-    assert_eq!((status, body["error"]["message"].clone()), (StatusCode::BAD_REQUEST, json!("missing field \"type\"")));
-    let (status, body) = s.post("/v1/events", json!({ "type": "x", "record": { "kind": "planet", "id": "1" } }).to_string()).await;
+    let (status, body) = s
+        .post(
+            "/v1/events",
+            json!({ "record": { "kind": "lead", "id": "1" } }).to_string(),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["message"].clone()),
+        (StatusCode::BAD_REQUEST, json!("missing field \"type\""))
+    );
+    let (status, body) = s
+        .post(
+            "/v1/events",
+            json!({ "type": "x", "record": { "kind": "planet", "id": "1" } }).to_string(),
+        )
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(body["error"]["message"].as_str().unwrap().contains("unknown record kind \"planet\""));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown record kind \"planet\"")
+    );
     let batch = json!([lead("L1", None), { "type": "x" }, lead("L2", None)]);
     let (status, body) = s.post("/v1/events", batch.to_string()).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_eq!(body["error"]["events"], json!([{ "index": 1, "message": "missing field \"record\"" }]));
+    assert_eq!(
+        body["error"]["events"],
+        json!([{ "index": 1, "message": "missing field \"record\"" }])
+    );
     let (status, _) = s.post("/v1/events", vec![b' '; 4096]).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     let deep = format!("{}{}", "[".repeat(600), "]".repeat(600));
@@ -145,20 +196,49 @@ async fn a_gated_move_is_refused_with_every_unmet_requirement_then_allowed() {
     let s = setup(&[], &[]);
     s.post("/v1/events", json!({ "type": "deal.opened", "record": { "kind": "deal", "id": "D1", "fields": { "icp_fit": "yes" } } }).to_string()).await;
     s.settle().await;
-    let (status, body) = s.post("/v1/records/deal/D1/stage", json!({ "to": "discovery" }).to_string()).await;
+    let (status, body) = s
+        .post(
+            "/v1/records/deal/D1/stage",
+            json!({ "to": "discovery" }).to_string(),
+        )
+        .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(body["error"]["unmet"], json!(["budget_range is required to leave qualified"]));
+    assert_eq!(
+        body["error"]["unmet"],
+        json!(["budget_range is required to leave qualified"])
+    );
     let (_, record) = s.get("/v1/records/deal/D1").await;
     assert_eq!(record["record"]["stage"], "qualified");
     s.post("/v1/events", json!({ "type": "deal.updated", "record": { "kind": "deal", "id": "D1", "fields": { "budget_range": "50k" } } }).to_string()).await;
     s.settle().await;
-    let (status, body) = s.post("/v1/records/deal/D1/stage", json!({ "to": "discovery" }).to_string()).await;
-    assert_eq!((status, body), (StatusCode::OK, json!({ "record": "deal/D1", "from": "qualified", "to": "discovery" })));
+    let (status, body) = s
+        .post(
+            "/v1/records/deal/D1/stage",
+            json!({ "to": "discovery" }).to_string(),
+        )
+        .await;
+    assert_eq!(
+        (status, body),
+        (
+            StatusCode::OK,
+            json!({ "record": "deal/D1", "from": "qualified", "to": "discovery" })
+        )
+    );
     let (_, record) = s.get("/v1/records/deal/D1").await;
     assert_eq!(record["history"].as_array().unwrap().len(), 2);
-    let (status, _) = s.post("/v1/records/deal/D9/stage", json!({ "to": "discovery" }).to_string()).await;
+    let (status, _) = s
+        .post(
+            "/v1/records/deal/D9/stage",
+            json!({ "to": "discovery" }).to_string(),
+        )
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let (status, _) = s.post("/v1/records/deal/D1/stage", json!({ "stage": "x" }).to_string()).await;
+    let (status, _) = s
+        .post(
+            "/v1/records/deal/D1/stage",
+            json!({ "stage": "x" }).to_string(),
+        )
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
 
@@ -170,7 +250,10 @@ async fn completing_a_task_emits_task_completed_for_rules() {
     let (_, tasks) = s.get("/v1/tasks").await;
     let id = tasks["tasks"][0]["id"].as_str().unwrap().to_owned();
     let (status, body) = s.post(&format!("/v1/tasks/{id}/complete"), "").await;
-    assert_eq!((status, body["task"]["status"].clone()), (StatusCode::OK, json!("completed")));
+    assert_eq!(
+        (status, body["task"]["status"].clone()),
+        (StatusCode::OK, json!("completed"))
+    );
     s.settle().await;
     let (_, record) = s.get("/v1/records/lead/L1").await;
     assert_eq!(record["record"]["called"], true);
@@ -184,10 +267,24 @@ async fn completing_a_task_emits_task_completed_for_rules() {
 async fn the_token_is_required_when_set() {
     let s = setup(&[], &[("DEALFLOW_TOKEN", "s3cret")]);
     let (status, body) = s.get("/v1/status").await;
-    assert_eq!((status, body["error"]["code"].clone()), (StatusCode::UNAUTHORIZED, json!("unauthorized")));
-    let r = s.http.get(format!("{}/v1/status", s.daemon.url)).bearer_auth("s3cret").send().await.unwrap();
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (StatusCode::UNAUTHORIZED, json!("unauthorized"))
+    );
+    let r = s
+        .http
+        .get(format!("{}/v1/status", s.daemon.url))
+        .bearer_auth("s3cret")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    let r = s.http.get(format!("{}/healthz", s.daemon.url)).send().await.unwrap();
+    let r = s
+        .http
+        .get(format!("{}/healthz", s.daemon.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
 }
 
@@ -210,12 +307,29 @@ fn listening_beyond_loopback_without_a_token_is_refused() {
 fn emit_posts_an_event_from_the_shell() {
     let s = setup(&[], &[]);
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_dealflow"))
-        .args(["emit", "form.submitted", "--record", "lead/L7", "--field", "email=l7@p.example", "--id", "cli-1", "--url", &s.daemon.url])
+        .args([
+            "emit",
+            "form.submitted",
+            "--record",
+            "lead/L7",
+            "--field",
+            "email=l7@p.example",
+            "--id",
+            "cli-1",
+            "--url",
+            &s.daemon.url,
+        ])
         .output()
         .unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "accepted cli-1 form.submitted");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "accepted cli-1 form.submitted"
+    );
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(s.settle());
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dealflow")).args(["tasks", "--url", &s.daemon.url]).output().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dealflow"))
+        .args(["tasks", "--url", &s.daemon.url])
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("Call l7@p.example"));
 }

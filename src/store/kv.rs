@@ -236,7 +236,10 @@ impl<B: Backend> EventTable for KvStore<B> {
     }
 
     fn last_seq(&self) -> Result<u64, StoreError> {
-        let next = self.backend.get(keys::NEXT_SEQ)?.and_then(|b| keys::read_u64(&b));
+        let next = self
+            .backend
+            .get(keys::NEXT_SEQ)?
+            .and_then(|b| keys::read_u64(&b));
         Ok(next.map_or(0, |n| n.saturating_sub(1)))
     }
 
