@@ -25,11 +25,13 @@ const BUILTIN_NAMES: &[&str] = &[
     "none",
 ];
 
-/// A compiled condition.
+/// A compiled condition, stored in [`Expressions`] as a template that
+/// renders `1` when the expression is true, so evaluating it never parses.
 #[derive(Debug, Clone)]
 pub struct Condition {
     /// The expression as written.
     pub source: String,
+    key: String,
 }
 
 /// A compiled text template, stored in [`Expressions`] under `key`.
@@ -89,18 +91,26 @@ impl Default for Expressions {
 
 impl Expressions {
     /// Compiles a condition; answers the names it reads from outside.
-    pub fn condition(&self, source: &str) -> Result<(Condition, BTreeSet<String>), SyntaxProblem> {
-        let expr = self
-            .env
-            .compile_expression(source)
-            .map_err(syntax_problem)?;
+    pub fn condition(
+        &mut self,
+        source: &str,
+    ) -> Result<(Condition, BTreeSet<String>), SyntaxProblem> {
+        // Compiled as an expression first, so errors point into the source
+        // as written; the wrapping template below cannot fail after that.
+        let expr = self.env.compile_expression(source).map_err(syntax_problem)?;
         let names = outside_names(expr.undeclared_variables(false));
-        Ok((
-            Condition {
-                source: source.to_owned(),
-            },
-            names,
-        ))
+        let key = self.next_key(".cond");
+        let wrapped = format!("{{% if ({source}\n) %}}1{{% endif %}}");
+        self.env
+            .add_template_owned(key.clone(), wrapped)
+            .map_err(syntax_problem)?;
+        let source = source.to_owned();
+        Ok((Condition { source, key }, names))
+    }
+
+    fn next_key(&mut self, suffix: &str) -> String {
+        self.next_key += 1;
+        format!("t{}{suffix}", self.next_key)
     }
 
     /// Compiles a text template; answers the names it reads from outside.
@@ -109,12 +119,10 @@ impl Expressions {
         source: &str,
         escaping: Escaping,
     ) -> Result<(TextTemplate, BTreeSet<String>), SyntaxProblem> {
-        self.next_key += 1;
-        let suffix = match escaping {
+        let key = self.next_key(match escaping {
             Escaping::Html => ".html",
             Escaping::None => ".txt",
-        };
-        let key = format!("t{}{suffix}", self.next_key);
+        });
         self.env
             .add_template_owned(key.clone(), source.to_owned())
             .map_err(syntax_problem)?;
@@ -131,12 +139,14 @@ impl Expressions {
 
     /// Evaluates a condition; a missing value is false.
     pub fn eval(&self, condition: &Condition, context: &Value) -> Result<bool, EvalError> {
-        let expr = self
+        let compiled = self
             .env
-            .compile_expression(&condition.source)
+            .get_template(&condition.key)
             .map_err(|e| EvalError(e.to_string()))?;
-        let value = expr.eval(context).map_err(|e| EvalError(describe(&e)))?;
-        Ok(value.is_true())
+        let rendered = compiled
+            .render(context)
+            .map_err(|e| EvalError(describe(&e)))?;
+        Ok(rendered == "1")
     }
 
     /// Renders a template; a missing value is an error.
@@ -179,14 +189,14 @@ mod tests {
 
     #[test]
     fn conditions_report_outside_names() {
-        let ex = Expressions::default();
+        let mut ex = Expressions::default();
         let (_, names) = ex.condition("lead.score >= 50 and x in [1, 2]").unwrap();
         assert_eq!(names.into_iter().collect::<Vec<_>>(), ["lead", "x"]);
     }
 
     #[test]
     fn syntax_errors_have_offsets() {
-        let ex = Expressions::default();
+        let mut ex = Expressions::default();
         let err = ex.condition("lead.score >= ").unwrap_err();
         assert!(err.offset.is_some(), "{err:?}");
     }

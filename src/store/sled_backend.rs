@@ -2,15 +2,34 @@
 //!
 //! sled's flush survives a process crash but, per sled issue #1452, not
 //! always a power loss of the whole machine; README says so.
+//!
+//! Flushing is a group commit: one synchronous `flush` at a time on a
+//! blocking thread, and callers whose writes a finished flush already
+//! covered return without flushing again. Concurrent `flush_async` calls
+//! deadlock in sled 0.34.x (sled issue #1308), so it is not used.
 
 use super::StoreError;
 use super::backend::{Backend, Entry, KvWrite};
 use std::future::Future;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A sled database in a folder (sled holds an exclusive lock on it).
 pub struct SledBackend {
     db: sled::Db,
+    durability: Arc<GroupFlush>,
+}
+
+/// Counts applied batches and the ones known durable.
+#[derive(Default)]
+struct GroupFlush {
+    /// Batches applied so far.
+    applied: AtomicU64,
+    /// Batches covered by a finished flush.
+    flushed: AtomicU64,
+    /// Held by the one flush in progress.
+    running: tokio::sync::Mutex<()>,
 }
 
 fn backend_error(e: sled::Error) -> StoreError {
@@ -31,7 +50,10 @@ impl SledBackend {
             },
             other => StoreError::Backend(format!("cannot open the store at {path}: {other}")),
         })?;
-        Ok(SledBackend { db })
+        Ok(SledBackend {
+            db,
+            durability: Arc::default(),
+        })
     }
 }
 
@@ -93,12 +115,28 @@ impl Backend for SledBackend {
                 KvWrite::Delete(k) => batch.remove(k),
             }
         }
-        self.db.apply_batch(batch).map_err(backend_error)
+        self.db.apply_batch(batch).map_err(backend_error)?;
+        self.durability.applied.fetch_add(1, Ordering::SeqCst);
+        Ok(())
     }
 
     fn flush(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
         let db = self.db.clone();
-        async move { db.flush_async().await.map(|_| ()).map_err(backend_error) }
+        let group = self.durability.clone();
+        async move {
+            let mine = group.applied.load(Ordering::SeqCst);
+            let _running = group.running.lock().await;
+            if group.flushed.load(Ordering::SeqCst) >= mine {
+                return Ok(());
+            }
+            let covered = group.applied.load(Ordering::SeqCst);
+            tokio::task::spawn_blocking(move || db.flush())
+                .await
+                .map_err(|e| StoreError::Backend(format!("flush thread failed: {e}")))?
+                .map_err(backend_error)?;
+            group.flushed.fetch_max(covered, Ordering::SeqCst);
+            Ok(())
+        }
     }
 
     fn size_on_disk(&self) -> u64 {
