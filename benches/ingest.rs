@@ -16,19 +16,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-fn workflows(dir: &std::path::Path) {
-    let mut yaml = String::from("team:\n  people:\n    - { email: ana@x.example }\n    - { email: ben@x.example }\n  teams:\n    sdr: [ana@x.example, ben@x.example]\nrules:\n");
-    for i in 0..100 {
-        // Realistic mix: most rules do not match a given event type.
-        let on = if i % 10 == 0 { "bench.event" } else { "other.event" };
-        yaml.push_str(&format!(
-            "  - name: rule{i}\n    for: lead\n    on: {on}\n    if: lead.score is not defined or lead.score >= {}\n    do:\n      - set: {{ touched: \"rule{i}\" }}\n",
-            i % 50
-        ));
-    }
-    yaml.push_str("  - name: route\n    for: lead\n    on: bench.event\n    do:\n      - assign: { team: sdr }\n");
-    std::fs::write(dir.join("flows.yaml"), yaml).unwrap();
-}
+#[path = "workload.rs"]
+mod workload;
 
 struct Daemon {
     child: std::process::Child,
@@ -43,9 +32,17 @@ impl Drop for Daemon {
 }
 
 fn start(flows: &std::path::Path, data: &std::path::Path) -> Daemon {
-    let binary = std::env::var("DEALFLOW_BIN").unwrap_or_else(|_| "target/release/dealflow".to_owned());
+    let binary =
+        std::env::var("DEALFLOW_BIN").unwrap_or_else(|_| "target/release/dealflow".to_owned());
     let mut child = Command::new(binary)
-        .args(["run", "--listen", "127.0.0.1:0", "--max-body", "8388608", "--workflows"])
+        .args([
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--max-body",
+            "8388608",
+            "--workflows",
+        ])
         .arg(flows)
         .arg("--data")
         .arg(data)
@@ -54,8 +51,13 @@ fn start(flows: &std::path::Path, data: &std::path::Path) -> Daemon {
         .spawn()
         .expect("build the release binary first: cargo build --release");
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let url = line.trim().trim_start_matches("dealflow listening on ").to_owned();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .trim_start_matches("dealflow listening on ")
+        .to_owned();
     Daemon { child, url }
 }
 
@@ -65,7 +67,14 @@ fn event(n: u64, record: u64) -> Value {
 
 async fn wait_handled(http: &reqwest::Client, url: &str) {
     loop {
-        let s: Value = http.get(format!("{url}/v1/status")).send().await.unwrap().json().await.unwrap();
+        let s: Value = http
+            .get(format!("{url}/v1/status"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         if s["events_handled"] == s["events_stored"] {
             return;
         }
@@ -74,7 +83,13 @@ async fn wait_handled(http: &reqwest::Client, url: &str) {
 }
 
 /// Runs `clients` loops for `secs`, each posting what `body(n)` gives; answers events/s.
-async fn throughput(url: &str, clients: usize, secs: u64, per_request: u64, next: Arc<AtomicU64>) -> f64 {
+async fn throughput(
+    url: &str,
+    clients: usize,
+    secs: u64,
+    per_request: u64,
+    next: Arc<AtomicU64>,
+) -> f64 {
     let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(secs);
     let done = Arc::new(AtomicU64::new(0));
@@ -84,8 +99,21 @@ async fn throughput(url: &str, clients: usize, secs: u64, per_request: u64, next
         tasks.push(tokio::spawn(async move {
             while Instant::now() < deadline {
                 let first = next.fetch_add(per_request, Ordering::Relaxed);
-                let body = if per_request == 1 { event(first, first % 5000) } else { Value::Array((first..first + per_request).map(|n| event(n, n % 5000)).collect()) };
-                let r = http.post(format!("{url}/v1/events")).json(&body).send().await.unwrap();
+                let body = if per_request == 1 {
+                    event(first, first % 5000)
+                } else {
+                    Value::Array(
+                        (first..first + per_request)
+                            .map(|n| event(n, n % 5000))
+                            .collect(),
+                    )
+                };
+                let r = http
+                    .post(format!("{url}/v1/events"))
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
                 assert_eq!(r.status(), 202);
                 done.fetch_add(per_request, Ordering::Relaxed);
             }
@@ -109,7 +137,12 @@ async fn latency_at(url: &str, rate: u64, secs: u64, next: Arc<AtomicU64>) -> (f
         let n = next.fetch_add(1, Ordering::Relaxed);
         tasks.push(tokio::spawn(async move {
             let t = Instant::now();
-            let r = http.post(format!("{url}/v1/events")).json(&event(n, n % 5000)).send().await.unwrap();
+            let r = http
+                .post(format!("{url}/v1/events"))
+                .json(&event(n, n % 5000))
+                .send()
+                .await
+                .unwrap();
             assert_eq!(r.status(), 202);
             t.elapsed().as_secs_f64() * 1000.0
         }));
@@ -124,7 +157,12 @@ async fn latency_at(url: &str, rate: u64, secs: u64, next: Arc<AtomicU64>) -> (f
 
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or(0)
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 #[tokio::main]
@@ -132,11 +170,14 @@ async fn main() {
     let tmp = tempfile::tempdir().unwrap();
     let flows = tmp.path().join("flows");
     std::fs::create_dir_all(&flows).unwrap();
-    workflows(&flows);
+    workload::write_workflows(&flows);
     let daemon = start(&flows, &tmp.path().join("data"));
     let next = Arc::new(AtomicU64::new(0));
     let http = reqwest::Client::new();
-    let secs: u64 = std::env::var("BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
+    let secs: u64 = std::env::var("BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
 
     let single = throughput(&daemon.url, 32, secs, 1, next.clone()).await;
     println!("single-event requests, concurrency 32: {single:.0} events/s");
@@ -148,7 +189,10 @@ async fn main() {
     println!("latency at 2,000 events/s ({n} requests): p50 {p50:.2} ms, p99 {p99:.2} ms");
     wait_handled(&http, &daemon.url).await;
 
-    let records: u64 = std::env::var("BENCH_RECORDS").ok().and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
+    let records: u64 = std::env::var("BENCH_RECORDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000);
     let start = Instant::now();
     let mut n = 10_000_000u64;
     let mut sent = 0;
@@ -156,11 +200,23 @@ async fn main() {
         let batch: Vec<Value> = (0..1000).map(|i| event(n + i, n + i)).collect();
         n += 1000;
         sent += 1000;
-        let r = http.post(format!("{}/v1/events", daemon.url)).json(&batch).send().await.unwrap();
+        let r = http
+            .post(format!("{}/v1/events", daemon.url))
+            .json(&batch)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 202);
     }
     wait_handled(&http, &daemon.url).await;
-    let status: Value = http.get(format!("{}/v1/status", daemon.url)).send().await.unwrap().json().await.unwrap();
+    let status: Value = http
+        .get(format!("{}/v1/status", daemon.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     println!(
         "{records} new records ingested and handled in {:.1} s; daemon RSS {} MiB; store {} MiB",
         start.elapsed().as_secs_f64(),

@@ -97,7 +97,10 @@ impl Expressions {
     ) -> Result<(Condition, BTreeSet<String>), SyntaxProblem> {
         // Compiled as an expression first, so errors point into the source
         // as written; the wrapping template below cannot fail after that.
-        let expr = self.env.compile_expression(source).map_err(syntax_problem)?;
+        let expr = self
+            .env
+            .compile_expression(source)
+            .map_err(syntax_problem)?;
         let names = outside_names(expr.undeclared_variables(false));
         let key = self.next_key(".cond");
         let wrapped = format!("{{% if ({source}\n) %}}1{{% endif %}}");

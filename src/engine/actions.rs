@@ -163,7 +163,11 @@ fn run_action(
     })
 }
 
-fn render(work: &Work, template: &TextTemplate, extra: &[(&str, Json)]) -> Result<String, Failure> {
+fn render(
+    work: &mut Work,
+    template: &TextTemplate,
+    extra: &[(&str, Json)],
+) -> Result<String, Failure> {
     let scope = work.scope(extra);
     work.workflows
         .expressions
@@ -171,7 +175,7 @@ fn render(work: &Work, template: &TextTemplate, extra: &[(&str, Json)]) -> Resul
         .map_err(|e| e.to_string())
 }
 
-fn render_json(work: &Work, template: &JsonTemplate) -> Result<Json, Failure> {
+fn render_json(work: &mut Work, template: &JsonTemplate) -> Result<Json, Failure> {
     let mut value = template.value.clone();
     for (pointer, text) in &template.strings {
         let rendered = render(work, text, &[])?;
@@ -195,8 +199,9 @@ fn set(work: &mut Work, fields: &[(String, FieldValue)]) -> ActionResult {
     if changed.is_empty() {
         return Ok(Done::Skipped("no field changed".to_owned()));
     }
-    work.raise("record.updated", json!({ "changed": changed }));
-    Ok(Done::Ok(Some(format!("changed {}", changed.join(", ")))))
+    let detail = format!("changed {}", changed.join(", "));
+    work.note_updated(changed);
+    Ok(Done::Ok(Some(detail)))
 }
 
 fn task(work: &mut Work, t: &TaskAction, id: &str, rule: &str) -> ActionResult {
@@ -285,8 +290,8 @@ fn set_owner(work: &mut Work, owner: String) -> Done {
         return Done::Skipped(format!("already owned by {owner}"));
     }
     work.record.owner = Some(owner.clone());
-    work.record_changed = true;
-    work.raise("record.updated", json!({ "changed": ["owner"] }));
+    work.touch();
+    work.note_updated(vec!["owner".to_owned()]);
     Done::Ok(Some(format!("owner is {owner}")))
 }
 
@@ -412,7 +417,7 @@ fn score(work: &mut Work, model: &str, points: f64) -> Done {
         return Done::Skipped("the score would not be a finite number".to_owned());
     }
     work.record.scores.insert(model.to_owned(), to);
-    work.record_changed = true;
+    work.touch();
     work.raise(
         "score.changed",
         json!({ "model": model, "from": from, "to": to }),
@@ -499,7 +504,7 @@ fn email(
 
 /// Subject, body and format of a message from a template or inline text.
 fn message(
-    work: &Work,
+    work: &mut Work,
     content: &EmailContent,
     extra: &[(&str, Json)],
 ) -> Result<(String, String, String), Failure> {

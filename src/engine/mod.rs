@@ -93,6 +93,10 @@ pub(crate) struct Work<'a> {
     pub counters: HashMap<String, u64>,
     pub open_tasks: HashMap<String, i64>,
     pub enrollments: Vec<Enrollment>,
+    /// The expression scope of the record as it is now, built once per change.
+    scope_cache: Option<minijinja::Value>,
+    /// Fields rules changed; one `record.updated` lists them all.
+    pub updated_fields: Vec<String>,
     pub changes: Changes,
 }
 
@@ -117,6 +121,8 @@ impl<'a> Work<'a> {
             record_changed,
             counters: HashMap::new(),
             open_tasks: HashMap::new(),
+            updated_fields: Vec::new(),
+            scope_cache: None,
             changes: Changes::default(),
         })
     }
@@ -139,8 +145,22 @@ impl<'a> Work<'a> {
     }
 
     /// The expression scope for the record as it is now.
-    pub fn scope(&self, extra: &[(&str, Json)]) -> minijinja::Value {
-        context::scope(&self.record, self.event, self.workflows, self.now, extra)
+    pub fn scope(&mut self, extra: &[(&str, Json)]) -> minijinja::Value {
+        if !extra.is_empty() {
+            return context::scope(&self.record, self.event, self.workflows, self.now, extra);
+        }
+        if let Some(scope) = &self.scope_cache {
+            return scope.clone();
+        }
+        let scope = context::scope(&self.record, self.event, self.workflows, self.now, &[]);
+        self.scope_cache = Some(scope.clone());
+        scope
+    }
+
+    /// Marks the record changed: it will be written, and scopes rebuilt.
+    pub fn touch(&mut self) {
+        self.record_changed = true;
+        self.scope_cache = None;
     }
 
     /// A counter's value, with this handling's updates.
@@ -178,7 +198,7 @@ impl<'a> Work<'a> {
         self.record.pipeline = Some(pipeline.to_owned());
         self.record.stage = Some(to.to_owned());
         self.record.stage_entered_at = Some(self.now);
-        self.record_changed = true;
+        self.touch();
         self.raise(
             "stage.changed",
             json!({ "from": from, "to": to, "days_in_previous": days_in_previous }),
@@ -254,12 +274,25 @@ impl<'a> Work<'a> {
             }
         }
         if !changed.is_empty() {
-            self.record_changed = true;
+            self.touch();
         }
         changed
     }
 
+    /// Remembers fields that rules changed, for the one `record.updated`.
+    pub fn note_updated(&mut self, fields: Vec<String>) {
+        for f in fields {
+            if !self.updated_fields.contains(&f) {
+                self.updated_fields.push(f);
+            }
+        }
+    }
+
     fn finish(mut self) -> Changes {
+        if !self.updated_fields.is_empty() {
+            let changed = std::mem::take(&mut self.updated_fields);
+            self.raise("record.updated", json!({ "changed": changed }));
+        }
         if self.record_changed {
             self.record.updated_at = self.now;
             self.changes.records.push(self.record);
@@ -288,8 +321,8 @@ pub fn handle(
     let changed = work.merge_fields(&event.fields);
     if created && event.event_type != "record.created" {
         work.raise("record.created", json!({}));
-    } else if !changed.is_empty() && event.event_type != "record.updated" {
-        work.raise("record.updated", json!({ "changed": changed }));
+    } else if event.event_type != "record.updated" {
+        work.note_updated(changed);
     }
     apply_builtin(&mut work)?;
     work.enter_pipeline_if_ready();

@@ -15,6 +15,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// Page cache size: bounds memory (sled defaults to 1 GiB).
+const CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
 /// A sled database in a folder (sled holds an exclusive lock on it).
 pub struct SledBackend {
     db: sled::Db,
@@ -41,15 +44,20 @@ impl SledBackend {
     /// never papered over with an empty store.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let path = dir.display().to_string();
-        let db = sled::Config::new().path(dir).open().map_err(|e| match e {
-            sled::Error::Corruption { .. }
-            | sled::Error::Unsupported(_)
-            | sled::Error::ReportableBug(_) => StoreError::Corrupt {
-                path: path.clone(),
-                reason: e.to_string(),
-            },
-            other => StoreError::Backend(format!("cannot open the store at {path}: {other}")),
-        })?;
+        let db = sled::Config::new()
+            .path(dir)
+            .mode(sled::Mode::HighThroughput)
+            .cache_capacity(CACHE_BYTES)
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Corruption { .. }
+                | sled::Error::Unsupported(_)
+                | sled::Error::ReportableBug(_) => StoreError::Corrupt {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                },
+                other => StoreError::Backend(format!("cannot open the store at {path}: {other}")),
+            })?;
         Ok(SledBackend {
             db,
             durability: Arc::default(),

@@ -3,7 +3,9 @@
 //! raised events, runs and the cursor) as one atomic change. Because the
 //! cursor moves in the same commit as the state it produced, a crash at any
 //! point replays from the last committed event: each event is handled
-//! exactly once.
+//! exactly once. A round's events are committed together (see [`round`]).
+
+mod round;
 
 use crate::clock::Clock;
 use crate::config::Workflows;
@@ -31,11 +33,13 @@ pub async fn drain<S: Store>(
         if events.is_empty() {
             return Ok(handled);
         }
+        let mut round = round::Round::new(store);
         for event in &events {
-            let changes = engine::handle(event, workflows, store, clock.now())?;
-            store.commit(changes)?;
+            let changes = engine::handle(event, workflows, &round, clock.now())?;
+            round.absorb(changes)?;
             handled += 1;
         }
+        store.commit(round.into_changes())?;
         store.flush().await?;
     }
 }

@@ -1,0 +1,156 @@
+//! One round of the worker: several events handled against the store plus
+//! the round's own uncommitted changes, then committed as one atomic batch.
+//! Reads go through this overlay so each event sees what the events before
+//! it in the round did, exactly as if each had been committed alone.
+
+use crate::engine::StateView;
+use crate::state::{Enrollment, Record, RecordKey, StageVisit, Task, TaskStatus};
+use crate::store::{Changes, Store, StoreError};
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// The store seen through a round's pending changes.
+pub struct Round<'a, S: Store> {
+    store: &'a S,
+    records: HashMap<RecordKey, Record>,
+    tasks: HashMap<String, Task>,
+    counters: HashMap<String, u64>,
+    open_delta: HashMap<String, i64>,
+    visits: HashMap<RecordKey, BTreeMap<u64, StageVisit>>,
+    enrollments: HashMap<RecordKey, BTreeMap<String, Enrollment>>,
+    suppressed: HashSet<String>,
+    pending: Changes,
+}
+
+impl<'a, S: Store> Round<'a, S> {
+    /// An empty round over `store`.
+    pub fn new(store: &'a S) -> Self {
+        Round {
+            store,
+            records: HashMap::new(),
+            tasks: HashMap::new(),
+            counters: HashMap::new(),
+            open_delta: HashMap::new(),
+            visits: HashMap::new(),
+            enrollments: HashMap::new(),
+            suppressed: HashSet::new(),
+            pending: Changes::default(),
+        }
+    }
+
+    /// Adds one event's changes to the round.
+    pub fn absorb(&mut self, changes: Changes) -> Result<(), StoreError> {
+        for task in changes.tasks {
+            let old = self.task(&task.id)?;
+            if let Some(o) = old.filter(|o| o.status == TaskStatus::Open) {
+                *self
+                    .open_delta
+                    .entry(o.owner.unwrap_or_default())
+                    .or_default() -= 1;
+            }
+            if task.status == TaskStatus::Open {
+                *self
+                    .open_delta
+                    .entry(task.owner.clone().unwrap_or_default())
+                    .or_default() += 1;
+            }
+            // One version per task in the batch: the store keeps its
+            // open-task index from the stored version.
+            self.pending.tasks.retain(|t| t.id != task.id);
+            self.pending.tasks.push(task.clone());
+            self.tasks.insert(task.id.clone(), task);
+        }
+        for r in &changes.records {
+            self.records.insert(r.key.clone(), r.clone());
+        }
+        for (key, index, visit) in &changes.stage_visits {
+            self.visits
+                .entry(key.clone())
+                .or_default()
+                .insert(*index, visit.clone());
+        }
+        for e in &changes.enrollments {
+            self.enrollments
+                .entry(e.record.clone())
+                .or_default()
+                .insert(e.sequence.clone(), e.clone());
+        }
+        for (name, value) in &changes.counters {
+            self.counters.insert(name.clone(), *value);
+        }
+        self.suppressed
+            .extend(changes.suppress.iter().map(|e| e.to_lowercase()));
+        let p = &mut self.pending;
+        p.records.extend(changes.records);
+        p.stage_visits.extend(changes.stage_visits);
+        p.outbox.extend(changes.outbox);
+        p.timers.extend(changes.timers);
+        p.timers_done.extend(changes.timers_done);
+        p.enrollments.extend(changes.enrollments);
+        p.runs.extend(changes.runs);
+        p.counters.extend(changes.counters);
+        p.suppress.extend(changes.suppress);
+        p.events.extend(changes.events);
+        p.handled = changes.handled.or(p.handled);
+        Ok(())
+    }
+
+    /// The round's changes, for one commit.
+    pub fn into_changes(self) -> Changes {
+        self.pending
+    }
+}
+
+impl<S: Store> StateView for Round<'_, S> {
+    fn record(&self, key: &RecordKey) -> Result<Option<Record>, StoreError> {
+        match self.records.get(key) {
+            Some(r) => Ok(Some(r.clone())),
+            None => crate::store::RecordTable::record(self.store, key),
+        }
+    }
+
+    fn counter(&self, name: &str) -> Result<u64, StoreError> {
+        match self.counters.get(name) {
+            Some(v) => Ok(*v),
+            None => crate::store::CounterTable::counter(self.store, name),
+        }
+    }
+
+    fn open_task_count(&self, owner: &str) -> Result<usize, StoreError> {
+        let stored = crate::store::TaskTable::open_task_count(self.store, owner)? as i64;
+        Ok((stored + self.open_delta.get(owner).copied().unwrap_or(0)).max(0) as usize)
+    }
+
+    fn stage_history(&self, key: &RecordKey) -> Result<Vec<StageVisit>, StoreError> {
+        let mut visits = crate::store::StageHistoryTable::stage_history(self.store, key)?;
+        for (index, visit) in self.visits.get(key).into_iter().flatten() {
+            let i = *index as usize;
+            if i < visits.len() {
+                visits[i] = visit.clone();
+            } else {
+                visits.push(visit.clone());
+            }
+        }
+        Ok(visits)
+    }
+
+    fn enrollments(&self, key: &RecordKey) -> Result<Vec<Enrollment>, StoreError> {
+        let mut list = crate::store::EnrollmentTable::enrollments(self.store, key)?;
+        for (sequence, e) in self.enrollments.get(key).into_iter().flatten() {
+            list.retain(|x| &x.sequence != sequence);
+            list.push(e.clone());
+        }
+        Ok(list)
+    }
+
+    fn task(&self, id: &str) -> Result<Option<Task>, StoreError> {
+        match self.tasks.get(id) {
+            Some(t) => Ok(Some(t.clone())),
+            None => crate::store::TaskTable::task(self.store, id),
+        }
+    }
+
+    fn is_suppressed(&self, email: &str) -> Result<bool, StoreError> {
+        Ok(self.suppressed.contains(&email.to_lowercase())
+            || crate::store::SuppressionTable::is_suppressed(self.store, email)?)
+    }
+}
