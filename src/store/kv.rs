@@ -388,7 +388,9 @@ impl<B: Backend> CounterTable for KvStore<B> {
 
 impl<B: Backend> Store for KvStore<B> {
     fn commit(&self, changes: Changes) -> Result<(), StoreError> {
-        let _writer = self.lock();
+        // Encode before taking the writer lock, so ingest waits only for
+        // the sequence numbers and the apply. Tasks are read-modify-write,
+        // but only the engine worker writes them.
         let mut w = Vec::new();
         for r in &changes.records {
             w.push(KvWrite::Put(keys::record(&r.key), encode(r)?));
@@ -426,6 +428,7 @@ impl<B: Backend> Store for KvStore<B> {
         for email in &changes.suppress {
             w.push(KvWrite::Put(keys::suppressed(email), Vec::new()));
         }
+        let _writer = self.lock();
         if !changes.events.is_empty() {
             self.stage_events(changes.events, &mut w)?;
         }

@@ -33,14 +33,35 @@ pub async fn drain<S: Store>(
         if events.is_empty() {
             return Ok(handled);
         }
-        let mut round = round::Round::new(store);
-        for event in &events {
-            let changes = engine::handle(event, workflows, &round, clock.now())?;
-            round.absorb(changes)?;
-            handled += 1;
-        }
-        store.commit(round.into_changes())?;
+        // The engine is CPU work: keep it off the threads serving requests.
+        let count = events.len();
+        run_blocking(|| handle_round(store, workflows, clock, &events))?;
+        handled += count;
         store.flush().await?;
+    }
+}
+
+/// Handles a round of events and commits them as one change.
+fn handle_round<S: Store>(
+    store: &S,
+    workflows: &Workflows,
+    clock: &dyn Clock,
+    events: &[Event],
+) -> Result<(), StoreError> {
+    let mut round = round::Round::new(store);
+    for event in events {
+        let changes = engine::handle(event, workflows, &round, clock.now())?;
+        round.absorb(changes)?;
+    }
+    store.commit(round.into_changes())
+}
+
+/// Runs blocking work without stalling the async runtime's other tasks
+/// (on a current-thread runtime, as in tests and `simulate`, it just runs).
+fn run_blocking<T>(work: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+        _ => work(),
     }
 }
 
