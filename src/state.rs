@@ -285,6 +285,7 @@ pub struct ActionOutcome {
     /// `ok`, `failed`, `refused` or `skipped`.
     pub outcome: String,
     /// What happened, in a sentence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
 }
 
@@ -305,15 +306,18 @@ pub struct Run {
     /// Workflows version it ran under.
     pub version: String,
     /// The condition as written, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub condition: Option<String>,
     /// Whether it matched.
     pub matched: bool,
     /// Values the condition read.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub saw: BTreeMap<String, Json>,
     /// Each action's outcome.
     pub actions: Vec<ActionOutcome>,
     /// When.
     pub at: DateTime<Utc>,
     /// Set when the run failed as a whole (condition error, chain too deep).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }

@@ -86,7 +86,11 @@ fn run_rule(work: &mut Work, index: usize, rule: &Rule) -> Result<(), StoreError
             }
         }
     }
-    work.changes.runs.push(run);
+    // History keeps runs that fired or failed; a condition that was simply
+    // false on every event would otherwise dominate the store.
+    if run.matched || run.error.is_some() {
+        work.changes.runs.push(run);
+    }
     Ok(())
 }
 
