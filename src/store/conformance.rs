@@ -337,6 +337,21 @@ conformance!(sled, {
     (dir, store)
 });
 
+/// sled's background threads let go of the folder lock shortly after the
+/// last handle is dropped; a reopen in the same process waits for that.
+async fn reopen(path: &std::path::Path) -> SledBackend {
+    for _ in 0..100 {
+        match SledBackend::open(path) {
+            Ok(b) => return b,
+            Err(e) if e.to_string().contains("lock") => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    panic!("the store stayed locked");
+}
+
 #[tokio::test]
 async fn sled_keeps_flushed_state_across_reopen() {
     let dir = tempfile::tempdir().unwrap();
@@ -345,7 +360,7 @@ async fn sled_keeps_flushed_state_across_reopen() {
         s.append_events(vec![event(Some("a"), "L1")]).unwrap();
         s.flush().await.unwrap();
     }
-    let s = KvStore::open(SledBackend::open(dir.path()).unwrap(), "t").unwrap();
+    let s = KvStore::open(reopen(dir.path()).await, "t").unwrap();
     assert_eq!(s.events_after(0, 10).unwrap().len(), 1);
     assert!(s.append_events(vec![event(Some("a"), "L1")]).unwrap()[0].duplicate);
 }
