@@ -81,17 +81,7 @@ pub fn emit(
     if let Some(id) = id {
         event["id"] = json!(id);
     }
-    let runtime = tokio::runtime::Runtime::new()?;
-    let body = runtime.block_on(async {
-        let client = reqwest::Client::new();
-        let response = daemon
-            .request(&client, reqwest::Method::POST, "/v1/events")
-            .json(&event)
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the daemon at {}", daemon.url))?;
-        answer(response).await
-    })?;
+    let body = daemon.call(reqwest::Method::POST, "/v1/events", |r| r.json(&event))?;
     let duplicate = body["duplicate"].as_bool().unwrap_or(false);
     println!(
         "{} {} {}",
@@ -111,17 +101,7 @@ pub fn tasks(daemon: &Daemon, owner: Option<String>, unassigned: bool) -> anyhow
     if unassigned {
         query.push(("unassigned", "true".to_owned()));
     }
-    let runtime = tokio::runtime::Runtime::new()?;
-    let body = runtime.block_on(async {
-        let client = reqwest::Client::new();
-        let response = daemon
-            .request(&client, reqwest::Method::GET, "/v1/tasks")
-            .query(&query)
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the daemon at {}", daemon.url))?;
-        answer(response).await
-    })?;
+    let body = daemon.call(reqwest::Method::GET, "/v1/tasks", |r| r.query(&query))?;
     let tasks = body["tasks"].as_array().cloned().unwrap_or_default();
     if tasks.is_empty() {
         println!("No open tasks.");

@@ -62,3 +62,11 @@ pub fn reverse_upper(prefix: &[u8], before: Option<&[u8]>) -> std::ops::Bound<Ve
         (None, None) => std::ops::Bound::Unbounded,
     }
 }
+
+/// The inclusive-or-exclusive start of a forward scan of `prefix` after `after`.
+pub fn forward_start(prefix: &[u8], after: Option<&[u8]>) -> std::ops::Bound<Vec<u8>> {
+    match after {
+        Some(a) if a >= prefix => std::ops::Bound::Excluded(a.to_vec()),
+        _ => std::ops::Bound::Included(prefix.to_vec()),
+    }
+}

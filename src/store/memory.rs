@@ -20,11 +20,10 @@ impl MemoryBackend {
 }
 
 fn range_after(prefix: &[u8], after: Option<&[u8]>) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
-    let start = match after {
-        Some(a) if a >= prefix => Bound::Excluded(a.to_vec()),
-        _ => Bound::Included(prefix.to_vec()),
-    };
-    (start, Bound::Unbounded)
+    (
+        super::backend::forward_start(prefix, after),
+        Bound::Unbounded,
+    )
 }
 
 impl Backend for MemoryBackend {

@@ -76,10 +76,7 @@ impl Backend for SledBackend {
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<Entry>, StoreError> {
-        let start = match after {
-            Some(a) if a >= prefix => std::ops::Bound::Excluded(a.to_vec()),
-            _ => std::ops::Bound::Included(prefix.to_vec()),
-        };
+        let start = super::backend::forward_start(prefix, after);
         let mut out = Vec::new();
         for item in self.db.range((start, std::ops::Bound::Unbounded)) {
             let (k, v) = item.map_err(backend_error)?;
