@@ -26,6 +26,24 @@ impl Daemon {
         }
     }
 
+    /// Sends one request (shaped by `prepare`) and answers the JSON body.
+    fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        prepare: impl FnOnce(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+    ) -> anyhow::Result<Value> {
+        let runtime = tokio::runtime::Runtime::new()?;
+        runtime.block_on(async {
+            let client = reqwest::Client::new();
+            let response = prepare(self.request(&client, method, path))
+                .send()
+                .await
+                .with_context(|| format!("cannot reach the daemon at {}", self.url))?;
+            answer(response).await
+        })
+    }
+
     fn request(
         &self,
         client: &reqwest::Client,
