@@ -333,3 +333,76 @@ fn emit_posts_an_event_from_the_shell() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("Call l7@p.example"));
 }
+
+#[tokio::test]
+async fn round_robin_continues_where_it_left_off_after_a_restart() {
+    let (dir, flows) = workflow_dir(&FLOWS.replace(
+        "sdr: [ana@x.example]",
+        "sdr: [ana@x.example, lee@x.example]",
+    ));
+    let data = dir.path().join("data");
+    let mut owners = Vec::new();
+    for (round, ids) in [["L1", "L2", "L3"], ["L4", "L5", "L6"]].iter().enumerate() {
+        let s = Setup {
+            _dir: tempfile::tempdir().unwrap(),
+            daemon: Daemon::start(&flows, &data, &[], &[]),
+            http: reqwest::Client::new(),
+        };
+        for id in ids.iter() {
+            s.post(
+                "/v1/events",
+                lead(id, Some(&format!("{round}-{id}"))).to_string(),
+            )
+            .await;
+            s.settle().await;
+            let (_, record) = s.get(&format!("/v1/records/lead/{id}")).await;
+            owners.push(record["record"]["owner"].as_str().unwrap().to_owned());
+        }
+    }
+    let expected: Vec<&str> = ["ana@x.example", "lee@x.example"]
+        .iter()
+        .cycle()
+        .take(6)
+        .copied()
+        .collect();
+    assert_eq!(owners, expected, "turns continue across the restart");
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn sigterm_stops_the_daemon_cleanly_with_nothing_lost() {
+    let (dir, flows) = workflow_dir(FLOWS);
+    let data = dir.path().join("data");
+    let s = Setup {
+        _dir: tempfile::tempdir().unwrap(),
+        daemon: Daemon::start(&flows, &data, &[], &[]),
+        http: reqwest::Client::new(),
+    };
+    let batch: Vec<Value> = (0..200)
+        .map(|i| lead(&format!("L{i}"), Some(&format!("e{i}"))))
+        .collect();
+    let (status, _) = s.post("/v1/events", Value::Array(batch).to_string()).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let pid = s.daemon.child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut daemon = s.daemon;
+    let exit = tokio::task::spawn_blocking(move || daemon.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(exit.success(), "a clean stop exits 0, got {exit:?}");
+    let s = Setup {
+        _dir: tempfile::tempdir().unwrap(),
+        daemon: Daemon::start(&flows, &data, &[], &[]),
+        http: reqwest::Client::new(),
+    };
+    s.settle().await;
+    let (_, tasks) = s.get("/v1/tasks?limit=500").await;
+    assert_eq!(tasks["tasks"].as_array().unwrap().len(), 200);
+}
