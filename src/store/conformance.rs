@@ -3,7 +3,7 @@
 use super::*;
 use crate::state::{Task, TaskStatus};
 use chrono::TimeZone;
-use serde_json::Map;
+use serde_json::{Map, json};
 
 fn at(secs: i64) -> DateTime<Utc> {
     Utc.timestamp_opt(1_772_000_000 + secs, 0).single().unwrap()
@@ -281,6 +281,41 @@ pub fn history_enrollments_suppression<S: Store>(s: &S) {
     assert!(!s.is_suppressed("sam@example.com").unwrap());
 }
 
+pub fn outbox_rows_round_trip<S: Store>(s: &S) {
+    use crate::state::{Delivery, OutboxStatus};
+    let row = |id: &str, delivery| OutboxEntry {
+        id: id.into(),
+        record: key("lead", "L1"),
+        delivery,
+        status: OutboxStatus::Pending,
+        attempts: 0,
+        created_at: at(0),
+        created_by: "r".into(),
+    };
+    let email = Delivery::Email {
+        to: "p@x".into(),
+        cc: vec![],
+        from: None,
+        subject: "Hi".into(),
+        body: "Hello".into(),
+        format: "markdown".into(),
+        to_prospect: true,
+    };
+    let hook = Delivery::Webhook {
+        url: "https://h.example".into(),
+        method: "POST".into(),
+        headers: vec![("a".into(), "b".into())],
+        body: json!({"n": 1, "x": [true, null]}),
+    };
+    let rows = vec![row("o1", email), row("o2", hook)];
+    s.commit(Changes {
+        outbox: rows.clone(),
+        ..Changes::default()
+    })
+    .unwrap();
+    assert_eq!(s.outbox(None, 10).unwrap().items, rows);
+}
+
 macro_rules! conformance {
     ($backend:ident, $make:expr) => {
         mod $backend {
@@ -319,6 +354,11 @@ macro_rules! conformance {
             fn history_enrollments_suppression() {
                 let (_g, s) = $make;
                 super::history_enrollments_suppression(&s);
+            }
+            #[test]
+            fn outbox_rows_round_trip() {
+                let (_g, s) = $make;
+                super::outbox_rows_round_trip(&s);
             }
         }
     };

@@ -20,7 +20,7 @@ pub const SUPPRESSED: &[u8] = b"sp\0";
 pub const COUNTER: &[u8] = b"ct\0";
 
 /// The store format this build writes; a store with another is refused.
-pub const FORMAT_VERSION: &[u8] = b"dealflow-1";
+pub const FORMAT_VERSION: &[u8] = b"dealflow-2";
 
 pub fn join(parts: &[&[u8]]) -> Vec<u8> {
     parts.concat()
