@@ -257,7 +257,7 @@ fn unknown_names(names: &BTreeSet<String>, scope: &Scope) -> Vec<String> {
 
 /// 1-based line (relative) and column of a byte offset in `text`.
 fn line_col_in(text: &str, offset: usize) -> (u64, u64) {
-    let before = &text[..offset.min(text.len())];
+    let before = text.get(..offset).unwrap_or(text);
     let line = before.matches('\n').count() as u64;
     let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) as u64 + 1;
     (line, column)
