@@ -1,8 +1,17 @@
 //! dealflow: a daemon that runs a sales team's workflow from a folder of YAML.
 //!
-//! The layout follows the data: `config` reads a workflow folder and compiles
-//! it into an immutable [`config::Workflows`]; later modules (engine, store,
-//! scheduler, delivery, api, reload) run it. `cli` holds the commands.
+//! The layout follows the data:
+//! - `config` reads a workflow folder and compiles it into an immutable
+//!   [`config::Workflows`] (the one path for `validate`, startup and reload);
+//! - `api` takes events over HTTP and appends them to the log in `store`
+//!   (durable before the `202`);
+//! - `worker` is the single writer: it feeds logged events in order to the
+//!   pure `engine` and commits what the engine answers, cursor included;
+//! - `state` holds the durable types, `clock` the only reading of time,
+//!   `cli` the commands.
+//!
+//! Still to come: `scheduler` (timers, sequences, schedules), `delivery`
+//! (SMTP, webhooks), `reload`, `report`.
 #![forbid(unsafe_code)]
 
 pub mod api;
