@@ -1,9 +1,10 @@
-//! The single writer between the event log and the engine: takes events in
-//! log order, runs the engine on each, and commits each outcome (state,
-//! raised events, runs and the cursor) as one atomic change. Because the
-//! cursor moves in the same commit as the state it produced, a crash at any
-//! point replays from the last committed event: each event is handled
-//! exactly once. A round's events are committed together (see [`round`]).
+//! The single writer between the event log and the engine: takes a round of
+//! events in log order, runs the engine on each (reading through the round's
+//! own pending changes, see [`round`]), and commits the round's outcome
+//! (state, raised events, runs and the cursor) as one atomic change. Because
+//! the cursor moves in the same commit as the state it produced, a crash at
+//! any point replays from the last committed round: each event is handled
+//! exactly once.
 
 mod round;
 
