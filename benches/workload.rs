@@ -1,5 +1,6 @@
 //! The benchmark workload shared by the ingest and engine benchmarks:
-//! 100 rules on leads, of which ten match `bench.event`.
+//! 100 rules on leads, of which ten match `bench.event`. With
+//! BENCH_IDLE_RULES=1 none matches, to separate ingest cost from engine cost.
 
 pub fn write_workflows(dir: &std::path::Path) {
     let mut yaml = String::from(
