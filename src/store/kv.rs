@@ -15,7 +15,9 @@ pub struct KvStore<B: Backend> {
     backend: B,
     /// Serializes writers: sequence numbers and deduplication need one
     /// writer at a time; reads never take it.
-    writer: Mutex<()>,
+    /// Holds the next event sequence number once read, so appends do not
+    /// read it from the backend every time.
+    writer: Mutex<Option<u64>>,
 }
 
 /// Values are MessagePack with field names: self-describing like JSON (so
@@ -66,7 +68,7 @@ impl<B: Backend> KvStore<B> {
         }
         Ok(KvStore {
             backend,
-            writer: Mutex::new(()),
+            writer: Mutex::new(None),
         })
     }
 
@@ -87,22 +89,30 @@ impl<B: Backend> KvStore<B> {
             .collect()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<u64>> {
         self.writer.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Gives each new event a sequence number and writes it, skipping ids
     /// already in the log (or earlier in the same batch).
+    /// The next sequence number: cached under the writer lock, else stored.
+    fn next_seq(&self, cached: Option<u64>) -> Result<u64, StoreError> {
+        match cached {
+            Some(next) => Ok(next),
+            None => Ok(self
+                .backend
+                .get(keys::NEXT_SEQ)?
+                .and_then(|b| keys::read_u64(&b))
+                .unwrap_or(1)),
+        }
+    }
+
     fn stage_events(
         &self,
         events: Vec<NewEvent>,
+        next: &mut u64,
         writes: &mut Vec<KvWrite>,
     ) -> Result<Vec<Appended>, StoreError> {
-        let mut next = self
-            .backend
-            .get(keys::NEXT_SEQ)?
-            .and_then(|b| keys::read_u64(&b))
-            .unwrap_or(1);
         let mut seen_here: std::collections::HashMap<String, u64> =
             std::collections::HashMap::new();
         let mut out = Vec::with_capacity(events.len());
@@ -124,8 +134,8 @@ impl<B: Backend> KvStore<B> {
                     continue;
                 }
             }
-            let seq = next;
-            next += 1;
+            let seq = *next;
+            *next += 1;
             let id = e.id.clone().unwrap_or_else(|| format!("gen-{seq}"));
             let stored = Event {
                 seq,
@@ -221,10 +231,12 @@ fn filtered_page<B: Backend, T: DeserializeOwned>(
 
 impl<B: Backend> EventTable for KvStore<B> {
     fn append_events(&self, events: Vec<NewEvent>) -> Result<Vec<Appended>, StoreError> {
-        let _writer = self.lock();
+        let mut writer = self.lock();
+        let mut next = self.next_seq(*writer)?;
         let mut writes = Vec::new();
-        let appended = self.stage_events(events, &mut writes)?;
+        let appended = self.stage_events(events, &mut next, &mut writes)?;
         self.backend.apply(writes)?;
+        *writer = Some(next);
         Ok(appended)
     }
 
@@ -430,9 +442,10 @@ impl<B: Backend> Store for KvStore<B> {
         for email in &changes.suppress {
             w.push(KvWrite::Put(keys::suppressed(email), Vec::new()));
         }
-        let _writer = self.lock();
+        let mut writer = self.lock();
+        let mut next = self.next_seq(*writer)?;
         if !changes.events.is_empty() {
-            self.stage_events(changes.events, &mut w)?;
+            self.stage_events(changes.events, &mut next, &mut w)?;
         }
         if let Some(seq) = changes.handled {
             w.push(KvWrite::Put(
@@ -440,7 +453,9 @@ impl<B: Backend> Store for KvStore<B> {
                 seq.to_be_bytes().to_vec(),
             ));
         }
-        self.backend.apply(w)
+        self.backend.apply(w)?;
+        *writer = Some(next);
+        Ok(())
     }
 
     fn flush(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
