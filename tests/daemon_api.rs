@@ -406,3 +406,42 @@ async fn sigterm_stops_the_daemon_cleanly_with_nothing_lost() {
     let (_, tasks) = s.get("/v1/tasks?limit=500").await;
     assert_eq!(tasks["tasks"].as_array().unwrap().len(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stage_move_is_answered_while_events_keep_arriving() {
+    let s = setup(&[], &[]);
+    s.post("/v1/events", json!({ "type": "deal.opened", "record": { "kind": "deal", "id": "D1", "fields": { "icp_fit": "yes" } } }).to_string()).await;
+    s.settle().await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (url, flag) = (s.daemon.url.clone(), stop.clone());
+    let load = tokio::spawn(async move {
+        let http = reqwest::Client::new();
+        let mut n = 0;
+        while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+            let batch: Vec<Value> = (0..100)
+                .map(|i| lead(&format!("L{}", n * 100 + i), None))
+                .collect();
+            let _ = http
+                .post(format!("{url}/v1/events"))
+                .json(&batch)
+                .send()
+                .await;
+            n += 1;
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // A hang detector, not a speed assertion: the move must be answered at all
+    // while the log never runs empty.
+    let answer = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        s.post(
+            "/v1/records/deal/D1/stage",
+            json!({ "to": "discovery" }).to_string(),
+        ),
+    )
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = load.await;
+    let (status, _) = answer.expect("the stage move was never answered");
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+}

@@ -29,17 +29,29 @@ pub async fn drain<S: Store>(
 ) -> Result<usize, StoreError> {
     let mut handled = 0;
     loop {
-        let cursor = store.cursor()?;
-        let events = store.events_after(cursor, BATCH)?;
-        if events.is_empty() {
-            return Ok(handled);
+        match next_round(store, workflows, clock).await? {
+            0 => return Ok(handled),
+            n => handled += n,
         }
-        // The engine is CPU work: keep it off the threads serving requests.
-        let count = events.len();
-        run_blocking(|| handle_round(store, workflows, clock, &events))?;
-        handled += count;
-        store.flush().await?;
     }
+}
+
+/// Handles up to one round of events after the cursor, commits and flushes
+/// it; answers how many events it handled (0 when the log is caught up).
+async fn next_round<S: Store>(
+    store: &S,
+    workflows: &Workflows,
+    clock: &dyn Clock,
+) -> Result<usize, StoreError> {
+    let cursor = store.cursor()?;
+    let events = store.events_after(cursor, BATCH)?;
+    if events.is_empty() {
+        return Ok(0);
+    }
+    // The engine is CPU work: keep it off the threads serving requests.
+    run_blocking(|| handle_round(store, workflows, clock, &events))?;
+    store.flush().await?;
+    Ok(events.len())
 }
 
 /// Handles a round of events and commits them as one change.
@@ -128,13 +140,24 @@ pub fn spawn<S: Store>(
     let task = tokio::spawn(async move {
         loop {
             let snapshot = workflows.load_full();
-            match drain(store.as_ref(), &snapshot, clock.as_ref()).await {
-                Ok(_) => {}
+            let handled = match next_round(store.as_ref(), &snapshot, clock.as_ref()).await {
+                Ok(n) => n,
                 Err(e) => {
-                    tracing::error!(error = %e, "Handling events failed; retrying in a second.")
+                    tracing::error!(error = %e, "Handling events failed; retrying in a second.");
+                    0
                 }
-            }
+            };
             let _ = progress.send(store.cursor().unwrap_or(0));
+            if handled > 0 {
+                // Commands wait at most one round, however busy the log is.
+                while let Ok(command) = inbox.try_recv() {
+                    run_command(store.as_ref(), &snapshot, clock.as_ref(), command).await;
+                }
+                if cancel.is_cancelled() {
+                    break;
+                }
+                continue;
+            }
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 _ = wake.notified() => {}
