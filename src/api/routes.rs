@@ -268,7 +268,7 @@ async fn get_tasks<S: Store>(
 async fn complete_task<S: Store>(
     State(app): State<Arc<App<S>>>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let task = app
         .store
         .task(&id)?
@@ -292,12 +292,23 @@ async fn complete_task<S: Store>(
     let appended = app.store.append_events(vec![event])?;
     app.store.flush().await?;
     app.worker.wake();
-    if let Some(a) = appended.first() {
-        app.worker.handled(a.seq).await;
-    }
+    // The event is durable either way; past the wait the answer says so
+    // with 202 instead of holding the request open.
+    let seq = appended.first().map_or(0, |a| a.seq);
+    let handled = tokio::time::timeout(COMPLETION_WAIT, app.worker.handled(seq))
+        .await
+        .is_ok();
     let task = app.store.task(&id)?;
-    Ok(Json(json!({ "task": task })))
+    let status = if handled {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((status, Json(json!({ "task": task }))).into_response())
 }
+
+/// How long completing a task waits for the engine before answering 202.
+const COMPLETION_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
