@@ -137,7 +137,7 @@ pub fn tasks(daemon: &Daemon, owner: Option<String>, unassigned: bool) -> anyhow
         );
         println!(
             "{:<20}  {:<24}  {:<22}  {:<16}  {}",
-            t["due_at"].as_str().unwrap_or("-"),
+            short_time(t["due_at"].as_str()),
             t["owner"].as_str().unwrap_or("(unassigned)"),
             t["id"].as_str().unwrap_or(""),
             record,
@@ -145,4 +145,38 @@ pub fn tasks(daemon: &Daemon, owner: Option<String>, unassigned: bool) -> anyhow
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `2026-03-02 15:00Z` from an RFC 3339 time; `-` when there is none.
+fn short_time(time: Option<&str>) -> String {
+    match time.map(chrono::DateTime::parse_from_rfc3339) {
+        Some(Ok(t)) => t.to_utc().format("%Y-%m-%d %H:%MZ").to_string(),
+        Some(Err(_)) => time.unwrap_or("-").to_owned(),
+        None => "-".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn due_times_are_shown_to_the_minute() {
+        assert_eq!(
+            short_time(Some("2026-11-23T00:59:57.953217516Z")),
+            "2026-11-23 00:59Z"
+        );
+        assert_eq!(short_time(None), "-");
+        assert_eq!(short_time(Some("soon")), "soon");
+    }
+
+    #[test]
+    fn fields_keep_json_values_and_default_to_strings() {
+        let f = parse_fields(&["n=5".into(), "vip=true".into(), "name=Pat Lee".into()]).unwrap();
+        assert_eq!(
+            (f["n"].clone(), f["vip"].clone(), f["name"].clone()),
+            (json!(5), json!(true), json!("Pat Lee"))
+        );
+        assert!(parse_fields(&["novalue".into()]).is_err());
+    }
 }
