@@ -126,7 +126,7 @@ pub fn tasks(daemon: &Daemon, owner: Option<String>, unassigned: bool) -> anyhow
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "{:<20}  {:<24}  {:<22}  {:<16}  TITLE",
+        "{:<20}  {:<24}  {:<24}  {:<16}  TITLE",
         "DUE", "OWNER", "ID", "RECORD"
     );
     for t in tasks {
@@ -136,7 +136,7 @@ pub fn tasks(daemon: &Daemon, owner: Option<String>, unassigned: bool) -> anyhow
             t["record"]["id"].as_str().unwrap_or("")
         );
         println!(
-            "{:<20}  {:<24}  {:<22}  {:<16}  {}",
+            "{:<20}  {:<24}  {:<24}  {:<16}  {}",
             short_time(t["due_at"].as_str()),
             t["owner"].as_str().unwrap_or("(unassigned)"),
             t["id"].as_str().unwrap_or(""),
