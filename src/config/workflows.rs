@@ -56,7 +56,8 @@ pub struct Workflows {
 
 impl Workflows {
     /// The rules an event of `event_type` triggers, in file order.
-    pub fn rules_for(&self, event_type: &str) -> impl Iterator<Item = &Rule> {
+    /// Each comes with its position, which names its runs.
+    pub fn rules_for(&self, event_type: &str) -> impl Iterator<Item = (usize, &Rule)> {
         let mut idx: Vec<usize> = self
             .trigger_index
             .get(event_type)
@@ -67,7 +68,8 @@ impl Workflows {
             .collect();
         idx.sort_unstable();
         idx.dedup();
-        idx.into_iter().filter_map(|i| self.rules.get(i))
+        idx.into_iter()
+            .filter_map(|i| self.rules.get(i).map(|r| (i, r)))
     }
 
     /// Rules that run on a schedule.

@@ -24,29 +24,19 @@ type Failure = String;
 
 type ActionResult = Result<Done, Failure>;
 
-/// Runs every rule the event triggers, in file order.
+/// Runs every rule the event triggers, in file order (found through the
+/// compiled trigger index, never by scanning all rules).
 pub fn run_rules(work: &mut Work) -> Result<(), StoreError> {
+    let kind = work.record.key.kind.clone();
     let rules: Vec<(usize, &Rule)> = work
         .workflows
-        .rules
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| r.kind.as_deref().is_none_or(|k| k == work.record.key.kind))
-        .filter(|(_, r)| triggers(r, &work.event.event_type))
+        .rules_for(&work.event.event_type)
+        .filter(|(_, r)| r.kind.as_deref().is_none_or(|k| k == kind))
         .collect();
     for (index, rule) in rules {
         run_rule(work, index, rule)?;
     }
     Ok(())
-}
-
-fn triggers(rule: &Rule, event_type: &str) -> bool {
-    match &rule.trigger {
-        crate::config::workflows::RuleTrigger::Events(types) => {
-            types.iter().any(|t| t == "*" || t == event_type)
-        }
-        crate::config::workflows::RuleTrigger::Schedule(_) => false,
-    }
 }
 
 fn run_rule(work: &mut Work, index: usize, rule: &Rule) -> Result<(), StoreError> {

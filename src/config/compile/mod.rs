@@ -124,3 +124,31 @@ fn index_triggers(rules: &[super::workflows::Rule]) -> (HashMap<String, Vec<usiz
     }
     (index, wildcard)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    #[test]
+    fn the_trigger_index_finds_rules_by_type_and_wildcard_in_file_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let yaml = r#"
+rules:
+  - { name: any, on: "*", do: [ { emit: { type: seen } } ] }
+  - { name: forms, on: [form.submitted, page.viewed], do: [ { emit: { type: f } } ] }
+  - { name: nightly, on: { schedule: "0 2 * * *" }, do: [ { webhook: { url: "https://h.example" } } ] }
+  - { name: views, on: page.viewed, do: [ { emit: { type: v } } ] }
+"#;
+        std::fs::write(dir.path().join("r.yaml"), yaml).unwrap();
+        let (w, d) = crate::config::load(dir.path(), &HashMap::<String, String>::new());
+        let w = w.unwrap_or_else(|| panic!("{d:?}"));
+        let names = |t: &str| {
+            w.rules_for(t)
+                .map(|(i, r)| format!("{i}:{}", r.name))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names("page.viewed"), ["0:any", "1:forms", "3:views"]);
+        assert_eq!(names("other"), ["0:any"]);
+        assert_eq!(w.scheduled_rules().count(), 1);
+    }
+}
