@@ -7,11 +7,14 @@
 //!   (durable before the `202`);
 //! - `worker` is the single writer: it feeds logged events in order to the
 //!   pure `engine` and commits what the engine answers, cursor included;
+//! - `scheduler` turns due timers and schedule slots into logged events and
+//!   knows send windows; the worker fires them between rounds;
+//! - `simulation` runs the same engine and scheduler on a virtual clock over
+//!   an in-memory store (`simulate`, `test`);
 //! - `state` holds the durable types, `clock` the only reading of time,
 //!   `cli` the commands.
 //!
-//! Still to come: `scheduler` (timers, sequences, schedules), `delivery`
-//! (SMTP, webhooks), `reload`, `report`.
+//! Still to come: `delivery` (SMTP, webhooks), `reload`, `report`.
 #![forbid(unsafe_code)]
 
 pub mod api;
@@ -19,6 +22,8 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod engine;
+pub mod scheduler;
+pub mod simulation;
 pub mod state;
 pub mod store;
 pub mod worker;

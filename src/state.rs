@@ -85,6 +85,13 @@ pub struct Record {
     /// Score per scoring model.
     #[serde(default)]
     pub scores: BTreeMap<String, f64>,
+    /// Points per scoring model and rule (the score is their sum).
+    #[serde(default)]
+    pub score_parts: BTreeMap<String, BTreeMap<String, f64>>,
+    /// The pending `stage.stalled` timer of the current stage visit; deleted
+    /// when the record leaves the stage.
+    #[serde(default)]
+    pub stall_timer: Option<TimerRef>,
     /// First seen.
     pub created_at: DateTime<Utc>,
     /// Last changed.
@@ -102,6 +109,8 @@ impl Record {
             stage: None,
             stage_entered_at: None,
             scores: BTreeMap::new(),
+            score_parts: BTreeMap::new(),
+            stall_timer: None,
             created_at: now,
             updated_at: now,
         }
@@ -174,8 +183,11 @@ pub struct Task {
     pub created_at: DateTime<Utc>,
     /// Completed.
     pub completed_at: Option<DateTime<Utc>>,
-    /// The rule (or sequence step) that created it.
+    /// The rule (or `sequence:NAME`) that created it.
     pub created_by: String,
+    /// The sequence step that created it.
+    #[serde(default)]
+    pub step: Option<String>,
 }
 
 /// What an outbox row asks delivery to do.
@@ -198,6 +210,14 @@ pub enum Delivery {
         format: String,
         /// Whether this goes to a prospect (unsubscribe headers, footer).
         to_prospect: bool,
+        /// The outbox id of the message this one follows up in the same
+        /// thread (In-Reply-To / References).
+        #[serde(default)]
+        thread: Option<String>,
+        /// The zone the send was timed in (the recipient's, else the
+        /// send window's).
+        #[serde(default)]
+        zone: Option<String>,
     },
     /// An HTTP call.
     Webhook {
@@ -243,8 +263,11 @@ pub struct OutboxEntry {
     pub attempts: u32,
     /// Created.
     pub created_at: DateTime<Utc>,
-    /// The rule that produced it.
+    /// The rule (or `sequence:NAME`) that produced it.
     pub created_by: String,
+    /// The sequence step that produced it.
+    #[serde(default)]
+    pub step: Option<String>,
 }
 
 /// A sequence enrollment.
@@ -264,9 +287,34 @@ pub struct Enrollment {
     pub exit_reason: Option<String>,
     /// When it ended.
     pub ended_at: Option<DateTime<Utc>>,
+    /// The timer it waits on (a wait, or a closed send window).
+    #[serde(default)]
+    pub timer: Option<TimerRef>,
+    /// When the next step is due, while waiting.
+    #[serde(default)]
+    pub next_at: Option<DateTime<Utc>>,
+    /// Outbox ids of the emails sent, by step id (for `thread:`).
+    #[serde(default)]
+    pub messages: BTreeMap<String, String>,
 }
 
-/// A durable timer (stalls, waits, schedules).
+impl Enrollment {
+    /// Whether it still runs.
+    pub fn is_active(&self) -> bool {
+        self.status == "active"
+    }
+}
+
+/// Where a timer is kept, so the state that set it can delete it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimerRef {
+    /// When it fires.
+    pub due_at: DateTime<Utc>,
+    /// Its id (also the id of the event it raises).
+    pub id: String,
+}
+
+/// A durable timer (stalls, waits, overdue tasks).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Timer {
     /// Unique id.
@@ -275,6 +323,16 @@ pub struct Timer {
     pub due_at: DateTime<Utc>,
     /// The event it raises.
     pub event: NewEvent,
+}
+
+impl Timer {
+    /// Where it is kept.
+    pub fn reference(&self) -> TimerRef {
+        TimerRef {
+            due_at: self.due_at,
+            id: self.id.clone(),
+        }
+    }
 }
 
 /// How one action of a run ended.

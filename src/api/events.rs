@@ -33,6 +33,12 @@ pub fn parse_event(
     if event_type.contains(char::is_whitespace) {
         return Err("\"type\" must not contain spaces".to_owned());
     }
+    if event_type.starts_with(crate::engine::internal::PREFIX) {
+        return Err(format!(
+            "\"type\" {event_type:?} is reserved: types starting with \"{}\" are dealflow's own",
+            crate::engine::internal::PREFIX
+        ));
+    }
     let record = object.get("record").ok_or("missing field \"record\"")?;
     let (key, fields) = parse_record(record, kinds)?;
     let data = match object.get("data") {

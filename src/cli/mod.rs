@@ -5,6 +5,8 @@ mod client;
 mod init;
 mod run;
 mod schema;
+mod simulate;
+mod test;
 mod validate;
 
 use clap::{Parser, Subcommand};
@@ -56,6 +58,31 @@ pub enum Command {
         /// Log format on stderr.
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
+    },
+    /// Run the workflows on a virtual clock over events from a file and
+    /// print the dated timeline; nothing is sent.
+    Simulate {
+        /// The workflow folder.
+        #[arg(long, default_value = "workflows")]
+        workflows: PathBuf,
+        /// Events, one JSON object per line, each with an optional `at: "+4d"`.
+        #[arg(long)]
+        events: PathBuf,
+        /// Start of the virtual clock, RFC 3339 (default: now).
+        #[arg(long)]
+        start: Option<String>,
+        /// How long to run.
+        #[arg(long, default_value = "30d")]
+        until: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = simulate::Format::Text)]
+        format: simulate::Format,
+    },
+    /// Run the `tests:` cases of a workflow folder; exit 1 on any failure.
+    Test {
+        /// The workflow folder.
+        #[arg(default_value = "workflows")]
+        dir: PathBuf,
     },
     /// Post one event to a running daemon.
     Emit {
@@ -109,12 +136,41 @@ fn init_logging(format: LogFormat) {
     };
 }
 
+/// Loads a workflow folder, printing its diagnostics; an error if it has errors.
+fn load_workflows(dir: &std::path::Path) -> anyhow::Result<crate::config::Workflows> {
+    let (workflows, diagnostics) =
+        crate::config::load(dir, &crate::config::environment::ProcessEnvironment);
+    for d in &diagnostics {
+        eprintln!("{d}");
+    }
+    workflows.ok_or_else(|| {
+        anyhow::anyhow!(
+            "the workflows in {} have errors (listed above); nothing was run",
+            dir.display()
+        )
+    })
+}
+
 /// Runs a parsed command line; the answer is the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Validate { dir, format } => validate::run(&dir, format),
         Command::Schema => schema::run(),
         Command::Init { dir } => init::run(&dir),
+        Command::Simulate {
+            workflows,
+            events,
+            start,
+            until,
+            format,
+        } => simulate::run(simulate::Options {
+            workflows: &workflows,
+            events: &events,
+            start,
+            until,
+            format,
+        }),
+        Command::Test { dir } => test::run(&dir),
         Command::Run {
             workflows,
             data,

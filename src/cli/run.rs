@@ -2,7 +2,7 @@
 
 use crate::api::{self, App};
 use crate::clock::{Clock, SystemClock};
-use crate::config::{self, environment::ProcessEnvironment};
+use crate::config;
 use crate::store::{KvStore, SledBackend};
 use crate::worker;
 use anyhow::{Context, bail};
@@ -35,16 +35,7 @@ pub fn run(options: RunOptions) -> anyhow::Result<ExitCode> {
             options.listen
         );
     }
-    let (workflows, diagnostics) = config::load(options.workflows, &ProcessEnvironment);
-    for d in &diagnostics {
-        eprintln!("{}", d);
-    }
-    let Some(workflows) = workflows else {
-        bail!(
-            "the workflows in {} have errors (listed above); nothing was started",
-            options.workflows.display()
-        );
-    };
+    let workflows = super::load_workflows(options.workflows)?;
     let store_dir = options.data.join("store");
     std::fs::create_dir_all(&store_dir)
         .with_context(|| format!("creating {}", store_dir.display()))?;

@@ -163,6 +163,14 @@ pub fn parse_cron(text: &str) -> Result<croner::Cron, String> {
         .map_err(|e| format!("invalid cron line \"{text}\": {e}"))
 }
 
+/// Parses a `+4d` offset from a start time (tests, simulate's events file).
+pub fn parse_offset(text: &str) -> Result<Duration, String> {
+    let rest = text
+        .strip_prefix('+')
+        .ok_or_else(|| format!("invalid offset \"{text}\"; write + and a duration, e.g. +4d"))?;
+    parse_duration(rest)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

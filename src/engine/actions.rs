@@ -8,21 +8,35 @@ use crate::config::workflows::{
     Action, Assignment, EmailAction, EmailContent, FieldValue, Handoff, JsonTemplate, NotifyAction,
     NotifyTarget, Rule, TaskAction, WebhookAction,
 };
-use crate::state::{ActionOutcome, Delivery, Enrollment, OutboxEntry, Run, Task, TaskStatus};
+use crate::state::{ActionOutcome, Delivery, OutboxEntry, Run, Task, TaskStatus};
 use crate::store::StoreError;
 use serde_json::{Value as Json, json};
 
+/// Where an action comes from: its stable id (outbox row, task), the rule
+/// or sequence that ran it, and for sequence steps the step and the
+/// delivery context the sequence decided.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Origin {
+    pub id: String,
+    pub rule: String,
+    pub step: Option<String>,
+    /// Outbox id of the message to follow up in the same thread.
+    pub thread: Option<String>,
+    /// Zone the send was timed in.
+    pub zone: Option<String>,
+}
+
 /// How one action ended, before it is written down.
-enum Done {
+pub(super) enum Done {
     Ok(Option<String>),
     Refused(String),
     Skipped(String),
 }
 
 /// Why an action failed: a sentence for run history and `action.failed`.
-type Failure = String;
+pub(super) type Failure = String;
 
-type ActionResult = Result<Done, Failure>;
+pub(super) type ActionResult = Result<Done, Failure>;
 
 /// Runs every rule the event triggers, in file order (found through the
 /// compiled trigger index, never by scanning all rules).
@@ -39,7 +53,7 @@ pub fn run_rules(work: &mut Work) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn run_rule(work: &mut Work, index: usize, rule: &Rule) -> Result<(), StoreError> {
+pub(super) fn run_rule(work: &mut Work, index: usize, rule: &Rule) -> Result<(), StoreError> {
     let run_id = format!("{:016}-{index:04}", work.event.seq);
     let mut run = Run {
         id: run_id.clone(),
@@ -67,14 +81,7 @@ fn run_rule(work: &mut Work, index: usize, rule: &Rule) -> Result<(), StoreError
         }
     }
     if run.matched {
-        for (position, action) in rule.actions.iter().enumerate() {
-            let id = format!("{run_id}-{position:02}");
-            let result = run_action(work, action, &id, &rule.name)?;
-            let failed = record_outcome(work, &mut run, action, result);
-            if failed {
-                break;
-            }
-        }
+        run_actions(work, &mut run, &rule.actions)?;
     }
     // History keeps runs that fired or failed; a condition that was simply
     // false on every event would otherwise dominate the store.
@@ -84,9 +91,38 @@ fn run_rule(work: &mut Work, index: usize, rule: &Rule) -> Result<(), StoreError
     Ok(())
 }
 
+/// Runs actions in order into `run`, stopping at the first failure.
+pub(super) fn run_actions(
+    work: &mut Work,
+    run: &mut Run,
+    actions: &[Action],
+) -> Result<(), StoreError> {
+    for (position, action) in actions.iter().enumerate() {
+        let origin = Origin {
+            id: format!("{}-{position:02}", run.id),
+            rule: run.rule.clone(),
+            ..Origin::default()
+        };
+        let result = run_action(work, action, &origin)?;
+        if record_outcome(work, run, action, result) {
+            break;
+        }
+    }
+    Ok(())
+}
+
 /// Writes an action's outcome into the run; answers whether it failed.
 fn record_outcome(work: &mut Work, run: &mut Run, action: &Action, result: ActionResult) -> bool {
-    let name = action_name(action).to_owned();
+    record_named_outcome(work, run, action_name(action).to_owned(), result)
+}
+
+/// Writes the outcome of an action (or sequence step) named `name`.
+pub(super) fn record_named_outcome(
+    work: &mut Work,
+    run: &mut Run,
+    name: String,
+    result: ActionResult,
+) -> bool {
     let (outcome, detail, failed) = match result {
         Ok(Done::Ok(detail)) => ("ok", detail, false),
         Ok(Done::Refused(why)) => ("refused", Some(why), false),
@@ -131,12 +167,11 @@ fn action_name(action: &Action) -> &'static str {
 fn run_action(
     work: &mut Work,
     action: &Action,
-    id: &str,
-    rule: &str,
+    origin: &Origin,
 ) -> Result<ActionResult, StoreError> {
     Ok(match action {
         Action::Set(fields) => set(work, fields),
-        Action::Task(t) => task(work, t, id, rule),
+        Action::Task(t) => task(work, t, origin),
         Action::Move(stage) => Ok(match work.request_move(stage) {
             MoveResult::Moved { .. } => Done::Ok(Some(format!("moved to {stage}"))),
             MoveResult::Refused(unmet) => Done::Refused(unmet.join("; ")),
@@ -146,18 +181,20 @@ fn run_action(
             Ok(owner) => Ok(set_owner(work, owner)),
             Err(why) => Err(why),
         },
-        Action::Handoff(h) => handoff(work, h, id, rule)?,
-        Action::Enroll(sequence) => Ok(enroll(work, sequence)),
-        Action::Unenroll(sequence) => Ok(unenroll(work, sequence.as_deref())),
-        Action::Score { model, points } => Ok(score(work, model, *points)),
+        Action::Handoff(h) => handoff(work, h, origin)?,
+        Action::Enroll(sequence) => Ok(super::sequence::enroll(work, sequence)),
+        Action::Unenroll(sequence) => Ok(super::sequence::unenroll(work, sequence.as_deref())),
+        Action::Score { model, points } => {
+            Ok(super::scoring::adjust(work, model, &origin.rule, *points)?)
+        }
         Action::Emit { event_type, data } => emit(work, event_type, data.as_ref()),
-        Action::Email(e) => email(work, e, id, rule)?,
-        Action::Notify(n) => notify(work, n, id, rule),
-        Action::Webhook(w) => webhook(work, w, id, rule),
+        Action::Email(e) => email(work, e, origin)?,
+        Action::Notify(n) => notify(work, n, origin),
+        Action::Webhook(w) => webhook(work, w, origin),
     })
 }
 
-fn render(
+pub(super) fn render(
     work: &mut Work,
     template: &TextTemplate,
     extra: &[(&str, Json)],
@@ -198,7 +235,7 @@ fn set(work: &mut Work, fields: &[(String, FieldValue)]) -> ActionResult {
     Ok(Done::Ok(Some(detail)))
 }
 
-fn task(work: &mut Work, t: &TaskAction, id: &str, rule: &str) -> ActionResult {
+pub(super) fn task(work: &mut Work, t: &TaskAction, origin: &Origin) -> ActionResult {
     let title = render(work, &t.title, &[])?;
     let owner = match &t.owner {
         Some(o) => Some(render(work, o, &[])?),
@@ -209,28 +246,28 @@ fn task(work: &mut Work, t: &TaskAction, id: &str, rule: &str) -> ActionResult {
         .due
         .and_then(|d| chrono::Duration::from_std(d).ok())
         .map(|d| work.now + d);
-    queue_task(work, id, title, notes, owner, due_at, rule);
-    Ok(Done::Ok(Some(format!("task {id}"))))
+    let detail = format!("task {}", origin.id);
+    queue_task(work, origin, title, notes, owner, due_at);
+    Ok(Done::Ok(Some(detail)))
 }
 
 fn queue_task(
     work: &mut Work,
-    id: &str,
+    origin: &Origin,
     title: String,
     notes: Option<String>,
     owner: Option<String>,
     due_at: Option<chrono::DateTime<chrono::Utc>>,
-    rule: &str,
 ) {
     if let Some(o) = &owner {
         *work.open_tasks.entry(o.clone()).or_default() += 1;
     }
     work.raise(
         "task.created",
-        json!({ "task_id": id, "title": title, "owner": owner }),
+        json!({ "task_id": origin.id, "title": title, "owner": owner, "step": origin.step }),
     );
-    work.changes.tasks.push(Task {
-        id: id.to_owned(),
+    let task = Task {
+        id: origin.id.clone(),
         record: work.record.key.clone(),
         title,
         notes,
@@ -239,8 +276,11 @@ fn queue_task(
         status: TaskStatus::Open,
         created_at: work.now,
         completed_at: None,
-        created_by: rule.to_owned(),
-    });
+        created_by: origin.rule.clone(),
+        step: origin.step.clone(),
+    };
+    super::timers::arm_overdue(work, &task);
+    work.changes.tasks.push(task);
 }
 
 /// The person an assignment picks, or why none could be picked.
@@ -289,7 +329,7 @@ fn set_owner(work: &mut Work, owner: String) -> Done {
     Done::Ok(Some(format!("owner is {owner}")))
 }
 
-fn handoff(work: &mut Work, h: &Handoff, id: &str, rule: &str) -> Result<ActionResult, StoreError> {
+fn handoff(work: &mut Work, h: &Handoff, origin: &Origin) -> Result<ActionResult, StoreError> {
     let missing: Vec<&String> = h
         .require
         .iter()
@@ -326,97 +366,17 @@ fn handoff(work: &mut Work, h: &Handoff, id: &str, rule: &str) -> Result<ActionR
     set_owner(work, receiver.clone());
     queue_task(
         work,
-        id,
+        origin,
         title,
         note.clone(),
         Some(receiver.clone()),
         None,
-        rule,
     );
     work.raise(
         "handoff.completed",
-        json!({ "from": from, "to": receiver, "team": to_name, "note": note, "task_id": id }),
+        json!({ "from": from, "to": receiver, "team": to_name, "note": note, "task_id": origin.id }),
     );
     Ok(Ok(Done::Ok(Some(format!("handed to {receiver}")))))
-}
-
-fn enroll(work: &mut Work, sequence: &str) -> Done {
-    let Some(definition) = work.workflows.sequences.get(sequence) else {
-        return Done::Skipped(format!("sequence {sequence} no longer exists"));
-    };
-    if let Some(existing) = work.enrollments.iter().find(|e| e.sequence == sequence) {
-        if existing.status == "active" {
-            return Done::Skipped(format!("already enrolled in {sequence}"));
-        }
-        let allowed_again = match (definition.reenroll, existing.ended_at) {
-            (Some(after), Some(ended)) => {
-                chrono::Duration::from_std(after).is_ok_and(|d| work.now >= ended + d)
-            }
-            _ => false,
-        };
-        if !allowed_again {
-            return Done::Skipped(format!(
-                "was enrolled in {sequence} before and reenroll does not allow it yet"
-            ));
-        }
-    }
-    let first_step = definition.steps.iter().find_map(|s| s.id.clone());
-    let enrollment = Enrollment {
-        record: work.record.key.clone(),
-        sequence: sequence.to_owned(),
-        enrolled_at: work.now,
-        status: "active".to_owned(),
-        next_step: first_step,
-        exit_reason: None,
-        ended_at: None,
-    };
-    work.enrollments.retain(|e| e.sequence != sequence);
-    work.enrollments.push(enrollment.clone());
-    work.changes.enrollments.push(enrollment);
-    work.raise("sequence.enrolled", json!({ "sequence": sequence }));
-    Done::Ok(Some(format!("enrolled in {sequence}")))
-}
-
-fn unenroll(work: &mut Work, sequence: Option<&str>) -> Done {
-    let now = work.now;
-    let mut left = Vec::new();
-    for e in work
-        .enrollments
-        .iter_mut()
-        .filter(|e| e.status == "active" && sequence.is_none_or(|s| s == e.sequence))
-    {
-        e.status = "exited".to_owned();
-        e.exit_reason = Some("unenrolled".to_owned());
-        e.ended_at = Some(now);
-        left.push(e.clone());
-    }
-    if left.is_empty() {
-        return Done::Skipped("not enrolled".to_owned());
-    }
-    for e in &left {
-        work.raise(
-            "sequence.exited",
-            json!({ "sequence": e.sequence, "reason": "unenrolled" }),
-        );
-    }
-    let names: Vec<String> = left.iter().map(|e| e.sequence.clone()).collect();
-    work.changes.enrollments.extend(left);
-    Done::Ok(Some(format!("left {}", names.join(", "))))
-}
-
-fn score(work: &mut Work, model: &str, points: f64) -> Done {
-    let from = work.record.scores.get(model).copied().unwrap_or(0.0);
-    let to = from + points;
-    if !to.is_finite() {
-        return Done::Skipped("the score would not be a finite number".to_owned());
-    }
-    work.record.scores.insert(model.to_owned(), to);
-    work.touch();
-    work.raise(
-        "score.changed",
-        json!({ "model": model, "from": from, "to": to }),
-    );
-    Done::Ok(Some(format!("{model}: {from} → {to}")))
 }
 
 fn emit(work: &mut Work, event_type: &str, data: Option<&JsonTemplate>) -> ActionResult {
@@ -439,11 +399,10 @@ fn unsubscribe_url(work: &Work, outbox_id: &str) -> String {
     format!("{base}/u/{outbox_id}")
 }
 
-fn email(
+pub(super) fn email(
     work: &mut Work,
     e: &EmailAction,
-    id: &str,
-    rule: &str,
+    origin: &Origin,
 ) -> Result<ActionResult, StoreError> {
     let to = match &e.to {
         Some(t) => render(work, t, &[]),
@@ -464,7 +423,10 @@ fn email(
             "{to} is unsubscribed or suppressed"
         ))));
     }
-    let extra = [("unsubscribe_url", Json::String(unsubscribe_url(work, id)))];
+    let extra = [(
+        "unsubscribe_url",
+        Json::String(unsubscribe_url(work, &origin.id)),
+    )];
     let message = match message(work, &e.content, &extra) {
         Ok(m) => m,
         Err(why) => return Ok(Err(why)),
@@ -481,8 +443,7 @@ fn email(
         .filter(|o| work.workflows.team.people.contains_key(o));
     queue_delivery(
         work,
-        id,
-        rule,
+        origin,
         Delivery::Email {
             to: to.clone(),
             cc,
@@ -491,6 +452,8 @@ fn email(
             body: message.1,
             format: message.2,
             to_prospect: true,
+            thread: origin.thread.clone(),
+            zone: origin.zone.clone(),
         },
     );
     Ok(Ok(Done::Ok(Some(format!("email to {to} queued")))))
@@ -530,7 +493,7 @@ fn message(
     }
 }
 
-fn notify(work: &mut Work, n: &NotifyAction, id: &str, rule: &str) -> ActionResult {
+fn notify(work: &mut Work, n: &NotifyAction, origin: &Origin) -> ActionResult {
     let to = match &n.to {
         NotifyTarget::Person(email) => email.clone(),
         NotifyTarget::Owner => work
@@ -570,8 +533,7 @@ fn notify(work: &mut Work, n: &NotifyAction, id: &str, rule: &str) -> ActionResu
     };
     queue_delivery(
         work,
-        id,
-        rule,
+        origin,
         Delivery::Email {
             to: to.clone(),
             cc: Vec::new(),
@@ -580,12 +542,14 @@ fn notify(work: &mut Work, n: &NotifyAction, id: &str, rule: &str) -> ActionResu
             body,
             format,
             to_prospect: false,
+            thread: None,
+            zone: None,
         },
     );
     Ok(Done::Ok(Some(format!("notice to {to} queued"))))
 }
 
-fn webhook(work: &mut Work, w: &WebhookAction, id: &str, rule: &str) -> ActionResult {
+pub(super) fn webhook(work: &mut Work, w: &WebhookAction, origin: &Origin) -> ActionResult {
     let url = render(work, &w.url, &[])?;
     let headers: Result<Vec<(String, String)>, Failure> = w
         .headers
@@ -597,13 +561,12 @@ fn webhook(work: &mut Work, w: &WebhookAction, id: &str, rule: &str) -> ActionRe
         None => json!({
             "event": context::event_json(work.event),
             "record": context::record_json(&work.record, work.workflows, work.now),
-            "rule": rule,
+            "rule": origin.rule,
         }),
     };
     queue_delivery(
         work,
-        id,
-        rule,
+        origin,
         Delivery::Webhook {
             url: url.clone(),
             method: w.method.clone(),
@@ -614,14 +577,15 @@ fn webhook(work: &mut Work, w: &WebhookAction, id: &str, rule: &str) -> ActionRe
     Ok(Done::Ok(Some(format!("webhook to {url} queued"))))
 }
 
-fn queue_delivery(work: &mut Work, id: &str, rule: &str, delivery: Delivery) {
+fn queue_delivery(work: &mut Work, origin: &Origin, delivery: Delivery) {
     work.changes.outbox.push(OutboxEntry {
-        id: id.to_owned(),
+        id: origin.id.clone(),
         record: work.record.key.clone(),
         delivery,
         status: crate::state::OutboxStatus::Pending,
         attempts: 0,
         created_at: work.now,
-        created_by: rule.to_owned(),
+        created_by: origin.rule.clone(),
+        step: origin.step.clone(),
     });
 }

@@ -8,6 +8,10 @@
 mod actions;
 mod context;
 mod pipeline;
+mod schedule;
+mod scoring;
+mod sequence;
+mod timers;
 
 pub use context::{record_json, time};
 
@@ -21,6 +25,21 @@ use std::collections::HashMap;
 /// Events caused by events caused by ... deeper than this are cut, so two
 /// rules that trigger each other cannot loop forever.
 pub const MAX_CHAIN_DEPTH: u32 = 16;
+
+/// Event types dealflow raises for itself: refused from outside, never seen
+/// by rules.
+pub mod internal {
+    /// The prefix the API refuses.
+    pub const PREFIX: &str = "dealflow.";
+    /// A sequence enrollment's timer: run its next steps.
+    pub const STEP: &str = "dealflow.step";
+    /// A schedule slot: find the records it runs for.
+    pub const SCHEDULE: &str = "dealflow.schedule";
+    /// A schedule rule's run for one record of its `for_each`.
+    pub const SCHEDULE_RUN: &str = "dealflow.schedule_run";
+    /// The record kind of schedule slots (never stored).
+    pub const SCHEDULE_KIND: &str = "dealflow.schedule";
+}
 
 /// What the engine may read.
 pub trait StateView {
@@ -38,6 +57,13 @@ pub trait StateView {
     fn task(&self, id: &str) -> Result<Option<Task>, StoreError>;
     /// Whether an address must not be emailed.
     fn is_suppressed(&self, email: &str) -> Result<bool, StoreError>;
+    /// Records of a kind, a page at a time (`after` is the previous page's `next`).
+    fn records_of_kind(
+        &self,
+        kind: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<crate::store::Page<Record>, StoreError>;
 }
 
 impl<S: crate::store::Store> StateView for S {
@@ -61,6 +87,14 @@ impl<S: crate::store::Store> StateView for S {
     }
     fn is_suppressed(&self, email: &str) -> Result<bool, StoreError> {
         crate::store::SuppressionTable::is_suppressed(self, email)
+    }
+    fn records_of_kind(
+        &self,
+        kind: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<crate::store::Page<Record>, StoreError> {
+        crate::store::RecordTable::records_of_kind(self, kind, after, limit)
     }
 }
 
@@ -88,6 +122,8 @@ pub(crate) struct Work<'a> {
     pub now: DateTime<Utc>,
     pub event: &'a Event,
     pub record: Record,
+    /// Whether the record is new with this event.
+    pub created: bool,
     pub record_changed: bool,
     pub history: Vec<StageVisit>,
     pub counters: HashMap<String, u64>,
@@ -118,6 +154,7 @@ impl<'a> Work<'a> {
             history: state.stage_history(&event.record)?,
             enrollments: state.enrollments(&event.record)?,
             record,
+            created: record_changed,
             record_changed,
             counters: HashMap::new(),
             open_tasks: HashMap::new(),
@@ -129,6 +166,12 @@ impl<'a> Work<'a> {
 
     /// Raises an event on the same record, one level deeper in the chain.
     pub fn raise(&mut self, event_type: &str, data: Json) {
+        let record = self.record.key.clone();
+        self.raise_on(record, event_type, data);
+    }
+
+    /// Raises an event on a record, one level deeper in the chain.
+    pub fn raise_on(&mut self, record: RecordKey, event_type: &str, data: Json) {
         let data = match data {
             Json::Object(map) => map,
             _ => Map::new(),
@@ -136,7 +179,7 @@ impl<'a> Work<'a> {
         self.changes.events.push(NewEvent {
             id: None,
             event_type: event_type.to_owned(),
-            record: self.record.key.clone(),
+            record,
             fields: Map::new(),
             data,
             occurred_at: self.now,
@@ -199,6 +242,7 @@ impl<'a> Work<'a> {
         self.record.stage = Some(to.to_owned());
         self.record.stage_entered_at = Some(self.now);
         self.touch();
+        timers::arm_stall(self, index as usize);
         self.raise(
             "stage.changed",
             json!({ "from": from, "to": to, "days_in_previous": days_in_previous }),
@@ -288,12 +332,22 @@ impl<'a> Work<'a> {
         }
     }
 
+    /// Finishes an event that no longer applies (a timer that outlived its
+    /// reason): only the cursor moves.
+    fn finish_stale(self) -> Changes {
+        Changes {
+            handled: Some(self.event.seq),
+            ..Changes::default()
+        }
+    }
+
     fn finish(mut self) -> Changes {
         if !self.updated_fields.is_empty() {
             let changed = std::mem::take(&mut self.updated_fields);
             self.raise("record.updated", json!({ "changed": changed }));
         }
-        if self.record_changed {
+        // Schedule slots run on a stand-in record that is never stored.
+        if self.record_changed && self.record.key.kind != internal::SCHEDULE_KIND {
             self.record.updated_at = self.now;
             self.changes.records.push(self.record);
         }
@@ -312,12 +366,28 @@ pub fn handle(
     state: &dyn StateView,
     now: DateTime<Utc>,
 ) -> Result<Changes, StoreError> {
+    if event.event_type == internal::SCHEDULE {
+        return schedule::fan_out(event, workflows, state, now);
+    }
     let mut work = Work::new(workflows, state, event, now)?;
     if event.depth > MAX_CHAIN_DEPTH {
         work.changes.runs.push(chain_cut_run(event, workflows, now));
         return Ok(work.finish());
     }
-    let created = work.record_changed;
+    match event.event_type.as_str() {
+        internal::STEP => {
+            sequence::resume(&mut work)?;
+            return Ok(work.finish());
+        }
+        internal::SCHEDULE_RUN => {
+            schedule::run_for_record(&mut work)?;
+            return Ok(work.finish());
+        }
+        "stage.stalled" if !timers::on_stalled(&mut work) => return Ok(work.finish_stale()),
+        "task.overdue" if !timers::on_overdue(&mut work)? => return Ok(work.finish_stale()),
+        _ => {}
+    }
+    let created = work.created;
     let changed = work.merge_fields(&event.fields);
     if created && event.event_type != "record.created" {
         work.raise("record.created", json!({}));
@@ -325,7 +395,9 @@ pub fn handle(
         work.note_updated(changed);
     }
     apply_builtin(&mut work)?;
+    sequence::exit_on_event(&mut work);
     work.enter_pipeline_if_ready();
+    scoring::apply(&mut work)?;
     actions::run_rules(&mut work)?;
     Ok(work.finish())
 }
@@ -344,6 +416,7 @@ fn apply_builtin(work: &mut Work) -> Result<(), StoreError> {
         {
             task.status = crate::state::TaskStatus::Completed;
             task.completed_at = Some(work.now);
+            timers::disarm_overdue(work, &task);
             work.changes.tasks.push(task);
         }
     }

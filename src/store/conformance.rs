@@ -40,6 +40,7 @@ fn task(id: &str, owner: Option<&str>, status: TaskStatus) -> Task {
         created_at: at(0),
         completed_at: None,
         created_by: "rule".into(),
+        step: None,
     }
 }
 
@@ -260,6 +261,9 @@ pub fn history_enrollments_suppression<S: Store>(s: &S) {
             next_step: Some("intro".into()),
             exit_reason: None,
             ended_at: None,
+            timer: None,
+            next_at: None,
+            messages: Default::default(),
         }],
         suppress: vec!["Pat@Example.com".into()],
         ..Changes::default()
@@ -291,6 +295,7 @@ pub fn outbox_rows_round_trip<S: Store>(s: &S) {
         attempts: 0,
         created_at: at(0),
         created_by: "r".into(),
+        step: None,
     };
     let email = Delivery::Email {
         to: "p@x".into(),
@@ -300,6 +305,8 @@ pub fn outbox_rows_round_trip<S: Store>(s: &S) {
         body: "Hello".into(),
         format: "markdown".into(),
         to_prospect: true,
+        thread: None,
+        zone: None,
     };
     let hook = Delivery::Webhook {
         url: "https://h.example".into(),

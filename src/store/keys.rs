@@ -70,6 +70,12 @@ pub fn timer(due: DateTime<Utc>, id: &str) -> Vec<u8> {
     join(&[TIMER, &ms.to_be_bytes(), id.as_bytes()])
 }
 
+/// The due time (ms) written in a timer key.
+pub fn timer_due_ms(key: &[u8]) -> Option<u64> {
+    let bytes = key.strip_prefix(TIMER)?.get(..8)?;
+    Some(u64::from_be_bytes(bytes.try_into().ok()?))
+}
+
 pub fn enrollment_prefix(key: &RecordKey) -> Vec<u8> {
     join(&[
         ENROLLMENT,

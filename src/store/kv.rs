@@ -341,12 +341,27 @@ impl<B: Backend> OutboxTable for KvStore<B> {
 
 impl<B: Backend> TimerTable for KvStore<B> {
     fn due_timers(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Timer>, StoreError> {
+        // The due time is in the key: read small pages and stop at the first
+        // timer not yet due, so the cost follows what is due, not what waits.
+        const PAGE: usize = 64;
+        let now_ms = u64::try_from(now.timestamp_millis()).unwrap_or(0);
         let mut out = Vec::new();
-        for (_, timer) in self.scan_values::<Timer>(keys::TIMER, None, limit)? {
-            if timer.due_at > now {
+        let mut after: Option<Vec<u8>> = None;
+        while out.len() < limit {
+            let page =
+                self.backend
+                    .scan(keys::TIMER, after.as_deref(), PAGE.min(limit - out.len()))?;
+            let full = page.len() == PAGE.min(limit - out.len());
+            for (key, value) in page {
+                if keys::timer_due_ms(&key).is_none_or(|due| due > now_ms) {
+                    return Ok(out);
+                }
+                out.push(decode(&key, &value)?);
+                after = Some(key);
+            }
+            if !full {
                 break;
             }
-            out.push(timer);
         }
         Ok(out)
     }

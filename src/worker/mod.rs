@@ -11,14 +11,19 @@ mod round;
 use crate::clock::Clock;
 use crate::config::Workflows;
 use crate::engine::{self, MoveResult};
+use crate::scheduler;
 use crate::state::{Event, RecordKey};
 use crate::store::{Store, StoreError};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 /// Events read from the log per round.
 const BATCH: usize = 256;
+
+/// Longest idle sleep.
+const IDLE_POLL: Duration = Duration::from_secs(1);
 
 /// Handles every event after the cursor; answers how many were handled.
 /// Flushes once per round, before the caller hears about the progress.
@@ -33,6 +38,24 @@ pub async fn drain<S: Store>(
             0 => return Ok(handled),
             n => handled += n,
         }
+    }
+}
+
+/// Handles every event after the cursor without flushing: for the in-memory
+/// store of `simulate` and `test`, where there is nothing to make durable.
+pub fn drain_now<S: Store>(
+    store: &S,
+    workflows: &Workflows,
+    clock: &dyn Clock,
+) -> Result<usize, StoreError> {
+    let mut handled = 0;
+    loop {
+        let events = store.events_after(store.cursor()?, BATCH)?;
+        if events.is_empty() {
+            return Ok(handled);
+        }
+        handle_round(store, workflows, clock, &events)?;
+        handled += events.len();
     }
 }
 
@@ -140,6 +163,9 @@ pub fn spawn<S: Store>(
     let task = tokio::spawn(async move {
         loop {
             let snapshot = workflows.load_full();
+            if let Err(e) = scheduler::fire_due(store.as_ref(), &snapshot, clock.now()) {
+                tracing::error!(error = %e, "Firing due timers failed; retrying in a second.");
+            }
             let handled = match next_round(store.as_ref(), &snapshot, clock.as_ref()).await {
                 Ok(n) => n,
                 Err(e) => {
@@ -162,12 +188,24 @@ pub fn spawn<S: Store>(
                 _ = cancel.cancelled() => break,
                 _ = wake.notified() => {}
                 Some(command) = inbox.recv() => run_command(store.as_ref(), &snapshot, clock.as_ref(), command).await,
-                _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                _ = tokio::time::sleep(idle_wait(store.as_ref(), &snapshot, clock.as_ref())) => {}
             }
         }
         tracing::info!("Engine worker stopped.");
     });
     (handle, task)
+}
+
+/// How long the worker may sleep: until the next timer or schedule slot is
+/// due, at most a second (timers are only added by this worker, so it never
+/// misses an earlier one; the cap bounds the delay of anything unforeseen).
+fn idle_wait<S: Store>(store: &S, workflows: &Workflows, clock: &dyn Clock) -> Duration {
+    let now = clock.now();
+    let until_due = match scheduler::next_due(store, workflows, now) {
+        Ok(Some(due)) => (due - now).to_std().unwrap_or(Duration::ZERO),
+        Ok(None) | Err(_) => IDLE_POLL,
+    };
+    until_due.min(IDLE_POLL)
 }
 
 async fn run_command<S: Store>(

@@ -153,4 +153,15 @@ impl<S: Store> StateView for Round<'_, S> {
         Ok(self.suppressed.contains(&email.to_lowercase())
             || crate::store::SuppressionTable::is_suppressed(self.store, email)?)
     }
+
+    /// Stored records only: a schedule's fan-out may miss a record created
+    /// earlier in the same round, which it sees at the next slot.
+    fn records_of_kind(
+        &self,
+        kind: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<crate::store::Page<Record>, StoreError> {
+        crate::store::RecordTable::records_of_kind(self.store, kind, after, limit)
+    }
 }

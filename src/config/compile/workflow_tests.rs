@@ -65,19 +65,11 @@ fn compile_test(spec: &TestSpec, symbols: &Symbols, cx: &mut Cx) -> Option<Workf
     })
 }
 
-/// Parses a `+4d` offset from the test's start.
-pub fn parse_offset(text: &str) -> Result<Duration, String> {
-    let rest = text
-        .strip_prefix('+')
-        .ok_or_else(|| format!("invalid offset \"{text}\"; write + and a duration, e.g. +4d"))?;
-    crate::config::values::parse_duration(rest)
-}
-
 fn compile_event(at: &Located<TestEventSpec>, symbols: &Symbols, cx: &mut Cx) -> Option<TestEvent> {
     let e = at.get();
     let offset = match &e.at {
         None => Some(Duration::ZERO),
-        Some(t) => cx.parsed(t, parse_offset),
+        Some(t) => cx.parsed(t, crate::config::values::parse_offset),
     };
     let type_ok = check_event_type(&e.event_type, cx);
     let kind = &e.record.kind;

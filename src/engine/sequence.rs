@@ -1,0 +1,484 @@
+//! Sequences (SPEC §3.6): enrolling, running steps until a wait or a closed
+//! send window, and leaving on exit events.
+//!
+//! Every step runs while handling a step event (`dealflow.step`) fired by a
+//! timer, even the first: enrolling only sets a timer due now. So a reply
+//! that reaches the log before a step's event always wins, and each step
+//! runs exactly once, as part of the event whose commit records it.
+
+use super::actions::{self, ActionResult, Done, Origin};
+use super::timers;
+use super::{Work, internal};
+use crate::config::workflows::{Sequence, Step, StepKind};
+use crate::scheduler::window;
+use crate::state::{Enrollment, NewEvent, Run, Timer};
+use crate::store::StoreError;
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use serde_json::{Map, Value as Json, json};
+use std::collections::VecDeque;
+
+/// Where a waiting enrollment resumes.
+#[derive(Debug, Clone, PartialEq)]
+enum Resume {
+    /// At the first step (a new enrollment).
+    Start,
+    /// At this step.
+    Step(String),
+    /// Only waits and exits were left: end like this.
+    End(Ending),
+}
+
+impl Resume {
+    /// The timer event's data.
+    fn to_json(&self, sequence: &str) -> Json {
+        match self {
+            Resume::Start => json!({ "sequence": sequence, "resume": "start" }),
+            Resume::Step(id) => json!({ "sequence": sequence, "resume": "step", "step": id }),
+            Resume::End(Ending::Completed) => json!({ "sequence": sequence, "resume": "complete" }),
+            Resume::End(Ending::Exit(reason)) => {
+                json!({ "sequence": sequence, "resume": "exit", "reason": reason })
+            }
+        }
+    }
+
+    fn from_event(data: &Map<String, Json>) -> Resume {
+        let text = |k: &str| {
+            data.get(k)
+                .and_then(Json::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        match text("resume").as_str() {
+            "start" => Resume::Start,
+            "step" => Resume::Step(text("step")),
+            "exit" => Resume::End(Ending::Exit(text("reason"))),
+            _ => Resume::End(Ending::Completed),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Ending {
+    Completed,
+    Exit(String),
+}
+
+/// The `enroll` action.
+pub(super) fn enroll(work: &mut Work, sequence: &str) -> Done {
+    let Some(definition) = work.workflows.sequences.get(sequence) else {
+        return Done::Skipped(format!("sequence {sequence} no longer exists"));
+    };
+    if let Some(existing) = work.enrollments.iter().find(|e| e.sequence == sequence) {
+        if existing.is_active() {
+            return Done::Skipped(format!("already enrolled in {sequence}"));
+        }
+        let allowed_again = match (definition.reenroll, existing.ended_at) {
+            (Some(after), Some(ended)) => {
+                chrono::Duration::from_std(after).is_ok_and(|d| work.now >= ended + d)
+            }
+            _ => false,
+        };
+        if !allowed_again {
+            return Done::Skipped(format!(
+                "was enrolled in {sequence} before and reenroll does not allow it yet"
+            ));
+        }
+    }
+    let mut enrollment = Enrollment {
+        record: work.record.key.clone(),
+        sequence: sequence.to_owned(),
+        enrolled_at: work.now,
+        status: "active".to_owned(),
+        next_step: None,
+        exit_reason: None,
+        ended_at: None,
+        timer: None,
+        next_at: None,
+        messages: Default::default(),
+    };
+    wait_for(work, &mut enrollment, Resume::Start, work.now);
+    // Shown on the record: the step it waits on (SPEC §7: the next with an id).
+    enrollment.next_step = first_step_id(&definition.steps);
+    save(work, enrollment);
+    work.raise("sequence.enrolled", json!({ "sequence": sequence }));
+    Done::Ok(Some(format!("enrolled in {sequence}")))
+}
+
+/// The `unenroll` action.
+pub(super) fn unenroll(work: &mut Work, sequence: Option<&str>) -> Done {
+    let names: Vec<String> = work
+        .enrollments
+        .iter()
+        .filter(|e| e.is_active() && sequence.is_none_or(|s| s == e.sequence))
+        .map(|e| e.sequence.clone())
+        .collect();
+    if names.is_empty() {
+        return Done::Skipped("not enrolled".to_owned());
+    }
+    for name in &names {
+        exit(work, name, "unenrolled");
+    }
+    Done::Ok(Some(format!("left {}", names.join(", "))))
+}
+
+/// Ends every active enrollment whose `exit_on` lists the event's type.
+pub(super) fn exit_on_event(work: &mut Work) {
+    let event_type = work.event.event_type.clone();
+    let leaving: Vec<String> = work
+        .enrollments
+        .iter()
+        .filter(|e| e.is_active())
+        .filter(|e| {
+            work.workflows
+                .sequences
+                .get(&e.sequence)
+                .is_some_and(|s| s.exit_on.contains(&event_type))
+        })
+        .map(|e| e.sequence.clone())
+        .collect();
+    for name in leaving {
+        exit(work, &name, &event_type);
+    }
+}
+
+/// Ends an active enrollment with a reason.
+fn exit(work: &mut Work, sequence: &str, reason: &str) {
+    end(work, sequence, "exited", Some(reason));
+    work.raise(
+        "sequence.exited",
+        json!({ "sequence": sequence, "reason": reason }),
+    );
+}
+
+fn end(work: &mut Work, sequence: &str, status: &str, reason: Option<&str>) {
+    let Some(mut e) = work
+        .enrollments
+        .iter()
+        .find(|e| e.sequence == sequence && e.is_active())
+        .cloned()
+    else {
+        return;
+    };
+    timers::cancel(work, e.timer.take());
+    e.status = status.to_owned();
+    e.exit_reason = reason.map(String::from);
+    e.ended_at = Some(work.now);
+    e.next_step = None;
+    e.next_at = None;
+    save(work, e);
+}
+
+fn save(work: &mut Work, enrollment: Enrollment) {
+    work.enrollments
+        .retain(|e| e.sequence != enrollment.sequence);
+    work.enrollments.push(enrollment.clone());
+    work.changes
+        .enrollments
+        .retain(|e| e.sequence != enrollment.sequence);
+    work.changes.enrollments.push(enrollment);
+}
+
+/// Sets the enrollment's timer: resume like `resume` at `due`.
+fn wait_for(work: &mut Work, e: &mut Enrollment, resume: Resume, due: DateTime<Utc>) {
+    timers::cancel(work, e.timer.take());
+    let id = format!(
+        "step/{}/{}/{}/{}",
+        e.record,
+        e.sequence,
+        e.enrolled_at.timestamp_millis(),
+        work.event.seq
+    );
+    let data = resume.to_json(&e.sequence);
+    let timer = Timer {
+        id,
+        due_at: due,
+        event: NewEvent {
+            id: None,
+            event_type: internal::STEP.to_owned(),
+            record: e.record.clone(),
+            fields: Map::new(),
+            data: data.as_object().cloned().unwrap_or_default(),
+            occurred_at: due,
+            depth: 0,
+        },
+    };
+    e.timer = Some(timer.reference());
+    e.next_step = match resume {
+        Resume::Step(id) => Some(id),
+        _ => None,
+    };
+    e.next_at = Some(due);
+    work.changes.timers.push(timer);
+}
+
+/// Handles a step event: runs the enrollment's steps from the one it waits
+/// on until the next wait, a closed window, an exit or the end.
+pub(super) fn resume(work: &mut Work) -> Result<(), StoreError> {
+    let name = work
+        .event
+        .data
+        .get("sequence")
+        .and_then(Json::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let Some(mut e) = work
+        .enrollments
+        .iter()
+        .find(|e| e.sequence == name && e.is_active())
+        .cloned()
+    else {
+        return Ok(());
+    };
+    // Only the timer the enrollment waits on may move it.
+    if e.timer.as_ref().is_none_or(|t| t.id != work.event.id) {
+        return Ok(());
+    }
+    e.timer = None;
+    let workflows = work.workflows;
+    let Some(definition) = workflows.sequences.get(&name) else {
+        save(work, e);
+        exit(work, &name, "definition_removed");
+        return Ok(());
+    };
+    let mut run = sequence_run(work, &name);
+    let ending = match Resume::from_event(&work.event.data) {
+        Resume::Start => {
+            let queue = definition.steps.iter().collect();
+            run_steps(work, definition, &mut e, &mut run, queue)?
+        }
+        Resume::Step(id) => match continuation(&definition.steps, &id) {
+            Some(steps) => run_steps(work, definition, &mut e, &mut run, steps.into())?,
+            // Reload removed the step (issue: reload decides before this happens).
+            None => Some(Ending::Exit("definition_changed".to_owned())),
+        },
+        Resume::End(ending) => Some(ending),
+    };
+    save(work, e);
+    match ending {
+        Some(Ending::Completed) => {
+            end(work, &name, "completed", None);
+            work.raise("sequence.completed", json!({ "sequence": name }));
+        }
+        Some(Ending::Exit(reason)) => exit(work, &name, &reason),
+        None => {}
+    }
+    work.changes.runs.push(run);
+    Ok(())
+}
+
+/// Runs steps in order; answers how the enrollment ended, or `None` when it
+/// waits (its timer set).
+fn run_steps<'s>(
+    work: &mut Work,
+    definition: &'s Sequence,
+    e: &mut Enrollment,
+    run: &mut Run,
+    mut queue: VecDeque<&'s Step>,
+) -> Result<Option<Ending>, StoreError> {
+    while let Some(step) = queue.pop_front() {
+        match &step.kind {
+            StepKind::Wait(_) => {
+                let (due, resume) = after_waits(work.now, step, &mut queue);
+                if due <= work.now {
+                    continue;
+                }
+                wait_for(work, e, resume, due);
+                return Ok(None);
+            }
+            StepKind::Exit(reason) => return Ok(Some(Ending::Exit(reason.clone()))),
+            StepKind::Branch {
+                condition,
+                then,
+                otherwise,
+            } => {
+                let scope = work.scope(&[]);
+                let taken = match work.workflows.expressions.eval(condition, &scope) {
+                    Ok(true) => then,
+                    Ok(false) => otherwise,
+                    Err(err) => {
+                        let why = format!("condition failed: {err}");
+                        actions::record_named_outcome(work, run, step_name(step, "if"), Err(why));
+                        return Ok(Some(Ending::Exit("failed".to_owned())));
+                    }
+                };
+                for s in taken.iter().rev() {
+                    queue.push_front(s);
+                }
+            }
+            StepKind::Email(_) | StepKind::Task(_) | StepKind::Webhook(_) => {
+                let id = step.id.clone().unwrap_or_default();
+                let zone = send_zone(work, definition);
+                if let Some(at) = window_opens(work, definition, zone, step, &id) {
+                    match at {
+                        Some(at) => {
+                            wait_for(work, e, Resume::Step(id), at);
+                            return Ok(None);
+                        }
+                        None => {
+                            let why = "the send window never opens".to_owned();
+                            actions::record_named_outcome(
+                                work,
+                                run,
+                                step_name(step, "email"),
+                                Err(why),
+                            );
+                            return Ok(Some(Ending::Exit("failed".to_owned())));
+                        }
+                    }
+                }
+                let (kind, result) = run_step(work, definition, e, step, &id, zone)?;
+                let failed =
+                    actions::record_named_outcome(work, run, step_name(step, kind), result);
+                if failed {
+                    return Ok(Some(Ending::Exit("failed".to_owned())));
+                }
+            }
+        }
+    }
+    Ok(Some(Ending::Completed))
+}
+
+/// Emails and tasks wait for the send window: `Some(Some(t))` when it is
+/// closed and opens at `t`, `Some(None)` when it never opens, `None` to
+/// go now. Webhooks go at once.
+fn window_opens(
+    work: &Work,
+    definition: &Sequence,
+    zone: Option<Tz>,
+    step: &Step,
+    id: &str,
+) -> Option<Option<DateTime<Utc>>> {
+    if matches!(step.kind, StepKind::Webhook(_)) {
+        return None;
+    }
+    let calendar = definition.send_window.as_ref()?;
+    let zone = zone.unwrap_or(calendar.timezone);
+    let key = format!("{}/{}/{id}", work.record.key, definition.name);
+    match window::send_time(calendar, zone, work.now, &key) {
+        Some(t) if t <= work.now => None,
+        other => Some(other),
+    }
+}
+
+/// The recipient's zone when the sequence names one and it renders to a
+/// known zone; else the send window's.
+fn send_zone(work: &mut Work, definition: &Sequence) -> Option<Tz> {
+    let template = definition.recipient_timezone.as_ref()?;
+    let scope = work.scope(&[]);
+    let text = work.workflows.expressions.render(template, &scope).ok()?;
+    text.trim().parse::<Tz>().ok()
+}
+
+fn run_step(
+    work: &mut Work,
+    definition: &Sequence,
+    e: &mut Enrollment,
+    step: &Step,
+    id: &str,
+    zone: Option<Tz>,
+) -> Result<(&'static str, ActionResult), StoreError> {
+    let zone = zone.or(definition.send_window.as_ref().map(|c| c.timezone));
+    let mut origin = Origin {
+        id: format!("{:016}-{id}", work.event.seq),
+        rule: format!("sequence:{}", definition.name),
+        step: Some(id.to_owned()),
+        thread: None,
+        zone: zone.map(|z| z.name().to_owned()),
+    };
+    Ok(match &step.kind {
+        StepKind::Email(action) => {
+            origin.thread = action
+                .thread
+                .as_ref()
+                .and_then(|t| e.messages.get(t).cloned());
+            let result = actions::email(work, action, &origin)?;
+            if matches!(result, Ok(Done::Ok(_))) {
+                e.messages.insert(id.to_owned(), origin.id.clone());
+            }
+            ("email", result)
+        }
+        StepKind::Task(action) => ("task", actions::task(work, action, &origin)),
+        StepKind::Webhook(action) => ("webhook", actions::webhook(work, action, &origin)),
+        _ => ("step", Ok(Done::Skipped("not an action step".to_owned()))),
+    })
+}
+
+/// Consumes consecutive waits; answers when they end and where to resume.
+fn after_waits<'s>(
+    now: DateTime<Utc>,
+    first: &'s Step,
+    queue: &mut VecDeque<&'s Step>,
+) -> (DateTime<Utc>, Resume) {
+    let mut due = now + wait_of(first);
+    while let Some(next) = queue.front() {
+        match &next.kind {
+            StepKind::Wait(_) => {
+                due += wait_of(next);
+                queue.pop_front();
+            }
+            StepKind::Exit(reason) => return (due, Resume::End(Ending::Exit(reason.clone()))),
+            _ => match &next.id {
+                Some(id) => return (due, Resume::Step(id.clone())),
+                None => return (due, Resume::End(Ending::Completed)),
+            },
+        }
+    }
+    (due, Resume::End(Ending::Completed))
+}
+
+fn wait_of(step: &Step) -> chrono::Duration {
+    match step.kind {
+        StepKind::Wait(d) => chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX),
+        _ => chrono::Duration::zero(),
+    }
+}
+
+fn first_step_id(steps: &[Step]) -> Option<String> {
+    steps.iter().find_map(|s| s.id.clone())
+}
+
+/// The steps left to run from step `id` (inclusive), across nested branches.
+fn continuation<'s>(steps: &'s [Step], id: &str) -> Option<Vec<&'s Step>> {
+    for (i, step) in steps.iter().enumerate() {
+        if step.id.as_deref() == Some(id) {
+            return Some(steps[i..].iter().collect());
+        }
+        if let StepKind::Branch {
+            then, otherwise, ..
+        } = &step.kind
+        {
+            for branch in [then, otherwise] {
+                if let Some(mut rest) = continuation(branch, id) {
+                    rest.extend(&steps[i + 1..]);
+                    return Some(rest);
+                }
+            }
+        }
+    }
+    None
+}
+
+fn step_name(step: &Step, kind: &str) -> String {
+    match &step.id {
+        Some(id) => format!("{kind} ({id})"),
+        None => kind.to_owned(),
+    }
+}
+
+fn sequence_run(work: &Work, name: &str) -> Run {
+    Run {
+        id: format!("{:016}-seq-{name}", work.event.seq),
+        rule: format!("sequence:{name}"),
+        event_id: work.event.id.clone(),
+        event_type: work.event.event_type.clone(),
+        record: work.record.key.clone(),
+        version: work.workflows.version.clone(),
+        condition: None,
+        matched: true,
+        saw: Default::default(),
+        actions: Vec::new(),
+        at: work.now,
+        error: None,
+    }
+}

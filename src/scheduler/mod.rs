@@ -1,0 +1,131 @@
+//! Time: durable timers (sequence waits, stalls, overdue tasks), cron
+//! schedules and send windows.
+//!
+//! Timers are rows ordered by due time. Firing one appends the event it
+//! carries to the log (its id is the timer's id, so it can never be appended
+//! twice) and deletes the timer in the same commit; the engine then handles
+//! it like any other event. Cost follows what is due, never what waits.
+//! Schedules keep only the last slot they handled (a counter), so a removed
+//! schedule simply stops and a reloaded one continues from its last slot.
+
+pub mod schedule;
+pub mod window;
+
+use crate::config::Workflows;
+use crate::config::workflows::RuleTrigger;
+use crate::engine::internal;
+use crate::state::{NewEvent, RecordKey};
+use crate::store::{Changes, Store, StoreError};
+use chrono::{DateTime, Utc};
+use schedule::SlotDue;
+use serde_json::json;
+
+/// Timers fired per commit.
+const FIRE_BATCH: usize = 1024;
+
+/// Appends the events of every timer and schedule slot due at `now` to the
+/// log; answers how many. The caller's next engine round handles them and
+/// flushes; a crash before that leaves the timers in place to fire again.
+pub fn fire_due<S: Store>(
+    store: &S,
+    workflows: &Workflows,
+    now: DateTime<Utc>,
+) -> Result<usize, StoreError> {
+    let mut changes = Changes::default();
+    for timer in store.due_timers(now, FIRE_BATCH)? {
+        changes.timers_done.push((timer.due_at, timer.id.clone()));
+        let mut event = timer.event;
+        event.id = Some(timer.id);
+        changes.events.push(event);
+    }
+    due_schedules(store, workflows, now, &mut changes)?;
+    let fired = changes.events.len();
+    if fired > 0 || !changes.counters.is_empty() {
+        store.commit(changes)?;
+    }
+    Ok(fired)
+}
+
+/// When the next timer or schedule slot is due.
+pub fn next_due<S: Store>(
+    store: &S,
+    workflows: &Workflows,
+    now: DateTime<Utc>,
+) -> Result<Option<DateTime<Utc>>, StoreError> {
+    let mut next = store.next_timer()?.map(|t| t.due_at);
+    for (name, schedule) in schedules(workflows) {
+        let last = last_slot(store, name)?.unwrap_or(now);
+        if let Some(slot) = schedule::next_after(schedule, last) {
+            next = Some(next.map_or(slot, |n| n.min(slot)));
+        }
+    }
+    Ok(next)
+}
+
+fn schedules(
+    workflows: &Workflows,
+) -> impl Iterator<Item = (&str, &crate::config::workflows::Schedule)> {
+    workflows.rules.iter().filter_map(|r| match &r.trigger {
+        RuleTrigger::Schedule(s) => Some((r.name.as_str(), s.as_ref())),
+        RuleTrigger::Events(_) => None,
+    })
+}
+
+fn counter_name(rule: &str) -> String {
+    format!("schedule/{rule}")
+}
+
+fn last_slot<S: Store>(store: &S, rule: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+    let ms = store.counter(&counter_name(rule))?;
+    Ok((ms > 0)
+        .then(|| DateTime::from_timestamp_millis(ms as i64))
+        .flatten())
+}
+
+fn due_schedules<S: Store>(
+    store: &S,
+    workflows: &Workflows,
+    now: DateTime<Utc>,
+    changes: &mut Changes,
+) -> Result<(), StoreError> {
+    for (rule, schedule) in schedules(workflows) {
+        let Some(last) = last_slot(store, rule)? else {
+            // A new schedule starts from now: slots before it existed are
+            // not "missed".
+            changes.counters.push((counter_name(rule), millis(now)));
+            continue;
+        };
+        let slot = match schedule::due(schedule, last, now) {
+            SlotDue::Nothing => continue,
+            SlotDue::Pass(slot) => slot,
+            SlotDue::Fire(slot) => {
+                changes.events.push(schedule_event(rule, slot));
+                slot
+            }
+        };
+        changes.counters.push((counter_name(rule), millis(slot)));
+    }
+    Ok(())
+}
+
+fn schedule_event(rule: &str, slot: DateTime<Utc>) -> NewEvent {
+    NewEvent {
+        id: Some(format!("schedule/{rule}/{}", millis(slot))),
+        event_type: internal::SCHEDULE.to_owned(),
+        record: RecordKey {
+            kind: internal::SCHEDULE_KIND.to_owned(),
+            id: rule.to_owned(),
+        },
+        fields: Default::default(),
+        data: json!({ "rule": rule, "slot": crate::engine::time(slot) })
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+        occurred_at: slot,
+        depth: 0,
+    }
+}
+
+fn millis(t: DateTime<Utc>) -> u64 {
+    u64::try_from(t.timestamp_millis()).unwrap_or(0)
+}

@@ -1,0 +1,327 @@
+//! The time machinery end to end on the virtual clock: sequences, windows,
+//! stalls, overdue tasks and schedules, through the real engine and store.
+
+use super::{Entry, TimedEvent, Timeline};
+use crate::config::{self, Workflows};
+use crate::state::{NewEvent, RecordKey};
+use chrono::{DateTime, Duration, Utc};
+use serde_json::{Map, Value as Json, json};
+use std::collections::HashMap;
+
+fn workflows(yaml: &str) -> Workflows {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("flows.yaml"), yaml).unwrap();
+    let (w, d) = config::load(dir.path(), &HashMap::new());
+    w.unwrap_or_else(|| panic!("{d:#?}"))
+}
+
+fn t(text: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(text).unwrap().to_utc()
+}
+
+fn event(at: DateTime<Utc>, event_type: &str, record: &str, fields: Json) -> TimedEvent {
+    let (kind, id) = record.split_once('/').unwrap();
+    TimedEvent {
+        at,
+        event: NewEvent {
+            id: None,
+            event_type: event_type.into(),
+            record: RecordKey {
+                kind: kind.into(),
+                id: id.into(),
+            },
+            fields: fields.as_object().cloned().unwrap_or_default(),
+            data: Map::new(),
+            occurred_at: at,
+            depth: 0,
+        },
+    }
+}
+
+fn simulate(w: &Workflows, start: &str, events: Vec<TimedEvent>, span: Duration) -> Timeline {
+    let start = t(start);
+    let run = super::run(w, start, events, start + span);
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(run)
+        .unwrap()
+}
+
+fn of<'a>(timeline: &'a Timeline, kind: &str) -> Vec<&'a Entry> {
+    timeline.entries.iter().filter(|e| e.kind == kind).collect()
+}
+
+fn text(e: &Entry, field: &str) -> String {
+    e.fields
+        .get(field)
+        .and_then(Json::as_str)
+        .unwrap_or_default()
+        .to_owned()
+}
+
+const CADENCE: &str = r#"
+calendars:
+  weekdays:
+    timezone: America/New_York
+    days: [mon, tue, wed, thu, fri]
+    hours: "09:00-17:00"
+    holidays: ["2026-03-04"]
+sequences:
+  - name: cadence
+    for: lead
+    send_window: weekdays
+    recipient_timezone: "{{ lead.timezone | default('America/New_York') }}"
+    steps:
+      - { id: one, email: { subject: "One", body: "Hi" } }
+      - wait: 1d
+      - { id: two, email: { subject: "Two", body: "Again", thread: one } }
+      - wait: 2s
+      - id: check
+        if: lead.hot is defined
+        then: [ { exit: hot } ]
+      - { id: three, task: { title: "Call", due: 1h } }
+rules:
+  - name: start
+    for: lead
+    on: signed.up
+    do: [ { enroll: cadence } ]
+"#;
+
+#[test]
+fn a_cadence_waits_for_the_window_skips_holidays_and_threads() {
+    let w = workflows(CADENCE);
+    // Monday 2026-03-02 06:00 New York: before the window opens.
+    let start = "2026-03-02T11:00:00Z";
+    let events = vec![event(
+        t(start),
+        "signed.up",
+        "lead/L1",
+        json!({"email": "a@p.example"}),
+    )];
+    let timeline = simulate(&w, start, events, Duration::days(10));
+    let emails = of(&timeline, "email");
+    assert_eq!(emails.len(), 2, "{:#?}", timeline.entries);
+    let local = |e: &Entry| e.at.with_timezone(&e.zone).format("%a %H").to_string();
+    assert_eq!(local(emails[0]), "Mon 09");
+    // One day later is Tuesday; the holiday Wednesday is not involved.
+    assert_eq!(local(emails[1]), "Tue 09");
+    assert!(text(emails[1], "thread").ends_with("-one"));
+    let tasks = of(&timeline, "task");
+    assert_eq!(tasks.len(), 1);
+    assert_eq!(text(tasks[0], "step"), "three");
+    assert_eq!(of(&timeline, "sequence.completed").len(), 1);
+}
+
+#[test]
+fn the_recipient_zone_decides_the_send_hour() {
+    let w = workflows(CADENCE);
+    let start = "2026-03-02T11:00:00Z";
+    let fields = json!({"email": "a@p.example", "timezone": "Europe/London"});
+    let timeline = simulate(
+        &w,
+        start,
+        vec![event(t(start), "signed.up", "lead/L1", fields)],
+        Duration::days(3),
+    );
+    let first = of(&timeline, "email")[0];
+    assert_eq!(first.zone, chrono_tz::Tz::Europe__London);
+    // 11:00 UTC is 11:00 in London: open, so it goes at once.
+    assert_eq!(first.at, t(start));
+}
+
+#[test]
+fn a_branch_exits_with_its_reason() {
+    let w = workflows(CADENCE);
+    let start = "2026-03-02T15:00:00Z";
+    let fields = json!({"email": "a@p.example", "hot": true});
+    let timeline = simulate(
+        &w,
+        start,
+        vec![event(t(start), "signed.up", "lead/L1", fields)],
+        Duration::days(5),
+    );
+    let exits = of(&timeline, "sequence.exited");
+    assert_eq!(exits.len(), 1);
+    assert_eq!(text(exits[0], "reason"), "hot");
+    assert!(of(&timeline, "task").is_empty());
+}
+
+#[test]
+fn an_exit_event_stops_the_cadence_before_the_next_step() {
+    let w = workflows(&CADENCE.replace(
+        "    send_window: weekdays\n",
+        "    exit_on: [email.replied]\n",
+    ));
+    let start = "2026-03-02T15:00:00Z";
+    let events = vec![
+        event(
+            t(start),
+            "signed.up",
+            "lead/L1",
+            json!({"email": "a@p.example"}),
+        ),
+        // A reply one second before step two is due.
+        event(
+            t(start) + Duration::days(1) - Duration::seconds(1),
+            "email.replied",
+            "lead/L1",
+            json!({}),
+        ),
+    ];
+    let timeline = simulate(&w, start, events, Duration::days(5));
+    assert_eq!(of(&timeline, "email").len(), 1);
+    let exits = of(&timeline, "sequence.exited");
+    assert_eq!(text(exits[0], "reason"), "email.replied");
+}
+
+#[test]
+fn enrolling_twice_does_nothing_and_reenroll_never_holds() {
+    let w = workflows(CADENCE);
+    let start = "2026-03-02T15:00:00Z";
+    let events = (0..3)
+        .map(|d| {
+            event(
+                t(start) + Duration::days(d * 3),
+                "signed.up",
+                "lead/L1",
+                json!({"email": "a@p.example"}),
+            )
+        })
+        .collect();
+    let timeline = simulate(&w, start, events, Duration::days(12));
+    assert_eq!(of(&timeline, "sequence.enrolled").len(), 1);
+    assert_eq!(of(&timeline, "email").len(), 2);
+}
+
+const STALLS: &str = r#"
+team:
+  people: [ { email: ana@x.example } ]
+pipelines:
+  - name: b2b
+    for: deal
+    stages:
+      - { name: open, stall_after: 3s, stall_repeat: 2s }
+      - { name: closing }
+rules:
+  - name: nag
+    for: deal
+    on: stage.stalled
+    do: [ { task: { title: "Nag {{ event.count }}", owner: ana@x.example, due: 1s } } ]
+  - name: late
+    for: deal
+    on: task.overdue
+    do: [ { set: { late: "{{ event.task_id }}" } } ]
+  - name: digest
+    on: { schedule: "0 8 * * 1-5", timezone: America/New_York }
+    for_each: { kind: deal, if: "deal.stage == 'open'" }
+    do: [ { notify: { to: ana@x.example, subject: "{{ deal.id }} still open" } } ]
+"#;
+
+#[test]
+fn stalls_repeat_and_stop_when_the_record_moves_on() {
+    let start = "2026-03-02T15:00:00Z";
+    let s = t(start);
+    let w = workflows(&format!(
+        "{STALLS}\n  - name: advance\n    for: deal\n    on: deal.moved\n    do: [ {{ move: closing }} ]\n"
+    ));
+    let events = vec![
+        event(s, "deal.opened", "deal/D1", json!({})),
+        event(s + Duration::seconds(6), "deal.moved", "deal/D1", json!({})),
+    ];
+    let timeline = simulate(&w, start, events, Duration::seconds(10));
+    let stalls: Vec<(i64, u64)> = of(&timeline, "stage.stalled")
+        .iter()
+        .map(|e| {
+            (
+                (e.at - s).num_seconds(),
+                e.fields["count"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    // At 3s and 5s; the move at 6s deletes the 7s repeat.
+    assert_eq!(stalls, [(3, 1), (5, 2)]);
+    let overdue = of(&timeline, "task.overdue");
+    assert_eq!(overdue.len(), 2, "each nag task goes overdue once");
+}
+
+#[test]
+fn a_completed_task_never_goes_overdue() {
+    let w = workflows(&STALLS.replace("stall_repeat: 2s", "stall_repeat: 1d"));
+    let start = "2026-03-02T15:00:00Z";
+    let s = t(start);
+    // The first nag task's id, from a run without the completion.
+    let first = simulate(
+        &w,
+        start,
+        vec![event(s, "deal.opened", "deal/D1", json!({}))],
+        Duration::seconds(10),
+    );
+    let stall_run_task = first
+        .entries
+        .iter()
+        .find(|e| e.kind == "task.created")
+        .map(|e| text(e, "task_id"))
+        .unwrap();
+    let mut complete = event(
+        s + Duration::milliseconds(3500),
+        "task.completed",
+        "deal/D1",
+        json!({}),
+    );
+    complete
+        .event
+        .data
+        .insert("task_id".into(), json!(stall_run_task));
+    let timeline = simulate(
+        &w,
+        start,
+        vec![event(s, "deal.opened", "deal/D1", json!({})), complete],
+        Duration::seconds(10),
+    );
+    assert!(!of(&timeline, "task.completed").is_empty());
+    let overdue: Vec<String> = of(&timeline, "task.overdue")
+        .iter()
+        .map(|e| text(e, "task_id"))
+        .collect();
+    assert!(!overdue.contains(&stall_run_task), "{overdue:?}");
+}
+
+#[test]
+fn a_schedule_runs_for_each_matching_record_in_its_zone() {
+    let w = workflows(&STALLS.replace("stall_after: 3s, stall_repeat: 2s", "stall_after: 30d"));
+    // Sunday noon UTC; the next weekday 08:00 New York is Monday 13:00 UTC.
+    let start = "2026-03-01T12:00:00Z";
+    let s = t(start);
+    let events = vec![
+        event(s, "deal.opened", "deal/D1", json!({})),
+        event(s, "deal.opened", "deal/D2", json!({})),
+    ];
+    let timeline = simulate(&w, start, events, Duration::days(2));
+    let notices = of(&timeline, "notify");
+    let digest: Vec<&&Entry> = notices
+        .iter()
+        .filter(|e| text(e, "rule") == "digest")
+        .collect();
+    assert_eq!(digest.len(), 2, "{:#?}", notices);
+    assert!(digest.iter().all(|e| e.at == t("2026-03-02T13:00:00Z")));
+}
+
+#[test]
+fn a_workflow_test_that_expects_what_never_happens_fails() {
+    let yaml = format!(
+        "{CADENCE}\ntests:\n  - name: wrong\n    start: \"2026-03-02T15:00:00Z\"\n    events:\n      - {{ type: signed.up, record: {{ kind: lead, id: L1, fields: {{ email: a@p.example }} }} }}\n    until: 5d\n    expect:\n      - {{ email: {{ step: two }} }}\n      - {{ email: {{ step: one }} }}\n    expect_not:\n      - {{ task: {{ step: three }} }}\n"
+    );
+    let w = workflows(&yaml);
+    let outcomes = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(super::workflow_test::run_all(&w))
+        .unwrap();
+    let failures = &outcomes[0].failures;
+    assert!(failures[0].contains("came earlier"), "{failures:#?}");
+    assert!(
+        failures[1].starts_with("not expected, but happened: { task"),
+        "{failures:#?}"
+    );
+}

@@ -1,0 +1,218 @@
+//! The timeline of a simulation: every event, send and task, in the order
+//! they happened, read back from the simulation's store.
+
+use crate::engine::internal;
+use crate::state::{Delivery, RecordKey};
+use crate::store::{EventTable, OutboxTable, Page, StoreError, TaskFilter, TaskTable};
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use serde_json::{Map, Value as Json, json};
+
+/// Events that repeat what other entries say; left out of the printed
+/// timeline (tests can still expect them).
+const QUIET: &[&str] = &["record.updated", "score.changed", "task.created"];
+
+/// One thing that happened.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    /// When.
+    pub at: DateTime<Utc>,
+    /// Zone it is shown in: the recipient's for sends, else UTC.
+    pub zone: Tz,
+    /// `email`, `notify`, `webhook`, `task` or an event type.
+    pub kind: String,
+    /// The record.
+    pub record: RecordKey,
+    /// What tests match against.
+    pub fields: Map<String, Json>,
+    /// Log position of the event it is or came from; sends and tasks sort
+    /// right after the event whose handling made them.
+    order: (u64, u8),
+}
+
+/// Everything that happened, in order.
+#[derive(Debug, Clone, Default)]
+pub struct Timeline {
+    /// Entries by time, then by log order.
+    pub entries: Vec<Entry>,
+}
+
+impl Timeline {
+    /// Reads the timeline out of a simulation's store.
+    pub fn from_store<S>(store: &S) -> Result<Timeline, StoreError>
+    where
+        S: EventTable + OutboxTable + TaskTable,
+    {
+        let mut entries = Vec::new();
+        let mut after = 0;
+        loop {
+            let events = store.events_after(after, 1024)?;
+            let Some(last) = events.last() else { break };
+            after = last.seq;
+            for e in events {
+                if e.event_type.starts_with(internal::PREFIX) {
+                    continue;
+                }
+                let mut fields = e.data.clone();
+                fields.insert("record".to_owned(), json!(e.record.to_string()));
+                entries.push(Entry {
+                    at: e.occurred_at,
+                    zone: Tz::UTC,
+                    kind: e.event_type,
+                    record: e.record,
+                    fields,
+                    order: (e.seq, 0),
+                });
+            }
+        }
+        for row in all_pages(|after| store.outbox(after, 1024))? {
+            let (kind, zone, mut fields) = delivery_fields(&row.delivery);
+            fields.insert("rule".to_owned(), json!(row.created_by));
+            fields.insert("step".to_owned(), json!(row.step));
+            fields.insert("record".to_owned(), json!(row.record.to_string()));
+            entries.push(Entry {
+                at: row.created_at,
+                zone: zone.unwrap_or(Tz::UTC),
+                kind: kind.to_owned(),
+                record: row.record,
+                fields,
+                order: (seq_of(&row.id), 1),
+            });
+        }
+        let filter = TaskFilter::default();
+        for task in all_pages(|after| store.tasks(&filter, after, 1024))? {
+            let fields = json!({
+                "title": task.title, "owner": task.owner, "step": task.step,
+                "rule": task.created_by, "record": task.record.to_string(),
+                "due_at": task.due_at.map(crate::engine::time),
+            });
+            entries.push(Entry {
+                at: task.created_at,
+                zone: Tz::UTC,
+                kind: "task".to_owned(),
+                record: task.record,
+                fields: fields.as_object().cloned().unwrap_or_default(),
+                order: (seq_of(&task.id), 1),
+            });
+        }
+        entries.sort_by_key(|e| (e.at, e.order));
+        Ok(Timeline { entries })
+    }
+
+    /// The entries worth printing.
+    pub fn printable(&self) -> impl Iterator<Item = &Entry> {
+        self.entries
+            .iter()
+            .filter(|e| !QUIET.contains(&e.kind.as_str()))
+    }
+}
+
+fn all_pages<T>(
+    mut page: impl FnMut(Option<&str>) -> Result<Page<T>, StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    let mut out = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let p = page(after.as_deref())?;
+        out.extend(p.items);
+        match p.next {
+            Some(next) => after = Some(next),
+            None => return Ok(out),
+        }
+    }
+}
+
+/// Outbox and task ids start with the log position of the event whose
+/// handling made them.
+fn seq_of(id: &str) -> u64 {
+    id.get(..16)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(u64::MAX)
+}
+
+fn delivery_fields(delivery: &Delivery) -> (&'static str, Option<Tz>, Map<String, Json>) {
+    let (kind, zone, value) = match delivery {
+        Delivery::Email {
+            to,
+            cc,
+            subject,
+            to_prospect,
+            zone,
+            thread,
+            ..
+        } => (
+            if *to_prospect { "email" } else { "notify" },
+            zone.as_deref().and_then(|z| z.parse::<Tz>().ok()),
+            json!({ "to": to, "cc": cc, "subject": subject, "thread": thread }),
+        ),
+        Delivery::Webhook { url, method, .. } => {
+            ("webhook", None, json!({ "url": url, "method": method }))
+        }
+    };
+    (kind, zone, value.as_object().cloned().unwrap_or_default())
+}
+
+impl Entry {
+    /// `YYYY-MM-DD HH:MM ZONE  kind  detail` (SPEC §7 "simulate").
+    pub fn line(&self) -> String {
+        let when = self
+            .at
+            .with_timezone(&self.zone)
+            .format("%Y-%m-%d %H:%M %Z");
+        format!("{when}  {:<18} {}", self.kind, self.detail())
+    }
+
+    /// The entry as one JSON object (`--format json`).
+    pub fn json(&self) -> Json {
+        let mut map = self.fields.clone();
+        map.insert("at".to_owned(), json!(crate::engine::time(self.at)));
+        map.insert("zone".to_owned(), json!(self.zone.name()));
+        map.insert("kind".to_owned(), json!(self.kind));
+        Json::Object(map)
+    }
+
+    fn text(&self, name: &str) -> String {
+        match self.fields.get(name) {
+            Some(Json::String(s)) => s.clone(),
+            None | Some(Json::Null) => String::new(),
+            Some(other) => other.to_string(),
+        }
+    }
+
+    fn detail(&self) -> String {
+        let origin = match self.text("step").as_str() {
+            "" => self.text("rule"),
+            step => step.to_owned(),
+        };
+        match self.kind.as_str() {
+            "email" | "notify" => format!(
+                "{} {origin} → {} \"{}\"",
+                self.record,
+                self.text("to"),
+                self.text("subject")
+            ),
+            "webhook" => format!(
+                "{} {origin} → {} {}",
+                self.record,
+                self.text("method"),
+                self.text("url")
+            ),
+            "task" => {
+                let owner = match self.text("owner").as_str() {
+                    "" => "unassigned".to_owned(),
+                    o => format!("for {o}"),
+                };
+                format!("{} \"{}\" {owner}", self.record, self.text("title"))
+            }
+            _ => {
+                let data: Vec<String> = self
+                    .fields
+                    .iter()
+                    .filter(|(k, v)| k.as_str() != "record" && !v.is_null())
+                    .map(|(k, _)| format!("{k}={}", self.text(k)))
+                    .collect();
+                format!("{} {}", self.record, data.join(" "))
+            }
+        }
+    }
+}
