@@ -104,3 +104,120 @@ fn a_missing_folder_is_reported_not_crashed_on() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("workflow folder not found"));
 }
+
+fn repo(path: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(path)
+        .to_string_lossy()
+        .into_owned()
+}
+
+#[test]
+fn test_passes_on_the_default_workflows_and_every_example() {
+    for dir in [
+        "workflows",
+        "examples/starter",
+        "examples/insurance-agency",
+        "examples/service-business",
+    ] {
+        let out = dealflow(&["test", &repo(dir)]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{dir}: {stdout}");
+        assert!(stdout.contains(" passed, 0 failed"), "{dir}: {stdout}");
+    }
+}
+
+#[test]
+fn test_fails_with_a_diff_when_the_timeline_differs() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("flows.yaml"),
+        r#"
+rules:
+  - name: greet
+    for: lead
+    on: signed.up
+    do: [ { task: { title: "Say hi" } } ]
+tests:
+  - name: expects a task that is not made
+    start: "2026-03-02T09:00:00Z"
+    events:
+      - { type: signed.up, record: { kind: lead, id: L1 } }
+    expect:
+      - { task: { title: "Say bye" } }
+"#,
+    )
+    .unwrap();
+    let out = dealflow(&["test", &dir.path().to_string_lossy()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("FAIL  expects a task that is not made"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("expected, but nothing matched: { task: {\"title\":\"Say bye\"} }"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("task               lead/L1 \"Say hi\" unassigned"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn simulate_prints_a_dated_timeline_in_the_recipients_zone() {
+    let out = dealflow(&[
+        "simulate",
+        "--workflows",
+        &repo("workflows"),
+        "--events",
+        &repo("workflows/events.jsonl"),
+        "--start",
+        "2026-03-02T08:00:00-05:00",
+        "--until",
+        "10d",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    // The lead's zone is America/Chicago: the intro goes at the window's start there.
+    let intro = stdout
+        .lines()
+        .find(|l| l.contains("email") && l.contains(" intro → pat@prospect.example"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(intro.starts_with("2026-03-02 09:0"), "{intro}");
+    assert!(intro.contains(" CST "), "{intro}");
+    assert!(
+        stdout.contains("sequence.exited    lead/L-1 reason=email.replied"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("stage.stalled      deal/D-1 count=1"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn simulate_reports_a_bad_events_line_and_runs_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.jsonl");
+    std::fs::write(
+        &events,
+        "{\"type\":\"form.submitted\",\"record\":{\"kind\":\"lead\",\"id\":\"L1\"}}\n{\"at\":\"4d\",\"type\":\"x\",\"record\":{\"kind\":\"lead\",\"id\":\"L1\"}}\n",
+    )
+    .unwrap();
+    let out = dealflow(&[
+        "simulate",
+        "--workflows",
+        &repo("workflows"),
+        "--events",
+        &events.to_string_lossy(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("events.jsonl:2: invalid offset \"4d\""),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty());
+}

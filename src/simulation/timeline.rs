@@ -25,8 +25,9 @@ pub struct Entry {
     pub record: RecordKey,
     /// What tests match against.
     pub fields: Map<String, Json>,
-    /// Log position of the event it is or came from; sends and tasks sort
-    /// right after the event whose handling made them.
+    /// Log position of the event it is or came from: sends and tasks sort
+    /// right after the event whose handling made them, before the events
+    /// that handling raised.
     order: (u64, u8),
 }
 

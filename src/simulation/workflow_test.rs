@@ -78,25 +78,32 @@ fn timed_event(
     }
 }
 
-/// Every way the timeline misses the test's expectations.
+/// Every way the timeline misses the test's expectations. Expected entries
+/// must happen in the order listed, by time: entries of the same moment
+/// (an email and the `sequence.completed` it led to) match in any order.
 pub fn check(test: &WorkflowTest, timeline: &Timeline) -> Vec<String> {
     let mut failures = Vec::new();
-    let mut position = 0;
+    let mut used = vec![false; timeline.entries.len()];
+    let mut not_before = None;
     for (kind, fields) in &test.expect {
-        let found = timeline.entries[position..]
+        let matches =
+            |e: &super::Entry| e.kind == *kind && contains(&Json::Object(e.fields.clone()), fields);
+        let found = timeline
+            .entries
             .iter()
-            .position(|e| e.kind == *kind && contains(&Json::Object(e.fields.clone()), fields));
+            .enumerate()
+            .position(|(i, e)| !used[i] && not_before.is_none_or(|t| e.at >= t) && matches(e));
         match found {
-            Some(offset) => position += offset + 1,
+            Some(i) => {
+                used[i] = true;
+                not_before = Some(timeline.entries[i].at);
+            }
             None => {
-                let what =
-                    if timeline.entries.iter().any(|e| {
-                        e.kind == *kind && contains(&Json::Object(e.fields.clone()), fields)
-                    }) {
-                        "expected, in this order, but it came earlier"
-                    } else {
-                        "expected, but nothing matched"
-                    };
+                let what = if timeline.entries.iter().any(matches) {
+                    "expected, in this order, but it came earlier"
+                } else {
+                    "expected, but nothing matched"
+                };
                 failures.push(format!("{what}: {{ {kind}: {fields} }}"));
                 break;
             }

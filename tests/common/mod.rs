@@ -64,3 +64,39 @@ pub fn workflow_dir(yaml: &str) -> (tempfile::TempDir, PathBuf) {
     std::fs::write(flows.join("flows.yaml"), yaml).unwrap();
     (dir, flows)
 }
+
+/// GETs a JSON answer.
+pub async fn get_json(url: &str) -> serde_json::Value {
+    let r = reqwest::get(url).await.expect("GET");
+    r.json().await.unwrap_or(serde_json::Value::Null)
+}
+
+/// POSTs a JSON body; answers the status and the JSON answer.
+pub async fn post_json(
+    url: &str,
+    body: serde_json::Value,
+) -> (reqwest::StatusCode, serde_json::Value) {
+    let r = reqwest::Client::new()
+        .post(url)
+        .json(&body)
+        .send()
+        .await
+        .expect("POST");
+    let status = r.status();
+    (status, r.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+/// Polls `probe` every 50 ms until it answers `Some`, for at most `seconds`.
+pub async fn eventually<T, F, Fut>(seconds: u64, what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    for _ in 0..seconds * 20 {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
