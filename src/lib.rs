@@ -7,6 +7,8 @@
 //!   (durable before the `202`);
 //! - `worker` is the single writer: it feeds logged events in order to the
 //!   pure `engine` and commits what the engine answers, cursor included;
+//! - `delivery` hands outbox rows to a mail server or a webhook, once, with
+//!   retries, limits, unsubscribe links and inbound mail;
 //! - `scheduler` turns due timers and schedule slots into logged events and
 //!   knows send windows; the worker fires them between rounds;
 //! - `simulation` runs the same engine and scheduler on a virtual clock over
@@ -14,13 +16,14 @@
 //! - `state` holds the durable types, `clock` the only reading of time,
 //!   `cli` the commands.
 //!
-//! Still to come: `delivery` (SMTP, webhooks), `reload`, `report`.
+//! Still to come: `reload`, `report`.
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod delivery;
 pub mod engine;
 pub mod scheduler;
 pub mod simulation;

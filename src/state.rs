@@ -229,6 +229,9 @@ pub enum Delivery {
         headers: Vec<(String, String)>,
         /// JSON body.
         body: Json,
+        /// Signing secret (never shown by the API).
+        #[serde(default)]
+        secret: Option<String>,
     },
 }
 
@@ -246,6 +249,19 @@ pub enum OutboxStatus {
     Failed,
     /// Given up.
     Dead,
+    /// Stopped before it was handed over (unsubscribed, bounced, the
+    /// enrollment exited).
+    Cancelled,
+    /// Interrupted by a crash while being handed over, and
+    /// `on_uncertain: hold` says a person decides.
+    Held,
+}
+
+impl OutboxStatus {
+    /// Whether delivery still has work to do on it.
+    pub fn is_waiting(self) -> bool {
+        matches!(self, OutboxStatus::Pending | OutboxStatus::Failed)
+    }
 }
 
 /// A side effect waiting to be delivered.
@@ -268,6 +284,25 @@ pub struct OutboxEntry {
     /// The sequence step that produced it.
     #[serde(default)]
     pub step: Option<String>,
+    /// Not before this time (retry backoff, rate-limit deferral).
+    #[serde(default)]
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// What went wrong last, or why it waits.
+    #[serde(default)]
+    pub last_error: Option<String>,
+    /// How many times a sending limit deferred it.
+    #[serde(default)]
+    pub deferrals: u32,
+    /// When the receiver accepted it.
+    #[serde(default)]
+    pub sent_at: Option<DateTime<Utc>>,
+}
+
+impl OutboxEntry {
+    /// When delivery may next try it.
+    pub fn due_at(&self) -> DateTime<Utc> {
+        self.next_attempt_at.unwrap_or(self.created_at)
+    }
 }
 
 /// A sequence enrollment.

@@ -5,6 +5,7 @@
 
 mod error;
 pub mod events;
+mod mail;
 mod routes;
 
 pub use error::ApiError;
@@ -39,4 +40,6 @@ pub struct App<S: Store> {
     pub workflows_dir: String,
     /// Largest request body.
     pub max_body: usize,
+    /// Signs and checks unsubscribe links.
+    pub unsubscribe: crate::delivery::unsubscribe::UnsubscribeKey,
 }

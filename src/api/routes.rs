@@ -30,12 +30,18 @@ pub fn router<S: Store>(app: Arc<App<S>>) -> Router {
         .route("/tasks/{id}/complete", post(complete_task::<S>))
         .route("/runs", get(get_runs::<S>))
         .route("/status", get(get_status::<S>))
+        .route("/outbox", get(super::mail::get_outbox::<S>))
+        .route("/inbound/email", post(super::mail::post_inbound::<S>))
         .layer(middleware::from_fn_with_state(
             app.clone(),
             require_token::<S>,
         ));
     Router::new()
         .nest("/v1", v1)
+        .route(
+            "/u/{token}",
+            get(super::mail::unsubscribe_page::<S>).post(super::mail::unsubscribe::<S>),
+        )
         .route("/healthz", get(|| async { "ok" }))
         .layer(DefaultBodyLimit::max(app.max_body))
         .layer(tower_http::trace::TraceLayer::new_for_http())
@@ -50,11 +56,22 @@ async fn require_token<S: Store>(
     let Some(token) = &app.token else {
         return next.run(request).await;
     };
-    let given = request
+    let bearer = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned);
+    // Mail providers' inbound webhooks often cannot set headers (SPEC §7).
+    let given = bearer.or_else(|| {
+        request
+            .uri()
+            .path()
+            .ends_with("/inbound/email")
+            .then(|| query_token(request.uri().query()))
+            .flatten()
+    });
+    let given = given.as_deref();
     if given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
         next.run(request).await
     } else {
@@ -65,6 +82,17 @@ async fn require_token<S: Store>(
         )
         .into_response()
     }
+}
+
+fn query_token(query: Option<&str>) -> Option<String> {
+    query?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("token="))
+        .map(|t| {
+            t.replace("%2F", "/")
+                .replace("%2B", "+")
+                .replace("%3D", "=")
+        })
 }
 
 /// Compares without stopping at the first difference, so timing does not
@@ -209,13 +237,25 @@ async fn post_stage<S: Store>(
 
 /// `?limit=&after=` of every listing.
 #[derive(Deserialize)]
-struct Paging {
-    limit: Option<usize>,
-    after: Option<String>,
+pub(super) struct Paging {
+    pub limit: Option<usize>,
+    pub after: Option<String>,
+}
+
+/// `?record=KIND/ID`.
+pub(super) fn record_param(text: Option<&str>) -> Result<Option<RecordKey>, ApiError> {
+    let Some(text) = text else { return Ok(None) };
+    let (kind, id) = text.split_once('/').ok_or_else(|| {
+        ApiError::bad_request("invalid_query", "record must be KIND/ID, e.g. lead/L1")
+    })?;
+    Ok(Some(RecordKey {
+        kind: kind.to_owned(),
+        id: id.to_owned(),
+    }))
 }
 
 impl Paging {
-    fn limit(&self) -> usize {
+    pub(super) fn limit(&self) -> usize {
         self.limit.unwrap_or(100).clamp(1, MAX_PAGE)
     }
 }
@@ -323,20 +363,8 @@ async fn get_runs<S: Store>(
     State(app): State<Arc<App<S>>>,
     Query(q): Query<RunQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let record = match q.record.as_deref() {
-        None => None,
-        Some(r) => {
-            let (kind, id) = r.split_once('/').ok_or_else(|| {
-                ApiError::bad_request("invalid_query", "record must be KIND/ID, e.g. lead/L1")
-            })?;
-            Some(RecordKey {
-                kind: kind.to_owned(),
-                id: id.to_owned(),
-            })
-        }
-    };
     let filter = RunFilter {
-        record,
+        record: record_param(q.record.as_deref())?,
         rule: q.rule,
     };
     let paging = Paging {

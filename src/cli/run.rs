@@ -3,6 +3,7 @@
 use crate::api::{self, App};
 use crate::clock::{Clock, SystemClock};
 use crate::config;
+use crate::delivery::{self, unsubscribe::UnsubscribeKey};
 use crate::store::{KvStore, SledBackend};
 use crate::worker;
 use anyhow::{Context, bail};
@@ -57,6 +58,17 @@ async fn serve(
     let rules = workflows.rules.len();
     let workflows = Arc::new(arc_swap::ArcSwap::from_pointee(workflows));
     let cancel = CancellationToken::new();
+    let unsubscribe = UnsubscribeKey::load_or_create(options.data)?;
+    let delivery_task = delivery::spawn(
+        delivery::Outbox {
+            store: store.clone(),
+            workflows: workflows.clone(),
+            clock: clock.clone(),
+            key: unsubscribe.clone(),
+            data_dir: options.data.to_path_buf(),
+        },
+        cancel.clone(),
+    );
     let (handle, worker_task) = worker::spawn(
         store.clone(),
         workflows.clone(),
@@ -72,6 +84,7 @@ async fn serve(
         token,
         workflows_dir: options.workflows.display().to_string(),
         max_body: options.max_body,
+        unsubscribe,
     });
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
@@ -90,6 +103,7 @@ async fn serve(
         .await?;
     cancel.cancel();
     let _ = worker_task.await;
+    let _ = delivery_task.await;
     crate::store::Store::flush(store.as_ref()).await?;
     tracing::info!("Dealflow stopped.");
     Ok(())

@@ -130,6 +130,17 @@ impl Default for Settings {
     }
 }
 
+impl Settings {
+    /// Where the daemon is reached from outside (unsubscribe links), without
+    /// a trailing slash.
+    pub fn public_base(&self) -> &str {
+        self.public_url
+            .as_deref()
+            .unwrap_or("http://127.0.0.1:8080")
+            .trim_end_matches('/')
+    }
+}
+
 /// Sending limits; none unless set.
 #[derive(Debug, Clone, Default)]
 pub struct Limits {

@@ -390,13 +390,14 @@ fn emit(work: &mut Work, event_type: &str, data: Option<&JsonTemplate>) -> Actio
 
 /// The unsubscribe link of an outbox row; the Delivery work signs it.
 fn unsubscribe_url(work: &Work, outbox_id: &str) -> String {
-    let base = work
-        .workflows
-        .settings
-        .public_url
-        .as_deref()
-        .unwrap_or("http://127.0.0.1:8080");
-    format!("{base}/u/{outbox_id}")
+    unsubscribe_placeholder(work.workflows, outbox_id)
+}
+
+/// The unsubscribe link the engine renders into an email. The engine holds
+/// no secrets, so delivery replaces it with the signed link (see
+/// `delivery::unsubscribe`) right before the email is handed over.
+pub fn unsubscribe_placeholder(workflows: &crate::config::Workflows, outbox_id: &str) -> String {
+    format!("{}/u/{outbox_id}", workflows.settings.public_base())
 }
 
 pub(super) fn email(
@@ -572,6 +573,7 @@ pub(super) fn webhook(work: &mut Work, w: &WebhookAction, origin: &Origin) -> Ac
             method: w.method.clone(),
             headers: headers?,
             body,
+            secret: w.secret.clone(),
         },
     );
     Ok(Done::Ok(Some(format!("webhook to {url} queued"))))
@@ -587,5 +589,9 @@ fn queue_delivery(work: &mut Work, origin: &Origin, delivery: Delivery) {
         created_at: work.now,
         created_by: origin.rule.clone(),
         step: origin.step.clone(),
+        next_attempt_at: None,
+        last_error: None,
+        deferrals: 0,
+        sent_at: None,
     });
 }

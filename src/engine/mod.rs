@@ -13,6 +13,7 @@ mod scoring;
 mod sequence;
 mod timers;
 
+pub use actions::unsubscribe_placeholder;
 pub use context::{record_json, time};
 
 use crate::config::Workflows;
@@ -404,6 +405,7 @@ pub fn handle(
 
 /// Built-in events that change state themselves before rules see them.
 fn apply_builtin(work: &mut Work) -> Result<(), StoreError> {
+    suppress_on_opt_out(work);
     if work.event.event_type == "task.completed" {
         let id = work
             .event
@@ -421,6 +423,32 @@ fn apply_builtin(work: &mut Work) -> Result<(), StoreError> {
         }
     }
     Ok(())
+}
+
+/// An unsubscribe or a hard bounce puts the address on the suppression
+/// list, which every workflow's email is checked against.
+fn suppress_on_opt_out(work: &mut Work) {
+    let data = &work.event.data;
+    let soft_bounce = work.event.event_type == "email.bounced"
+        && data
+            .get("status")
+            .and_then(Json::as_str)
+            .is_some_and(|s| s.starts_with('4'));
+    if !matches!(
+        work.event.event_type.as_str(),
+        "email.unsubscribed" | "email.bounced"
+    ) || soft_bounce
+    {
+        return;
+    }
+    let address = data
+        .get("email")
+        .or_else(|| work.record.fields.get("email"))
+        .and_then(Json::as_str)
+        .map(str::to_lowercase);
+    if let Some(address) = address {
+        work.changes.suppress.push(address);
+    }
 }
 
 /// Requests a gated stage move from outside (API): refused moves change

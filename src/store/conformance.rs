@@ -296,6 +296,10 @@ pub fn outbox_rows_round_trip<S: Store>(s: &S) {
         created_at: at(0),
         created_by: "r".into(),
         step: None,
+        next_attempt_at: None,
+        last_error: None,
+        deferrals: 0,
+        sent_at: None,
     };
     let email = Delivery::Email {
         to: "p@x".into(),
@@ -313,14 +317,52 @@ pub fn outbox_rows_round_trip<S: Store>(s: &S) {
         method: "POST".into(),
         headers: vec![("a".into(), "b".into())],
         body: json!({"n": 1, "x": [true, null]}),
+        secret: Some("s".into()),
     };
-    let rows = vec![row("o1", email), row("o2", hook)];
+    let mut rows = vec![row("o1", email), row("o2", hook)];
+    rows[1].next_attempt_at = Some(at(50));
     s.commit(Changes {
         outbox: rows.clone(),
         ..Changes::default()
     })
     .unwrap();
     assert_eq!(s.outbox(None, 10).unwrap().items, rows);
+    assert_eq!(s.outbox_entry("o2").unwrap(), Some(rows[1].clone()));
+    // The delivery queue: due rows by time, the next due time, sending rows.
+    let ids = |v: Vec<OutboxEntry>| v.into_iter().map(|o| o.id).collect::<Vec<_>>();
+    assert_eq!(ids(s.due_outbox(at(10), 10).unwrap()), ["o1"]);
+    assert_eq!(ids(s.due_outbox(at(60), 10).unwrap()), ["o1", "o2"]);
+    let mut sending = rows[0].clone();
+    sending.status = OutboxStatus::Sending;
+    s.commit(Changes {
+        outbox: vec![sending.clone()],
+        ..Changes::default()
+    })
+    .unwrap();
+    assert_eq!(ids(s.due_outbox(at(60), 10).unwrap()), ["o2"]);
+    assert_eq!(ids(s.sending_outbox(10).unwrap()), ["o1"]);
+    assert_eq!(s.next_outbox_due().unwrap(), Some(at(50)));
+    let mut sent = sending;
+    sent.status = OutboxStatus::Sent;
+    let mut retry = rows[1].clone();
+    retry.status = OutboxStatus::Failed;
+    retry.next_attempt_at = Some(at(90));
+    s.commit(Changes {
+        outbox: vec![sent, retry],
+        ..Changes::default()
+    })
+    .unwrap();
+    assert!(s.sending_outbox(10).unwrap().is_empty());
+    assert!(s.due_outbox(at(60), 10).unwrap().is_empty());
+    assert_eq!(ids(s.due_outbox(at(90), 10).unwrap()), ["o2"]);
+    let filter = OutboxFilter {
+        status: Some(OutboxStatus::Sent),
+        record: None,
+    };
+    assert_eq!(
+        ids(s.outbox_matching(&filter, None, 10).unwrap().items),
+        ["o1"]
+    );
 }
 
 macro_rules! conformance {

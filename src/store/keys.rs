@@ -13,6 +13,10 @@ pub const RECORD: &[u8] = b"rc\0";
 pub const STAGE_VISIT: &[u8] = b"sv\0";
 pub const TASK: &[u8] = b"tk\0";
 pub const OUTBOX: &[u8] = b"ob\0";
+/// Outbox rows waiting for delivery, by when they are due.
+pub const OUTBOX_DUE: &[u8] = b"oq\0";
+/// Outbox rows being handed over right now (found here after a crash).
+pub const OUTBOX_SENDING: &[u8] = b"os\0";
 pub const TIMER: &[u8] = b"tm\0";
 pub const ENROLLMENT: &[u8] = b"en\0";
 pub const RUN: &[u8] = b"rn\0";
@@ -64,16 +68,25 @@ pub fn outbox(id: &str) -> Vec<u8> {
     join(&[OUTBOX, id.as_bytes()])
 }
 
+pub fn outbox_due(due: DateTime<Utc>, id: &str) -> Vec<u8> {
+    let ms = u64::try_from(due.timestamp_millis()).unwrap_or(0);
+    join(&[OUTBOX_DUE, &ms.to_be_bytes(), id.as_bytes()])
+}
+
+pub fn outbox_sending(id: &str) -> Vec<u8> {
+    join(&[OUTBOX_SENDING, id.as_bytes()])
+}
+
+/// The due time (ms) written in an outbox queue key.
+pub fn outbox_due_ms(key: &[u8]) -> Option<u64> {
+    let bytes = key.strip_prefix(OUTBOX_DUE)?.get(..8)?;
+    Some(u64::from_be_bytes(bytes.try_into().ok()?))
+}
+
 /// Timers sort by due time (milliseconds since the epoch; earlier ones clamp to 0).
 pub fn timer(due: DateTime<Utc>, id: &str) -> Vec<u8> {
     let ms = u64::try_from(due.timestamp_millis()).unwrap_or(0);
     join(&[TIMER, &ms.to_be_bytes(), id.as_bytes()])
-}
-
-/// The due time (ms) written in a timer key.
-pub fn timer_due_ms(key: &[u8]) -> Option<u64> {
-    let bytes = key.strip_prefix(TIMER)?.get(..8)?;
-    Some(u64::from_be_bytes(bytes.try_into().ok()?))
 }
 
 pub fn enrollment_prefix(key: &RecordKey) -> Vec<u8> {

@@ -168,6 +168,62 @@ impl<B: Backend> KvStore<B> {
         Ok(out)
     }
 
+    /// Entries of a time-ordered index (8 due-time bytes after `prefix`)
+    /// due at `now`, earliest first. Reads small pages and stops at the
+    /// first entry not yet due, so the cost follows what is due, not what
+    /// waits.
+    fn scan_due(
+        &self,
+        prefix: &[u8],
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<super::backend::Entry>, StoreError> {
+        const PAGE: usize = 64;
+        let now_ms = u64::try_from(now.timestamp_millis()).unwrap_or(0);
+        let due_ms = |key: &[u8]| {
+            let bytes = key.strip_prefix(prefix)?.get(..8)?;
+            Some(u64::from_be_bytes(bytes.try_into().ok()?))
+        };
+        let mut out = Vec::new();
+        let mut after: Option<Vec<u8>> = None;
+        while out.len() < limit {
+            let want = PAGE.min(limit - out.len());
+            let page = self.backend.scan(prefix, after.as_deref(), want)?;
+            let full = page.len() == want;
+            for (key, value) in page {
+                if due_ms(&key).is_none_or(|due| due > now_ms) {
+                    return Ok(out);
+                }
+                after = Some(key.clone());
+                out.push((key, value));
+            }
+            if !full {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes an outbox row and keeps its delivery indexes in step: queued
+    /// by due time while waiting, listed while being handed over.
+    fn stage_outbox(&self, row: &OutboxEntry, writes: &mut Vec<KvWrite>) -> Result<(), StoreError> {
+        if let Some(old) = self.get::<OutboxEntry>(&keys::outbox(&row.id))? {
+            writes.push(KvWrite::Delete(keys::outbox_due(old.due_at(), &old.id)));
+            writes.push(KvWrite::Delete(keys::outbox_sending(&old.id)));
+        }
+        if row.status.is_waiting() {
+            writes.push(KvWrite::Put(
+                keys::outbox_due(row.due_at(), &row.id),
+                Vec::new(),
+            ));
+        }
+        if row.status == OutboxStatus::Sending {
+            writes.push(KvWrite::Put(keys::outbox_sending(&row.id), Vec::new()));
+        }
+        writes.push(KvWrite::Put(keys::outbox(&row.id), encode(row)?));
+        Ok(())
+    }
+
     fn stage_task(&self, task: &Task, writes: &mut Vec<KvWrite>) -> Result<(), StoreError> {
         if let Some(old) = self.get::<Task>(&keys::task(&task.id))? {
             writes.push(KvWrite::Delete(open_task_key(
@@ -328,42 +384,66 @@ impl<B: Backend> TaskTable for KvStore<B> {
 
 impl<B: Backend> OutboxTable for KvStore<B> {
     fn outbox(&self, after: Option<&str>, limit: usize) -> Result<Page<OutboxEntry>, StoreError> {
+        self.outbox_matching(&OutboxFilter::default(), after, limit)
+    }
+
+    fn outbox_matching(
+        &self,
+        filter: &OutboxFilter,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<OutboxEntry>, StoreError> {
         filtered_page(
             self,
             keys::OUTBOX,
             after,
             limit,
             false,
-            |_: &OutboxEntry| true,
+            |o: &OutboxEntry| {
+                filter.status.is_none_or(|s| o.status == s)
+                    && filter.record.as_ref().is_none_or(|r| &o.record == r)
+            },
         )
+    }
+
+    fn outbox_entry(&self, id: &str) -> Result<Option<OutboxEntry>, StoreError> {
+        self.get(&keys::outbox(id))
+    }
+
+    fn due_outbox(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<OutboxEntry>, StoreError> {
+        let mut rows = Vec::new();
+        for (key, _) in self.scan_due(keys::OUTBOX_DUE, now, limit)? {
+            let id = String::from_utf8_lossy(&key[keys::OUTBOX_DUE.len() + 8..]).into_owned();
+            rows.extend(self.outbox_entry(&id)?);
+        }
+        Ok(rows)
+    }
+
+    fn next_outbox_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        Ok(self
+            .backend
+            .scan(keys::OUTBOX_DUE, None, 1)?
+            .first()
+            .and_then(|(k, _)| keys::outbox_due_ms(k))
+            .and_then(|ms| DateTime::from_timestamp_millis(ms as i64)))
+    }
+
+    fn sending_outbox(&self, limit: usize) -> Result<Vec<OutboxEntry>, StoreError> {
+        let mut rows = Vec::new();
+        for (key, _) in self.backend.scan(keys::OUTBOX_SENDING, None, limit)? {
+            let id = String::from_utf8_lossy(&key[keys::OUTBOX_SENDING.len()..]).into_owned();
+            rows.extend(self.outbox_entry(&id)?);
+        }
+        Ok(rows)
     }
 }
 
 impl<B: Backend> TimerTable for KvStore<B> {
     fn due_timers(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Timer>, StoreError> {
-        // The due time is in the key: read small pages and stop at the first
-        // timer not yet due, so the cost follows what is due, not what waits.
-        const PAGE: usize = 64;
-        let now_ms = u64::try_from(now.timestamp_millis()).unwrap_or(0);
-        let mut out = Vec::new();
-        let mut after: Option<Vec<u8>> = None;
-        while out.len() < limit {
-            let page =
-                self.backend
-                    .scan(keys::TIMER, after.as_deref(), PAGE.min(limit - out.len()))?;
-            let full = page.len() == PAGE.min(limit - out.len());
-            for (key, value) in page {
-                if keys::timer_due_ms(&key).is_none_or(|due| due > now_ms) {
-                    return Ok(out);
-                }
-                out.push(decode(&key, &value)?);
-                after = Some(key);
-            }
-            if !full {
-                break;
-            }
-        }
-        Ok(out)
+        self.scan_due(keys::TIMER, now, limit)?
+            .into_iter()
+            .map(|(key, value)| decode(&key, &value))
+            .collect()
     }
 
     fn next_timer(&self) -> Result<Option<Timer>, StoreError> {
@@ -431,7 +511,7 @@ impl<B: Backend> Store for KvStore<B> {
             self.stage_task(t, &mut w)?;
         }
         for o in &changes.outbox {
-            w.push(KvWrite::Put(keys::outbox(&o.id), encode(o)?));
+            self.stage_outbox(o, &mut w)?;
         }
         for t in &changes.timers {
             w.push(KvWrite::Put(keys::timer(t.due_at, &t.id), encode(t)?));

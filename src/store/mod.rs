@@ -23,8 +23,8 @@ pub use memory::MemoryBackend;
 pub use sled_backend::SledBackend;
 
 use crate::state::{
-    Enrollment, Event, NewEvent, OutboxEntry, Record, RecordKey, Run, StageVisit, Task, TaskStatus,
-    Timer,
+    Enrollment, Event, NewEvent, OutboxEntry, OutboxStatus, Record, RecordKey, Run, StageVisit,
+    Task, TaskStatus, Timer,
 };
 use chrono::{DateTime, Utc};
 use std::future::Future;
@@ -141,10 +141,34 @@ pub trait TaskTable {
     fn open_task_count(&self, owner: &str) -> Result<usize, StoreError>;
 }
 
+/// Which outbox rows to list.
+#[derive(Debug, Clone, Default)]
+pub struct OutboxFilter {
+    /// Only in this status.
+    pub status: Option<OutboxStatus>,
+    /// Only this record's.
+    pub record: Option<RecordKey>,
+}
+
 /// Deliveries waiting or done.
 pub trait OutboxTable {
-    /// Rows in a status, oldest first.
+    /// Every row, by id, a page at a time.
     fn outbox(&self, after: Option<&str>, limit: usize) -> Result<Page<OutboxEntry>, StoreError>;
+    /// Rows matching a filter, by id, a page at a time.
+    fn outbox_matching(
+        &self,
+        filter: &OutboxFilter,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<OutboxEntry>, StoreError>;
+    /// One row.
+    fn outbox_entry(&self, id: &str) -> Result<Option<OutboxEntry>, StoreError>;
+    /// Rows waiting whose time has come, earliest first.
+    fn due_outbox(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<OutboxEntry>, StoreError>;
+    /// When the earliest waiting row is due.
+    fn next_outbox_due(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
+    /// Rows marked as being handed over (after a crash: interrupted sends).
+    fn sending_outbox(&self, limit: usize) -> Result<Vec<OutboxEntry>, StoreError>;
 }
 
 /// Timers, ordered by due time.

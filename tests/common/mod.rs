@@ -1,6 +1,8 @@
 //! Starting the real daemon on an OS-chosen loopback port, for end-to-end tests.
 #![allow(dead_code)]
 
+pub mod sinks;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -1,0 +1,257 @@
+//! Email-facing routes: the outbox listing, the unsubscribe page and its
+//! one-click POST (RFC 8058), and inbound mail (replies, bounces).
+
+use super::routes::{Paging, record_param};
+use super::{ApiError, App};
+use crate::delivery::inbound::{self, Inbound};
+use crate::state::{Delivery, NewEvent, OutboxEntry, OutboxStatus, RecordKey};
+use crate::store::{Changes, OutboxFilter, Store};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use std::sync::Arc;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct OutboxQuery {
+    status: Option<String>,
+    record: Option<String>,
+    limit: Option<usize>,
+    after: Option<String>,
+}
+
+/// `GET /v1/outbox`: deliveries with their state, attempts and last error.
+pub(super) async fn get_outbox<S: Store>(
+    State(app): State<Arc<App<S>>>,
+    Query(q): Query<OutboxQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let status = q
+        .status
+        .as_deref()
+        .map(|s| {
+            serde_json::from_value::<OutboxStatus>(json!(s)).map_err(|_| {
+                ApiError::bad_request(
+                    "invalid_query",
+                    format!("status must be pending, sending, sent, failed, dead, cancelled or held, not \"{s}\""),
+                )
+            })
+        })
+        .transpose()?;
+    let filter = OutboxFilter {
+        status,
+        record: record_param(q.record.as_deref())?,
+    };
+    let paging = Paging {
+        limit: q.limit,
+        after: q.after,
+    };
+    let page = app
+        .store
+        .outbox_matching(&filter, paging.after.as_deref(), paging.limit())?;
+    let rows: Vec<Value> = page.items.iter().map(shown).collect();
+    Ok(Json(json!({ "outbox": rows, "next": page.next })))
+}
+
+/// A row as the API shows it: never a webhook's signing secret.
+fn shown(row: &OutboxEntry) -> Value {
+    let mut row = row.clone();
+    if let Delivery::Webhook { secret, .. } = &mut row.delivery
+        && secret.is_some()
+    {
+        *secret = Some("(set)".to_owned());
+    }
+    serde_json::to_value(row).unwrap_or(Value::Null)
+}
+
+/// The row and address an unsubscribe token stands for.
+fn unsubscribe_target<S: Store>(
+    app: &App<S>,
+    token: &str,
+) -> Result<(OutboxEntry, String), Box<Response>> {
+    let not_found = || {
+        (
+            StatusCode::NOT_FOUND,
+            page(
+                "Link not recognised",
+                "This unsubscribe link is not valid. If you copied it, check that it is complete.",
+            ),
+        )
+            .into_response()
+    };
+    let not_found = || Box::new(not_found());
+    let id = app.unsubscribe.verify(token).ok_or_else(not_found)?;
+    let row = match app.store.outbox_entry(&id) {
+        Ok(Some(row)) => row,
+        Ok(None) => return Err(not_found()),
+        Err(e) => return Err(Box::new(ApiError::from(e).into_response())),
+    };
+    match &row.delivery {
+        Delivery::Email { to, .. } => {
+            let to = to.clone();
+            Ok((row, to))
+        }
+        Delivery::Webhook { .. } => Err(not_found()),
+    }
+}
+
+/// `GET /u/{token}`: a page with a button; never unsubscribes by itself,
+/// since link scanners follow every link in a message.
+pub(super) async fn unsubscribe_page<S: Store>(
+    State(app): State<Arc<App<S>>>,
+    Path(token): Path<String>,
+) -> Response {
+    match unsubscribe_target(&app, &token) {
+        Err(r) => *r,
+        Ok((_, to)) => page(
+            "Unsubscribe",
+            &format!(
+                "Stop all emails to <b>{}</b>?</p><form method=\"post\"><button type=\"submit\">Unsubscribe</button></form><p>",
+                escape(&to)
+            ),
+        )
+        .into_response(),
+    }
+}
+
+/// `POST /u/{token}`: suppresses the address at once (the next send checks
+/// it) and records `email.unsubscribed`, in one flushed commit.
+pub(super) async fn unsubscribe<S: Store>(
+    State(app): State<Arc<App<S>>>,
+    Path(token): Path<String>,
+) -> Response {
+    let (row, to) = match unsubscribe_target(&app, &token) {
+        Ok(found) => found,
+        Err(r) => return *r,
+    };
+    let data = json!({ "email": to, "outbox_id": row.id, "step": row.step, "via": "link" });
+    let event = new_event(
+        "email.unsubscribed",
+        &row.record,
+        data,
+        &app,
+        Some(format!("email.unsubscribed/{}", row.id)),
+    );
+    let changes = Changes {
+        suppress: vec![to.to_lowercase()],
+        events: vec![event],
+        ..Changes::default()
+    };
+    if let Err(e) = commit(&app, changes).await {
+        return e.into_response();
+    }
+    page(
+        "Unsubscribed",
+        &format!("{} will get no more emails from us.", escape(&to)),
+    )
+    .into_response()
+}
+
+fn new_event<S: Store>(
+    event_type: &str,
+    record: &RecordKey,
+    data: Value,
+    app: &App<S>,
+    id: Option<String>,
+) -> NewEvent {
+    NewEvent {
+        id,
+        event_type: event_type.to_owned(),
+        record: record.clone(),
+        fields: Map::new(),
+        data: data.as_object().cloned().unwrap_or_default(),
+        occurred_at: app.clock.now(),
+        depth: 0,
+    }
+}
+
+async fn commit<S: Store>(app: &App<S>, changes: Changes) -> Result<(), ApiError> {
+    app.store.commit(changes)?;
+    app.store.flush().await?;
+    app.worker.wake();
+    Ok(())
+}
+
+/// `POST /v1/inbound/email`: a raw RFC 822 message from an inbound-mail
+/// webhook or poller.
+pub(super) async fn post_inbound<S: Store>(
+    State(app): State<Arc<App<S>>>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let Some(message) = inbound::classify(&body) else {
+        return Err(ApiError::bad_request(
+            "invalid_message",
+            "the body is not an RFC 822 message (send the raw message as message/rfc822)",
+        ));
+    };
+    if let Inbound::Unsubscribe { token } = &message {
+        let answer = unsubscribe(State(app.clone()), Path(token.clone())).await;
+        let matched = answer.status() == StatusCode::OK;
+        return Ok(Json(json!({ "kind": "unsubscribe", "matched": matched })).into_response());
+    }
+    let (kind, candidates) = match &message {
+        Inbound::Reply { candidates, .. } => ("reply", candidates),
+        Inbound::AutoReply { candidates } => ("auto_reply", candidates),
+        Inbound::Bounce { candidates, .. } => ("bounce", candidates),
+        Inbound::Unsubscribe { .. } => ("unsubscribe", &Vec::new()),
+    };
+    let mut ours = None;
+    for id in candidates {
+        if let Some(row) = app.store.outbox_entry(id)? {
+            ours = Some(row);
+            break;
+        }
+    }
+    let Some(row) = ours else {
+        return Ok(Json(json!({ "kind": kind, "matched": false })).into_response());
+    };
+    let to = match &row.delivery {
+        Delivery::Email { to, .. } => to.clone(),
+        Delivery::Webhook { .. } => String::new(),
+    };
+    let (event_type, data) = match &message {
+        Inbound::Reply { from, subject, .. } => (
+            "email.replied",
+            json!({ "email": to, "from": from, "subject": subject, "outbox_id": row.id, "step": row.step }),
+        ),
+        Inbound::Bounce { status, .. } => (
+            "email.bounced",
+            json!({ "email": to, "status": status, "outbox_id": row.id, "step": row.step }),
+        ),
+        // Recorded for reports, never counted as a reply.
+        _ => (
+            "email.auto_replied",
+            json!({ "email": to, "outbox_id": row.id, "step": row.step }),
+        ),
+    };
+    let event = new_event(event_type, &row.record, data, &app, None);
+    commit(
+        &app,
+        Changes {
+            events: vec![event],
+            ..Changes::default()
+        },
+    )
+    .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "kind": kind, "matched": true, "event": event_type, "record": row.record.to_string() })),
+    )
+        .into_response())
+}
+
+fn page(title: &str, body: &str) -> Html<String> {
+    Html(format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\"><title>{title}</title></head><body style=\"font-family:sans-serif;max-width:32em;margin:4em auto\"><h1>{title}</h1><p>{body}</p></body></html>"
+    ))
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}

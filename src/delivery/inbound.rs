@@ -1,0 +1,194 @@
+//! Reading inbound mail (SPEC §5 `POST /v1/inbound/email`): a reply to one
+//! of our messages, a bounce (delivery status notification), an
+//! out-of-office auto-reply, or an unsubscribe by mail.
+
+use super::message::row_id_of;
+use mail_parser::{HeaderValue, MessageParser, MimeHeaders};
+
+/// What an inbound message is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Inbound {
+    /// A person answered one of our messages.
+    Reply {
+        /// Outbox ids of ours it names (In-Reply-To, then References).
+        candidates: Vec<String>,
+        /// The sender.
+        from: Option<String>,
+        /// Its subject.
+        subject: Option<String>,
+    },
+    /// An automatic answer (out of office, vacation): not a reply.
+    AutoReply {
+        /// Outbox ids it names.
+        candidates: Vec<String>,
+    },
+    /// A delivery failure report.
+    Bounce {
+        /// Outbox ids found in the report.
+        candidates: Vec<String>,
+        /// The report's status line, when it has one.
+        status: Option<String>,
+    },
+    /// `mailto:` unsubscribe: the subject carries a token.
+    Unsubscribe {
+        /// The token.
+        token: String,
+    },
+}
+
+/// Message-ids looked at in a report at most (a huge message cannot make
+/// this scan long).
+const MAX_CANDIDATES: usize = 20;
+
+/// Classifies a raw RFC 822 message; `None` when it cannot be parsed.
+pub fn classify(raw: &[u8]) -> Option<Inbound> {
+    let message = MessageParser::default().parse(raw)?;
+    // Every message has a From (RFC 5322 §3.6); without one it is not mail.
+    message.from()?;
+    let subject = message.subject().map(str::to_owned);
+    if let Some(token) = subject
+        .as_deref()
+        .and_then(|s| s.trim().strip_prefix("unsubscribe "))
+    {
+        return Some(Inbound::Unsubscribe {
+            token: token.trim().to_owned(),
+        });
+    }
+    let mut candidates = ids(message.in_reply_to());
+    candidates.extend(ids(message.references()));
+    if is_report(&message) {
+        // The original's Message-ID sits in an attached copy of it or its headers.
+        candidates.extend(ids_in_text(&String::from_utf8_lossy(raw)));
+        candidates.dedup();
+        let status = String::from_utf8_lossy(raw)
+            .lines()
+            .find(|l| l.to_ascii_lowercase().starts_with("status:"))
+            .map(|l| l["status:".len()..].trim().to_owned());
+        return Some(Inbound::Bounce { candidates, status });
+    }
+    if is_auto_reply(&message) {
+        return Some(Inbound::AutoReply { candidates });
+    }
+    let from = message
+        .from()
+        .and_then(|a| a.first())
+        .and_then(|a| a.address())
+        .map(str::to_owned);
+    Some(Inbound::Reply {
+        candidates,
+        from,
+        subject,
+    })
+}
+
+fn ids(value: &HeaderValue) -> Vec<String> {
+    let list: Vec<String> = match value {
+        HeaderValue::Text(t) => vec![t.to_string()],
+        HeaderValue::TextList(l) => l.iter().map(|t| t.to_string()).collect(),
+        _ => Vec::new(),
+    };
+    list.iter()
+        .filter_map(|id| row_id_of(id).map(str::to_owned))
+        .take(MAX_CANDIDATES)
+        .collect()
+}
+
+/// `Message-ID:` lines anywhere in the text (an attached original).
+fn ids_in_text(text: &str) -> Vec<String> {
+    text.lines()
+        .filter(|l| l.to_ascii_lowercase().starts_with("message-id:"))
+        .filter_map(|l| l.split_once(':').map(|(_, v)| v.trim()))
+        .filter_map(|v| row_id_of(v).map(str::to_owned))
+        .take(MAX_CANDIDATES)
+        .collect()
+}
+
+fn is_report(message: &mail_parser::Message) -> bool {
+    let report = message.is_content_type("multipart", "report");
+    let daemon = message
+        .from()
+        .and_then(|a| a.first())
+        .and_then(|a| a.address())
+        .is_some_and(|a| {
+            let a = a.to_ascii_lowercase();
+            a.starts_with("mailer-daemon@") || a.starts_with("postmaster@")
+        });
+    report || daemon
+}
+
+fn is_auto_reply(message: &mail_parser::Message) -> bool {
+    let header = |name: &str| {
+        message
+            .header_raw(name)
+            .map(|v| v.trim().to_ascii_lowercase())
+    };
+    if header("Auto-Submitted").is_some_and(|v| v != "no") {
+        return true;
+    }
+    if header("X-Autoreply").is_some() || header("X-Autorespond").is_some() {
+        return true;
+    }
+    if header("Precedence").is_some_and(|v| matches!(v.as_str(), "auto_reply" | "bulk" | "junk")) {
+        return true;
+    }
+    let subject = message.subject().unwrap_or_default().to_ascii_lowercase();
+    [
+        "automatic reply",
+        "auto:",
+        "out of office",
+        "autoreply",
+        "auto-reply",
+    ]
+    .iter()
+    .any(|p| subject.starts_with(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REPLY: &str = "From: Pat <pat@p.example>\r\nTo: ana@us.example\r\nSubject: Re: Quick question\r\nIn-Reply-To: <0000000000000007-intro@us.example>\r\nReferences: <0000000000000007-intro@us.example>\r\nMessage-ID: <x1@p.example>\r\n\r\nSounds good, call me.\r\n";
+
+    #[test]
+    fn a_reply_names_our_message() {
+        let Some(Inbound::Reply {
+            candidates, from, ..
+        }) = classify(REPLY.as_bytes())
+        else {
+            panic!("not a reply");
+        };
+        assert_eq!(candidates[0], "0000000000000007-intro");
+        assert_eq!(from.as_deref(), Some("pat@p.example"));
+    }
+
+    #[test]
+    fn an_out_of_office_is_not_a_reply() {
+        let ooo = REPLY.replace(
+            "Subject: Re: Quick question",
+            "Subject: Out of Office: back Monday\r\nAuto-Submitted: auto-replied",
+        );
+        assert!(matches!(
+            classify(ooo.as_bytes()),
+            Some(Inbound::AutoReply { .. })
+        ));
+    }
+
+    #[test]
+    fn a_delivery_status_notification_is_a_bounce() {
+        let dsn = "From: MAILER-DAEMON@mx.p.example\r\nTo: ana@us.example\r\nSubject: Undelivered Mail Returned to Sender\r\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nThe mail could not be delivered.\r\n--b\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.p.example\r\n\r\nFinal-Recipient: rfc822; gone@p.example\r\nAction: failed\r\nStatus: 5.1.1\r\n--b\r\nContent-Type: text/rfc822-headers\r\n\r\nFrom: ana@us.example\r\nTo: gone@p.example\r\nMessage-ID: <0000000000000009-intro@us.example>\r\nSubject: Quick question\r\n--b--\r\n";
+        let Some(Inbound::Bounce { candidates, status }) = classify(dsn.as_bytes()) else {
+            panic!("not a bounce");
+        };
+        assert!(
+            candidates.contains(&"0000000000000009-intro".to_owned()),
+            "{candidates:?}"
+        );
+        assert_eq!(status.as_deref(), Some("5.1.1"));
+    }
+
+    #[test]
+    fn garbage_is_not_a_message() {
+        assert_eq!(classify(b""), None);
+        assert_eq!(classify(&[0xff, 0xfe, 0x00, 0x13]), None);
+    }
+}

@@ -1,0 +1,630 @@
+//! Delivery: the outbox worker that hands emails to a mail server (or a
+//! folder of `.eml` files) and calls webhooks.
+//!
+//! Each row moves `pending → sending → sent | failed → … | dead`, and the
+//! `sending` mark is committed and flushed before the row is handed over,
+//! so after a crash the rows that might have gone out are known and follow
+//! `settings.email.on_uncertain`. A row's identity (Message-ID, `webhook-id`,
+//! `Idempotency-Key`) is derived from its id, never made up per attempt, so
+//! a resend is recognisably the same message. Right before an email is
+//! handed over its stop conditions are checked again (unsubscribed, bounced,
+//! enrollment exited), so only an email already handed over can still
+//! arrive after a prospect stops the cadence.
+
+pub mod inbound;
+pub mod limits;
+pub mod mailer;
+pub mod message;
+pub mod retry;
+pub mod unsubscribe;
+pub mod webhook;
+
+use crate::clock::Clock;
+use crate::config::Workflows;
+use crate::state::{ActionOutcome, Delivery, NewEvent, OutboxEntry, OutboxStatus, Run};
+use crate::store::{Changes, Store, StoreError};
+use arc_swap::ArcSwap;
+use chrono::{DateTime, Utc};
+use limits::SendLimits;
+use mailer::Mailer;
+use message::Built;
+use retry::Failure;
+use serde_json::{Map, Value as Json, json};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use unsubscribe::UnsubscribeKey;
+use webhook::WebhookClient;
+
+/// Rows handed over at once (emails go through the SMTP pool together).
+const BATCH: usize = 64;
+
+/// Longest idle sleep: new rows are noticed within this.
+const IDLE_POLL: Duration = Duration::from_millis(100);
+
+/// What the delivery worker needs.
+pub struct Outbox<S: Store> {
+    /// The store.
+    pub store: Arc<S>,
+    /// The running workflows (settings decide transports and limits).
+    pub workflows: Arc<ArcSwap<Workflows>>,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+    /// Signs unsubscribe links.
+    pub key: UnsubscribeKey,
+    /// Where the default maildir lives.
+    pub data_dir: PathBuf,
+}
+
+/// Transports and limits of one workflows version.
+struct Channels {
+    version: String,
+    mailer: Result<Mailer, String>,
+    webhooks: Result<WebhookClient, String>,
+    limits: SendLimits,
+}
+
+impl Channels {
+    fn new(workflows: &Workflows, data_dir: &std::path::Path) -> Self {
+        let settings = &workflows.settings;
+        Channels {
+            version: workflows.version.clone(),
+            mailer: Mailer::from_transport(settings.email_transport.as_deref(), data_dir),
+            webhooks: WebhookClient::new(settings),
+            limits: SendLimits::new(&settings.limits),
+        }
+    }
+}
+
+/// A claimed row and what to hand over.
+enum Job {
+    Email(Box<Built>),
+    Webhook,
+}
+
+/// What happened to a row this round.
+enum Handed {
+    Sent(Option<String>),
+    Failed(Failure),
+}
+
+/// Starts the delivery worker; it stops when `cancel` fires, after the
+/// rows in hand are recorded.
+pub fn spawn<S: Store>(
+    outbox: Outbox<S>,
+    cancel: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if let Err(e) = recover_interrupted(&outbox).await {
+            tracing::error!(error = %e, "Could not look for interrupted sends.");
+        }
+        let mut channels: Option<Arc<Channels>> = None;
+        while !cancel.is_cancelled() {
+            let snapshot = outbox.workflows.load_full();
+            if channels
+                .as_ref()
+                .is_none_or(|c| c.version != snapshot.version)
+            {
+                channels = Some(Arc::new(Channels::new(&snapshot, &outbox.data_dir)));
+            }
+            let Some(current) = channels.clone() else {
+                continue;
+            };
+            let busy = match deliver_due(&outbox, &snapshot, current).await {
+                Ok(n) => n > 0,
+                Err(e) => {
+                    tracing::error!(error = %e, "Delivering failed; retrying in a second.");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    false
+                }
+            };
+            if !busy {
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = tokio::time::sleep(idle_wait(&outbox)) => {}
+                }
+            }
+        }
+        tracing::info!("Delivery worker stopped.");
+    })
+}
+
+fn idle_wait<S: Store>(outbox: &Outbox<S>) -> Duration {
+    let now = outbox.clock.now();
+    match outbox.store.next_outbox_due() {
+        Ok(Some(due)) => (due - now)
+            .to_std()
+            .unwrap_or(Duration::ZERO)
+            .min(IDLE_POLL),
+        _ => IDLE_POLL,
+    }
+}
+
+/// Rows found `sending` at start were interrupted: resend them with the same
+/// identity, or (emails, `on_uncertain: hold`) hold them for a person.
+async fn recover_interrupted<S: Store>(outbox: &Outbox<S>) -> Result<(), StoreError> {
+    let workflows = outbox.workflows.load_full();
+    let now = outbox.clock.now();
+    let mut changes = Changes::default();
+    for mut row in outbox.store.sending_outbox(usize::MAX)? {
+        let hold = matches!(row.delivery, Delivery::Email { .. })
+            && workflows.settings.on_uncertain == crate::config::model::OnUncertain::Hold;
+        if hold {
+            row.status = OutboxStatus::Held;
+            row.last_error = Some(
+                "interrupted while being handed over; it may or may not have arrived. Held for a person (on_uncertain: hold)".to_owned(),
+            );
+            tracing::warn!(row = %row.id, "An interrupted send is held for a person to decide.");
+        } else {
+            row.status = OutboxStatus::Pending;
+            row.next_attempt_at = Some(now);
+            row.last_error = Some(
+                "interrupted while being handed over; sending again with the same identity"
+                    .to_owned(),
+            );
+            tracing::warn!(row = %row.id, "An interrupted send goes again with the same identity.");
+        }
+        changes.outbox.push(row);
+    }
+    if !changes.outbox.is_empty() {
+        outbox.store.commit(changes)?;
+        outbox.store.flush().await?;
+    }
+    Ok(())
+}
+
+/// One round: claim what is due, hand it over, record the results.
+async fn deliver_due<S: Store>(
+    outbox: &Outbox<S>,
+    workflows: &Arc<Workflows>,
+    channels: Arc<Channels>,
+) -> Result<usize, StoreError> {
+    let now = outbox.clock.now();
+    let due = outbox.store.due_outbox(now, BATCH)?;
+    if due.is_empty() {
+        return Ok(0);
+    }
+    let count = due.len();
+    let jobs = claim(outbox, workflows, &channels, due, now).await?;
+    let mut running = JoinSet::new();
+    for (row, job) in jobs {
+        let channels = channels.clone();
+        let timestamp = now.timestamp();
+        running.spawn(async move {
+            let result = hand_over(&row, &job, &channels, timestamp).await;
+            (row, result)
+        });
+    }
+    let mut done = Vec::new();
+    while let Some(joined) = running.join_next().await {
+        match joined {
+            Ok(pair) => done.push(pair),
+            Err(e) => {
+                tracing::error!(error = %e, "A delivery task failed; its row stays in sending until the next start.")
+            }
+        }
+    }
+    record(outbox, workflows, done).await?;
+    Ok(count)
+}
+
+/// Checks, builds and marks each due row; the `sending` marks are flushed
+/// before this returns, i.e. before anything is handed over.
+async fn claim<S: Store>(
+    outbox: &Outbox<S>,
+    workflows: &Workflows,
+    channels: &Channels,
+    due: Vec<OutboxEntry>,
+    now: DateTime<Utc>,
+) -> Result<Vec<(OutboxEntry, Job)>, StoreError> {
+    let mut changes = Changes::default();
+    let mut jobs = Vec::new();
+    for mut row in due {
+        if let Some(why) = stop_reason(outbox.store.as_ref(), &row)? {
+            row.status = OutboxStatus::Cancelled;
+            row.last_error = Some(why);
+            changes.outbox.push(row);
+            continue;
+        }
+        let job = match prepare(&row, workflows, channels, &outbox.key) {
+            Ok(job) => job,
+            Err(Prepared::Deferred(deferral)) => {
+                row.next_attempt_at =
+                    Some(now + chrono::Duration::from_std(deferral.wait).unwrap_or_default());
+                row.deferrals += 1;
+                row.last_error = Some(deferral.reason);
+                changes.outbox.push(row);
+                continue;
+            }
+            Err(Prepared::Broken(why)) => {
+                give_up(&mut changes, row, why, now);
+                continue;
+            }
+        };
+        row.status = OutboxStatus::Sending;
+        row.attempts += 1;
+        changes.outbox.push(row.clone());
+        jobs.push((row, job));
+    }
+    outbox.store.commit(changes)?;
+    outbox.store.flush().await?;
+    Ok(jobs)
+}
+
+enum Prepared {
+    Deferred(limits::Deferral),
+    Broken(String),
+}
+
+fn prepare(
+    row: &OutboxEntry,
+    workflows: &Workflows,
+    channels: &Channels,
+    key: &UnsubscribeKey,
+) -> Result<Job, Prepared> {
+    match &row.delivery {
+        Delivery::Email { to, .. } => {
+            let built = message::build(row, workflows, key).map_err(Prepared::Broken)?;
+            let from = built
+                .message
+                .envelope()
+                .from()
+                .map(|a| a.to_string())
+                .unwrap_or_default();
+            channels
+                .limits
+                .check(&from, to)
+                .map_err(Prepared::Deferred)?;
+            Ok(Job::Email(Box::new(built)))
+        }
+        Delivery::Webhook { .. } => Ok(Job::Webhook),
+    }
+}
+
+/// Why an email must not go out any more, if it must not.
+fn stop_reason<S: Store>(store: &S, row: &OutboxEntry) -> Result<Option<String>, StoreError> {
+    let Delivery::Email {
+        to,
+        to_prospect: true,
+        ..
+    } = &row.delivery
+    else {
+        return Ok(None);
+    };
+    if store.is_suppressed(to)? {
+        return Ok(Some(format!(
+            "{to} unsubscribed or bounced before it was sent"
+        )));
+    }
+    if store.record(&row.record)?.is_none() {
+        return Ok(Some(format!("record {} no longer exists", row.record)));
+    }
+    let sequence = row.created_by.strip_prefix("sequence:");
+    if let (Some(sequence), Some(_)) = (sequence, &row.step) {
+        let exited = store.enrollments(&row.record)?.into_iter().find(|e| {
+            e.sequence == sequence
+                && e.status == "exited"
+                && e.ended_at.is_some_and(|t| t >= row.created_at)
+        });
+        if let Some(e) = exited.filter(|e| stops_sends(e.exit_reason.as_deref())) {
+            return Ok(Some(format!(
+                "the enrollment in {sequence} exited ({}) before it was sent",
+                e.exit_reason.unwrap_or_default()
+            )));
+        }
+    }
+    Ok(None)
+}
+
+/// Exits caused by the prospect or a person stop queued sends; an `exit:`
+/// step of the sequence itself comes after its own sends.
+fn stops_sends(reason: Option<&str>) -> bool {
+    reason.is_some_and(|r| r.contains('.') || r == "unenrolled")
+}
+
+async fn hand_over(row: &OutboxEntry, job: &Job, channels: &Channels, now: i64) -> Handed {
+    let result = match job {
+        Job::Email(built) => match &channels.mailer {
+            Ok(mailer) => mailer
+                .send(built, &row.id)
+                .await
+                .map(|_| Some(built.message_id.clone())),
+            Err(e) => Err(Failure::transient(e.clone())),
+        },
+        Job::Webhook => match &channels.webhooks {
+            Ok(client) => client.send(row, now).await.map(|_| None),
+            Err(e) => Err(Failure::transient(e.clone())),
+        },
+    };
+    match result {
+        Ok(id) => Handed::Sent(id),
+        Err(f) => Handed::Failed(f),
+    }
+}
+
+/// Writes each row's outcome, and the events it causes, in one commit.
+async fn record<S: Store>(
+    outbox: &Outbox<S>,
+    workflows: &Workflows,
+    done: Vec<(OutboxEntry, Handed)>,
+) -> Result<(), StoreError> {
+    let now = outbox.clock.now();
+    let mut changes = Changes::default();
+    for (mut row, result) in done {
+        match result {
+            Handed::Sent(message_id) => {
+                row.status = OutboxStatus::Sent;
+                row.sent_at = Some(now);
+                row.last_error = None;
+                if let Delivery::Email {
+                    to,
+                    subject,
+                    to_prospect: true,
+                    ..
+                } = &row.delivery
+                {
+                    let data = json!({
+                        "to": to, "subject": subject, "message_id": message_id,
+                        "outbox_id": row.id, "step": row.step, "sequence": sequence_of(&row),
+                    });
+                    changes.events.push(event(&row, "email.sent", data, now));
+                }
+                changes.outbox.push(row);
+            }
+            Handed::Failed(Failure::Transient {
+                reason,
+                retry_after,
+            }) if row.attempts < workflows.settings.retry.attempts => {
+                let wait = retry::delay(&workflows.settings.retry, row.attempts, retry_after);
+                row.status = OutboxStatus::Failed;
+                row.next_attempt_at =
+                    Some(now + chrono::Duration::from_std(wait).unwrap_or_default());
+                tracing::info!(row = %row.id, attempt = row.attempts, %reason, "Delivery failed; will retry.");
+                row.last_error = Some(reason);
+                changes.outbox.push(row);
+            }
+            Handed::Failed(failure) => {
+                let why = match &failure {
+                    Failure::Transient { reason, .. } => {
+                        format!("{reason} (gave up after {} attempts)", row.attempts)
+                    }
+                    Failure::Permanent(reason) | Failure::Refused(reason) => reason.clone(),
+                };
+                if let (
+                    Failure::Refused(_),
+                    Delivery::Email {
+                        to,
+                        to_prospect: true,
+                        ..
+                    },
+                ) = (&failure, &row.delivery)
+                {
+                    // A refusal at hand-over is a hard bounce: the cadence
+                    // stops and the address is suppressed, as for a DSN.
+                    let data = json!({ "email": to, "status": "5.0.0", "reason": why, "outbox_id": row.id, "step": row.step });
+                    changes.events.push(event(&row, "email.bounced", data, now));
+                }
+                give_up(&mut changes, row, why, now);
+            }
+        }
+    }
+    outbox.store.commit(changes)?;
+    outbox.store.flush().await
+}
+
+/// Marks a row dead, visible in run history and as `action.failed`.
+fn give_up(changes: &mut Changes, mut row: OutboxEntry, why: String, now: DateTime<Utc>) {
+    tracing::warn!(row = %row.id, reason = %why, "Delivery gave up.");
+    let action = match row.delivery {
+        Delivery::Email { .. } => "email",
+        Delivery::Webhook { .. } => "webhook",
+    };
+    row.status = OutboxStatus::Dead;
+    row.last_error = Some(why.clone());
+    changes.runs.push(Run {
+        id: format!("{}-delivery", row.id),
+        rule: row.created_by.clone(),
+        event_id: row.id.clone(),
+        event_type: "delivery".to_owned(),
+        record: row.record.clone(),
+        version: String::new(),
+        condition: None,
+        matched: true,
+        saw: Default::default(),
+        actions: vec![ActionOutcome {
+            action: action.to_owned(),
+            outcome: "dead".to_owned(),
+            detail: Some(why.clone()),
+        }],
+        at: now,
+        error: Some(why.clone()),
+    });
+    let data = json!({
+        "rule": row.created_by, "action": action, "reason": why,
+        "outbox_id": row.id, "step": row.step,
+    });
+    changes.events.push(event(&row, "action.failed", data, now));
+    changes.outbox.push(row);
+}
+
+fn sequence_of(row: &OutboxEntry) -> Option<&str> {
+    row.created_by.strip_prefix("sequence:")
+}
+
+fn event(row: &OutboxEntry, event_type: &str, data: Json, now: DateTime<Utc>) -> NewEvent {
+    NewEvent {
+        id: Some(format!("{event_type}/{}", row.id)),
+        event_type: event_type.to_owned(),
+        record: row.record.clone(),
+        fields: Map::new(),
+        data: data.as_object().cloned().unwrap_or_default(),
+        occurred_at: now,
+        depth: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::state::{Enrollment, RecordKey};
+    use crate::store::{KvStore, MemoryBackend, OutboxTable};
+
+    fn outbox(dir: &std::path::Path) -> Outbox<KvStore<MemoryBackend>> {
+        std::fs::write(
+            dir.join("f.yaml"),
+            "settings: { email: { from: \"A <a@us.example>\" } }\n",
+        )
+        .unwrap();
+        let (w, d) = crate::config::load(dir, &std::collections::HashMap::new());
+        let w = w.unwrap_or_else(|| panic!("{d:?}"));
+        let now = chrono::DateTime::parse_from_rfc3339("2026-03-02T15:00:00Z")
+            .unwrap()
+            .to_utc();
+        Outbox {
+            store: Arc::new(KvStore::open(MemoryBackend::default(), "memory").unwrap()),
+            workflows: Arc::new(ArcSwap::from_pointee(w)),
+            clock: Arc::new(ManualClock::new(now)),
+            key: UnsubscribeKey::from_bytes(&[3; 32]),
+            data_dir: dir.to_path_buf(),
+        }
+    }
+
+    fn row(id: &str, to: &str, created_at: DateTime<Utc>) -> OutboxEntry {
+        OutboxEntry {
+            id: id.into(),
+            record: RecordKey {
+                kind: "lead".into(),
+                id: "L1".into(),
+            },
+            delivery: Delivery::Email {
+                to: to.into(),
+                cc: vec![],
+                from: None,
+                subject: "Hi".into(),
+                body: "Hello".into(),
+                format: "markdown".into(),
+                to_prospect: true,
+                thread: None,
+                zone: None,
+            },
+            status: OutboxStatus::Pending,
+            attempts: 0,
+            created_at,
+            created_by: "sequence:cadence".into(),
+            step: Some("bump".into()),
+            next_attempt_at: None,
+            last_error: None,
+            deferrals: 0,
+            sent_at: None,
+        }
+    }
+
+    async fn deliver(o: &Outbox<KvStore<MemoryBackend>>) {
+        let w = o.workflows.load_full();
+        let channels = Arc::new(Channels::new(&w, &o.data_dir));
+        deliver_due(o, &w, channels).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_unsubscribe_or_exit_after_queueing_cancels_the_send() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = outbox(dir.path());
+        let now = o.clock.now();
+        let record = crate::state::Record::new(
+            RecordKey {
+                kind: "lead".into(),
+                id: "L1".into(),
+            },
+            now,
+        );
+        // Queued, then the prospect unsubscribed (one row) or replied (the other).
+        let exited = Enrollment {
+            record: record.key.clone(),
+            sequence: "cadence".into(),
+            enrolled_at: now,
+            status: "exited".into(),
+            next_step: None,
+            exit_reason: Some("email.replied".into()),
+            ended_at: Some(now),
+            timer: None,
+            next_at: None,
+            messages: Default::default(),
+        };
+        o.store
+            .commit(Changes {
+                records: vec![record],
+                outbox: vec![
+                    row("r1", "gone@p.example", now),
+                    row("r2", "pat@p.example", now),
+                ],
+                suppress: vec!["gone@p.example".into()],
+                enrollments: vec![exited],
+                ..Changes::default()
+            })
+            .unwrap();
+        deliver(&o).await;
+        for id in ["r1", "r2"] {
+            let r = o.store.outbox_entry(id).unwrap().unwrap();
+            assert_eq!(r.status, OutboxStatus::Cancelled, "{r:?}");
+        }
+        assert!(!dir.path().join("outbox").exists(), "nothing was written");
+    }
+
+    #[tokio::test]
+    async fn a_sent_email_is_written_once_with_its_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = outbox(dir.path());
+        let now = o.clock.now();
+        let mut r = row("0000000000000009-x", "pat@p.example", now);
+        r.created_by = "welcome".into();
+        r.step = None;
+        let record = crate::state::Record::new(r.record.clone(), now);
+        o.store
+            .commit(Changes {
+                records: vec![record],
+                outbox: vec![r],
+                ..Changes::default()
+            })
+            .unwrap();
+        deliver(&o).await;
+        deliver(&o).await;
+        let sent = o.store.outbox_entry("0000000000000009-x").unwrap().unwrap();
+        assert_eq!((sent.status, sent.attempts), (OutboxStatus::Sent, 1));
+        let eml =
+            std::fs::read_to_string(dir.path().join("outbox/0000000000000009-x.eml")).unwrap();
+        assert!(
+            eml.contains("Message-ID: <0000000000000009-x@us.example>"),
+            "{eml}"
+        );
+        let events = crate::store::EventTable::events_after(o.store.as_ref(), 0, 10).unwrap();
+        assert_eq!(
+            events
+                .iter()
+                .filter(|e| e.event_type == "email.sent")
+                .count(),
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn an_interrupted_send_is_resent_or_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = outbox(dir.path());
+        let now = o.clock.now();
+        let mut r = row("r1", "pat@p.example", now);
+        r.status = OutboxStatus::Sending;
+        o.store
+            .commit(Changes {
+                outbox: vec![r],
+                ..Changes::default()
+            })
+            .unwrap();
+        recover_interrupted(&o).await.unwrap();
+        let back = o.store.outbox_entry("r1").unwrap().unwrap();
+        assert_eq!(back.status, OutboxStatus::Pending);
+        assert!(o.store.sending_outbox(10).unwrap().is_empty());
+    }
+}

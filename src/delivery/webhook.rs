@@ -1,0 +1,311 @@
+//! Webhooks with reqwest: time limits always set, few redirects, Standard
+//! Webhooks signatures, and an SSRF guard applied after DNS resolution (and
+//! to every redirect), so a workflow cannot be pointed at the machine's own
+//! services or the cloud metadata endpoint unless `allow_hosts` says so.
+
+use super::retry::Failure;
+use crate::config::workflows::Settings;
+use crate::state::{Delivery, OutboxEntry};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use hmac::{Hmac, KeyInit, Mac};
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use sha2::Sha256;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Redirects followed at most.
+const MAX_REDIRECTS: usize = 3;
+
+/// A client for one settings version.
+pub struct WebhookClient {
+    client: reqwest::Client,
+    allow: Arc<Vec<String>>,
+}
+
+impl WebhookClient {
+    /// A client honouring the settings' time limit and allowed hosts.
+    pub fn new(settings: &Settings) -> Result<Self, String> {
+        let allow = Arc::new(settings.webhook_allow_hosts.clone());
+        let redirect_allow = allow.clone();
+        let policy = reqwest::redirect::Policy::custom(move |attempt| {
+            if attempt.previous().len() > MAX_REDIRECTS {
+                return attempt.error(format!("more than {MAX_REDIRECTS} redirects"));
+            }
+            match refused_literal(attempt.url(), &redirect_allow) {
+                Some(why) => attempt.error(why),
+                None => attempt.follow(),
+            }
+        });
+        let client = reqwest::Client::builder()
+            .timeout(settings.webhook_timeout)
+            .connect_timeout(settings.webhook_timeout.min(Duration::from_secs(10)))
+            .redirect(policy)
+            .dns_resolver(Arc::new(GuardedResolver {
+                allow: allow.clone(),
+            }))
+            .build()
+            .map_err(|e| format!("webhook client: {e}"))?;
+        Ok(WebhookClient { client, allow })
+    }
+
+    /// Makes the call of a webhook row; `now` is the signature's timestamp.
+    pub async fn send(&self, row: &OutboxEntry, now: i64) -> Result<(), Failure> {
+        let Delivery::Webhook {
+            url,
+            method,
+            headers,
+            body,
+            secret,
+        } = &row.delivery
+        else {
+            return Err(Failure::Permanent("not a webhook".to_owned()));
+        };
+        let parsed = reqwest::Url::parse(url)
+            .map_err(|e| Failure::Permanent(format!("invalid URL {url:?}: {e}")))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(Failure::Permanent(format!("{url:?} is not an http(s) URL")));
+        }
+        if let Some(why) = refused_literal(&parsed, &self.allow) {
+            return Err(Failure::Permanent(why));
+        }
+        let method = reqwest::Method::from_bytes(method.as_bytes())
+            .map_err(|_| Failure::Permanent(format!("invalid method {method:?}")))?;
+        let payload =
+            serde_json::to_vec(body).map_err(|e| Failure::Permanent(format!("body: {e}")))?;
+        let mut request = self
+            .client
+            .request(method, parsed)
+            .header("content-type", "application/json")
+            .header("webhook-id", &row.id)
+            .header("idempotency-key", &row.id);
+        for (name, value) in headers {
+            if value.contains(['\r', '\n']) {
+                return Err(Failure::Permanent(format!(
+                    "header {name} contains a line break"
+                )));
+            }
+            request = request.header(name.as_str(), value.as_str());
+        }
+        if let Some(secret) = secret {
+            let signature = sign(secret, &row.id, now, &payload);
+            request = request
+                .header("webhook-timestamp", now.to_string())
+                .header("webhook-signature", signature);
+        }
+        let response = request.body(payload).send().await.map_err(|e| {
+            // The guard's refusal surfaces as a connect error; it will not change.
+            let text = format!("{e:#}");
+            if text.contains("resolves only to") {
+                Failure::Permanent(refusal_sentence(&text))
+            } else {
+                Failure::transient(format!("HTTP: {}", error_chain(&e)))
+            }
+        })?;
+        classify(response.status(), response.headers())
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+fn refusal_sentence(text: &str) -> String {
+    text.split(": ")
+        .find(|p| p.contains("resolves only to"))
+        .unwrap_or(text)
+        .to_owned()
+}
+
+/// 2xx is done; 408, 429 and 5xx are worth another try (with the
+/// receiver's `Retry-After`); anything else will not change.
+fn classify(
+    status: reqwest::StatusCode,
+    headers: &reqwest::header::HeaderMap,
+) -> Result<(), Failure> {
+    if status.is_success() {
+        return Ok(());
+    }
+    let reason = format!("HTTP {status}");
+    let code = status.as_u16();
+    if code == 408 || code == 429 || status.is_server_error() {
+        let retry_after = headers
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        return Err(Failure::Transient {
+            reason,
+            retry_after,
+        });
+    }
+    Err(Failure::Permanent(reason))
+}
+
+/// `v1,BASE64(HMAC-SHA256(key, "id.timestamp.body"))` (Standard Webhooks);
+/// a `whsec_` secret is base64, any other is used as its UTF-8 bytes.
+pub fn sign(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> String {
+    let key = secret
+        .strip_prefix("whsec_")
+        .and_then(|b| STANDARD.decode(b).ok())
+        .unwrap_or_else(|| secret.as_bytes().to_vec());
+    let Ok(mut mac) = <Hmac<Sha256> as KeyInit>::new_from_slice(&key) else {
+        return String::new();
+    };
+    mac.update(format!("{id}.{timestamp}.").as_bytes());
+    mac.update(body);
+    format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
+}
+
+/// Resolves names, keeping only public addresses for hosts not allowed.
+struct GuardedResolver {
+    allow: Arc<Vec<String>>,
+}
+
+impl Resolve for GuardedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let host = name.as_str().to_owned();
+        let allowed = is_allowed(&host, &self.allow);
+        Box::pin(async move {
+            let found: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let usable: Vec<SocketAddr> = found
+                .into_iter()
+                .filter(|a| allowed || is_public(a.ip()))
+                .collect();
+            if usable.is_empty() {
+                let why = format!(
+                    "{host} resolves only to private, loopback or link-local addresses; add it to settings.webhooks.allow_hosts to call it"
+                );
+                return Err(why.into());
+            }
+            Ok(Box::new(usable.into_iter()) as Addrs)
+        })
+    }
+}
+
+fn is_allowed(host: &str, allow: &[String]) -> bool {
+    allow.iter().any(|a| a.eq_ignore_ascii_case(host))
+}
+
+/// A URL whose host is an IP literal (no DNS to guard) that is not public.
+fn refused_literal(url: &reqwest::Url, allow: &[String]) -> Option<String> {
+    let host = url.host_str()?;
+    let ip: IpAddr = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok()?;
+    (!is_allowed(host, allow) && !is_public(ip)).then(|| {
+        format!("{host} is a private, loopback or link-local address; add it to settings.webhooks.allow_hosts to call it")
+    })
+}
+
+/// Whether an address is on the public internet: not loopback, private,
+/// link-local (which holds the cloud metadata endpoint), shared, unique
+/// local, multicast or unspecified, also when written as IPv4-mapped IPv6.
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_multicast()
+                || v4.is_broadcast()
+                || v4.is_documentation()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b)))
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_and_special_addresses_are_not_public() {
+        for private in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "::ffff:169.254.169.254",
+        ] {
+            assert!(!is_public(private.parse().unwrap()), "{private}");
+        }
+        for public in ["93.184.216.34", "2606:4700::1111", "::ffff:8.8.8.8"] {
+            assert!(is_public(public.parse().unwrap()), "{public}");
+        }
+    }
+
+    #[test]
+    fn literals_are_refused_unless_allowed() {
+        let url = reqwest::Url::parse("http://169.254.169.254/latest/meta-data").unwrap();
+        assert!(refused_literal(&url, &[]).is_some());
+        let local = reqwest::Url::parse("http://127.0.0.1:9/x").unwrap();
+        assert!(refused_literal(&local, &["127.0.0.1".to_owned()]).is_none());
+        let v6 = reqwest::Url::parse("http://[::1]:9/x").unwrap();
+        assert!(refused_literal(&v6, &[]).is_some());
+    }
+
+    #[test]
+    fn signatures_follow_standard_webhooks() {
+        // The Standard Webhooks reference example.
+        let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let body = br#"{"test": 2432232314}"#;
+        let signature = sign(secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body);
+        assert_eq!(signature, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+    }
+
+    #[test]
+    fn statuses_split_into_retry_and_give_up() {
+        let none = reqwest::header::HeaderMap::new();
+        assert!(classify(reqwest::StatusCode::OK, &none).is_ok());
+        assert!(matches!(
+            classify(reqwest::StatusCode::BAD_GATEWAY, &none),
+            Err(Failure::Transient { .. })
+        ));
+        assert!(matches!(
+            classify(reqwest::StatusCode::NOT_FOUND, &none),
+            Err(Failure::Permanent(_))
+        ));
+        let mut later = reqwest::header::HeaderMap::new();
+        later.insert("retry-after", "7".parse().unwrap());
+        assert_eq!(
+            classify(reqwest::StatusCode::TOO_MANY_REQUESTS, &later),
+            Err(Failure::Transient {
+                reason: "HTTP 429 Too Many Requests".into(),
+                retry_after: Some(Duration::from_secs(7))
+            })
+        );
+    }
+}

@@ -1,0 +1,367 @@
+//! Delivery against real peers on loopback: an SMTP server and an HTTP
+//! server, through the real daemon: headers, threading, unsubscribe,
+//! retries, permanent failures, the SSRF guard and inbound replies.
+
+mod common;
+
+use common::sinks::{HttpSink, SmtpSink};
+use common::{Daemon, eventually, get_json, post_json, workflow_dir};
+use serde_json::{Value, json};
+
+fn flows(smtp: &str, hooks: &str, allow: &str) -> String {
+    format!(
+        r#"
+settings:
+  public_url: http://127.0.0.1:9
+  email:
+    transport: {smtp}
+    from: "Acme Sales <sales@acme.example>"
+    postal_address: "Acme Inc, 1 Main St, Springfield"
+  webhooks:
+    allow_hosts: [{allow}]
+  retry: {{ first: 1s, max_delay: 2s, attempts: 4 }}
+team:
+  people: [ {{ email: ana@acme.example, name: Ana Ruiz }} ]
+sequences:
+  - name: cadence
+    for: lead
+    steps:
+      - {{ id: intro, email: {{ subject: "Hello {{{{ lead.name }}}}", body: "Hi **{{{{ lead.name }}}}**, [stop]({{{{ unsubscribe_url }}}})" }} }}
+      - wait: 2s
+      - {{ id: bump, email: {{ subject: "Again", body: "Still there?", thread: intro }} }}
+rules:
+  - name: start
+    for: lead
+    on: signed.up
+    do:
+      - assign: {{ owner: ana@acme.example }}
+      - enroll: cadence
+  - name: tell-crm
+    for: lead
+    on: crm.sync
+    do:
+      - webhook: {{ url: "{hooks}/hook", secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", body: {{ lead: "{{{{ lead.id }}}}" }} }}
+"#
+    )
+}
+
+async fn send(url: &str, event_type: &str, id: &str, fields: Value) {
+    let event =
+        json!({ "type": event_type, "record": { "kind": "lead", "id": id, "fields": fields } });
+    let (status, body) = post_json(&format!("{url}/v1/events"), event).await;
+    assert_eq!(status, reqwest::StatusCode::ACCEPTED, "{body}");
+}
+
+async fn outbox(url: &str, query: &str) -> Vec<Value> {
+    get_json(&format!("{url}/v1/outbox?{query}")).await["outbox"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cadence_reaches_a_real_smtp_server_threaded_and_unsubscribable() {
+    let smtp = SmtpSink::start();
+    let (dir, dir_flows) = workflow_dir(&flows(&smtp.url(), "http://127.0.0.1:9", ""));
+    let daemon = Daemon::start(&dir_flows, &dir.path().join("data"), &[], &[]);
+    let url = daemon.url.clone();
+    send(
+        &url,
+        "signed.up",
+        "L1",
+        json!({ "email": "pat@p.example", "name": "Pat <b>" }),
+    )
+    .await;
+    let both = eventually(15, "two emails", || async {
+        let got = smtp.to("pat@p.example");
+        (got.len() >= 2).then_some(got)
+    })
+    .await;
+    let (intro, bump) = (&both[0], &both[1]);
+    assert_eq!(
+        intro.header("From").as_deref(),
+        Some("\"Ana Ruiz\" <ana@acme.example>")
+    );
+    assert_eq!(
+        intro.header("Reply-To").as_deref(),
+        Some("ana@acme.example")
+    );
+    assert_eq!(intro.header("Subject").as_deref(), Some("Hello Pat <b>"));
+    let intro_id = intro.header("Message-ID").unwrap();
+    assert!(intro_id.ends_with("-intro@acme.example>"), "{intro_id}");
+    assert_eq!(bump.header("In-Reply-To"), Some(intro_id.clone()));
+    assert_eq!(bump.header("References"), Some(intro_id));
+    assert_eq!(
+        intro.header("List-Unsubscribe-Post").as_deref(),
+        Some("List-Unsubscribe=One-Click")
+    );
+    let list = intro.header("List-Unsubscribe").unwrap();
+    assert!(
+        list.contains("<http://127.0.0.1:9/u/")
+            && list.contains("<mailto:ana@acme.example?subject=unsubscribe%20"),
+        "{list}"
+    );
+    let text = intro.text();
+    assert!(text.contains("multipart/alternative"), "{text}");
+    assert!(
+        text.contains("<strong>Pat &lt;b&gt;</strong>"),
+        "HTML part escapes values: {text}"
+    );
+    assert!(
+        text.contains("Hi **Pat <b>**"),
+        "text part shows them as typed: {text}"
+    );
+    assert!(text.contains("Acme Inc, 1 Main St, Springfield"), "{text}");
+    // The link in the body is the signed one from the header.
+    let token = list
+        .split("/u/")
+        .nth(1)
+        .unwrap()
+        .split('>')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(text.contains(&format!("/u/{token}")), "{text}");
+
+    // One click: the address is suppressed for every workflow.
+    let page = reqwest::get(format!("{url}/u/{token}")).await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(
+        page.text()
+            .await
+            .unwrap()
+            .contains("<form method=\"post\">")
+    );
+    let click = reqwest::Client::new()
+        .post(format!("{url}/u/{token}"))
+        .body("List-Unsubscribe=One-Click")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(click.status(), 200);
+    let forged = reqwest::Client::new()
+        .post(format!("{url}/u/{token}x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 404);
+    // No workflow emails that address again: a new lead with it is skipped.
+    send(
+        &url,
+        "signed.up",
+        "L2",
+        json!({ "email": "Pat@p.example", "name": "Pat again" }),
+    )
+    .await;
+    let skipped = eventually(5, "the skipped intro", || async {
+        let runs = get_json(&format!(
+            "{url}/v1/runs?record=lead/L2&rule=sequence:cadence"
+        ))
+        .await;
+        runs["runs"].as_array().and_then(|r| r.first().cloned())
+    })
+    .await;
+    assert_eq!(skipped["actions"][0]["outcome"], "skipped", "{skipped}");
+    assert!(
+        skipped["actions"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("unsubscribed"),
+        "{skipped}"
+    );
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert_eq!(
+        smtp.to("pat@p.example").len() + smtp.to("Pat@p.example").len(),
+        2
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_smtp_errors_retry_and_permanent_ones_die_visibly() {
+    let smtp = SmtpSink::start();
+    let (dir, dir_flows) = workflow_dir(&flows(&smtp.url(), "http://127.0.0.1:9", ""));
+    let daemon = Daemon::start(&dir_flows, &dir.path().join("data"), &[], &[]);
+    let url = daemon.url.clone();
+    send(
+        &url,
+        "signed.up",
+        "L1",
+        json!({ "email": "flaky@p.example", "name": "F" }),
+    )
+    .await;
+    send(
+        &url,
+        "signed.up",
+        "L2",
+        json!({ "email": "gone@p.example", "name": "G" }),
+    )
+    .await;
+    eventually(20, "the flaky address after two 451s", || async {
+        (!smtp.to("flaky@p.example").is_empty()).then_some(())
+    })
+    .await;
+    let dead = eventually(10, "the dead row", || async {
+        let rows = outbox(&url, "status=dead").await;
+        (!rows.is_empty()).then_some(rows)
+    })
+    .await;
+    assert_eq!(dead[0]["delivery"]["to"], "gone@p.example");
+    assert!(
+        dead[0]["last_error"].as_str().unwrap().contains("550"),
+        "{}",
+        dead[0]
+    );
+    let runs = get_json(&format!("{url}/v1/runs?record=lead/L2")).await;
+    let delivery_run = runs["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["event_type"] == "delivery")
+        .cloned();
+    assert_eq!(delivery_run.unwrap()["actions"][0]["outcome"], "dead");
+    // The 550 is a hard bounce: the cadence stops before its second email.
+    eventually(5, "the bounce exit", || async {
+        let record = get_json(&format!("{url}/v1/records/lead/L2")).await;
+        (record["enrollments"][0]["exit_reason"] == "email.bounced").then_some(())
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(
+        outbox(&url, "record=lead/L2").await.len(),
+        1,
+        "no bump to a bounced address"
+    );
+    // Both of L1's emails arrive; the one that met both 451s took three tries.
+    let sent = eventually(20, "both emails of L1", || async {
+        let rows = outbox(&url, "status=sent&record=lead/L1").await;
+        (rows.len() == 2).then_some(rows)
+    })
+    .await;
+    let attempts: Vec<u64> = sent
+        .iter()
+        .map(|r| r["attempts"].as_u64().unwrap())
+        .collect();
+    assert_eq!(attempts.iter().sum::<u64>(), 4, "{sent:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_retry_with_one_identity_and_a_valid_signature() {
+    let sink = HttpSink::start(2).await;
+    let (dir, dir_flows) = workflow_dir(&flows("maildir:./unused", &sink.url, "\"127.0.0.1\""));
+    let daemon = Daemon::start(&dir_flows, &dir.path().join("data"), &[], &[]);
+    let url = daemon.url.clone();
+    send(&url, "crm.sync", "L9", json!({})).await;
+    eventually(20, "a successful webhook", || async {
+        (sink.hits().len() >= 3).then_some(())
+    })
+    .await;
+    let hits = sink.hits();
+    let ids: std::collections::BTreeSet<String> = hits
+        .iter()
+        .map(|h| h.header("webhook-id").unwrap())
+        .collect();
+    assert_eq!(ids.len(), 1, "one identity across retries");
+    let last = hits.last().unwrap();
+    assert_eq!(last.header("idempotency-key"), last.header("webhook-id"));
+    assert_eq!(
+        serde_json::from_slice::<Value>(&last.body).unwrap(),
+        json!({ "lead": "L9" })
+    );
+    // Verify the signature as a receiver would (Standard Webhooks).
+    let timestamp = last.header("webhook-timestamp").unwrap();
+    let signed = format!(
+        "{}.{timestamp}.{}",
+        last.header("webhook-id").unwrap(),
+        String::from_utf8_lossy(&last.body)
+    );
+    let expected = dealflow::delivery::webhook::sign(
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        &last.header("webhook-id").unwrap(),
+        timestamp.parse().unwrap(),
+        &last.body,
+    );
+    assert_eq!(last.header("webhook-signature"), Some(expected), "{signed}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_to_a_private_address_is_refused_unless_allowed() {
+    let sink = HttpSink::start(0).await;
+    let (dir, dir_flows) = workflow_dir(&flows("maildir:./unused", &sink.url, ""));
+    let daemon = Daemon::start(&dir_flows, &dir.path().join("data"), &[], &[]);
+    let url = daemon.url.clone();
+    send(&url, "crm.sync", "L9", json!({})).await;
+    let dead = eventually(10, "the refused row", || async {
+        let rows = outbox(&url, "status=dead").await;
+        (!rows.is_empty()).then_some(rows)
+    })
+    .await;
+    assert!(
+        dead[0]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("allow_hosts"),
+        "{}",
+        dead[0]
+    );
+    assert_eq!(
+        dead[0]["delivery"]["secret"], "(set)",
+        "the secret is never shown"
+    );
+    assert!(sink.hits().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_stops_the_cadence_and_an_out_of_office_does_not() {
+    let smtp = SmtpSink::start();
+    let (dir, dir_flows) =
+        workflow_dir(&flows(&smtp.url(), "http://127.0.0.1:9", "").replace("wait: 2s", "wait: 4s"));
+    let daemon = Daemon::start(&dir_flows, &dir.path().join("data"), &[], &[]);
+    let url = daemon.url.clone();
+    send(
+        &url,
+        "signed.up",
+        "L1",
+        json!({ "email": "pat@p.example", "name": "Pat" }),
+    )
+    .await;
+    let intro = eventually(10, "the intro", || async {
+        smtp.to("pat@p.example").first().cloned()
+    })
+    .await;
+    let id = intro.header("Message-ID").unwrap();
+    let post = |raw: String| {
+        let url = url.clone();
+        async move {
+            let r = reqwest::Client::new()
+                .post(format!("{url}/v1/inbound/email"))
+                .header("content-type", "message/rfc822")
+                .body(raw)
+                .send()
+                .await
+                .unwrap();
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    let ooo = format!(
+        "From: pat@p.example\r\nSubject: Out of Office\r\nAuto-Submitted: auto-replied\r\nIn-Reply-To: {id}\r\n\r\nAway.\r\n"
+    );
+    assert_eq!(post(ooo).await["event"], "email.auto_replied");
+    let reply = format!(
+        "From: Pat <pat@p.example>\r\nSubject: Re: Hello\r\nIn-Reply-To: {id}\r\nReferences: {id}\r\n\r\nLet's talk.\r\n"
+    );
+    assert_eq!(post(reply).await["event"], "email.replied");
+    let junk = reqwest::Client::new()
+        .post(format!("{url}/v1/inbound/email"))
+        .body("")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(junk.status(), 400);
+    eventually(5, "the exit", || async {
+        let record = get_json(&format!("{url}/v1/records/lead/L1")).await;
+        (record["enrollments"][0]["exit_reason"] == "email.replied").then_some(())
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    assert_eq!(smtp.to("pat@p.example").len(), 1, "no bump after the reply");
+}
