@@ -146,6 +146,11 @@ pub fn parse_rate(text: &str) -> Result<RateLimit, String> {
 
 /// Parses a crontab line (5 fields, or 6 with seconds first).
 pub fn parse_cron(text: &str) -> Result<croner::Cron, String> {
+    let cron = parse_cron_line(text)?;
+    check_fires(text, cron)
+}
+
+fn parse_cron_line(text: &str) -> Result<croner::Cron, String> {
     let fields = text.split_whitespace().count();
     if !(fields == 5 || fields == 6) {
         return Err(format!(
@@ -161,6 +166,23 @@ pub fn parse_cron(text: &str) -> Result<croner::Cron, String> {
         .build()
         .parse(text)
         .map_err(|e| format!("invalid cron line \"{text}\": {e}"))
+}
+
+fn check_fires(text: &str, cron: croner::Cron) -> Result<croner::Cron, String> {
+    // A line such as "0 0 31 2 *" parses but names no real moment; a
+    // schedule that can never fire is a mistake, not a quiet no-op. Leap
+    // days come every 4 years, so look 8 years ahead.
+    let from = chrono::NaiveDate::from_ymd_opt(2024, 1, 1)
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc());
+    let fires = from.is_some_and(|from| {
+        cron.find_next_occurrence(&from, false)
+            .is_ok_and(|t| t < from + chrono::Duration::days(8 * 366))
+    });
+    if !fires {
+        return Err(format!("cron line \"{text}\" never fires (no such date)"));
+    }
+    Ok(cron)
 }
 
 /// Parses a `+4d` offset from a start time (tests, simulate's events file).

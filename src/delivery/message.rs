@@ -217,3 +217,59 @@ fn unescape_html(text: &str) -> String {
         .replace("&#x2f;", "/")
         .replace("&amp;", "&")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{OutboxStatus, RecordKey};
+
+    fn workflows() -> Workflows {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("s.yaml"), "settings: { email: { from: \"Acme <sales@acme.example>\" } }\n").unwrap();
+        let (w, d) = crate::config::load(dir.path(), &std::collections::HashMap::new());
+        w.unwrap_or_else(|| panic!("{d:?}"))
+    }
+
+    fn email(to: &str, subject: &str, format: &str) -> OutboxEntry {
+        OutboxEntry {
+            id: "0000000000000001-x".into(),
+            record: RecordKey { kind: "lead".into(), id: "L1".into() },
+            delivery: Delivery::Email {
+                to: to.into(), cc: vec![], from: None, subject: subject.into(),
+                body: "Hi &lt;b&gt;".into(), format: format.into(), to_prospect: false,
+                thread: None, zone: None,
+            },
+            status: OutboxStatus::Pending, attempts: 0, created_at: chrono::DateTime::UNIX_EPOCH,
+            created_by: "r".into(), step: None, next_attempt_at: None, last_error: None,
+            deferrals: 0, sent_at: None,
+        }
+    }
+
+    #[test]
+    fn header_injection_is_refused() {
+        let w = workflows();
+        let key = UnsubscribeKey::from_bytes(&[1; 32]);
+        for (to, subject) in [
+            ("pat@p.example", "Hi\r\nBcc: all@p.example"),
+            ("pat@p.example\r\nBcc: all@p.example", "Hi"),
+            ("not an address", "Hi"),
+        ] {
+            let err = build(&email(to, subject, "markdown"), &w, &key).err();
+            assert!(err.is_some(), "{to:?} {subject:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn text_templates_are_plain_and_html_templates_are_html() {
+        let w = workflows();
+        let key = UnsubscribeKey::from_bytes(&[1; 32]);
+        let text = build(&email("pat@p.example", "Hi", "text"), &w, &key).unwrap();
+        let raw = String::from_utf8(text.message.formatted()).unwrap();
+        assert!(raw.contains("Content-Type: text/plain"), "{raw}");
+        assert!(!raw.contains("List-Unsubscribe"), "a team notice has no unsubscribe: {raw}");
+        let html = build(&email("pat@p.example", "Hi", "html"), &w, &key).unwrap();
+        assert!(String::from_utf8(html.message.formatted()).unwrap().contains("Content-Type: text/html"));
+        assert_eq!(text.message_id, "<0000000000000001-x@acme.example>");
+        assert_eq!(row_id_of(&text.message_id), Some("0000000000000001-x"));
+    }
+}

@@ -1,0 +1,133 @@
+//! Delivery benchmark (issue 4): emails per second to a local SMTP server
+//! through the connection pool, and webhooks per second to a local HTTP
+//! server, both through the whole outbox path on sled (claim and flush,
+//! hand over, record and flush).
+//!
+//! Run: `cargo bench --bench delivery` (BENCH_EMAILS, BENCH_WEBHOOKS).
+
+// A benchmark measures wall time; the clock rule is for the product.
+#![allow(clippy::disallowed_methods)]
+
+use arc_swap::ArcSwap;
+use dealflow::clock::{Clock, SystemClock};
+use dealflow::config;
+use dealflow::delivery::{self, Outbox, unsubscribe::UnsubscribeKey};
+use dealflow::state::{Delivery, OutboxEntry, OutboxStatus, RecordKey};
+use dealflow::store::{Changes, KvStore, OutboxTable, SledBackend, Store};
+use serde_json::json;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Clone)]
+struct Sink;
+
+impl mailin_embedded::Handler for Sink {}
+
+fn smtp_sink() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut server = mailin_embedded::Server::new(Sink);
+    server.with_name("sink").with_num_threads(40).with_tcp_listener(listener);
+    std::thread::spawn(move || {
+        let _ = server.serve();
+    });
+    port
+}
+
+async fn http_sink() -> String {
+    let app = axum::Router::new().fallback(|| async { "ok" });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+fn row(i: usize, delivery: Delivery) -> OutboxEntry {
+    OutboxEntry {
+        id: format!("{i:016}-bench"),
+        record: RecordKey { kind: "lead".into(), id: format!("L{i}") },
+        delivery,
+        status: OutboxStatus::Pending,
+        attempts: 0,
+        created_at: SystemClock.now(),
+        created_by: "bench".into(),
+        step: None,
+        next_attempt_at: None,
+        last_error: None,
+        deferrals: 0,
+        sent_at: None,
+    }
+}
+
+async fn run(name: &str, yaml: &str, rows: Vec<OutboxEntry>) {
+    let flows = tempfile::tempdir().unwrap();
+    std::fs::write(flows.path().join("f.yaml"), yaml).unwrap();
+    let (w, d) = config::load(flows.path(), &HashMap::<String, String>::new());
+    let workflows = Arc::new(ArcSwap::from_pointee(w.unwrap_or_else(|| panic!("{d:?}"))));
+    let data = tempfile::tempdir().unwrap();
+    let store = Arc::new(KvStore::open(SledBackend::open(&data.path().join("store")).unwrap(), "bench").unwrap());
+    let n = rows.len();
+    // Records exist, as they would: the stop check reads them.
+    let records = rows.iter().map(|r| dealflow::state::Record::new(r.record.clone(), SystemClock.now())).collect();
+    store.commit(Changes { records, outbox: rows, ..Changes::default() }).unwrap();
+    store.flush().await.unwrap();
+    let cancel = CancellationToken::new();
+    let began = Instant::now();
+    let task = delivery::spawn(
+        Outbox {
+            store: store.clone(),
+            workflows,
+            clock: Arc::new(SystemClock),
+            key: UnsubscribeKey::from_bytes(&[9; 32]),
+            data_dir: data.path().to_path_buf(),
+        },
+        cancel.clone(),
+    );
+    loop {
+        if store.next_outbox_due().unwrap().is_none() && store.sending_outbox(1).unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let secs = began.elapsed().as_secs_f64();
+    cancel.cancel();
+    let _ = task.await;
+    let dead = store
+        .outbox_matching(&dealflow::store::OutboxFilter { status: Some(OutboxStatus::Dead), record: None }, None, 10)
+        .unwrap()
+        .items
+        .len();
+    println!("{name}: {n} in {secs:.2} s = {:.0}/s ({dead} dead)", n as f64 / secs);
+}
+
+#[tokio::main]
+async fn main() {
+    let emails: usize = std::env::var("BENCH_EMAILS").ok().and_then(|s| s.parse().ok()).unwrap_or(5_000);
+    let hooks: usize = std::env::var("BENCH_WEBHOOKS").ok().and_then(|s| s.parse().ok()).unwrap_or(10_000);
+    let port = smtp_sink();
+    let yaml = format!("settings: {{ email: {{ transport: \"smtp://127.0.0.1:{port}\", from: \"Acme <sales@acme.example>\" }} }}\n");
+    let rows = (0..emails)
+        .map(|i| {
+            row(i, Delivery::Email {
+                to: format!("p{i}@p.example"), cc: vec![], from: None,
+                subject: format!("Quick question {i}"),
+                body: "Hi there,\n\nWould a **20-minute** call next week be worth it?\n\nAna".into(),
+                format: "markdown".into(), to_prospect: true, thread: None, zone: None,
+            })
+        })
+        .collect();
+    run("emails to a local SMTP server (pool of 16)", &yaml, rows).await;
+    let url = http_sink().await;
+    let yaml = "settings: { webhooks: { allow_hosts: [\"127.0.0.1\"] } }\n";
+    let rows = (0..hooks)
+        .map(|i| {
+            row(i, Delivery::Webhook {
+                url: format!("{url}/hook"), method: "POST".into(), headers: vec![],
+                body: json!({ "deal": i, "amount": 1200 }), secret: Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into()),
+            })
+        })
+        .collect();
+    run("signed webhooks to a local HTTP server", yaml, rows).await;
+}

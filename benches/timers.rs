@@ -1,0 +1,128 @@
+//! Timer benchmark (issue 5): 1,000,000 pending sequence timers in sled —
+//! resident memory, time to schedule them, and timers fired per second when
+//! they come due (the scheduler turning each into a logged event and
+//! deleting it, one atomic commit and one flush per batch), with 10,000
+//! versus 1,000,000 pending.
+//!
+//! Run: `cargo bench --bench timers` (BENCH_TIMERS changes the million).
+
+// A benchmark measures wall time; the clock rule is for the product.
+#![allow(clippy::disallowed_methods)]
+
+use chrono::{DateTime, Duration, Utc};
+use dealflow::config;
+use dealflow::state::{NewEvent, RecordKey, Timer};
+use dealflow::store::{Changes, KvStore, SledBackend, Store};
+use serde_json::{Map, json};
+use std::collections::HashMap;
+use std::time::Instant;
+
+fn timer(i: u64, start: DateTime<Utc>) -> Timer {
+    let record = RecordKey {
+        kind: "lead".into(),
+        id: format!("L{i}"),
+    };
+    // Spread over 30 days, like a month of cadences in flight.
+    let due = start + Duration::seconds((i * 2_592_000 / 1_000_000) as i64);
+    Timer {
+        id: format!("step/{record}/cold-outreach/1772456400000/{i}"),
+        due_at: due,
+        event: NewEvent {
+            id: None,
+            event_type: "dealflow.step".into(),
+            record,
+            fields: Map::new(),
+            data: json!({ "sequence": "cold-outreach", "resume": "step", "step": "bump" })
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+            occurred_at: due,
+            depth: 0,
+        },
+    }
+}
+
+fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+async fn schedule(store: &KvStore<SledBackend>, n: u64, start: DateTime<Utc>) -> f64 {
+    let began = Instant::now();
+    let mut i = 0;
+    while i < n {
+        let batch: Vec<Timer> = (i..(i + 10_000).min(n)).map(|j| timer(j, start)).collect();
+        i += batch.len() as u64;
+        store
+            .commit(Changes {
+                timers: batch,
+                ..Changes::default()
+            })
+            .unwrap();
+    }
+    store.flush().await.unwrap();
+    began.elapsed().as_secs_f64()
+}
+
+/// Fires `count` due timers; answers timers per second.
+async fn fire(store: &KvStore<SledBackend>, workflows: &config::Workflows, count: usize, now: DateTime<Utc>) -> f64 {
+    let began = Instant::now();
+    let mut fired = 0;
+    while fired < count {
+        let n = dealflow::scheduler::fire_due(store, workflows, now).unwrap();
+        store.flush().await.unwrap();
+        if n == 0 {
+            break;
+        }
+        fired += n;
+    }
+    fired as f64 / began.elapsed().as_secs_f64()
+}
+
+fn open(dir: &std::path::Path) -> KvStore<SledBackend> {
+    KvStore::open(SledBackend::open(dir).unwrap(), "bench").unwrap()
+}
+
+#[tokio::main]
+async fn main() {
+    let flows = tempfile::tempdir().unwrap();
+    std::fs::write(flows.path().join("f.yaml"), "rules: []\n").unwrap();
+    let (workflows, d) = config::load(flows.path(), &HashMap::<String, String>::new());
+    let workflows = workflows.unwrap_or_else(|| panic!("{d:?}"));
+    let million: u64 = std::env::var("BENCH_TIMERS").ok().and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
+    let start = DateTime::parse_from_rfc3339("2026-03-02T00:00:00Z").unwrap().to_utc();
+    let after_all = start + Duration::days(31);
+    let sample = 100_000usize;
+
+    let small_dir = tempfile::tempdir().unwrap();
+    let small = open(small_dir.path());
+    schedule(&small, 10_000, start).await;
+    let small_rate = fire(&small, &workflows, 10_000, after_all).await;
+    drop(small);
+
+    let rss_before = rss_mib();
+    let big_dir = tempfile::tempdir().unwrap();
+    let big = open(big_dir.path());
+    let secs = schedule(&big, million, start).await;
+    let rss_after = rss_mib();
+    println!(
+        "schedule {million} timers: {secs:.1} s ({:.0}/s); RSS {rss_before:.0} MiB before, {rss_after:.0} MiB after; store {} MiB",
+        million as f64 / secs,
+        big.size_on_disk() as f64 / 1_048_576.0
+    );
+    // Only the first day is due: the rest must not slow firing down.
+    let first_day = start + Duration::days(1);
+    let day_rate = fire(&big, &workflows, 10_000, first_day).await;
+    let big_rate = fire(&big, &workflows, sample, after_all).await;
+    println!(
+        "fire: 10,000 pending → {small_rate:.0} timers/s; {million} pending, first day due → {day_rate:.0}/s; all due → {big_rate:.0}/s over {sample}; ratio {:.2}; RSS {:.0} MiB",
+        big_rate / small_rate,
+        rss_mib()
+    );
+}
