@@ -29,7 +29,10 @@ fn smtp_sink() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let mut server = mailin_embedded::Server::new(Sink);
-    server.with_name("sink").with_num_threads(40).with_tcp_listener(listener);
+    server
+        .with_name("sink")
+        .with_num_threads(40)
+        .with_tcp_listener(listener);
     std::thread::spawn(move || {
         let _ = server.serve();
     });
@@ -45,20 +48,17 @@ async fn http_sink() -> String {
 }
 
 fn row(i: usize, delivery: Delivery) -> OutboxEntry {
-    OutboxEntry {
-        id: format!("{i:016}-bench"),
-        record: RecordKey { kind: "lead".into(), id: format!("L{i}") },
+    let record = RecordKey {
+        kind: "lead".into(),
+        id: format!("L{i}"),
+    };
+    OutboxEntry::pending(
+        format!("{i:016}-bench"),
+        record,
         delivery,
-        status: OutboxStatus::Pending,
-        attempts: 0,
-        created_at: SystemClock.now(),
-        created_by: "bench".into(),
-        step: None,
-        next_attempt_at: None,
-        last_error: None,
-        deferrals: 0,
-        sent_at: None,
-    }
+        SystemClock.now(),
+        "bench".into(),
+    )
 }
 
 async fn run(name: &str, yaml: &str, rows: Vec<OutboxEntry>) {
@@ -67,11 +67,26 @@ async fn run(name: &str, yaml: &str, rows: Vec<OutboxEntry>) {
     let (w, d) = config::load(flows.path(), &HashMap::<String, String>::new());
     let workflows = Arc::new(ArcSwap::from_pointee(w.unwrap_or_else(|| panic!("{d:?}"))));
     let data = tempfile::tempdir().unwrap();
-    let store = Arc::new(KvStore::open(SledBackend::open(&data.path().join("store")).unwrap(), "bench").unwrap());
+    let store = Arc::new(
+        KvStore::open(
+            SledBackend::open(&data.path().join("store")).unwrap(),
+            "bench",
+        )
+        .unwrap(),
+    );
     let n = rows.len();
     // Records exist, as they would: the stop check reads them.
-    let records = rows.iter().map(|r| dealflow::state::Record::new(r.record.clone(), SystemClock.now())).collect();
-    store.commit(Changes { records, outbox: rows, ..Changes::default() }).unwrap();
+    let records = rows
+        .iter()
+        .map(|r| dealflow::state::Record::new(r.record.clone(), SystemClock.now()))
+        .collect();
+    store
+        .commit(Changes {
+            records,
+            outbox: rows,
+            ..Changes::default()
+        })
+        .unwrap();
     store.flush().await.unwrap();
     let cancel = CancellationToken::new();
     let began = Instant::now();
@@ -86,7 +101,8 @@ async fn run(name: &str, yaml: &str, rows: Vec<OutboxEntry>) {
         cancel.clone(),
     );
     loop {
-        if store.next_outbox_due().unwrap().is_none() && store.sending_outbox(1).unwrap().is_empty() {
+        if store.next_outbox_due().unwrap().is_none() && store.sending_outbox(1).unwrap().is_empty()
+        {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
@@ -95,27 +111,54 @@ async fn run(name: &str, yaml: &str, rows: Vec<OutboxEntry>) {
     cancel.cancel();
     let _ = task.await;
     let dead = store
-        .outbox_matching(&dealflow::store::OutboxFilter { status: Some(OutboxStatus::Dead), record: None }, None, 10)
+        .outbox_matching(
+            &dealflow::store::OutboxFilter {
+                status: Some(OutboxStatus::Dead),
+                record: None,
+            },
+            None,
+            10,
+        )
         .unwrap()
         .items
         .len();
-    println!("{name}: {n} in {secs:.2} s = {:.0}/s ({dead} dead)", n as f64 / secs);
+    println!(
+        "{name}: {n} in {secs:.2} s = {:.0}/s ({dead} dead)",
+        n as f64 / secs
+    );
 }
 
 #[tokio::main]
 async fn main() {
-    let emails: usize = std::env::var("BENCH_EMAILS").ok().and_then(|s| s.parse().ok()).unwrap_or(5_000);
-    let hooks: usize = std::env::var("BENCH_WEBHOOKS").ok().and_then(|s| s.parse().ok()).unwrap_or(10_000);
+    let emails: usize = std::env::var("BENCH_EMAILS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5_000);
+    let hooks: usize = std::env::var("BENCH_WEBHOOKS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10_000);
     let port = smtp_sink();
-    let yaml = format!("settings: {{ email: {{ transport: \"smtp://127.0.0.1:{port}\", from: \"Acme <sales@acme.example>\" }} }}\n");
+    let yaml = format!(
+        "settings: {{ email: {{ transport: \"smtp://127.0.0.1:{port}\", from: \"Acme <sales@acme.example>\" }} }}\n"
+    );
     let rows = (0..emails)
         .map(|i| {
-            row(i, Delivery::Email {
-                to: format!("p{i}@p.example"), cc: vec![], from: None,
-                subject: format!("Quick question {i}"),
-                body: "Hi there,\n\nWould a **20-minute** call next week be worth it?\n\nAna".into(),
-                format: "markdown".into(), to_prospect: true, thread: None, zone: None,
-            })
+            row(
+                i,
+                Delivery::Email {
+                    to: format!("p{i}@p.example"),
+                    cc: vec![],
+                    from: None,
+                    subject: format!("Quick question {i}"),
+                    body: "Hi there,\n\nWould a **20-minute** call next week be worth it?\n\nAna"
+                        .into(),
+                    format: "markdown".into(),
+                    to_prospect: true,
+                    thread: None,
+                    zone: None,
+                },
+            )
         })
         .collect();
     run("emails to a local SMTP server (pool of 16)", &yaml, rows).await;
@@ -123,10 +166,16 @@ async fn main() {
     let yaml = "settings: { webhooks: { allow_hosts: [\"127.0.0.1\"] } }\n";
     let rows = (0..hooks)
         .map(|i| {
-            row(i, Delivery::Webhook {
-                url: format!("{url}/hook"), method: "POST".into(), headers: vec![],
-                body: json!({ "deal": i, "amount": 1200 }), secret: Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into()),
-            })
+            row(
+                i,
+                Delivery::Webhook {
+                    url: format!("{url}/hook"),
+                    method: "POST".into(),
+                    headers: vec![],
+                    body: json!({ "deal": i, "amount": 1200 }),
+                    secret: Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into()),
+                },
+            )
         })
         .collect();
     run("signed webhooks to a local HTTP server", yaml, rows).await;

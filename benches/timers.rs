@@ -46,9 +46,11 @@ fn rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|kb| kb.parse::<f64>().ok())
+            })
         })
         .map_or(0.0, |kb| kb / 1024.0)
 }
@@ -71,7 +73,12 @@ async fn schedule(store: &KvStore<SledBackend>, n: u64, start: DateTime<Utc>) ->
 }
 
 /// Fires `count` due timers; answers timers per second.
-async fn fire(store: &KvStore<SledBackend>, workflows: &config::Workflows, count: usize, now: DateTime<Utc>) -> f64 {
+async fn fire(
+    store: &KvStore<SledBackend>,
+    workflows: &config::Workflows,
+    count: usize,
+    now: DateTime<Utc>,
+) -> f64 {
     let began = Instant::now();
     let mut fired = 0;
     while fired < count {
@@ -95,8 +102,13 @@ async fn main() {
     std::fs::write(flows.path().join("f.yaml"), "rules: []\n").unwrap();
     let (workflows, d) = config::load(flows.path(), &HashMap::<String, String>::new());
     let workflows = workflows.unwrap_or_else(|| panic!("{d:?}"));
-    let million: u64 = std::env::var("BENCH_TIMERS").ok().and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
-    let start = DateTime::parse_from_rfc3339("2026-03-02T00:00:00Z").unwrap().to_utc();
+    let million: u64 = std::env::var("BENCH_TIMERS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000);
+    let start = DateTime::parse_from_rfc3339("2026-03-02T00:00:00Z")
+        .unwrap()
+        .to_utc();
     let after_all = start + Duration::days(31);
     let sample = 100_000usize;
 

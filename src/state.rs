@@ -299,6 +299,30 @@ pub struct OutboxEntry {
 }
 
 impl OutboxEntry {
+    /// A new row waiting for its first try.
+    pub fn pending(
+        id: String,
+        record: RecordKey,
+        delivery: Delivery,
+        created_at: DateTime<Utc>,
+        created_by: String,
+    ) -> Self {
+        OutboxEntry {
+            id,
+            record,
+            delivery,
+            status: OutboxStatus::Pending,
+            attempts: 0,
+            created_at,
+            created_by,
+            step: None,
+            next_attempt_at: None,
+            last_error: None,
+            deferrals: 0,
+            sent_at: None,
+        }
+    }
+
     /// When delivery may next try it.
     pub fn due_at(&self) -> DateTime<Utc> {
         self.next_attempt_at.unwrap_or(self.created_at)

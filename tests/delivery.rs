@@ -45,6 +45,24 @@ rules:
     )
 }
 
+/// The daemon on `yaml`; keep the folder and the daemon alive with the test.
+fn start(yaml: &str) -> (tempfile::TempDir, Daemon, String) {
+    let (dir, flows) = workflow_dir(yaml);
+    let daemon = Daemon::start(&flows, &dir.path().join("data"), &[], &[]);
+    let url = daemon.url.clone();
+    (dir, daemon, url)
+}
+
+async fn sign_up(url: &str, id: &str, email: &str, name: &str) {
+    send(
+        url,
+        "signed.up",
+        id,
+        json!({ "email": email, "name": name }),
+    )
+    .await;
+}
+
 async fn send(url: &str, event_type: &str, id: &str, fields: Value) {
     let event =
         json!({ "type": event_type, "record": { "kind": "lead", "id": id, "fields": fields } });
@@ -62,16 +80,8 @@ async fn outbox(url: &str, query: &str) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cadence_reaches_a_real_smtp_server_threaded_and_unsubscribable() {
     let smtp = SmtpSink::start();
-    let (dir, dir_flows) = workflow_dir(&flows(&smtp.url(), "http://127.0.0.1:9", ""));
-    let daemon = Daemon::start(&dir_flows, &dir.path().join("data"), &[], &[]);
-    let url = daemon.url.clone();
-    send(
-        &url,
-        "signed.up",
-        "L1",
-        json!({ "email": "pat@p.example", "name": "Pat <b>" }),
-    )
-    .await;
+    let (_dir, _daemon, url) = start(&flows(&smtp.url(), "http://127.0.0.1:9", ""));
+    sign_up(&url, "L1", "pat@p.example", "Pat <b>").await;
     let both = eventually(15, "two emails", || async {
         let got = smtp.to("pat@p.example");
         (got.len() >= 2).then_some(got)
@@ -146,13 +156,7 @@ async fn a_cadence_reaches_a_real_smtp_server_threaded_and_unsubscribable() {
         .unwrap();
     assert_eq!(forged.status(), 404);
     // No workflow emails that address again: a new lead with it is skipped.
-    send(
-        &url,
-        "signed.up",
-        "L2",
-        json!({ "email": "Pat@p.example", "name": "Pat again" }),
-    )
-    .await;
+    sign_up(&url, "L2", "Pat@p.example", "Pat again").await;
     let skipped = eventually(5, "the skipped intro", || async {
         let runs = get_json(&format!(
             "{url}/v1/runs?record=lead/L2&rule=sequence:cadence"
@@ -179,23 +183,9 @@ async fn a_cadence_reaches_a_real_smtp_server_threaded_and_unsubscribable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transient_smtp_errors_retry_and_permanent_ones_die_visibly() {
     let smtp = SmtpSink::start();
-    let (dir, dir_flows) = workflow_dir(&flows(&smtp.url(), "http://127.0.0.1:9", ""));
-    let daemon = Daemon::start(&dir_flows, &dir.path().join("data"), &[], &[]);
-    let url = daemon.url.clone();
-    send(
-        &url,
-        "signed.up",
-        "L1",
-        json!({ "email": "flaky@p.example", "name": "F" }),
-    )
-    .await;
-    send(
-        &url,
-        "signed.up",
-        "L2",
-        json!({ "email": "gone@p.example", "name": "G" }),
-    )
-    .await;
+    let (_dir, _daemon, url) = start(&flows(&smtp.url(), "http://127.0.0.1:9", ""));
+    sign_up(&url, "L1", "flaky@p.example", "F").await;
+    sign_up(&url, "L2", "gone@p.example", "G").await;
     eventually(20, "the flaky address after two 451s", || async {
         (!smtp.to("flaky@p.example").is_empty()).then_some(())
     })
@@ -247,9 +237,7 @@ async fn transient_smtp_errors_retry_and_permanent_ones_die_visibly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhooks_retry_with_one_identity_and_a_valid_signature() {
     let sink = HttpSink::start(2).await;
-    let (dir, dir_flows) = workflow_dir(&flows("maildir:./unused", &sink.url, "\"127.0.0.1\""));
-    let daemon = Daemon::start(&dir_flows, &dir.path().join("data"), &[], &[]);
-    let url = daemon.url.clone();
+    let (_dir, _daemon, url) = start(&flows("maildir:./unused", &sink.url, "\"127.0.0.1\""));
     send(&url, "crm.sync", "L9", json!({})).await;
     eventually(20, "a successful webhook", || async {
         (sink.hits().len() >= 3).then_some(())
@@ -286,9 +274,7 @@ async fn webhooks_retry_with_one_identity_and_a_valid_signature() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhook_to_a_private_address_is_refused_unless_allowed() {
     let sink = HttpSink::start(0).await;
-    let (dir, dir_flows) = workflow_dir(&flows("maildir:./unused", &sink.url, ""));
-    let daemon = Daemon::start(&dir_flows, &dir.path().join("data"), &[], &[]);
-    let url = daemon.url.clone();
+    let (_dir, _daemon, url) = start(&flows("maildir:./unused", &sink.url, ""));
     send(&url, "crm.sync", "L9", json!({})).await;
     let dead = eventually(10, "the refused row", || async {
         let rows = outbox(&url, "status=dead").await;
@@ -313,17 +299,9 @@ async fn a_webhook_to_a_private_address_is_refused_unless_allowed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reply_stops_the_cadence_and_an_out_of_office_does_not() {
     let smtp = SmtpSink::start();
-    let (dir, dir_flows) =
-        workflow_dir(&flows(&smtp.url(), "http://127.0.0.1:9", "").replace("wait: 2s", "wait: 4s"));
-    let daemon = Daemon::start(&dir_flows, &dir.path().join("data"), &[], &[]);
-    let url = daemon.url.clone();
-    send(
-        &url,
-        "signed.up",
-        "L1",
-        json!({ "email": "pat@p.example", "name": "Pat" }),
-    )
-    .await;
+    let (_dir, _daemon, url) =
+        start(&flows(&smtp.url(), "http://127.0.0.1:9", "").replace("wait: 2s", "wait: 4s"));
+    sign_up(&url, "L1", "pat@p.example", "Pat").await;
     let intro = eventually(10, "the intro", || async {
         smtp.to("pat@p.example").first().cloned()
     })

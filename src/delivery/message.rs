@@ -219,30 +219,47 @@ fn unescape_html(text: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use crate::state::{OutboxStatus, RecordKey};
+    use crate::state::RecordKey;
 
     fn workflows() -> Workflows {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("s.yaml"), "settings: { email: { from: \"Acme <sales@acme.example>\" } }\n").unwrap();
+        std::fs::write(
+            dir.path().join("s.yaml"),
+            "settings: { email: { from: \"Acme <sales@acme.example>\" } }\n",
+        )
+        .unwrap();
         let (w, d) = crate::config::load(dir.path(), &std::collections::HashMap::new());
         w.unwrap_or_else(|| panic!("{d:?}"))
     }
 
-    fn email(to: &str, subject: &str, format: &str) -> OutboxEntry {
-        OutboxEntry {
-            id: "0000000000000001-x".into(),
-            record: RecordKey { kind: "lead".into(), id: "L1".into() },
-            delivery: Delivery::Email {
-                to: to.into(), cc: vec![], from: None, subject: subject.into(),
-                body: "Hi &lt;b&gt;".into(), format: format.into(), to_prospect: false,
-                thread: None, zone: None,
-            },
-            status: OutboxStatus::Pending, attempts: 0, created_at: chrono::DateTime::UNIX_EPOCH,
-            created_by: "r".into(), step: None, next_attempt_at: None, last_error: None,
-            deferrals: 0, sent_at: None,
+    /// An email delivery for tests.
+    pub fn email_to(to: &str, subject: &str, format: &str, to_prospect: bool) -> Delivery {
+        Delivery::Email {
+            to: to.into(),
+            cc: vec![],
+            from: None,
+            subject: subject.into(),
+            body: "Hi &lt;b&gt;".into(),
+            format: format.into(),
+            to_prospect,
+            thread: None,
+            zone: None,
         }
+    }
+
+    fn email(to: &str, subject: &str, format: &str) -> OutboxEntry {
+        OutboxEntry::pending(
+            "0000000000000001-x".into(),
+            RecordKey {
+                kind: "lead".into(),
+                id: "L1".into(),
+            },
+            email_to(to, subject, format, false),
+            chrono::DateTime::UNIX_EPOCH,
+            "r".into(),
+        )
     }
 
     #[test]
@@ -266,9 +283,16 @@ mod tests {
         let text = build(&email("pat@p.example", "Hi", "text"), &w, &key).unwrap();
         let raw = String::from_utf8(text.message.formatted()).unwrap();
         assert!(raw.contains("Content-Type: text/plain"), "{raw}");
-        assert!(!raw.contains("List-Unsubscribe"), "a team notice has no unsubscribe: {raw}");
+        assert!(
+            !raw.contains("List-Unsubscribe"),
+            "a team notice has no unsubscribe: {raw}"
+        );
         let html = build(&email("pat@p.example", "Hi", "html"), &w, &key).unwrap();
-        assert!(String::from_utf8(html.message.formatted()).unwrap().contains("Content-Type: text/html"));
+        assert!(
+            String::from_utf8(html.message.formatted())
+                .unwrap()
+                .contains("Content-Type: text/html")
+        );
         assert_eq!(text.message_id, "<0000000000000001-x@acme.example>");
         assert_eq!(row_id_of(&text.message_id), Some("0000000000000001-x"));
     }

@@ -493,33 +493,18 @@ mod tests {
     }
 
     fn row(id: &str, to: &str, created_at: DateTime<Utc>) -> OutboxEntry {
-        OutboxEntry {
-            id: id.into(),
-            record: RecordKey {
+        let mut row = OutboxEntry::pending(
+            id.into(),
+            RecordKey {
                 kind: "lead".into(),
                 id: "L1".into(),
             },
-            delivery: Delivery::Email {
-                to: to.into(),
-                cc: vec![],
-                from: None,
-                subject: "Hi".into(),
-                body: "Hello".into(),
-                format: "markdown".into(),
-                to_prospect: true,
-                thread: None,
-                zone: None,
-            },
-            status: OutboxStatus::Pending,
-            attempts: 0,
+            crate::delivery::message::tests::email_to(to, "Hi", "markdown", true),
             created_at,
-            created_by: "sequence:cadence".into(),
-            step: Some("bump".into()),
-            next_attempt_at: None,
-            last_error: None,
-            deferrals: 0,
-            sent_at: None,
-        }
+            "sequence:cadence".into(),
+        );
+        row.step = Some("bump".into());
+        row
     }
 
     async fn deliver(o: &Outbox<KvStore<MemoryBackend>>) {

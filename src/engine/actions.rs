@@ -53,22 +53,28 @@ pub fn run_rules(work: &mut Work) -> Result<(), StoreError> {
     Ok(())
 }
 
-pub(super) fn run_rule(work: &mut Work, index: usize, rule: &Rule) -> Result<(), StoreError> {
-    let run_id = format!("{:016}-{index:04}", work.event.seq);
-    let mut run = Run {
-        id: run_id.clone(),
-        rule: rule.name.clone(),
+/// A run of `rule` on the work's event, matched until its condition says
+/// otherwise; `suffix` makes its id unique within the event.
+pub(super) fn new_run(work: &Work, suffix: &str, rule: String) -> Run {
+    Run {
+        id: format!("{:016}-{suffix}", work.event.seq),
+        rule,
         event_id: work.event.id.clone(),
         event_type: work.event.event_type.clone(),
         record: work.record.key.clone(),
         version: work.workflows.version.clone(),
-        condition: rule.condition.as_ref().map(|c| c.source.clone()),
+        condition: None,
         matched: true,
         saw: Default::default(),
         actions: Vec::new(),
         at: work.now,
         error: None,
-    };
+    }
+}
+
+pub(super) fn run_rule(work: &mut Work, index: usize, rule: &Rule) -> Result<(), StoreError> {
+    let mut run = new_run(work, &format!("{index:04}"), rule.name.clone());
+    run.condition = rule.condition.as_ref().map(|c| c.source.clone());
     if let Some(condition) = &rule.condition {
         let scope = work.scope(&[]);
         run.saw = context::values_seen(&condition.source, &scope);
@@ -580,18 +586,13 @@ pub(super) fn webhook(work: &mut Work, w: &WebhookAction, origin: &Origin) -> Ac
 }
 
 fn queue_delivery(work: &mut Work, origin: &Origin, delivery: Delivery) {
-    work.changes.outbox.push(OutboxEntry {
-        id: origin.id.clone(),
-        record: work.record.key.clone(),
+    let mut row = OutboxEntry::pending(
+        origin.id.clone(),
+        work.record.key.clone(),
         delivery,
-        status: crate::state::OutboxStatus::Pending,
-        attempts: 0,
-        created_at: work.now,
-        created_by: origin.rule.clone(),
-        step: origin.step.clone(),
-        next_attempt_at: None,
-        last_error: None,
-        deferrals: 0,
-        sent_at: None,
-    });
+        work.now,
+        origin.rule.clone(),
+    );
+    row.step = origin.step.clone();
+    work.changes.outbox.push(row);
 }

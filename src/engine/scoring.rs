@@ -7,7 +7,6 @@
 use super::Work;
 use super::actions::{self, Done};
 use crate::config::workflows::{ScoreTrigger, ScoringModel};
-use crate::state::Run;
 use crate::store::StoreError;
 use serde_json::json;
 
@@ -127,26 +126,13 @@ fn settle(work: &mut Work, model: &ScoringModel, before: f64) -> Result<f64, Sto
             "score.crossed",
             json!({ "model": model.name, "threshold": threshold.name, "at": threshold.at, "score": after }),
         );
-        let mut run = threshold_run(work, &model.name, &threshold.name);
+        let mut run = actions::new_run(
+            work,
+            &format!("score-{}-{}", model.name, threshold.name),
+            format!("scoring:{}/{}", model.name, threshold.name),
+        );
         actions::run_actions(work, &mut run, &threshold.actions)?;
         work.changes.runs.push(run);
     }
     Ok(after)
-}
-
-fn threshold_run(work: &Work, model: &str, threshold: &str) -> Run {
-    Run {
-        id: format!("{:016}-score-{model}-{threshold}", work.event.seq),
-        rule: format!("scoring:{model}/{threshold}"),
-        event_id: work.event.id.clone(),
-        event_type: work.event.event_type.clone(),
-        record: work.record.key.clone(),
-        version: work.workflows.version.clone(),
-        condition: None,
-        matched: true,
-        saw: Default::default(),
-        actions: Vec::new(),
-        at: work.now,
-        error: None,
-    }
 }

@@ -241,7 +241,7 @@ pub(super) fn resume(work: &mut Work) -> Result<(), StoreError> {
         exit(work, &name, "definition_removed");
         return Ok(());
     };
-    let mut run = sequence_run(work, &name);
+    let mut run = actions::new_run(work, &format!("seq-{name}"), format!("sequence:{name}"));
     let ending = match Resume::from_event(&work.event.data) {
         Resume::Start => {
             let queue = definition.steps.iter().collect();
@@ -463,22 +463,5 @@ fn step_name(step: &Step, kind: &str) -> String {
     match &step.id {
         Some(id) => format!("{kind} ({id})"),
         None => kind.to_owned(),
-    }
-}
-
-fn sequence_run(work: &Work, name: &str) -> Run {
-    Run {
-        id: format!("{:016}-seq-{name}", work.event.seq),
-        rule: format!("sequence:{name}"),
-        event_id: work.event.id.clone(),
-        event_type: work.event.event_type.clone(),
-        record: work.record.key.clone(),
-        version: work.workflows.version.clone(),
-        condition: None,
-        matched: true,
-        saw: Default::default(),
-        actions: Vec::new(),
-        at: work.now,
-        error: None,
     }
 }

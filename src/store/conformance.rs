@@ -287,19 +287,8 @@ pub fn history_enrollments_suppression<S: Store>(s: &S) {
 
 pub fn outbox_rows_round_trip<S: Store>(s: &S) {
     use crate::state::{Delivery, OutboxStatus};
-    let row = |id: &str, delivery| OutboxEntry {
-        id: id.into(),
-        record: key("lead", "L1"),
-        delivery,
-        status: OutboxStatus::Pending,
-        attempts: 0,
-        created_at: at(0),
-        created_by: "r".into(),
-        step: None,
-        next_attempt_at: None,
-        last_error: None,
-        deferrals: 0,
-        sent_at: None,
+    let row = |id: &str, delivery| {
+        OutboxEntry::pending(id.into(), key("lead", "L1"), delivery, at(0), "r".into())
     };
     let email = Delivery::Email {
         to: "p@x".into(),

@@ -50,12 +50,10 @@ pub fn drain_now<S: Store>(
 ) -> Result<usize, StoreError> {
     let mut handled = 0;
     loop {
-        let events = store.events_after(store.cursor()?, BATCH)?;
-        if events.is_empty() {
-            return Ok(handled);
+        match handle_next_round(store, workflows, clock)? {
+            0 => return Ok(handled),
+            n => handled += n,
         }
-        handle_round(store, workflows, clock, &events)?;
-        handled += events.len();
     }
 }
 
@@ -66,14 +64,25 @@ async fn next_round<S: Store>(
     workflows: &Workflows,
     clock: &dyn Clock,
 ) -> Result<usize, StoreError> {
-    let cursor = store.cursor()?;
-    let events = store.events_after(cursor, BATCH)?;
+    let handled = handle_next_round(store, workflows, clock)?;
+    if handled > 0 {
+        store.flush().await?;
+    }
+    Ok(handled)
+}
+
+/// Handles and commits up to one round of events after the cursor.
+fn handle_next_round<S: Store>(
+    store: &S,
+    workflows: &Workflows,
+    clock: &dyn Clock,
+) -> Result<usize, StoreError> {
+    let events = store.events_after(store.cursor()?, BATCH)?;
     if events.is_empty() {
         return Ok(0);
     }
     // The engine is CPU work: keep it off the threads serving requests.
     run_blocking(|| handle_round(store, workflows, clock, &events))?;
-    store.flush().await?;
     Ok(events.len())
 }
 
