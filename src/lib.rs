@@ -16,7 +16,9 @@
 //! - `state` holds the durable types, `clock` the only reading of time,
 //!   `cli` the commands.
 //!
-//! Still to come: `reload`, `report`.
+//! - `reload` watches the folder and swaps a new, valid set in whole;
+//!
+//! Still to come: `report`.
 #![forbid(unsafe_code)]
 
 pub mod api;
@@ -25,6 +27,7 @@ pub mod clock;
 pub mod config;
 pub mod delivery;
 pub mod engine;
+pub mod reload;
 pub mod scheduler;
 pub mod simulation;
 pub mod state;

@@ -16,7 +16,6 @@ use crate::config::Workflows;
 use crate::store::Store;
 use crate::worker::WorkerHandle;
 use arc_swap::ArcSwap;
-use chrono::{DateTime, Utc};
 use std::sync::Arc;
 
 /// Request bodies larger than this are answered 413 unless `--max-body` says otherwise.
@@ -34,8 +33,10 @@ pub struct App<S: Store> {
     pub clock: Arc<dyn Clock>,
     /// Required bearer token, when set.
     pub token: Option<String>,
-    /// When the running workflows were loaded.
-    pub loaded_at: DateTime<Utc>,
+    /// Reload state (when loaded, the last failure).
+    pub reload: Arc<crate::reload::ReloadStatus>,
+    /// Asks for reloads.
+    pub reloader: crate::reload::Reloader,
     /// The workflow folder.
     pub workflows_dir: String,
     /// Largest request body.

@@ -30,6 +30,7 @@ pub fn router<S: Store>(app: Arc<App<S>>) -> Router {
         .route("/tasks/{id}/complete", post(complete_task::<S>))
         .route("/runs", get(get_runs::<S>))
         .route("/status", get(get_status::<S>))
+        .route("/reload", post(post_reload::<S>))
         .route("/outbox", get(super::mail::get_outbox::<S>))
         .route("/inbound/email", post(super::mail::post_inbound::<S>))
         .layer(middleware::from_fn_with_state(
@@ -377,14 +378,41 @@ async fn get_runs<S: Store>(
     Ok(Json(json!({ "runs": page.items, "next": page.next })))
 }
 
+/// `POST /v1/reload`: the same reload a saved file or SIGHUP asks for.
+async fn post_reload<S: Store>(State(app): State<Arc<App<S>>>) -> Result<Response, ApiError> {
+    use crate::reload::Outcome;
+    match app.reloader.reload().await {
+        Some(Outcome::Reloaded { version, moved }) => Ok(Json(
+            json!({ "version": version, "changed": true, "enrollments_moved": moved }),
+        )
+        .into_response()),
+        Some(Outcome::Unchanged { version }) => {
+            Ok(Json(json!({ "version": version, "changed": false })).into_response())
+        }
+        Some(Outcome::Failed(e)) => {
+            Err(
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "reload_failed", e.message)
+                    .with(json!({ "diagnostics": e.diagnostics })),
+            )
+        }
+        None => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "reload_unavailable",
+            "the reload loop has stopped",
+        )),
+    }
+}
+
 async fn get_status<S: Store>(State(app): State<Arc<App<S>>>) -> Result<Json<Value>, ApiError> {
     let workflows = app.workflows.load();
+    let reload = app.reload.get();
     Ok(Json(json!({
         "version": workflows.version,
-        "loaded_at": time(app.loaded_at),
+        "loaded_at": time(reload.loaded_at),
         "workflows": app.workflows_dir,
         "files": workflows.files,
-        "last_reload_error": Value::Null,
+        "last_reload_error": reload.last_error,
+        "reloads": { "succeeded": reload.succeeded, "failed": reload.failed },
         "events_stored": app.store.last_seq()?,
         "events_handled": app.store.cursor()?,
         "store_bytes": app.store.size_on_disk(),

@@ -4,6 +4,7 @@ use crate::api::{self, App};
 use crate::clock::{Clock, SystemClock};
 use crate::config;
 use crate::delivery::{self, unsubscribe::UnsubscribeKey};
+use crate::reload::{self, ReloadStatus};
 use crate::store::{KvStore, SledBackend};
 use crate::worker;
 use anyhow::{Context, bail};
@@ -75,11 +76,26 @@ async fn serve(
         clock.clone(),
         cancel.clone(),
     );
+    let status = Arc::new(ReloadStatus::new(clock.now()));
+    let (reloader, _reload_task) = reload::spawn(reload::ReloadContext {
+        dir: options.workflows.to_path_buf(),
+        workflows: workflows.clone(),
+        worker: handle.clone(),
+        status: status.clone(),
+        clock: clock.clone(),
+    });
+    let watcher = reload::watch(
+        options.workflows.to_path_buf(),
+        reloader.clone(),
+        cancel.clone(),
+    );
+    reload_on_sighup(reloader.clone());
     let app = Arc::new(App {
         store: store.clone(),
         workflows,
         worker: handle,
-        loaded_at: clock.now(),
+        reload: status,
+        reloader,
         clock,
         token,
         workflows_dir: options.workflows.display().to_string(),
@@ -104,9 +120,27 @@ async fn serve(
     cancel.cancel();
     let _ = worker_task.await;
     let _ = delivery_task.await;
+    let _ = watcher.await;
     crate::store::Store::flush(store.as_ref()).await?;
     tracing::info!("Dealflow stopped.");
     Ok(())
+}
+
+/// SIGHUP asks for the same reload as a saved file or `POST /v1/reload`.
+fn reload_on_sighup(reloader: reload::Reloader) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        let Ok(mut hangup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return;
+        };
+        while hangup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the workflows.");
+            reloader.request();
+        }
+    });
+    #[cfg(not(unix))]
+    let _ = reloader;
 }
 
 async fn wait_for_stop_signal() {

@@ -10,7 +10,7 @@ mod context;
 mod pipeline;
 mod schedule;
 mod scoring;
-mod sequence;
+pub mod sequence;
 mod timers;
 
 pub use actions::unsubscribe_placeholder;

@@ -465,3 +465,111 @@ fn step_name(step: &Step, kind: &str) -> String {
         None => kind.to_owned(),
     }
 }
+
+/// Where a reload moves a waiting enrollment (SPEC §3.6 "Reload").
+#[derive(Debug, Clone, PartialEq)]
+pub enum EnrollmentMove {
+    /// Wait on this step of the new definition instead (renamed, or the
+    /// step after a removed one).
+    To(String),
+    /// Nothing follows: complete when the wait ends.
+    Complete,
+    /// Leave now with this reason.
+    Exit(String),
+}
+
+/// The changes that move one waiting enrollment: its `next_step`, and its
+/// timer rewritten in place (same id and due time) to resume at the new
+/// step; or its exit, with the timer deleted and `sequence.exited` raised.
+pub fn move_enrollment(
+    enrollment: &Enrollment,
+    to: &EnrollmentMove,
+    now: DateTime<Utc>,
+) -> crate::store::Changes {
+    let mut changes = crate::store::Changes::default();
+    let mut e = enrollment.clone();
+    let resume = match to {
+        EnrollmentMove::To(step) => Resume::Step(step.clone()),
+        EnrollmentMove::Complete => Resume::End(Ending::Completed),
+        EnrollmentMove::Exit(reason) => {
+            if let Some(t) = e.timer.take() {
+                changes.timers_done.push((t.due_at, t.id));
+            }
+            e.status = "exited".to_owned();
+            e.exit_reason = Some(reason.clone());
+            e.ended_at = Some(now);
+            e.next_step = None;
+            e.next_at = None;
+            changes.events.push(NewEvent {
+                id: None,
+                event_type: "sequence.exited".to_owned(),
+                record: e.record.clone(),
+                fields: Map::new(),
+                data: json!({ "sequence": e.sequence, "reason": reason })
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default(),
+                occurred_at: now,
+                depth: 0,
+            });
+            changes.enrollments.push(e);
+            return changes;
+        }
+    };
+    e.next_step = match &resume {
+        Resume::Step(id) => Some(id.clone()),
+        _ => None,
+    };
+    if let Some(t) = &e.timer {
+        changes.timers.push(Timer {
+            id: t.id.clone(),
+            due_at: t.due_at,
+            event: NewEvent {
+                id: None,
+                event_type: internal::STEP.to_owned(),
+                record: e.record.clone(),
+                fields: Map::new(),
+                data: resume
+                    .to_json(&e.sequence)
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default(),
+                occurred_at: t.due_at,
+                depth: 0,
+            },
+        });
+    }
+    changes.enrollments.push(e);
+    changes
+}
+
+/// The id'd steps that follow step `id` in `steps`, in order (across
+/// nested branches), for `on_step_removed: next`.
+pub fn steps_after(steps: &[Step], id: &str) -> Vec<String> {
+    continuation(steps, id)
+        .unwrap_or_default()
+        .into_iter()
+        .skip(1)
+        .filter_map(|s| s.id.clone())
+        .collect()
+}
+
+/// Whether a definition has a step with this id.
+pub fn has_step(steps: &[Step], id: &str) -> bool {
+    continuation(steps, id).is_some()
+}
+
+/// The step that says it was renamed from `old`, if any.
+pub fn renamed_step(steps: &[Step], old: &str) -> Option<String> {
+    steps.iter().find_map(|s| {
+        if s.renamed_from.as_deref() == Some(old) {
+            return s.id.clone();
+        }
+        match &s.kind {
+            StepKind::Branch {
+                then, otherwise, ..
+            } => renamed_step(then, old).or_else(|| renamed_step(otherwise, old)),
+            _ => None,
+        }
+    })
+}

@@ -277,6 +277,9 @@ pub fn history_enrollments_suppression<S: Store>(s: &S) {
         .collect();
     assert_eq!(stages, ["qualified", "discovery"]);
     assert_eq!(s.enrollments(&k).unwrap().len(), 1);
+    let active = s.active_enrollments(None, 10).unwrap();
+    assert_eq!(active.items.len(), 1);
+    assert!(active.next.is_none());
     assert!(
         s.enrollments(&key("deal", "D")).unwrap().is_empty(),
         "prefix of another id must not match"

@@ -463,6 +463,21 @@ impl<B: Backend> EnrollmentTable for KvStore<B> {
             .map(|(_, e)| e)
             .collect())
     }
+
+    fn active_enrollments(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<Enrollment>, StoreError> {
+        filtered_page(
+            self,
+            keys::ENROLLMENT,
+            after,
+            limit,
+            false,
+            |e: &Enrollment| e.is_active(),
+        )
+    }
 }
 
 impl<B: Backend> RunTable for KvStore<B> {

@@ -183,6 +183,12 @@ pub trait TimerTable {
 pub trait EnrollmentTable {
     /// A record's enrollments.
     fn enrollments(&self, key: &RecordKey) -> Result<Vec<Enrollment>, StoreError>;
+    /// Every active enrollment, a page at a time (reload checks them all).
+    fn active_enrollments(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<Enrollment>, StoreError>;
 }
 
 /// Run history.
@@ -235,6 +241,24 @@ pub struct Changes {
     pub events: Vec<NewEvent>,
     /// The event these changes finish (moves the cursor).
     pub handled: Option<u64>,
+}
+
+impl Changes {
+    /// Adds another set of changes after these.
+    pub fn append(&mut self, other: Changes) {
+        self.records.extend(other.records);
+        self.stage_visits.extend(other.stage_visits);
+        self.tasks.extend(other.tasks);
+        self.outbox.extend(other.outbox);
+        self.timers.extend(other.timers);
+        self.timers_done.extend(other.timers_done);
+        self.enrollments.extend(other.enrollments);
+        self.runs.extend(other.runs);
+        self.counters.extend(other.counters);
+        self.suppress.extend(other.suppress);
+        self.events.extend(other.events);
+        self.handled = other.handled.or(self.handled);
+    }
 }
 
 /// All tables, one atomic commit, and a flush.

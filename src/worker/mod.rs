@@ -122,6 +122,14 @@ pub enum Command {
         /// Where the answer goes.
         reply: oneshot::Sender<Result<MoveResult, StoreError>>,
     },
+    /// Run a new workflow set from the next round on, after moving the
+    /// enrollments it changes; answers how many moved, or why not.
+    Swap {
+        /// The new set.
+        workflows: Arc<Workflows>,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<usize, String>>,
+    },
 }
 
 /// Handle to the running worker.
@@ -186,7 +194,7 @@ pub fn spawn<S: Store>(
             if handled > 0 {
                 // Commands wait at most one round, however busy the log is.
                 while let Ok(command) = inbox.try_recv() {
-                    run_command(store.as_ref(), &snapshot, clock.as_ref(), command).await;
+                    run_command(store.as_ref(), &workflows, clock.as_ref(), command).await;
                 }
                 if cancel.is_cancelled() {
                     break;
@@ -196,7 +204,7 @@ pub fn spawn<S: Store>(
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 _ = wake.notified() => {}
-                Some(command) = inbox.recv() => run_command(store.as_ref(), &snapshot, clock.as_ref(), command).await,
+                Some(command) = inbox.recv() => run_command(store.as_ref(), &workflows, clock.as_ref(), command).await,
                 _ = tokio::time::sleep(idle_wait(store.as_ref(), &snapshot, clock.as_ref())) => {}
             }
         }
@@ -219,16 +227,47 @@ fn idle_wait<S: Store>(store: &S, workflows: &Workflows, clock: &dyn Clock) -> D
 
 async fn run_command<S: Store>(
     store: &S,
-    workflows: &Workflows,
+    workflows: &arc_swap::ArcSwap<Workflows>,
     clock: &dyn Clock,
     command: Command,
 ) {
     match command {
         Command::Move { record, to, reply } => {
-            let result = move_now(store, workflows, clock, &record, &to).await;
+            let snapshot = workflows.load_full();
+            let result = move_now(store, &snapshot, clock, &record, &to).await;
+            let _ = reply.send(result);
+        }
+        Command::Swap {
+            workflows: new,
+            reply,
+        } => {
+            let result = swap(store, workflows, new, clock).await;
             let _ = reply.send(result);
         }
     }
+}
+
+/// Moves the enrollments the new set changes (or refuses), then swaps.
+/// Only this worker writes enrollments, so nothing moves them meanwhile.
+async fn swap<S: Store>(
+    store: &S,
+    workflows: &arc_swap::ArcSwap<Workflows>,
+    new: Arc<Workflows>,
+    clock: &dyn Clock,
+) -> Result<usize, String> {
+    let old = workflows.load_full();
+    let moves = crate::reload::migrate::plan(&old, &new, store).map_err(|e| e.to_string())?;
+    let now = clock.now();
+    let mut changes = crate::store::Changes::default();
+    for (enrollment, to) in &moves {
+        changes.append(engine::sequence::move_enrollment(enrollment, to, now));
+    }
+    if !moves.is_empty() {
+        store.commit(changes).map_err(|e| e.to_string())?;
+        store.flush().await.map_err(|e| e.to_string())?;
+    }
+    workflows.store(new);
+    Ok(moves.len())
 }
 
 async fn move_now<S: Store>(

@@ -1,0 +1,290 @@
+//! Hot reload with the real daemon: saved files take effect, broken ones
+//! never replace working rules, editors' and git's ways of writing files
+//! reload once, enrollments are never stranded, and under load no event is
+//! lost or evaluated against a mix of versions.
+
+mod common;
+
+use common::{Daemon, eventually, get_json, post_json, workflow_dir};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::Duration;
+
+fn rules(title: &str) -> String {
+    format!(
+        r#"
+rules:
+  - name: greet
+    for: lead
+    on: signed.up
+    do: [ {{ task: {{ title: "{title} {{{{ lead.id }}}}" }} }} ]
+"#
+    )
+}
+
+async fn send(url: &str, id: &str) {
+    let event = json!({ "type": "signed.up", "record": { "kind": "lead", "id": id } });
+    let (status, body) = post_json(&format!("{url}/v1/events"), event).await;
+    assert_eq!(status, reqwest::StatusCode::ACCEPTED, "{body}");
+}
+
+async fn task_titles(url: &str) -> Vec<String> {
+    let tasks = get_json(&format!("{url}/v1/tasks?status=all&limit=500")).await;
+    tasks["tasks"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|t| t["title"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn status(url: &str) -> Value {
+    get_json(&format!("{url}/v1/status")).await
+}
+
+async fn wait_for_version_change(url: &str, from: &Value) -> Value {
+    eventually(5, "a reload", || async {
+        let s = status(url).await;
+        (s["version"] != *from).then_some(s)
+    })
+    .await
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+}
+
+#[tokio::test]
+async fn a_saved_rule_runs_a_broken_file_is_kept_out_and_a_fix_recovers() {
+    let (dir, flows) = workflow_dir(&rules("v1"));
+    let daemon = Daemon::start(&flows, &dir.path().join("data"), &[], &[]);
+    let url = daemon.url.clone();
+    let first = status(&url).await["version"].clone();
+    write(&flows.join("flows.yaml"), &rules("v2"));
+    wait_for_version_change(&url, &first).await;
+    send(&url, "L1").await;
+    eventually(2, "the new rule", || async {
+        task_titles(&url)
+            .await
+            .contains(&"v2 L1".to_owned())
+            .then_some(())
+    })
+    .await;
+
+    // A broken file: the running rules keep working, the error is shown.
+    write(
+        &flows.join("broken.yaml"),
+        "rules:\n  - name: x\n    on: a\n    do: [ { sett: {} } ]\n",
+    );
+    let failed = eventually(5, "the failed reload", || async {
+        let s = status(&url).await;
+        (!s["last_reload_error"].is_null()).then_some(s)
+    })
+    .await;
+    let shown = failed["last_reload_error"]["diagnostics"][0]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(shown.starts_with("broken.yaml:4:"), "{shown}");
+    assert!(shown.contains("sett"), "{shown}");
+    send(&url, "L2").await;
+    eventually(2, "the old rule still running", || async {
+        task_titles(&url)
+            .await
+            .contains(&"v2 L2".to_owned())
+            .then_some(())
+    })
+    .await;
+    let (code, body) = post_json(&format!("{url}/v1/reload"), json!({})).await;
+    assert_eq!(code, reqwest::StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["code"], "reload_failed");
+
+    // The fix clears the error.
+    std::fs::remove_file(flows.join("broken.yaml")).unwrap();
+    eventually(5, "the recovery", || async {
+        status(&url).await["last_reload_error"]
+            .is_null()
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_vim_style_save_and_a_git_checkout_each_reload_once() {
+    let (dir, flows) = workflow_dir(&rules("v1"));
+    let daemon = Daemon::start(&flows, &dir.path().join("data"), &[], &[]);
+    let url = daemon.url.clone();
+    let succeeded = |s: &Value| s["reloads"]["succeeded"].as_u64().unwrap();
+    let before = status(&url).await;
+    // vim: write a temp file, rename it over the original.
+    let tmp = flows.join(".flows.yaml.swp");
+    write(&tmp, &rules("vim"));
+    std::fs::rename(&tmp, flows.join("flows.yaml")).unwrap();
+    let after = wait_for_version_change(&url, &before["version"]).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        succeeded(&status(&url).await),
+        succeeded(&before) + 1,
+        "{after}"
+    );
+
+    // git checkout of a branch that changes three files.
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .args(["-c", "user.email=t@t", "-c", "user.name=t"])
+            .args(args)
+            .current_dir(&flows)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    git(&["init", "-q", "-b", "main"]);
+    write(&flows.join("a.yaml"), "rules: []\n");
+    write(&flows.join("b.yaml"), "rules: []\n");
+    git(&["add", "."]);
+    git(&["commit", "-qm", "one"]);
+    git(&["checkout", "-qb", "other"]);
+    write(&flows.join("flows.yaml"), &rules("git"));
+    write(&flows.join("a.yaml"), "sequences: []\n");
+    write(&flows.join("b.yaml"), "pipelines: []\n");
+    git(&["commit", "-qam", "two"]);
+    git(&["checkout", "-q", "main"]);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let on_main = status(&url).await;
+    git(&["checkout", "-q", "other"]);
+    wait_for_version_change(&url, &on_main["version"]).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(succeeded(&status(&url).await), succeeded(&on_main) + 1);
+    send(&url, "L1").await;
+    eventually(2, "the branch's rule", || async {
+        task_titles(&url)
+            .await
+            .contains(&"git L1".to_owned())
+            .then_some(())
+    })
+    .await;
+}
+
+const SEQUENCE: &str = r#"
+sequences:
+  - name: slow
+    for: lead
+    steps:
+      - { id: a, task: { title: "a" } }
+      - wait: 1h
+      - { id: b, task: { title: "b" } }
+rules:
+  - name: start
+    for: lead
+    on: signed.up
+    do: [ { enroll: slow } ]
+"#;
+
+#[tokio::test]
+async fn a_reload_that_strands_enrollments_is_refused_and_a_rename_carries_them() {
+    let (dir, flows) = workflow_dir(SEQUENCE);
+    let daemon = Daemon::start(&flows, &dir.path().join("data"), &[], &[]);
+    let url = daemon.url.clone();
+    for id in ["L1", "L2"] {
+        send(&url, id).await;
+    }
+    eventually(5, "both waiting on b", || async {
+        let r = get_json(&format!("{url}/v1/records/lead/L2")).await;
+        (r["enrollments"][0]["next_step"] == "b").then_some(())
+    })
+    .await;
+    let running = status(&url).await["version"].clone();
+    write(
+        &flows.join("flows.yaml"),
+        &SEQUENCE.replace("id: b,", "id: c,"),
+    );
+    let refused = eventually(5, "the refusal", || async {
+        let s = status(&url).await;
+        (!s["last_reload_error"].is_null()).then_some(s)
+    })
+    .await;
+    let message = refused["last_reload_error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("2 enrollment(s) of slow wait on step \"b\""),
+        "{message}"
+    );
+    assert_eq!(refused["version"], running, "nothing changed");
+
+    write(
+        &flows.join("flows.yaml"),
+        &SEQUENCE.replace("id: b,", "id: c, renamed_from: b,"),
+    );
+    wait_for_version_change(&url, &running).await;
+    let record = get_json(&format!("{url}/v1/records/lead/L1")).await;
+    assert_eq!(record["enrollments"][0]["next_step"], "c");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_under_load_lose_no_event_and_mix_no_versions() {
+    let two_rules = |v: &str| {
+        format!(
+            "rules:\n  - name: one\n    for: lead\n    on: signed.up\n    do: [ {{ set: {{ one: \"{v}\" }} }} ]\n  - name: two\n    for: lead\n    on: signed.up\n    do: [ {{ set: {{ two: \"{v}\" }} }} ]\n"
+        )
+    };
+    let (dir, flows) = workflow_dir(&two_rules("v0"));
+    let daemon = Daemon::start(&flows, &dir.path().join("data"), &[], &[]);
+    let url = daemon.url.clone();
+    let mut versions = BTreeSet::new();
+    versions.insert(status(&url).await["version"].as_str().unwrap().to_owned());
+    let load = {
+        let url = url.clone();
+        tokio::spawn(async move {
+            for i in 0..600 {
+                send(&url, &format!("L{i}")).await;
+            }
+        })
+    };
+    for v in 1..=4 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        write(&flows.join("flows.yaml"), &two_rules(&format!("v{v}")));
+        let (code, body) = post_json(&format!("{url}/v1/reload"), json!({})).await;
+        assert_eq!(code, reqwest::StatusCode::OK, "{body}");
+        versions.insert(body["version"].as_str().unwrap().to_owned());
+    }
+    load.await.unwrap();
+    eventually(10, "every event handled", || async {
+        let s = status(&url).await;
+        (s["events_handled"] == s["events_stored"]).then_some(())
+    })
+    .await;
+    let mut by_event: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = get_json(&format!(
+            "{url}/v1/runs?limit=500{}",
+            after
+                .as_ref()
+                .map(|a| format!("&after={a}"))
+                .unwrap_or_default()
+        ))
+        .await;
+        for run in page["runs"].as_array().unwrap() {
+            by_event
+                .entry(run["event_id"].as_str().unwrap().to_owned())
+                .or_default()
+                .insert(run["version"].as_str().unwrap().to_owned());
+        }
+        match page["next"].as_str() {
+            Some(n) => after = Some(n.to_owned()),
+            None => break,
+        }
+    }
+    let signed_up = by_event.len();
+    assert_eq!(signed_up, 600, "every event ran its rules");
+    for (event, seen) in &by_event {
+        assert_eq!(seen.len(), 1, "event {event} ran under {seen:?}");
+        assert!(seen.is_subset(&versions), "{seen:?} not in {versions:?}");
+    }
+}
