@@ -288,3 +288,51 @@ async fn reloads_under_load_lose_no_event_and_mix_no_versions() {
         assert!(seen.is_subset(&versions), "{seen:?} not in {versions:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_shows_what_a_reload_would_change_and_whether_it_is_refused() {
+    let (dir, flows) = workflow_dir(SEQUENCE);
+    let daemon = Daemon::start(&flows, &dir.path().join("data"), &[], &[]);
+    let url = daemon.url.clone();
+    send(&url, "L1").await;
+    eventually(5, "waiting on b", || async {
+        let r = get_json(&format!("{url}/v1/records/lead/L1")).await;
+        (r["enrollments"][0]["next_step"] == "b").then_some(())
+    })
+    .await;
+    let proposal = tempfile::tempdir().unwrap();
+    let plan = |yaml: String| {
+        let url = url.clone();
+        let folder = proposal.path().to_path_buf();
+        async move {
+            write(&folder.join("flows.yaml"), &yaml);
+            tokio::task::spawn_blocking(move || {
+                std::process::Command::new(env!("CARGO_BIN_EXE_dealflow"))
+                    .args(["plan", &folder.to_string_lossy(), "--url", &url])
+                    .env_remove("DEALFLOW_TOKEN")
+                    .output()
+                    .unwrap()
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let refused = plan(SEQUENCE.replace("id: b,", "id: c,")).await;
+    let text = String::from_utf8_lossy(&refused.stdout).into_owned();
+    assert_eq!(refused.status.code(), Some(1), "{text}");
+    assert!(text.contains("- step b (1 waiting: REFUSED"), "{text}");
+    assert!(
+        text.contains("The reload would be REFUSED: 1 enrollment(s) of slow wait on step \"b\""),
+        "{text}"
+    );
+    let accepted = plan(
+        SEQUENCE.replace("id: b,", "id: c, renamed_from: b,")
+            + "  - name: extra\n    on: x\n    do: [ { emit: { type: y2 } } ]\n",
+    )
+    .await;
+    let text = String::from_utf8_lossy(&accepted.stdout).into_owned();
+    assert_eq!(accepted.status.code(), Some(0), "{text}");
+    assert!(text.contains("rules:\n  + extra"), "{text}");
+    assert!(text.contains("continue at c (renamed_from)"), "{text}");
+    assert!(text.ends_with("The reload would be accepted.\n"), "{text}");
+}

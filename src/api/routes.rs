@@ -31,6 +31,7 @@ pub fn router<S: Store>(app: Arc<App<S>>) -> Router {
         .route("/runs", get(get_runs::<S>))
         .route("/status", get(get_status::<S>))
         .route("/reload", post(post_reload::<S>))
+        .route("/workflows", get(get_workflows::<S>))
         .route("/outbox", get(super::mail::get_outbox::<S>))
         .route("/inbound/email", post(super::mail::post_inbound::<S>))
         .layer(middleware::from_fn_with_state(
@@ -376,6 +377,18 @@ async fn get_runs<S: Store>(
         .store
         .runs(&filter, paging.after.as_deref(), paging.limit())?;
     Ok(Json(json!({ "runs": page.items, "next": page.next })))
+}
+
+/// `GET /v1/workflows`: the running set described for `dealflow plan`.
+async fn get_workflows<S: Store>(State(app): State<Arc<App<S>>>) -> Result<Json<Value>, ApiError> {
+    let workflows = app.workflows.load_full();
+    let store = app.store.clone();
+    let summary = tokio::task::spawn_blocking(move || {
+        crate::reload::plan::running_summary(&workflows, store.as_ref())
+    })
+    .await
+    .map_err(|e| crate::store::StoreError::Backend(e.to_string()))??;
+    Ok(Json(serde_json::to_value(summary).unwrap_or(Value::Null)))
 }
 
 /// `POST /v1/reload`: the same reload a saved file or SIGHUP asks for.

@@ -1,4 +1,5 @@
-//! Commands that talk to a running daemon: `emit` and `tasks`.
+//! Commands that talk to a running daemon: `emit` and `tasks` (and the
+//! client `plan` uses).
 
 use anyhow::{Context, bail};
 use serde_json::{Map, Value, json};
@@ -42,6 +43,11 @@ impl Daemon {
                 .with_context(|| format!("cannot reach the daemon at {}", self.url))?;
             answer(response).await
         })
+    }
+
+    /// GETs a JSON answer.
+    pub fn get(&self, path: &str) -> anyhow::Result<Value> {
+        self.call(reqwest::Method::GET, path, |r| r)
     }
 
     fn request(

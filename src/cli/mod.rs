@@ -3,6 +3,7 @@
 
 mod client;
 mod init;
+mod plan;
 mod run;
 mod schema;
 mod simulate;
@@ -83,6 +84,16 @@ pub enum Command {
         /// The workflow folder.
         #[arg(default_value = "workflows")]
         dir: PathBuf,
+    },
+    /// Compare a workflow folder with what a running daemon runs: what a
+    /// reload would change, and whether it would be refused (exit 1).
+    Plan {
+        /// The workflow folder.
+        #[arg(default_value = "workflows")]
+        dir: PathBuf,
+        /// The daemon (default $DEALFLOW_URL, else http://127.0.0.1:8080).
+        #[arg(long)]
+        url: Option<String>,
     },
     /// Post one event to a running daemon.
     Emit {
@@ -171,6 +182,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             format,
         }),
         Command::Test { dir } => test::run(&dir),
+        Command::Plan { dir, url } => plan::run(&dir, &client::Daemon::from_env(url)),
         Command::Run {
             workflows,
             data,

@@ -27,7 +27,7 @@ const BUILTIN_NAMES: &[&str] = &[
 
 /// A compiled condition, stored in [`Expressions`] as a template that
 /// renders `1` when the expression is true, so evaluating it never parses.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Condition {
     /// The expression as written.
     pub source: String,
@@ -35,11 +35,25 @@ pub struct Condition {
 }
 
 /// A compiled text template, stored in [`Expressions`] under `key`.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct TextTemplate {
     /// The template as written.
     pub source: String,
     key: String,
+}
+
+// Shown by source only: the storage key depends on what was compiled
+// before, and `dealflow plan` compares items by their Debug form.
+impl std::fmt::Debug for Condition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Condition").field(&self.source).finish()
+    }
+}
+
+impl std::fmt::Debug for TextTemplate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("TextTemplate").field(&self.source).finish()
+    }
 }
 
 /// A compile error inside an expression or template.

@@ -133,3 +133,107 @@ fn next_surviving(
         })
         .map_or(EnrollmentMove::Complete, EnrollmentMove::To)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{RecordKey, TimerRef};
+    use crate::store::{Changes, KvStore, MemoryBackend, Store};
+
+    fn load(yaml: &str) -> Workflows {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f.yaml"), yaml).unwrap();
+        let (w, d) = crate::config::load(dir.path(), &std::collections::HashMap::new());
+        w.unwrap_or_else(|| panic!("{d:?}"))
+    }
+
+    fn sequence(extra: &str, steps: &str) -> String {
+        format!("sequences:\n  - name: s\n    for: lead\n{extra}    steps:\n{steps}")
+    }
+
+    const STEPS: &str = "      - { id: a, task: { title: a } }\n      - wait: 1d\n      - { id: b, task: { title: b } }\n      - { id: c, task: { title: c } }\n";
+
+    fn waiting_on(step: &str) -> KvStore<MemoryBackend> {
+        let store = KvStore::open(MemoryBackend::default(), "memory").unwrap();
+        let at = chrono::DateTime::UNIX_EPOCH;
+        let e = Enrollment {
+            record: RecordKey {
+                kind: "lead".into(),
+                id: "L1".into(),
+            },
+            sequence: "s".into(),
+            enrolled_at: at,
+            status: "active".into(),
+            next_step: Some(step.into()),
+            exit_reason: None,
+            ended_at: None,
+            timer: Some(TimerRef {
+                due_at: at,
+                id: "t1".into(),
+            }),
+            next_at: Some(at),
+            messages: Default::default(),
+        };
+        store
+            .commit(Changes {
+                enrollments: vec![e],
+                ..Changes::default()
+            })
+            .unwrap();
+        store
+    }
+
+    fn moves(old: &str, new: &str, step: &str) -> Result<Vec<EnrollmentMove>, String> {
+        plan(&load(old), &load(new), &waiting_on(step))
+            .map(|m| m.into_iter().map(|(_, to)| to).collect())
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_kept_step_moves_nothing() {
+        let old = sequence("", STEPS);
+        let new = sequence("", &STEPS.replace("title: a", "title: A"));
+        assert_eq!(moves(&old, &new, "b"), Ok(vec![]));
+    }
+
+    #[test]
+    fn a_removed_step_follows_on_step_removed() {
+        let old = sequence("", STEPS);
+        let without_b = STEPS.replace("      - { id: b, task: { title: b } }\n", "");
+        let refused = moves(&old, &sequence("", &without_b), "b").unwrap_err();
+        assert!(
+            refused.contains("1 enrollment(s) of s wait on step \"b\""),
+            "{refused}"
+        );
+        assert_eq!(
+            moves(
+                &old,
+                &sequence("    on_step_removed: exit\n", &without_b),
+                "b"
+            ),
+            Ok(vec![EnrollmentMove::Exit("definition_changed".into())])
+        );
+        assert_eq!(
+            moves(
+                &old,
+                &sequence("    on_step_removed: next\n", &without_b),
+                "b"
+            ),
+            Ok(vec![EnrollmentMove::To("c".into())])
+        );
+        let only_a = "      - { id: a, task: { title: a } }\n";
+        assert_eq!(
+            moves(&old, &sequence("    on_step_removed: next\n", only_a), "b"),
+            Ok(vec![EnrollmentMove::Complete])
+        );
+    }
+
+    #[test]
+    fn a_removed_sequence_ends_its_enrollments() {
+        let old = sequence("", STEPS);
+        assert_eq!(
+            moves(&old, "rules: []\n", "b"),
+            Ok(vec![EnrollmentMove::Exit("definition_removed".into())])
+        );
+    }
+}

@@ -7,6 +7,7 @@
 //! a good one.
 
 pub mod migrate;
+pub mod plan;
 mod watch;
 
 pub use watch::{DEBOUNCE, watch};
