@@ -14,8 +14,6 @@
 #![allow(clippy::disallowed_methods)]
 
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -23,47 +21,10 @@ use std::time::{Duration, Instant};
 #[path = "workload.rs"]
 mod workload;
 
-struct Daemon {
-    child: std::process::Child,
-    url: String,
-}
+#[path = "daemon.rs"]
+mod daemon;
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(flows: &std::path::Path, data: &std::path::Path) -> Daemon {
-    let binary =
-        std::env::var("DEALFLOW_BIN").unwrap_or_else(|_| "target/release/dealflow".to_owned());
-    let mut child = Command::new(binary)
-        .args([
-            "run",
-            "--listen",
-            "127.0.0.1:0",
-            "--max-body",
-            "8388608",
-            "--workflows",
-        ])
-        .arg(flows)
-        .arg("--data")
-        .arg(data)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("build the release binary first: cargo build --release");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .trim_start_matches("dealflow listening on ")
-        .to_owned();
-    Daemon { child, url }
-}
+use daemon::start;
 
 fn event(n: u64, record: u64) -> Value {
     json!({ "id": format!("e{n}"), "type": "bench.event", "record": { "kind": "lead", "id": format!("L{record}"), "fields": { "email": format!("l{record}@p.example"), "n": n } } })

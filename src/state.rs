@@ -85,9 +85,13 @@ pub struct Record {
     /// Score per scoring model.
     #[serde(default)]
     pub scores: BTreeMap<String, f64>,
-    /// Points per scoring model and rule (the score is their sum).
+    /// Points per scoring model and rule, decayed to `scores_as_of` (the
+    /// score is their sum).
     #[serde(default)]
     pub score_parts: BTreeMap<String, BTreeMap<String, f64>>,
+    /// When each model's parts were last decayed.
+    #[serde(default)]
+    pub scores_as_of: BTreeMap<String, DateTime<Utc>>,
     /// The pending `stage.stalled` timer of the current stage visit; deleted
     /// when the record leaves the stage.
     #[serde(default)]
@@ -110,6 +114,7 @@ impl Record {
             stage_entered_at: None,
             scores: BTreeMap::new(),
             score_parts: BTreeMap::new(),
+            scores_as_of: BTreeMap::new(),
             stall_timer: None,
             created_at: now,
             updated_at: now,
@@ -135,6 +140,27 @@ impl Record {
     pub fn days_in_stage(&self, now: DateTime<Utc>) -> Option<i64> {
         self.stage_entered_at.map(|at| (now - at).num_days())
     }
+}
+
+/// One contribution to a score, kept so every score can be explained and
+/// recomputed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScoreEntry {
+    /// The record.
+    pub record: RecordKey,
+    /// Scoring model.
+    pub model: String,
+    /// The rule (its name, or position and trigger), or `action RULE`.
+    pub rule: String,
+    /// Points added (negative: removed; an attribute turning false removes its points).
+    pub points: f64,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// The event that caused it.
+    pub event_id: String,
+    /// Log position of that event, with the entry's place among its entries
+    /// (orders the ledger).
+    pub seq: (u64, u32),
 }
 
 /// One stay of a record in a stage.

@@ -26,6 +26,7 @@ pub fn router<S: Store>(app: Arc<App<S>>) -> Router {
         .route("/events", post(post_events::<S>))
         .route("/records/{kind}/{id}", get(get_record::<S>))
         .route("/records/{kind}/{id}/stage", post(post_stage::<S>))
+        .route("/records/{kind}/{id}/ledger", get(get_ledger::<S>))
         .route("/tasks", get(get_tasks::<S>))
         .route("/tasks/{id}/complete", post(complete_task::<S>))
         .route("/runs", get(get_runs::<S>))
@@ -178,12 +179,73 @@ async fn get_record<S: Store>(
         status: Some(TaskStatus::Open),
         ..TaskFilter::default()
     };
+    let now = app.clock.now();
     Ok(Json(json!({
-        "record": record_json(&record, &workflows, app.clock.now()),
+        "record": record_json(&record, &workflows, now),
+        "scores": score_explanations(app.store.as_ref(), &record, &workflows, now)?,
         "history": app.store.stage_history(&key)?,
         "enrollments": app.store.enrollments(&key)?,
         "open_tasks": app.store.tasks(&open, None, MAX_PAGE)?.items,
     })))
+}
+
+/// Entries of the ledger shown with the record; the rest is paged by
+/// `GET /v1/records/{kind}/{id}/ledger`.
+const LEDGER_SHOWN: usize = 10;
+
+/// "Why is this lead 72?": per model, the score now, each rule's part of it
+/// (decayed to now), and the latest ledger entries.
+fn score_explanations<S: Store>(
+    store: &S,
+    record: &crate::state::Record,
+    workflows: &crate::config::Workflows,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Value, ApiError> {
+    let mut out = serde_json::Map::new();
+    for model in workflows
+        .scoring
+        .iter()
+        .filter(|m| m.kind == record.key.kind)
+    {
+        let parts = crate::engine::scoring::parts_at(record, model, now);
+        let score: f64 = parts.iter().map(|(_, v)| v).sum();
+        let round = |v: f64| (v * 10.0).round() / 10.0;
+        let parts: Vec<Value> = parts
+            .iter()
+            .map(|(rule, v)| json!({ "rule": rule, "points": round(*v) }))
+            .collect();
+        let ledger = store.score_ledger(&record.key, &model.name, None, LEDGER_SHOWN)?;
+        out.insert(
+            model.name.clone(),
+            json!({ "score": round(score), "parts": parts, "ledger": ledger.items, "ledger_next": ledger.next }),
+        );
+    }
+    Ok(Value::Object(out))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LedgerQuery {
+    model: String,
+    limit: Option<usize>,
+    after: Option<String>,
+}
+
+/// `GET /v1/records/{kind}/{id}/ledger?model=`: every contribution, newest first.
+async fn get_ledger<S: Store>(
+    State(app): State<Arc<App<S>>>,
+    Path((kind, id)): Path<(String, String)>,
+    Query(q): Query<LedgerQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let key = RecordKey { kind, id };
+    let paging = Paging {
+        limit: q.limit,
+        after: q.after,
+    };
+    let page = app
+        .store
+        .score_ledger(&key, &q.model, paging.after.as_deref(), paging.limit())?;
+    Ok(Json(json!({ "ledger": page.items, "next": page.next })))
 }
 
 #[derive(Deserialize)]

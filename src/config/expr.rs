@@ -42,6 +42,18 @@ pub struct TextTemplate {
     key: String,
 }
 
+impl Condition {
+    /// A condition that is never evaluated, for tests of code that only
+    /// looks at which kind of rule holds it.
+    #[cfg(test)]
+    pub fn for_tests(source: &str) -> Self {
+        Condition {
+            source: source.to_owned(),
+            key: String::new(),
+        }
+    }
+}
+
 // Shown by source only: the storage key depends on what was compiled
 // before, and `dealflow plan` compares items by their Debug form.
 impl std::fmt::Debug for Condition {

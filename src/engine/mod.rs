@@ -9,7 +9,7 @@ mod actions;
 mod context;
 mod pipeline;
 mod schedule;
-mod scoring;
+pub mod scoring;
 pub mod sequence;
 mod timers;
 
@@ -134,6 +134,8 @@ pub(crate) struct Work<'a> {
     scope_cache: Option<minijinja::Value>,
     /// Fields rules changed; one `record.updated` lists them all.
     pub updated_fields: Vec<String>,
+    /// Fields the event itself changed.
+    pub changed_fields: Vec<String>,
     pub changes: Changes,
 }
 
@@ -160,6 +162,7 @@ impl<'a> Work<'a> {
             counters: HashMap::new(),
             open_tasks: HashMap::new(),
             updated_fields: Vec::new(),
+            changed_fields: Vec::new(),
             scope_cache: None,
             changes: Changes::default(),
         })
@@ -390,6 +393,7 @@ pub fn handle(
     }
     let created = work.created;
     let changed = work.merge_fields(&event.fields);
+    work.changed_fields = changed.clone();
     if created && event.event_type != "record.created" {
         work.raise("record.created", json!({}));
     } else if event.event_type != "record.updated" {

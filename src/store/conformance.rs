@@ -357,6 +357,34 @@ pub fn outbox_rows_round_trip<S: Store>(s: &S) {
     );
 }
 
+pub fn score_ledger_pages_newest_first<S: Store>(s: &S) {
+    let entry = |seq: u64, n: u32| crate::state::ScoreEntry {
+        record: key("lead", "L1"),
+        model: "m".into(),
+        rule: format!("r{seq}.{n}"),
+        points: 1.5,
+        at: at(seq as i64),
+        event_id: format!("e{seq}"),
+        seq: (seq, n),
+    };
+    let mut other = entry(9, 0);
+    other.model = "m2".into();
+    s.commit(Changes {
+        ledger: vec![entry(1, 0), entry(1, 1), entry(300, 0), other],
+        ..Changes::default()
+    })
+    .unwrap();
+    let first = s.score_ledger(&key("lead", "L1"), "m", None, 2).unwrap();
+    let rules: Vec<&str> = first.items.iter().map(|e| e.rule.as_str()).collect();
+    assert_eq!(rules, ["r300.0", "r1.1"]);
+    let rest = s
+        .score_ledger(&key("lead", "L1"), "m", first.next.as_deref(), 2)
+        .unwrap();
+    assert_eq!(rest.items.len(), 1);
+    assert_eq!(rest.items[0].rule, "r1.0");
+    assert!(rest.next.is_none());
+}
+
 macro_rules! conformance {
     ($backend:ident, $make:expr) => {
         mod $backend {
@@ -390,6 +418,11 @@ macro_rules! conformance {
             fn timers_come_due_in_order_and_can_be_deleted() {
                 let (_g, s) = $make;
                 super::timers_come_due_in_order_and_can_be_deleted(&s);
+            }
+            #[test]
+            fn score_ledger_pages_newest_first() {
+                let (_g, s) = $make;
+                super::score_ledger_pages_newest_first(&s);
             }
             #[test]
             fn history_enrollments_suppression() {

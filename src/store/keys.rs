@@ -22,6 +22,7 @@ pub const ENROLLMENT: &[u8] = b"en\0";
 pub const RUN: &[u8] = b"rn\0";
 pub const SUPPRESSED: &[u8] = b"sp\0";
 pub const COUNTER: &[u8] = b"ct\0";
+pub const SCORE_LEDGER: &[u8] = b"sl\0";
 
 /// The store format this build writes; a store with another is refused.
 pub const FORMAT_VERSION: &[u8] = b"dealflow-2";
@@ -101,6 +102,28 @@ pub fn enrollment_prefix(key: &RecordKey) -> Vec<u8> {
 
 pub fn enrollment(key: &RecordKey, sequence: &str) -> Vec<u8> {
     join(&[&enrollment_prefix(key), sequence.as_bytes()])
+}
+
+pub fn score_ledger_prefix(key: &RecordKey, model: &str) -> Vec<u8> {
+    join(&[
+        SCORE_LEDGER,
+        key.kind.as_bytes(),
+        b"\0",
+        key.id.as_bytes(),
+        b"\0",
+        model.as_bytes(),
+        b"\0",
+    ])
+}
+
+/// Fixed-width hex (not raw big-endian): the suffix doubles as the text
+/// paging cursor, and hex of equal width sorts like the numbers.
+pub fn score_entry(entry: &crate::state::ScoreEntry) -> Vec<u8> {
+    let position = format!("{:016x}{:08x}", entry.seq.0, entry.seq.1);
+    join(&[
+        &score_ledger_prefix(&entry.record, &entry.model),
+        position.as_bytes(),
+    ])
 }
 
 pub fn run(id: &str) -> Vec<u8> {

@@ -500,6 +500,25 @@ impl<B: Backend> SuppressionTable for KvStore<B> {
     }
 }
 
+impl<B: Backend> ScoreLedgerTable for KvStore<B> {
+    fn score_ledger(
+        &self,
+        key: &RecordKey,
+        model: &str,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<ScoreEntry>, StoreError> {
+        filtered_page(
+            self,
+            &keys::score_ledger_prefix(key, model),
+            before,
+            limit,
+            true,
+            |_: &ScoreEntry| true,
+        )
+    }
+}
+
 impl<B: Backend> CounterTable for KvStore<B> {
     fn counter(&self, name: &str) -> Result<u64, StoreError> {
         Ok(self
@@ -548,6 +567,9 @@ impl<B: Backend> Store for KvStore<B> {
                 keys::counter(name),
                 value.to_be_bytes().to_vec(),
             ));
+        }
+        for entry in &changes.ledger {
+            w.push(KvWrite::Put(keys::score_entry(entry), encode(entry)?));
         }
         for email in &changes.suppress {
             w.push(KvWrite::Put(keys::suppressed(email), Vec::new()));

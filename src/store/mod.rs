@@ -23,8 +23,8 @@ pub use memory::MemoryBackend;
 pub use sled_backend::SledBackend;
 
 use crate::state::{
-    Enrollment, Event, NewEvent, OutboxEntry, OutboxStatus, Record, RecordKey, Run, StageVisit,
-    Task, TaskStatus, Timer,
+    Enrollment, Event, NewEvent, OutboxEntry, OutboxStatus, Record, RecordKey, Run, ScoreEntry,
+    StageVisit, Task, TaskStatus, Timer,
 };
 use chrono::{DateTime, Utc};
 use std::future::Future;
@@ -208,6 +208,19 @@ pub trait SuppressionTable {
     fn is_suppressed(&self, email: &str) -> Result<bool, StoreError>;
 }
 
+/// Every contribution to every score.
+pub trait ScoreLedgerTable {
+    /// A record's entries for one model, newest first, at most `limit`,
+    /// older than the `before` cursor of a previous page.
+    fn score_ledger(
+        &self,
+        key: &RecordKey,
+        model: &str,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<ScoreEntry>, StoreError>;
+}
+
 /// Named counters (round-robin positions).
 pub trait CounterTable {
     /// A counter's value (0 if never set).
@@ -237,6 +250,8 @@ pub struct Changes {
     pub counters: Vec<(String, u64)>,
     /// Addresses to suppress.
     pub suppress: Vec<String>,
+    /// Score contributions to record.
+    pub ledger: Vec<ScoreEntry>,
     /// Events raised, appended to the log in the same commit.
     pub events: Vec<NewEvent>,
     /// The event these changes finish (moves the cursor).
@@ -256,6 +271,7 @@ impl Changes {
         self.runs.extend(other.runs);
         self.counters.extend(other.counters);
         self.suppress.extend(other.suppress);
+        self.ledger.extend(other.ledger);
         self.events.extend(other.events);
         self.handled = other.handled.or(self.handled);
     }
@@ -273,6 +289,7 @@ pub trait Store:
     + RunTable
     + SuppressionTable
     + CounterTable
+    + ScoreLedgerTable
     + Send
     + Sync
     + 'static

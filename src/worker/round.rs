@@ -38,8 +38,8 @@ impl<'a, S: Store> Round<'a, S> {
     }
 
     /// Adds one event's changes to the round.
-    pub fn absorb(&mut self, changes: Changes) -> Result<(), StoreError> {
-        for task in changes.tasks {
+    pub fn absorb(&mut self, mut changes: Changes) -> Result<(), StoreError> {
+        for task in std::mem::take(&mut changes.tasks) {
             let old = self.task(&task.id)?;
             if let Some(o) = old.filter(|o| o.status == TaskStatus::Open) {
                 *self
@@ -79,18 +79,8 @@ impl<'a, S: Store> Round<'a, S> {
         }
         self.suppressed
             .extend(changes.suppress.iter().map(|e| e.to_lowercase()));
-        let p = &mut self.pending;
-        p.records.extend(changes.records);
-        p.stage_visits.extend(changes.stage_visits);
-        p.outbox.extend(changes.outbox);
-        p.timers.extend(changes.timers);
-        p.timers_done.extend(changes.timers_done);
-        p.enrollments.extend(changes.enrollments);
-        p.runs.extend(changes.runs);
-        p.counters.extend(changes.counters);
-        p.suppress.extend(changes.suppress);
-        p.events.extend(changes.events);
-        p.handled = changes.handled.or(p.handled);
+        // Everything else is kept as it comes (tasks were taken above).
+        self.pending.append(changes);
         Ok(())
     }
 

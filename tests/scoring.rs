@@ -1,0 +1,126 @@
+//! Scoring with the real daemon: points accumulate, the threshold hands the
+//! lead off once, decay re-arms it, a handoff missing context is refused
+//! naming the fields, and the record view explains the score.
+
+mod common;
+
+use common::{Daemon, eventually, get_json, post_json, workflow_dir};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+const FLOWS: &str = r#"
+team:
+  people: [ { email: ana@x.example }, { email: ben@x.example } ]
+  teams: { sdr: [ana@x.example, ben@x.example] }
+scoring:
+  - name: intent
+    for: lead
+    rules:
+      - { name: visit, on: page.viewed, points: 30 }
+      - { name: senior, when: "lead.title is defined and 'VP' in lead.title", points: 5 }
+    decay: { half_life: 1s }
+    thresholds:
+      - name: hot
+        at: 60
+        do:
+          - handoff: { to: sdr, require: [email, company], note: "Score {{ lead.score }}" }
+"#;
+
+async fn view(url: &str, id: &str) -> (StatusCode, Value) {
+    let r = reqwest::get(format!("{url}/v1/records/lead/{id}"))
+        .await
+        .unwrap();
+    (r.status(), r.json().await.unwrap_or(Value::Null))
+}
+
+use reqwest::StatusCode;
+
+async fn visit(url: &str, id: &str, fields: Value) {
+    let event =
+        json!({ "type": "page.viewed", "record": { "kind": "lead", "id": id, "fields": fields } });
+    let (status, body) = post_json(&format!("{url}/v1/events"), event).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+}
+
+async fn handoffs(url: &str, id: &str) -> usize {
+    let runs = get_json(&format!(
+        "{url}/v1/runs?record=lead/{id}&rule=scoring:intent/hot"
+    ))
+    .await;
+    runs["runs"].as_array().map_or(0, |r| r.len())
+}
+
+#[tokio::test]
+async fn a_threshold_fires_once_and_again_after_decay() {
+    let (dir, flows) = workflow_dir(FLOWS);
+    let daemon = Daemon::start(&flows, &dir.path().join("data"), &[], &[]);
+    let url = daemon.url.clone();
+    let fields = json!({ "email": "pat@p.example", "company": "P Co", "title": "VP Sales" });
+    // 5 (title) + 30 + 30 = 65: crosses 60; a third visit at 95 does not again.
+    for _ in 0..3 {
+        visit(&url, "L1", fields.clone()).await;
+    }
+    eventually(5, "the first handoff", || async {
+        (handoffs(&url, "L1").await == 1).then_some(())
+    })
+    .await;
+    let (_, record) = view(&url, "L1").await;
+    assert!(record["record"]["owner"].is_string(), "{record}");
+    let intent = &record["scores"]["intent"];
+    let parts: Vec<String> = intent["parts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["rule"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(parts, ["senior", "visit"], "{intent}");
+    assert_eq!(intent["ledger"].as_array().unwrap().len(), 4, "{intent}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        handoffs(&url, "L1").await,
+        1,
+        "no second handoff on further points"
+    );
+
+    // Four half-lives later 90 event points are under 6: 5 + 6 < 60. Two
+    // visits bring it back over 60: the threshold fires again.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    visit(&url, "L1", json!({})).await;
+    visit(&url, "L1", json!({})).await;
+    eventually(5, "the second handoff", || async {
+        (handoffs(&url, "L1").await == 2).then_some(())
+    })
+    .await;
+    let ledger = get_json(&format!(
+        "{url}/v1/records/lead/L1/ledger?model=intent&limit=2"
+    ))
+    .await;
+    assert_eq!(ledger["ledger"][0]["rule"], "visit", "{ledger}");
+    assert!(ledger["next"].is_string(), "{ledger}");
+}
+
+#[tokio::test]
+async fn a_handoff_without_context_is_refused_naming_the_fields() {
+    let (dir, flows) = workflow_dir(FLOWS);
+    let daemon = Daemon::start(&flows, &dir.path().join("data"), &[], &[]);
+    let url = daemon.url.clone();
+    // Three quick visits: 90 points, less a little decay between them.
+    visit(&url, "L2", json!({ "email": "x@p.example" })).await;
+    visit(&url, "L2", json!({})).await;
+    visit(&url, "L2", json!({})).await;
+    let run = eventually(5, "the refused handoff", || async {
+        let runs = get_json(&format!(
+            "{url}/v1/runs?record=lead/L2&rule=scoring:intent/hot"
+        ))
+        .await;
+        runs["runs"].as_array().and_then(|r| r.first().cloned())
+    })
+    .await;
+    assert_eq!(run["actions"][0]["outcome"], "refused", "{run}");
+    assert_eq!(run["actions"][0]["detail"], "missing company", "{run}");
+    let (_, record) = view(&url, "L2").await;
+    assert!(
+        record["record"]["owner"].is_null(),
+        "nobody received it: {record}"
+    );
+}
