@@ -336,3 +336,49 @@ async fn plan_shows_what_a_reload_would_change_and_whether_it_is_refused() {
     assert!(text.contains("continue at c (renamed_from)"), "{text}");
     assert!(text.ends_with("The reload would be accepted.\n"), "{text}");
 }
+
+#[tokio::test]
+async fn a_folder_gone_for_a_while_and_a_burst_of_saves_leave_the_rules_running() {
+    let (dir, flows) = workflow_dir(&rules("v1"));
+    let daemon = Daemon::start(&flows, &dir.path().join("data"), &[], &[]);
+    let url = daemon.url.clone();
+    let moved = dir.path().join("flows.moved");
+    std::fs::rename(&flows, &moved).unwrap();
+    eventually(5, "the missing folder reported", || async {
+        let s = status(&url).await;
+        (!s["last_reload_error"].is_null()).then_some(())
+    })
+    .await;
+    send(&url, "L1").await;
+    eventually(2, "the running rules", || async {
+        task_titles(&url)
+            .await
+            .contains(&"v1 L1".to_owned())
+            .then_some(())
+    })
+    .await;
+    std::fs::rename(&moved, &flows).unwrap();
+    write(&flows.join("flows.yaml"), &rules("back"));
+    eventually(5, "the folder back and reloaded", || async {
+        let s = status(&url).await;
+        s["last_reload_error"].is_null().then_some(())
+    })
+    .await;
+
+    // A thousand saves in a second: a few reloads, the last content wins.
+    let before = status(&url).await["reloads"]["succeeded"].as_u64().unwrap();
+    for i in 0..1000 {
+        write(&flows.join("flows.yaml"), &rules(&format!("burst{i}")));
+    }
+    send(&url, "L2").await;
+    eventually(5, "the last save running", || async {
+        send(&url, "L3").await;
+        task_titles(&url)
+            .await
+            .contains(&"burst999 L3".to_owned())
+            .then_some(())
+    })
+    .await;
+    let reloads = status(&url).await["reloads"]["succeeded"].as_u64().unwrap() - before;
+    assert!(reloads <= 20, "{reloads} reloads for one burst");
+}

@@ -308,7 +308,7 @@ fn run_steps<'s>(
             }
             StepKind::Email(_) | StepKind::Task(_) | StepKind::Webhook(_) => {
                 let id = step.id.clone().unwrap_or_default();
-                let zone = send_zone(work, definition);
+                let zone = send_zone(work, definition, run);
                 if let Some(at) = window_opens(work, definition, zone, step, &id) {
                     match at {
                         Some(at) => {
@@ -362,12 +362,31 @@ fn window_opens(
 }
 
 /// The recipient's zone when the sequence names one and it renders to a
-/// known zone; else the send window's.
-fn send_zone(work: &mut Work, definition: &Sequence) -> Option<Tz> {
+/// known zone; else (`None`) the send window's. A zone that renders but
+/// does not exist is written into the run: the send goes out in the
+/// window's zone rather than not at all.
+fn send_zone(work: &mut Work, definition: &Sequence, run: &mut Run) -> Option<Tz> {
     let template = definition.recipient_timezone.as_ref()?;
     let scope = work.scope(&[]);
+    // A missing field (no timezone known) is the common case: no note.
     let text = work.workflows.expressions.render(template, &scope).ok()?;
-    text.trim().parse::<Tz>().ok()
+    let text = text.trim();
+    match text.parse::<Tz>() {
+        Ok(zone) => Some(zone),
+        Err(_) if text.is_empty() => None,
+        Err(_) => {
+            let why = format!(
+                "recipient_timezone is \"{text}\", which is not a time zone; the send window's zone was used"
+            );
+            actions::record_named_outcome(
+                work,
+                run,
+                "recipient_timezone".to_owned(),
+                Ok(Done::Skipped(why)),
+            );
+            None
+        }
+    }
 }
 
 fn run_step(

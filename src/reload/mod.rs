@@ -182,7 +182,14 @@ async fn reload_once(context: &ReloadContext) -> Outcome {
         let errors: Vec<String> = diagnostics
             .iter()
             .filter(|d| d.severity == Severity::Error)
-            .map(|d| d.to_string())
+            .map(|d| {
+                // Folder-level problems name no file: name the folder.
+                let mut d = d.clone();
+                if d.position.file.as_os_str().is_empty() {
+                    d.position.file = context.dir.clone();
+                }
+                d.to_string()
+            })
             .collect();
         return fail(
             format!("{} has {} error(s)", context.dir.display(), errors.len()),

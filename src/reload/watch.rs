@@ -79,10 +79,6 @@ async fn watch_until_replaced(
             },
             _ = tokio::time::sleep(CHECK) => {
                 if identity(dir) != Some(watched) {
-                    // Replaced, renamed away or gone: reload what is there
-                    // now (a missing folder fails and keeps the running set)
-                    // and watch again.
-                    reloader.request();
                     return Ok(());
                 }
             }

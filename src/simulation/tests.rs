@@ -131,6 +131,25 @@ fn the_recipient_zone_decides_the_send_hour() {
 }
 
 #[test]
+fn an_unknown_recipient_zone_sends_in_the_window_zone_and_says_so() {
+    let w = workflows(CADENCE);
+    let start = "2026-03-02T11:00:00Z"; // 06:00 in New York: before the window
+    let fields = json!({"email": "a@p.example", "timezone": "Mars/Olympus"});
+    let timeline = simulate(
+        &w,
+        start,
+        vec![event(t(start), "signed.up", "lead/L1", fields)],
+        Duration::days(1),
+    );
+    let first = of(&timeline, "email")[0];
+    assert_eq!(first.zone, chrono_tz::Tz::America__New_York);
+    assert_eq!(
+        first.at.with_timezone(&first.zone).format("%H").to_string(),
+        "09"
+    );
+}
+
+#[test]
 fn a_branch_exits_with_its_reason() {
     let w = workflows(CADENCE);
     let start = "2026-03-02T15:00:00Z";
