@@ -32,4 +32,5 @@ pub mod scheduler;
 pub mod simulation;
 pub mod state;
 pub mod store;
+pub mod telemetry;
 pub mod worker;

@@ -445,3 +445,85 @@ async fn a_stage_move_is_answered_while_events_keep_arriving() {
     let (status, _) = answer.expect("the stage move was never answered");
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
 }
+
+/// Checks one line of the Prometheus text format (0.0.4): a comment, or
+/// `name{label="value",...} number`.
+fn prometheus_line_ok(line: &str) -> bool {
+    if line.is_empty() || line.starts_with("# HELP ") || line.starts_with("# TYPE ") {
+        return true;
+    }
+    let name_end = line.find(['{', ' ']).unwrap_or(line.len());
+    let name = &line[..name_end];
+    let name_ok = !name.is_empty()
+        && name.chars().enumerate().all(|(i, c)| {
+            c.is_ascii_alphabetic() || c == '_' || c == ':' || (i > 0 && c.is_ascii_digit())
+        });
+    let mut rest = &line[name_end..];
+    if let Some(labels) = rest.strip_prefix('{') {
+        let Some(close) = labels.find("} ") else {
+            return false;
+        };
+        let ok = labels[..close]
+            .split("\",")
+            .filter(|p| !p.is_empty())
+            .all(|pair| {
+                pair.split_once("=\"").is_some_and(|(k, _)| {
+                    !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                })
+            });
+        if !ok {
+            return false;
+        }
+        rest = &labels[close + 1..];
+    }
+    let value = rest.trim().split(' ').next().unwrap_or("");
+    name_ok && (value.parse::<f64>().is_ok() || ["+Inf", "-Inf", "NaN"].contains(&value))
+}
+
+#[tokio::test]
+async fn metrics_parse_as_prometheus_text_with_bounded_labels() {
+    let s = setup(&[], &[]);
+    s.post("/v1/events", lead("L1", Some("m1")).to_string())
+        .await;
+    let unknown =
+        json!({ "type": "made.up.by.a.sender", "record": { "kind": "lead", "id": "L2" } });
+    s.post("/v1/events", unknown.to_string()).await;
+    s.settle().await;
+    let text = reqwest::get(format!("{}/metrics", s.daemon.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for bad in ["bad line", "x{a=b} 1", "1x 2", "y{a=\"b\"} notanumber"] {
+        assert!(!prometheus_line_ok(bad), "the check must refuse {bad:?}");
+    }
+    for line in text.lines() {
+        assert!(prometheus_line_ok(line), "not Prometheus text: {line:?}");
+    }
+    assert!(
+        text.contains("dealflow_events_ingested_total{type=\"form.submitted\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("dealflow_events_ingested_total{type=\"other\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("dealflow_rule_runs_total{rule=\"route\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("dealflow_actions_total{action=\"task\",outcome=\"ok\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("dealflow_store_bytes "), "{text}");
+    assert!(
+        text.contains("dealflow_timers_pending 1"),
+        "the call task's overdue timer: {text}"
+    );
+    assert!(
+        !text.contains("L1") && !text.contains("made.up"),
+        "no ids or made-up types in labels: {text}"
+    );
+}

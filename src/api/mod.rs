@@ -37,6 +37,8 @@ pub struct App<S: Store> {
     pub reload: Arc<crate::reload::ReloadStatus>,
     /// Asks for reloads.
     pub reloader: crate::reload::Reloader,
+    /// Renders `/metrics` (`None` when another recorder was installed first).
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// The workflow folder.
     pub workflows_dir: String,
     /// Largest request body.

@@ -46,6 +46,7 @@ pub fn router<S: Store>(app: Arc<App<S>>) -> Router {
             get(super::mail::unsubscribe_page::<S>).post(super::mail::unsubscribe::<S>),
         )
         .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(get_metrics::<S>))
         .layer(DefaultBodyLimit::max(app.max_body))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(app)
@@ -148,6 +149,9 @@ async fn post_events<S: Store>(
         return Err(
             ApiError::bad_request("invalid_event", message).with(json!({ "events": problems }))
         );
+    }
+    for e in &events {
+        crate::telemetry::event_ingested(&e.event_type, &workflows);
     }
     let appended = app.store.append_events(events)?;
     app.store.flush().await?;
@@ -439,6 +443,26 @@ async fn get_runs<S: Store>(
         .store
         .runs(&filter, paging.after.as_deref(), paging.limit())?;
     Ok(Json(json!({ "runs": page.items, "next": page.next })))
+}
+
+/// `GET /metrics`: Prometheus text format.
+async fn get_metrics<S: Store>(State(app): State<Arc<App<S>>>) -> Result<Response, ApiError> {
+    let Some(handle) = app.metrics.clone() else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "metrics_unavailable",
+            "no metrics recorder is installed in this process",
+        ));
+    };
+    let workflows = app.workflows.load_full();
+    let store = app.store.clone();
+    let now = app.clock.now();
+    let text = tokio::task::spawn_blocking(move || {
+        crate::telemetry::render(&handle, store.as_ref(), &workflows, now)
+    })
+    .await
+    .map_err(|e| crate::store::StoreError::Backend(e.to_string()))?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 
 /// `GET /v1/workflows`: the running set described for `dealflow plan`.

@@ -76,6 +76,7 @@ async fn serve(
         clock.clone(),
         cancel.clone(),
     );
+    let metrics = crate::telemetry::install();
     let status = Arc::new(ReloadStatus::new(clock.now()));
     let (reloader, _reload_task) = reload::spawn(reload::ReloadContext {
         dir: options.workflows.to_path_buf(),
@@ -96,6 +97,7 @@ async fn serve(
         worker: handle,
         reload: status,
         reloader,
+        metrics,
         clock,
         token,
         workflows_dir: options.workflows.display().to_string(),

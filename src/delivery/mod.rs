@@ -223,6 +223,7 @@ async fn claim<S: Store>(
     let mut jobs = Vec::new();
     for mut row in due {
         if let Some(why) = stop_reason(outbox.store.as_ref(), &row)? {
+            crate::telemetry::delivery(kind_of(&row), "cancelled");
             row.status = OutboxStatus::Cancelled;
             row.last_error = Some(why);
             changes.outbox.push(row);
@@ -231,6 +232,7 @@ async fn claim<S: Store>(
         let job = match prepare(&row, workflows, channels, &outbox.key) {
             Ok(job) => job,
             Err(Prepared::Deferred(deferral)) => {
+                crate::telemetry::delivery(kind_of(&row), "deferred");
                 row.next_attempt_at =
                     Some(now + chrono::Duration::from_std(deferral.wait).unwrap_or_default());
                 row.deferrals += 1;
@@ -355,6 +357,7 @@ async fn record<S: Store>(
     for (mut row, result) in done {
         match result {
             Handed::Sent(message_id) => {
+                crate::telemetry::delivery(kind_of(&row), "sent");
                 row.status = OutboxStatus::Sent;
                 row.sent_at = Some(now);
                 row.last_error = None;
@@ -377,6 +380,7 @@ async fn record<S: Store>(
                 reason,
                 retry_after,
             }) if row.attempts < workflows.settings.retry.attempts => {
+                crate::telemetry::delivery(kind_of(&row), "retried");
                 let wait = retry::delay(&workflows.settings.retry, row.attempts, retry_after);
                 row.status = OutboxStatus::Failed;
                 row.next_attempt_at =
@@ -417,10 +421,8 @@ async fn record<S: Store>(
 /// Marks a row dead, visible in run history and as `action.failed`.
 fn give_up(changes: &mut Changes, mut row: OutboxEntry, why: String, now: DateTime<Utc>) {
     tracing::warn!(row = %row.id, reason = %why, "Delivery gave up.");
-    let action = match row.delivery {
-        Delivery::Email { .. } => "email",
-        Delivery::Webhook { .. } => "webhook",
-    };
+    let action = kind_of(&row);
+    crate::telemetry::delivery(action, "dead");
     row.status = OutboxStatus::Dead;
     row.last_error = Some(why.clone());
     changes.runs.push(Run {
@@ -447,6 +449,13 @@ fn give_up(changes: &mut Changes, mut row: OutboxEntry, why: String, now: DateTi
     });
     changes.events.push(event(&row, "action.failed", data, now));
     changes.outbox.push(row);
+}
+
+fn kind_of(row: &OutboxEntry) -> &'static str {
+    match row.delivery {
+        Delivery::Email { .. } => "email",
+        Delivery::Webhook { .. } => "webhook",
+    }
 }
 
 fn sequence_of(row: &OutboxEntry) -> Option<&str> {

@@ -148,6 +148,11 @@ pub fn spawn(context: ReloadContext) -> (Reloader, tokio::task::JoinHandle<()>) 
             }
             let outcome = reload_once(&context).await;
             context.status.record(&outcome, context.clock.now());
+            match &outcome {
+                Outcome::Reloaded { .. } => crate::telemetry::reload(true),
+                Outcome::Failed(_) => crate::telemetry::reload(false),
+                Outcome::Unchanged { .. } => {}
+            }
             for reply in waiting.into_iter().flatten() {
                 let _ = reply.send(outcome.clone());
             }

@@ -24,9 +24,21 @@ pub fn watch(
     reloader: Reloader,
     cancel: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
+    // The folder as the running set was loaded from it: any other identity
+    // later (gone, renamed away, replaced) is a change to reload.
+    let mut known = identity(&dir);
     tokio::spawn(async move {
         while !cancel.is_cancelled() {
-            if let Err(e) = watch_until_replaced(&dir, &reloader, &cancel).await {
+            let current = identity(&dir);
+            if current != known {
+                // Reload what is there now; a missing folder fails and keeps
+                // the running set.
+                reloader.request();
+                known = current;
+            }
+            if let Some(watched) = current
+                && let Err(e) = watch_until_replaced(&dir, watched, &reloader, &cancel).await
+            {
                 tracing::warn!(error = %e, folder = %dir.display(), "Cannot watch the workflow folder; trying again.");
             }
             tokio::select! {
@@ -51,22 +63,32 @@ fn identity(dir: &Path) -> Option<(u64, u64)> {
     }
 }
 
+/// Watches until the folder's identity is no longer `watched`.
 async fn watch_until_replaced(
     dir: &Path,
+    watched: (u64, u64),
     reloader: &Reloader,
     cancel: &CancellationToken,
 ) -> notify::Result<()> {
-    let Some(watched) = identity(dir) else {
-        return Ok(());
-    };
     let (tx, mut rx) = mpsc::unbounded_channel::<DebounceEventResult>();
     let mut debouncer = new_debouncer(DEBOUNCE, None, move |result: DebounceEventResult| {
         let _ = tx.send(result);
     })?;
-    debouncer.watch(dir, RecursiveMode::Recursive)?;
-    loop {
+    let watching = debouncer.watch(dir, RecursiveMode::Recursive);
+    // Stopping the watcher joins its threads: never on a runtime thread.
+    let stop = move || {
+        tokio::task::spawn_blocking(move || drop(debouncer));
+    };
+    if let Err(e) = watching {
+        stop();
+        return Err(e);
+    }
+    // One clock for the identity check: a fresh sleep per loop turn would
+    // never finish while events keep coming.
+    let mut check = tokio::time::interval(CHECK);
+    let outcome = loop {
         tokio::select! {
-            _ = cancel.cancelled() => return Ok(()),
+            _ = cancel.cancelled() => break Ok(()),
             event = rx.recv() => match event {
                 Some(Ok(events)) if !events.is_empty() => reloader.request(),
                 Some(Ok(_)) => {}
@@ -75,13 +97,16 @@ async fn watch_until_replaced(
                         tracing::warn!(error = %e, "Watching the workflow folder reported an error.");
                     }
                 }
-                None => return Ok(()),
+                None => break Ok(()),
             },
-            _ = tokio::time::sleep(CHECK) => {
+            _ = check.tick() => {
                 if identity(dir) != Some(watched) {
-                    return Ok(());
+                    tracing::debug!("The workflow folder was replaced or is gone.");
+                    break Ok(());
                 }
             }
         }
-    }
+    };
+    stop();
+    outcome
 }

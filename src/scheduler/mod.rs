@@ -32,7 +32,9 @@ pub fn fire_due<S: Store>(
     now: DateTime<Utc>,
 ) -> Result<usize, StoreError> {
     let mut changes = Changes::default();
-    for timer in store.due_timers(now, FIRE_BATCH)? {
+    let timers = store.due_timers(now, FIRE_BATCH)?;
+    let lateness: Vec<chrono::Duration> = timers.iter().map(|t| now - t.due_at).collect();
+    for timer in timers {
         changes.timers_done.push((timer.due_at, timer.id.clone()));
         let mut event = timer.event;
         event.id = Some(timer.id);
@@ -42,6 +44,7 @@ pub fn fire_due<S: Store>(
     let fired = changes.events.len();
     if fired > 0 || !changes.counters.is_empty() {
         store.commit(changes)?;
+        lateness.into_iter().for_each(crate::telemetry::timer_fired);
     }
     Ok(fired)
 }

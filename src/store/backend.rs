@@ -34,6 +34,8 @@ pub trait Backend: Send + Sync + 'static {
         before: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<Entry>, StoreError>;
+    /// How many keys start with `prefix`, counting at most `limit`.
+    fn count(&self, prefix: &[u8], limit: usize) -> Result<usize, StoreError>;
     /// Applies writes atomically.
     fn apply(&self, writes: Vec<KvWrite>) -> Result<(), StoreError>;
     /// Makes applied writes durable.

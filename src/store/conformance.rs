@@ -332,6 +332,7 @@ pub fn outbox_rows_round_trip<S: Store>(s: &S) {
     })
     .unwrap();
     assert_eq!(ids(s.due_outbox(at(60), 10).unwrap()), ["o2"]);
+    assert_eq!(s.waiting_outbox(10).unwrap(), 1);
     assert_eq!(ids(s.sending_outbox(10).unwrap()), ["o1"]);
     assert_eq!(s.next_outbox_due().unwrap(), Some(at(50)));
     let mut sent = sending;

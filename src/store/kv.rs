@@ -428,6 +428,10 @@ impl<B: Backend> OutboxTable for KvStore<B> {
             .and_then(|ms| DateTime::from_timestamp_millis(ms as i64)))
     }
 
+    fn waiting_outbox(&self, limit: usize) -> Result<usize, StoreError> {
+        self.backend.count(keys::OUTBOX_DUE, limit)
+    }
+
     fn sending_outbox(&self, limit: usize) -> Result<Vec<OutboxEntry>, StoreError> {
         let mut rows = Vec::new();
         for (key, _) in self.backend.scan(keys::OUTBOX_SENDING, None, limit)? {
@@ -444,6 +448,10 @@ impl<B: Backend> TimerTable for KvStore<B> {
             .into_iter()
             .map(|(key, value)| decode(&key, &value))
             .collect()
+    }
+
+    fn pending_timers(&self, limit: usize) -> Result<usize, StoreError> {
+        self.backend.count(keys::TIMER, limit)
     }
 
     fn next_timer(&self) -> Result<Option<Timer>, StoreError> {

@@ -46,6 +46,15 @@ impl Backend for MemoryBackend {
             .collect())
     }
 
+    fn count(&self, prefix: &[u8], limit: usize) -> Result<usize, StoreError> {
+        Ok(self
+            .read()
+            .range(range_after(prefix, None))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .take(limit)
+            .count())
+    }
+
     fn scan_rev(
         &self,
         prefix: &[u8],

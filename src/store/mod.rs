@@ -167,6 +167,8 @@ pub trait OutboxTable {
     fn due_outbox(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<OutboxEntry>, StoreError>;
     /// When the earliest waiting row is due.
     fn next_outbox_due(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
+    /// How many rows wait for delivery (due or not), counting at most `limit`.
+    fn waiting_outbox(&self, limit: usize) -> Result<usize, StoreError>;
     /// Rows marked as being handed over (after a crash: interrupted sends).
     fn sending_outbox(&self, limit: usize) -> Result<Vec<OutboxEntry>, StoreError>;
 }
@@ -177,6 +179,8 @@ pub trait TimerTable {
     fn due_timers(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Timer>, StoreError>;
     /// The earliest timer, to know how long to sleep.
     fn next_timer(&self) -> Result<Option<Timer>, StoreError>;
+    /// How many timers wait, counting at most `limit`.
+    fn pending_timers(&self, limit: usize) -> Result<usize, StoreError>;
 }
 
 /// Sequence enrollments.

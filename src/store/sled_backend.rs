@@ -88,6 +88,16 @@ impl Backend for SledBackend {
         Ok(out)
     }
 
+    fn count(&self, prefix: &[u8], limit: usize) -> Result<usize, StoreError> {
+        let mut n = 0;
+        // sled yields keys and values together; only the count is kept.
+        for item in self.db.scan_prefix(prefix).take(limit) {
+            item.map_err(backend_error)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
     fn scan_rev(
         &self,
         prefix: &[u8],

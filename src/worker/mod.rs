@@ -98,7 +98,11 @@ fn handle_round<S: Store>(
         let changes = engine::handle(event, workflows, &round, clock.now())?;
         round.absorb(changes)?;
     }
-    store.commit(round.into_changes())
+    let changes = round.into_changes();
+    let runs = changes.runs.clone();
+    store.commit(changes)?;
+    crate::telemetry::runs_committed(&runs);
+    Ok(())
 }
 
 /// Runs blocking work without stalling the async runtime's other tasks

@@ -24,7 +24,10 @@ impl Daemon {
             .arg(data)
             .args(extra)
             .env_remove("DEALFLOW_TOKEN")
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         for (k, v) in env {

@@ -1,0 +1,94 @@
+//! Prometheus metrics (`GET /metrics`): counters recorded where things
+//! happen, gauges read from the store when scraped. Every label value comes
+//! from the workflow definitions or a fixed list (never a record id, never
+//! an event type a sender made up), so the number of series stays bounded.
+
+use crate::config::Workflows;
+use crate::state::Run;
+use crate::store::Store;
+use chrono::{DateTime, Utc};
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+/// Pending timers and outbox rows counted at most per scrape (a scrape
+/// stays cheap with millions pending; the gauge then reads this number).
+const COUNTED: usize = 100_000;
+
+/// Installs the process-wide recorder; `None` if one is installed already.
+pub fn install() -> Option<PrometheusHandle> {
+    PrometheusBuilder::new().install_recorder().ok()
+}
+
+/// An event accepted by the API. Types the workflows do not name are
+/// counted as `other`.
+pub fn event_ingested(event_type: &str, workflows: &Workflows) {
+    let known = workflows.trigger_index.contains_key(event_type)
+        || crate::config::compile::BUILTIN_EVENTS.contains(&event_type);
+    let label = if known {
+        event_type.to_owned()
+    } else {
+        "other".to_owned()
+    };
+    counter!("dealflow_events_ingested_total", "type" => label).increment(1);
+}
+
+/// Runs just committed: per rule, and per action kind and outcome.
+pub fn runs_committed(runs: &[Run]) {
+    for run in runs {
+        counter!("dealflow_rule_runs_total", "rule" => run.rule.clone()).increment(1);
+        let failed = run.error.is_some() || run.actions.iter().any(|a| a.outcome == "failed");
+        if failed {
+            counter!("dealflow_rule_failures_total", "rule" => run.rule.clone()).increment(1);
+        }
+        for a in &run.actions {
+            let action = a.action.split(' ').next().unwrap_or_default().to_owned();
+            counter!("dealflow_actions_total", "action" => action, "outcome" => a.outcome.clone())
+                .increment(1);
+        }
+    }
+}
+
+/// A delivery outcome: `sent`, `retried`, `dead`, `cancelled`, `deferred`.
+pub fn delivery(kind: &'static str, outcome: &'static str) {
+    counter!("dealflow_deliveries_total", "kind" => kind, "outcome" => outcome).increment(1);
+}
+
+/// A timer fired, `lateness` after it was due.
+pub fn timer_fired(lateness: chrono::Duration) {
+    counter!("dealflow_timers_fired_total").increment(1);
+    let seconds = lateness.num_milliseconds().max(0) as f64 / 1000.0;
+    histogram!("dealflow_timer_lateness_seconds").record(seconds);
+}
+
+/// A reload that succeeded or failed.
+pub fn reload(succeeded: bool) {
+    let result = if succeeded { "success" } else { "failure" };
+    counter!("dealflow_reloads_total", "result" => result).increment(1);
+}
+
+/// Sets the gauges read from the store and renders everything.
+pub fn render<S: Store>(
+    handle: &PrometheusHandle,
+    store: &S,
+    workflows: &Workflows,
+    now: DateTime<Utc>,
+) -> String {
+    gauge!("dealflow_store_bytes").set(store.size_on_disk() as f64);
+    if let (Ok(stored), Ok(handled)) = (store.last_seq(), store.cursor()) {
+        gauge!("dealflow_events_stored").set(stored as f64);
+        gauge!("dealflow_events_waiting").set(stored.saturating_sub(handled) as f64);
+    }
+    if let Ok(waiting) = store.waiting_outbox(COUNTED) {
+        gauge!("dealflow_outbox_waiting").set(waiting as f64);
+    }
+    let age = store.next_outbox_due().ok().flatten().map_or(0.0, |due| {
+        (now - due).num_milliseconds().max(0) as f64 / 1000.0
+    });
+    gauge!("dealflow_outbox_oldest_due_age_seconds").set(age);
+    if let Ok(pending) = store.pending_timers(COUNTED) {
+        gauge!("dealflow_timers_pending").set(pending as f64);
+    }
+    gauge!("dealflow_workflows_rules").set(workflows.rules.len() as f64);
+    gauge!("dealflow_workflows_info", "version" => workflows.version.clone()).set(1.0);
+    handle.render()
+}
