@@ -17,8 +17,8 @@
 //!   `cli` the commands.
 //!
 //! - `reload` watches the folder and swaps a new, valid set in whole;
-//!
-//! Still to come: `report`.
+//! - `report` computes pipeline, sequence and owner reports from the store;
+//! - `telemetry` records Prometheus metrics.
 #![forbid(unsafe_code)]
 
 pub mod api;
@@ -28,6 +28,7 @@ pub mod config;
 pub mod delivery;
 pub mod engine;
 pub mod reload;
+pub mod report;
 pub mod scheduler;
 pub mod simulation;
 pub mod state;

@@ -527,3 +527,66 @@ async fn metrics_parse_as_prometheus_text_with_bounded_labels() {
         "no ids or made-up types in labels: {text}"
     );
 }
+
+#[tokio::test]
+async fn reports_count_stage_moves_over_http_and_from_the_shell() {
+    let s = setup(&[], &[]);
+    for id in ["D1", "D2", "D3"] {
+        let fields = json!({ "icp_fit": "yes", "budget_range": "50k", "owner": "ana@x.example" });
+        s.post("/v1/events", json!({ "type": "deal.opened", "record": { "kind": "deal", "id": id, "fields": fields } }).to_string()).await;
+    }
+    s.settle().await;
+    s.post(
+        "/v1/records/deal/D1/stage",
+        json!({ "to": "discovery" }).to_string(),
+    )
+    .await;
+    s.post("/v1/events", json!({ "type": "deal.lost", "record": { "kind": "deal", "id": "D2", "fields": { "lost_reason": "price" } } }).to_string()).await;
+    s.settle().await;
+    s.post(
+        "/v1/records/deal/D2/stage",
+        json!({ "to": "lost" }).to_string(),
+    )
+    .await;
+    let (status, reports) = s.get("/v1/reports/pipeline?since=1d").await;
+    assert_eq!(status, StatusCode::OK, "{reports}");
+    let b2b = &reports[0];
+    assert_eq!(b2b["pipeline"], "b2b");
+    let qualified = &b2b["stages"][0][1];
+    assert_eq!(qualified["entered"], 3, "{b2b}");
+    assert_eq!(qualified["still_in"], 1);
+    assert_eq!(
+        qualified["advanced"], 2,
+        "discovery and the outcome stage are both later"
+    );
+    assert_eq!(b2b["lost"], 1);
+    assert_eq!(b2b["win_rate"], 0.0);
+    let (status, _) = s.get("/v1/reports/nonsense").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, owners) = s.get("/v1/reports/owners").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        owners["ana@x.example"]["records_by_stage"]["deal/qualified"], 1,
+        "{owners}"
+    );
+
+    let url = s.daemon.url.clone();
+    let csv = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_dealflow"))
+            .args([
+                "report", "pipeline", "--since", "1d", "--format", "csv", "--url", &url,
+            ])
+            .env_remove("DEALFLOW_TOKEN")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&csv.stdout).into_owned();
+    assert!(csv.status.success(), "{text}");
+    assert!(text.starts_with("pipeline,owner,stage,entered,exited,still_in,advanced,moved_back,to_next,to_won,median_hours,p90_hours\n"), "{text}");
+    assert!(
+        text.contains("b2b,(all),qualified,3,2,1,2,0,66.7%,0.0%,"),
+        "{text}"
+    );
+}

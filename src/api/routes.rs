@@ -33,6 +33,7 @@ pub fn router<S: Store>(app: Arc<App<S>>) -> Router {
         .route("/status", get(get_status::<S>))
         .route("/reload", post(post_reload::<S>))
         .route("/workflows", get(get_workflows::<S>))
+        .route("/reports/{name}", get(get_report::<S>))
         .route("/outbox", get(super::mail::get_outbox::<S>))
         .route("/inbound/email", post(super::mail::post_inbound::<S>))
         .layer(middleware::from_fn_with_state(
@@ -443,6 +444,43 @@ async fn get_runs<S: Store>(
         .store
         .runs(&filter, paging.after.as_deref(), paging.limit())?;
     Ok(Json(json!({ "runs": page.items, "next": page.next })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReportQuery {
+    since: Option<String>,
+}
+
+/// `GET /v1/reports/{pipeline|sequences|owners}?since=30d`.
+async fn get_report<S: Store>(
+    State(app): State<Arc<App<S>>>,
+    Path(name): Path<String>,
+    Query(q): Query<ReportQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let since = crate::config::values::parse_duration(q.since.as_deref().unwrap_or("30d"))
+        .map_err(|e| ApiError::bad_request("invalid_query", format!("since: {e}")))?;
+    let now = app.clock.now();
+    let since = now - chrono::Duration::from_std(since).unwrap_or(chrono::Duration::MAX / 2);
+    let workflows = app.workflows.load_full();
+    let store = app.store.clone();
+    let report = tokio::task::spawn_blocking(move || -> Result<Value, crate::store::StoreError> {
+        let store = store.as_ref();
+        Ok(match name.as_str() {
+            "pipeline" => json!(crate::report::pipeline_report(store, &workflows, since)?),
+            "sequences" => json!(crate::report::sequences_report(store)?),
+            "owners" => json!(crate::report::owners_report(store, &workflows, now)?),
+            _ => Value::Null,
+        })
+    })
+    .await
+    .map_err(|e| crate::store::StoreError::Backend(e.to_string()))??;
+    if report.is_null() {
+        return Err(ApiError::not_found(
+            "no such report; there are pipeline, sequences and owners",
+        ));
+    }
+    Ok(Json(report))
 }
 
 /// `GET /metrics`: Prometheus text format.

@@ -186,3 +186,29 @@ mod tests {
         assert!(parse_fields(&["novalue".into()]).is_err());
     }
 }
+
+/// `dealflow report [pipeline|sequences|owners]`: a report of the running
+/// daemon's history.
+pub fn report(
+    daemon: &Daemon,
+    name: &str,
+    since: &str,
+    format: crate::report::Format,
+) -> anyhow::Result<ExitCode> {
+    use crate::report::{self, Format};
+    let body = daemon.call(reqwest::Method::GET, &format!("/v1/reports/{name}"), |r| {
+        r.query(&[("since", since)])
+    })?;
+    let text = match (name, format) {
+        (_, Format::Json) => serde_json::to_string_pretty(&body)?,
+        ("pipeline", f) => {
+            let reports: Vec<report::PipelineReport> = serde_json::from_value(body)?;
+            report::render_pipeline(&reports, f)
+        }
+        ("sequences", f) => report::render_sequences(&serde_json::from_value(body)?, f),
+        ("owners", f) => report::render_owners(&serde_json::from_value(body)?, f),
+        (other, _) => bail!("no report {other}; there are pipeline, sequences and owners"),
+    };
+    print!("{text}");
+    Ok(ExitCode::SUCCESS)
+}

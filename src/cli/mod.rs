@@ -95,6 +95,22 @@ pub enum Command {
         #[arg(long)]
         url: Option<String>,
     },
+    /// Reports of a running daemon: conversion and time per stage and owner,
+    /// sequence outcomes, owners' queues.
+    Report {
+        /// pipeline, sequences or owners.
+        #[arg(default_value = "pipeline")]
+        name: String,
+        /// The period, back from now.
+        #[arg(long, default_value = "30d")]
+        since: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = crate::report::Format::Table)]
+        format: crate::report::Format,
+        /// The daemon (default $DEALFLOW_URL, else http://127.0.0.1:8080).
+        #[arg(long)]
+        url: Option<String>,
+    },
     /// Post one event to a running daemon.
     Emit {
         /// Event type, e.g. form.submitted.
@@ -182,6 +198,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             format,
         }),
         Command::Test { dir } => test::run(&dir),
+        Command::Report {
+            name,
+            since,
+            format,
+            url,
+        } => client::report(&client::Daemon::from_env(url), &name, &since, format),
         Command::Plan { dir, url } => plan::run(&dir, &client::Daemon::from_env(url)),
         Command::Run {
             workflows,

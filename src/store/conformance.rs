@@ -276,6 +276,15 @@ pub fn history_enrollments_suppression<S: Store>(s: &S) {
         .map(|v| v.stage)
         .collect();
     assert_eq!(stages, ["qualified", "discovery"]);
+    s.commit(Changes {
+        stage_visits: vec![(key("deal", "D10"), 0, visit("qualified", 5))],
+        ..Changes::default()
+    })
+    .unwrap();
+    let mut all = Vec::new();
+    s.each_stage_history(&mut |k, visits| all.push((k.id, visits.len())))
+        .unwrap();
+    assert_eq!(all, [("D1".to_owned(), 2), ("D10".to_owned(), 1)]);
     assert_eq!(s.enrollments(&k).unwrap().len(), 1);
     let active = s.active_enrollments(None, 10).unwrap();
     assert_eq!(active.items.len(), 1);

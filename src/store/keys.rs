@@ -61,6 +61,17 @@ pub fn stage_visit(key: &RecordKey, index: u64) -> Vec<u8> {
     join(&[&stage_visit_prefix(key), &index.to_be_bytes()])
 }
 
+/// The record a stage visit key belongs to.
+pub fn stage_visit_record(key: &[u8]) -> Option<RecordKey> {
+    let rest = key.strip_prefix(STAGE_VISIT)?;
+    let rest = rest.get(..rest.len().checked_sub(9)?)?; // "\0" + 8 index bytes
+    let split = rest.iter().position(|b| *b == 0)?;
+    Some(RecordKey {
+        kind: String::from_utf8(rest[..split].to_vec()).ok()?,
+        id: String::from_utf8(rest[split + 1..].to_vec()).ok()?,
+    })
+}
+
 pub fn task(id: &str) -> Vec<u8> {
     join(&[TASK, id.as_bytes()])
 }

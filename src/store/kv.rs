@@ -352,6 +352,45 @@ impl<B: Backend> StageHistoryTable for KvStore<B> {
             .map(|(_, v)| v)
             .collect())
     }
+
+    fn each_stage_history(
+        &self,
+        visit: &mut dyn FnMut(RecordKey, Vec<StageVisit>),
+    ) -> Result<(), StoreError> {
+        const PAGE: usize = 4_096;
+        let mut after: Option<Vec<u8>> = None;
+        let mut current: Option<(RecordKey, Vec<StageVisit>)> = None;
+        loop {
+            let page = self
+                .backend
+                .scan(keys::STAGE_VISIT, after.as_deref(), PAGE)?;
+            let done = page.len() < PAGE;
+            for (key, value) in page {
+                let record = keys::stage_visit_record(&key).ok_or_else(|| StoreError::Decode {
+                    key: String::from_utf8_lossy(&key).into_owned(),
+                    reason: "not a stage visit key".to_owned(),
+                })?;
+                let v: StageVisit = decode(&key, &value)?;
+                match &mut current {
+                    Some((k, visits)) if *k == record => visits.push(v),
+                    _ => {
+                        if let Some((k, visits)) = current.take() {
+                            visit(k, visits);
+                        }
+                        current = Some((record, vec![v]));
+                    }
+                }
+                after = Some(key);
+            }
+            if done {
+                break;
+            }
+        }
+        if let Some((k, visits)) = current {
+            visit(k, visits);
+        }
+        Ok(())
+    }
 }
 
 impl<B: Backend> TaskTable for KvStore<B> {
@@ -470,6 +509,21 @@ impl<B: Backend> EnrollmentTable for KvStore<B> {
             .into_iter()
             .map(|(_, e)| e)
             .collect())
+    }
+
+    fn all_enrollments(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<Enrollment>, StoreError> {
+        filtered_page(
+            self,
+            keys::ENROLLMENT,
+            after,
+            limit,
+            false,
+            |_: &Enrollment| true,
+        )
     }
 
     fn active_enrollments(

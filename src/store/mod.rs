@@ -124,6 +124,12 @@ pub trait RecordTable {
 pub trait StageHistoryTable {
     /// Every stage visit of a record, oldest first.
     fn stage_history(&self, key: &RecordKey) -> Result<Vec<StageVisit>, StoreError>;
+    /// Every record's history, one record at a time (reports), without
+    /// holding more than one page of visits in memory.
+    fn each_stage_history(
+        &self,
+        visit: &mut dyn FnMut(RecordKey, Vec<StageVisit>),
+    ) -> Result<(), StoreError>;
 }
 
 /// Tasks.
@@ -187,6 +193,12 @@ pub trait TimerTable {
 pub trait EnrollmentTable {
     /// A record's enrollments.
     fn enrollments(&self, key: &RecordKey) -> Result<Vec<Enrollment>, StoreError>;
+    /// Every enrollment, a page at a time (reports).
+    fn all_enrollments(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<Enrollment>, StoreError>;
     /// Every active enrollment, a page at a time (reload checks them all).
     fn active_enrollments(
         &self,

@@ -1,0 +1,116 @@
+//! Report benchmark (issue 8): the pipeline report over 1,000,000 stored
+//! stage-history rows (250,000 deals × 4 visits, sled): wall time and memory.
+//!
+//! Run: `cargo bench --bench report` (BENCH_VISITS changes the million).
+
+// A benchmark measures wall time; the clock rule is for the product.
+#![allow(clippy::disallowed_methods)]
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+use chrono::{DateTime, Duration};
+use dealflow::config;
+use dealflow::state::{RecordKey, StageVisit};
+use dealflow::store::{Changes, KvStore, SledBackend, Store};
+use std::collections::HashMap;
+use std::time::Instant;
+
+fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|kb| kb.parse::<f64>().ok())
+            })
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+#[tokio::main]
+async fn main() {
+    let flows = tempfile::tempdir().unwrap();
+    std::fs::write(
+        flows.path().join("p.yaml"),
+        "pipelines:\n  - name: b2b\n    for: deal\n    stages:\n      - { name: qualified }\n      - { name: discovery }\n      - { name: proposal }\n      - { name: won, outcome: won }\n      - { name: lost, outcome: lost }\n",
+    )
+    .unwrap();
+    let (w, d) = config::load(flows.path(), &HashMap::<String, String>::new());
+    let workflows = w.unwrap_or_else(|| panic!("{d:?}"));
+    let visits: u64 = std::env::var("BENCH_VISITS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000);
+    let data = tempfile::tempdir().unwrap();
+    let store = KvStore::open(SledBackend::open(data.path()).unwrap(), "bench").unwrap();
+    let start = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+        .unwrap()
+        .to_utc();
+    let stages = ["qualified", "discovery", "proposal", "won", "lost"];
+    let owners = [
+        "ana@x.example",
+        "ben@x.example",
+        "cy@x.example",
+        "di@x.example",
+    ];
+    let mut batch = Vec::new();
+    for deal in 0..visits / 4 {
+        let key = RecordKey {
+            kind: "deal".into(),
+            id: format!("D{deal:07}"),
+        };
+        let end = if deal % 3 == 0 { 4 } else { 3 };
+        for (i, stage) in [0usize, 1, 2, end].into_iter().enumerate() {
+            let entered = start
+                + Duration::hours((deal % 500) as i64 * 24 + i as i64 * 30 + (deal % 7) as i64);
+            batch.push((
+                key.clone(),
+                i as u64,
+                StageVisit {
+                    pipeline: "b2b".into(),
+                    stage: stages[stage].into(),
+                    entered_at: entered,
+                    exited_at: (i < 3).then(|| entered + Duration::hours(30)),
+                    owner: Some(owners[(deal % 4) as usize].into()),
+                },
+            ));
+        }
+        if batch.len() >= 20_000 {
+            store
+                .commit(Changes {
+                    stage_visits: std::mem::take(&mut batch),
+                    ..Changes::default()
+                })
+                .unwrap();
+        }
+    }
+    store
+        .commit(Changes {
+            stage_visits: batch,
+            ..Changes::default()
+        })
+        .unwrap();
+    store.flush().await.unwrap();
+    let before = rss_mib();
+    let mut times = Vec::new();
+    let mut last = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        last = dealflow::report::pipeline_report(&store, &workflows, start).unwrap();
+        times.push(t.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    let r = &last[0];
+    println!(
+        "pipeline report over {visits} stage visits: median {:.2} s (min {:.2}, max {:.2}, 5 runs); RSS {before:.0} MiB before, {:.0} MiB after; qualified entered {}, won {}, lost {}",
+        times[2],
+        times[0],
+        times[4],
+        rss_mib(),
+        r.stages[0].1.entered,
+        r.won,
+        r.lost
+    );
+}

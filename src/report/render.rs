@@ -1,0 +1,229 @@
+//! Reports as terminal tables, CSV or JSON.
+
+use super::pipeline::{PipelineReport, StageFigures};
+use super::{OwnerFigures, SequenceFigures};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Aligned columns for a terminal.
+    Table,
+    /// One JSON document.
+    Json,
+    /// Comma-separated, one header line.
+    Csv,
+}
+
+fn json(value: &impl Serialize) -> String {
+    serde_json::to_string_pretty(value).unwrap_or_default()
+}
+
+fn percent(v: Option<f64>) -> String {
+    v.map_or("-".to_owned(), |v| format!("{:.1}%", v * 100.0))
+}
+
+fn number(v: Option<f64>) -> String {
+    v.map_or("-".to_owned(), |v| format!("{v:.1}"))
+}
+
+const STAGE_COLUMNS: [&str; 10] = [
+    "entered",
+    "exited",
+    "still_in",
+    "advanced",
+    "moved_back",
+    "to_next",
+    "to_won",
+    "median_hours",
+    "p90_hours",
+    "",
+];
+
+fn stage_cells(f: &StageFigures) -> [String; 9] {
+    [
+        f.entered.to_string(),
+        f.exited.to_string(),
+        f.still_in.to_string(),
+        f.advanced.to_string(),
+        f.moved_back.to_string(),
+        percent(f.conversion_to_next),
+        percent(f.conversion_to_won),
+        number(f.median_hours_in_stage),
+        number(f.p90_hours_in_stage),
+    ]
+}
+
+fn stage_table(out: &mut String, stages: &[(String, StageFigures)]) {
+    let _ = write!(out, "  {:<16}", "STAGE");
+    for c in &STAGE_COLUMNS[..9] {
+        let _ = write!(out, " {:>12}", c.to_uppercase());
+    }
+    out.push('\n');
+    for (name, f) in stages {
+        let _ = write!(out, "  {name:<16}");
+        for cell in stage_cells(f) {
+            let _ = write!(out, " {cell:>12}");
+        }
+        out.push('\n');
+    }
+}
+
+/// The pipeline report.
+pub fn render_pipeline(reports: &[PipelineReport], format: Format) -> String {
+    match format {
+        Format::Json => json(&reports),
+        Format::Csv => {
+            let mut out = format!("pipeline,owner,stage,{}\n", STAGE_COLUMNS[..9].join(","));
+            for r in reports {
+                let mut rows = vec![("(all)".to_owned(), &r.stages)];
+                rows.extend(r.by_owner.iter().map(|(o, s)| (o.clone(), s)));
+                for (owner, stages) in rows {
+                    for (stage, f) in stages.iter() {
+                        let _ = writeln!(
+                            out,
+                            "{},{},{},{}",
+                            r.pipeline,
+                            owner,
+                            stage,
+                            stage_cells(f).join(",")
+                        );
+                    }
+                }
+            }
+            out
+        }
+        Format::Table => {
+            let mut out = String::new();
+            for r in reports {
+                let _ = writeln!(
+                    out,
+                    "Pipeline {}: won {}, lost {}, win rate {}, median cycle {} days",
+                    r.pipeline,
+                    r.won,
+                    r.lost,
+                    percent(r.win_rate),
+                    number(r.median_cycle_days)
+                );
+                stage_table(&mut out, &r.stages);
+                for (owner, stages) in &r.by_owner {
+                    let shown = if owner.is_empty() {
+                        "(no owner)"
+                    } else {
+                        owner
+                    };
+                    let _ = writeln!(out, "\n  by owner: {shown}");
+                    stage_table(&mut out, stages);
+                }
+                out.push('\n');
+            }
+            out
+        }
+    }
+}
+
+/// The owners report.
+pub fn render_owners(owners: &BTreeMap<String, OwnerFigures>, format: Format) -> String {
+    let name = |o: &str| {
+        if o.is_empty() {
+            "(unassigned)".to_owned()
+        } else {
+            o.to_owned()
+        }
+    };
+    match format {
+        Format::Json => json(owners),
+        Format::Csv => {
+            let mut out = String::from("owner,open_tasks,overdue_tasks,records_by_stage\n");
+            for (o, f) in owners {
+                let stages: Vec<String> = f
+                    .records_by_stage
+                    .iter()
+                    .map(|(s, n)| format!("{s}={n}"))
+                    .collect();
+                let _ = writeln!(
+                    out,
+                    "{},{},{},{}",
+                    name(o),
+                    f.open_tasks,
+                    f.overdue_tasks,
+                    stages.join(" ")
+                );
+            }
+            out
+        }
+        Format::Table => {
+            let mut out = format!(
+                "{:<28} {:>10} {:>10}  RECORDS BY STAGE\n",
+                "OWNER", "OPEN", "OVERDUE"
+            );
+            for (o, f) in owners {
+                let stages: Vec<String> = f
+                    .records_by_stage
+                    .iter()
+                    .map(|(s, n)| format!("{s}: {n}"))
+                    .collect();
+                let _ = writeln!(
+                    out,
+                    "{:<28} {:>10} {:>10}  {}",
+                    name(o),
+                    f.open_tasks,
+                    f.overdue_tasks,
+                    stages.join(", ")
+                );
+            }
+            out
+        }
+    }
+}
+
+/// The sequences report.
+pub fn render_sequences(sequences: &BTreeMap<String, SequenceFigures>, format: Format) -> String {
+    match format {
+        Format::Json => json(sequences),
+        Format::Csv => {
+            let mut out = String::from("sequence,step,status,count\n");
+            for (name, f) in sequences {
+                for (step, statuses) in &f.steps {
+                    for (status, n) in statuses {
+                        let _ = writeln!(out, "{name},{step},{status},{n}");
+                    }
+                }
+                let _ = writeln!(out, "{name},,enrolled,{}", f.enrolled);
+                let _ = writeln!(out, "{name},,completed,{}", f.completed);
+                for (reason, n) in &f.exited {
+                    let _ = writeln!(out, "{name},,exited:{reason},{n}");
+                }
+            }
+            out
+        }
+        Format::Table => {
+            let mut out = String::new();
+            for (name, f) in sequences {
+                let exits: Vec<String> =
+                    f.exited.iter().map(|(r, n)| format!("{r}: {n}")).collect();
+                let _ = writeln!(
+                    out,
+                    "Sequence {name}: enrolled {}, active {}, completed {}, reply rate {}\n  exited: {}",
+                    f.enrolled,
+                    f.active,
+                    f.completed,
+                    percent(f.reply_rate),
+                    if exits.is_empty() {
+                        "-".to_owned()
+                    } else {
+                        exits.join(", ")
+                    }
+                );
+                for (step, statuses) in &f.steps {
+                    let s: Vec<String> = statuses.iter().map(|(k, n)| format!("{k} {n}")).collect();
+                    let _ = writeln!(out, "  step {step:<16} {}", s.join(", "));
+                }
+                out.push('\n');
+            }
+            out
+        }
+    }
+}
