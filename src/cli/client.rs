@@ -162,31 +162,6 @@ fn short_time(time: Option<&str>) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn due_times_are_shown_to_the_minute() {
-        assert_eq!(
-            short_time(Some("2026-11-23T00:59:57.953217516Z")),
-            "2026-11-23 00:59Z"
-        );
-        assert_eq!(short_time(None), "-");
-        assert_eq!(short_time(Some("soon")), "soon");
-    }
-
-    #[test]
-    fn fields_keep_json_values_and_default_to_strings() {
-        let f = parse_fields(&["n=5".into(), "vip=true".into(), "name=Pat Lee".into()]).unwrap();
-        assert_eq!(
-            (f["n"].clone(), f["vip"].clone(), f["name"].clone()),
-            (json!(5), json!(true), json!("Pat Lee"))
-        );
-        assert!(parse_fields(&["novalue".into()]).is_err());
-    }
-}
-
 /// `dealflow report [pipeline|sequences|owners]`: a report of the running
 /// daemon's history.
 pub fn report(
@@ -211,4 +186,29 @@ pub fn report(
     };
     print!("{text}");
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn due_times_are_shown_to_the_minute() {
+        assert_eq!(
+            short_time(Some("2026-11-23T00:59:57.953217516Z")),
+            "2026-11-23 00:59Z"
+        );
+        assert_eq!(short_time(None), "-");
+        assert_eq!(short_time(Some("soon")), "soon");
+    }
+
+    #[test]
+    fn fields_keep_json_values_and_default_to_strings() {
+        let f = parse_fields(&["n=5".into(), "vip=true".into(), "name=Pat Lee".into()]).unwrap();
+        assert_eq!(
+            (f["n"].clone(), f["vip"].clone(), f["name"].clone()),
+            (json!(5), json!(true), json!("Pat Lee"))
+        );
+        assert!(parse_fields(&["novalue".into()]).is_err());
+    }
 }
