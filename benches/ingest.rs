@@ -21,10 +21,10 @@ use std::time::{Duration, Instant};
 #[path = "workload.rs"]
 mod workload;
 
-#[path = "daemon.rs"]
-mod daemon;
+#[path = "support.rs"]
+mod support;
 
-use daemon::start;
+use support::start;
 
 fn event(n: u64, record: u64) -> Value {
     json!({ "id": format!("e{n}"), "type": "bench.event", "record": { "kind": "lead", "id": format!("L{record}"), "fields": { "email": format!("l{record}@p.example"), "n": n } } })

@@ -6,6 +6,9 @@
 // A benchmark measures wall time; the clock rule is for the product.
 #![allow(clippy::disallowed_methods)]
 
+#[path = "support.rs"]
+mod support;
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -15,19 +18,6 @@ use dealflow::state::{RecordKey, StageVisit};
 use dealflow::store::{Changes, KvStore, SledBackend, Store};
 use std::collections::HashMap;
 use std::time::Instant;
-
-fn rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| {
-                l.split_whitespace()
-                    .nth(1)
-                    .and_then(|kb| kb.parse::<f64>().ok())
-            })
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
-}
 
 #[tokio::main]
 async fn main() {
@@ -93,7 +83,7 @@ async fn main() {
         })
         .unwrap();
     store.flush().await.unwrap();
-    let before = rss_mib();
+    let before = support::rss_mib();
     let mut times = Vec::new();
     let mut last = Vec::new();
     for _ in 0..5 {
@@ -108,7 +98,7 @@ async fn main() {
         times[2],
         times[0],
         times[4],
-        rss_mib(),
+        support::rss_mib(),
         r.stages[0].1.entered,
         r.won,
         r.lost

@@ -10,8 +10,8 @@
 // A benchmark measures wall time; the clock rule is for the product.
 #![allow(clippy::disallowed_methods)]
 
-#[path = "daemon.rs"]
-mod daemon;
+#[path = "support.rs"]
+mod support;
 
 // The daemon's allocator (src/main.rs), so the engine is measured as it runs.
 #[global_allocator]
@@ -120,7 +120,7 @@ async fn record_view() {
     )
     .unwrap();
     let data = tempfile::tempdir().unwrap();
-    let d = daemon::start(flows.path(), data.path());
+    let d = support::start(flows.path(), data.path());
     let http = reqwest::Client::new();
     for batch in 0..10 {
         let events: Vec<Value> = (0..1000)

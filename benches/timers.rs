@@ -9,6 +9,9 @@
 // A benchmark measures wall time; the clock rule is for the product.
 #![allow(clippy::disallowed_methods)]
 
+#[path = "support.rs"]
+mod support;
+
 use chrono::{DateTime, Duration, Utc};
 use dealflow::config;
 use dealflow::state::{NewEvent, RecordKey, Timer};
@@ -40,19 +43,6 @@ fn timer(i: u64, start: DateTime<Utc>) -> Timer {
             depth: 0,
         },
     }
-}
-
-fn rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| {
-                l.split_whitespace()
-                    .nth(1)
-                    .and_then(|kb| kb.parse::<f64>().ok())
-            })
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
 }
 
 async fn schedule(store: &KvStore<SledBackend>, n: u64, start: DateTime<Utc>) -> f64 {
@@ -118,11 +108,11 @@ async fn main() {
     let small_rate = fire(&small, &workflows, 10_000, after_all).await;
     drop(small);
 
-    let rss_before = rss_mib();
+    let rss_before = support::rss_mib();
     let big_dir = tempfile::tempdir().unwrap();
     let big = open(big_dir.path());
     let secs = schedule(&big, million, start).await;
-    let rss_after = rss_mib();
+    let rss_after = support::rss_mib();
     println!(
         "schedule {million} timers: {secs:.1} s ({:.0}/s); RSS {rss_before:.0} MiB before, {rss_after:.0} MiB after; store {} MiB",
         million as f64 / secs,
@@ -135,6 +125,6 @@ async fn main() {
     println!(
         "fire: 10,000 pending → {small_rate:.0} timers/s; {million} pending, first day due → {day_rate:.0}/s; all due → {big_rate:.0}/s over {sample}; ratio {:.2}; RSS {:.0} MiB",
         big_rate / small_rate,
-        rss_mib()
+        support::rss_mib()
     );
 }

@@ -29,18 +29,6 @@ async fn send(url: &str, id: &str) {
     assert_eq!(status, reqwest::StatusCode::ACCEPTED, "{body}");
 }
 
-async fn task_titles(url: &str) -> Vec<String> {
-    let tasks = get_json(&format!("{url}/v1/tasks?status=all&limit=500")).await;
-    tasks["tasks"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|t| t["title"].as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 async fn status(url: &str) -> Value {
     get_json(&format!("{url}/v1/status")).await
 }
@@ -67,7 +55,7 @@ async fn a_saved_rule_runs_a_broken_file_is_kept_out_and_a_fix_recovers() {
     wait_for_version_change(&url, &first).await;
     send(&url, "L1").await;
     eventually(2, "the new rule", || async {
-        task_titles(&url)
+        common::task_titles(&url, "all")
             .await
             .contains(&"v2 L1".to_owned())
             .then_some(())
@@ -92,7 +80,7 @@ async fn a_saved_rule_runs_a_broken_file_is_kept_out_and_a_fix_recovers() {
     assert!(shown.contains("sett"), "{shown}");
     send(&url, "L2").await;
     eventually(2, "the old rule still running", || async {
-        task_titles(&url)
+        common::task_titles(&url, "all")
             .await
             .contains(&"v2 L2".to_owned())
             .then_some(())
@@ -164,7 +152,7 @@ async fn a_vim_style_save_and_a_git_checkout_each_reload_once() {
     assert_eq!(succeeded(&status(&url).await), succeeded(&on_main) + 1);
     send(&url, "L1").await;
     eventually(2, "the branch's rule", || async {
-        task_titles(&url)
+        common::task_titles(&url, "all")
             .await
             .contains(&"git L1".to_owned())
             .then_some(())
@@ -351,7 +339,7 @@ async fn a_folder_gone_for_a_while_and_a_burst_of_saves_leave_the_rules_running(
     .await;
     send(&url, "L1").await;
     eventually(2, "the running rules", || async {
-        task_titles(&url)
+        common::task_titles(&url, "all")
             .await
             .contains(&"v1 L1".to_owned())
             .then_some(())
@@ -373,7 +361,7 @@ async fn a_folder_gone_for_a_while_and_a_burst_of_saves_leave_the_rules_running(
     send(&url, "L2").await;
     eventually(5, "the last save running", || async {
         send(&url, "L3").await;
-        task_titles(&url)
+        common::task_titles(&url, "all")
             .await
             .contains(&"burst999 L3".to_owned())
             .then_some(())

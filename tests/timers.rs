@@ -34,18 +34,6 @@ rules:
     do: [ { task: { title: "stalled {{ deal.id }} {{ event.days_in_stage }}d", owner: ana@x.example } } ]
 "#;
 
-async fn titles(url: &str) -> Vec<String> {
-    let tasks = get_json(&format!("{url}/v1/tasks?status=open&limit=100")).await;
-    tasks["tasks"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|t| t["title"].as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 async fn send(url: &str, event_type: &str, kind: &str, id: &str) {
     let event = json!({ "type": event_type, "record": { "kind": kind, "id": id } });
     let (status, body) = post_json(&format!("{url}/v1/events"), event).await;
@@ -60,7 +48,7 @@ async fn a_two_second_wait_and_a_three_second_stall_fire_by_themselves() {
     send(&url, "signed.up", "lead", "L1").await;
     send(&url, "deal.opened", "deal", "D1").await;
     eventually(5, "the first step", || async {
-        titles(&url)
+        common::task_titles(&url, "open")
             .await
             .contains(&"first L1".to_owned())
             .then_some(())
@@ -71,14 +59,14 @@ async fn a_two_second_wait_and_a_three_second_stall_fire_by_themselves() {
     assert_eq!(enrollment["status"], "active");
     assert_eq!(enrollment["next_step"], "second");
     eventually(10, "the step after the wait", || async {
-        titles(&url)
+        common::task_titles(&url, "open")
             .await
             .contains(&"second L1".to_owned())
             .then_some(())
     })
     .await;
     eventually(10, "the stall", || async {
-        titles(&url)
+        common::task_titles(&url, "open")
             .await
             .contains(&"stalled D1 0d".to_owned())
             .then_some(())
@@ -99,7 +87,7 @@ async fn timers_due_while_the_daemon_was_down_fire_once_after_restart() {
     }
     send(&url, "deal.opened", "deal", "D1").await;
     eventually(5, "every first step", || async {
-        (titles(&url).await.len() == 5).then_some(())
+        (common::task_titles(&url, "open").await.len() == 5).then_some(())
     })
     .await;
     // kill -9 with every wait and the stall pending; restart after they came due.
@@ -108,13 +96,13 @@ async fn timers_due_while_the_daemon_was_down_fire_once_after_restart() {
     let daemon = Daemon::start(&flows, &data, &[], &[]);
     let url = daemon.url.clone();
     let all: Vec<String> = eventually(10, "the missed timers", || async {
-        let t = titles(&url).await;
+        let t = common::task_titles(&url, "open").await;
         (t.len() >= 11).then_some(t)
     })
     .await;
     // Give any duplicate the time to show up.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let mut all_after = titles(&url).await;
+    let mut all_after = common::task_titles(&url, "open").await;
     all_after.sort();
     let mut expected: Vec<String> = (0..5)
         .flat_map(|i| [format!("first L{i}"), format!("second L{i}")])

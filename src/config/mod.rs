@@ -30,3 +30,13 @@ pub fn load(dir: &Path, env: &dyn Environment) -> (Option<Workflows>, Vec<diagno
     let workflows = workflows.filter(|_| !diags.has_errors());
     (workflows, diags.sorted())
 }
+
+/// Compiles one YAML text as a workflow folder of one file; panics with
+/// the diagnostics when it does not compile (tests only).
+#[cfg(test)]
+pub fn load_for_tests(yaml: &str) -> Workflows {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(dir.path().join("flows.yaml"), yaml).unwrap_or_else(|e| panic!("{e}"));
+    let (w, d) = load(dir.path(), &std::collections::HashMap::new());
+    w.unwrap_or_else(|| panic!("{d:#?}"))
+}

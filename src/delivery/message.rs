@@ -224,14 +224,9 @@ pub(crate) mod tests {
     use crate::state::RecordKey;
 
     fn workflows() -> Workflows {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("s.yaml"),
+        crate::config::load_for_tests(
             "settings: { email: { from: \"Acme <sales@acme.example>\" } }\n",
         )
-        .unwrap();
-        let (w, d) = crate::config::load(dir.path(), &std::collections::HashMap::new());
-        w.unwrap_or_else(|| panic!("{d:?}"))
     }
 
     /// An email delivery for tests.

@@ -156,14 +156,7 @@ mod tests {
 
     #[test]
     fn links_are_signed_also_where_a_template_escaped_them() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("s.yaml"),
-            "settings: { public_url: \"https://f.example\" }\n",
-        )
-        .unwrap();
-        let (w, d) = crate::config::load(dir.path(), &std::collections::HashMap::new());
-        let w = w.unwrap_or_else(|| panic!("{d:?}"));
+        let w = crate::config::load_for_tests("settings: { public_url: \"https://f.example\" }\n");
         let key = UnsubscribeKey::from_bytes(&[1; 32]);
         let raw = crate::engine::unsubscribe_placeholder(&w, "r1");
         let escaped = minijinja::HtmlEscape(&raw).to_string();

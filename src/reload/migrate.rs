@@ -141,10 +141,7 @@ mod tests {
     use crate::store::{Changes, KvStore, MemoryBackend, Store};
 
     fn load(yaml: &str) -> Workflows {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("f.yaml"), yaml).unwrap();
-        let (w, d) = crate::config::load(dir.path(), &std::collections::HashMap::new());
-        w.unwrap_or_else(|| panic!("{d:?}"))
+        crate::config::load_for_tests(yaml)
     }
 
     fn sequence(extra: &str, steps: &str) -> String {

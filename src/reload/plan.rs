@@ -286,10 +286,7 @@ mod tests {
     use super::*;
 
     fn load(yaml: &str) -> Workflows {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("f.yaml"), yaml).unwrap();
-        let (w, d) = crate::config::load(dir.path(), &std::collections::HashMap::new());
-        w.unwrap_or_else(|| panic!("{d:?}"))
+        crate::config::load_for_tests(yaml)
     }
 
     const BASE: &str = "sequences:\n  - name: s\n    for: lead\n    steps:\n      - { id: a, task: { title: a } }\n      - wait: 1d\n      - { id: b, task: { title: b } }\nrules:\n  - name: r\n    for: lead\n    on: x\n    do: [ { enroll: s } ]\n";

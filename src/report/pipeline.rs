@@ -246,10 +246,7 @@ mod tests {
 
     #[test]
     fn known_moves_give_exact_figures() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("p.yaml"), FLOWS).unwrap();
-        let (w, d) = crate::config::load(dir.path(), &std::collections::HashMap::new());
-        let w = w.unwrap_or_else(|| panic!("{d:?}"));
+        let w = crate::config::load_for_tests(FLOWS);
         let key = |id: &str| RecordKey {
             kind: "deal".into(),
             id: id.into(),

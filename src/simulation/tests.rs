@@ -2,17 +2,13 @@
 //! stalls, overdue tasks and schedules, through the real engine and store.
 
 use super::{Entry, TimedEvent, Timeline};
-use crate::config::{self, Workflows};
+use crate::config::Workflows;
 use crate::state::{NewEvent, RecordKey};
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{Map, Value as Json, json};
-use std::collections::HashMap;
 
 fn workflows(yaml: &str) -> Workflows {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("flows.yaml"), yaml).unwrap();
-    let (w, d) = config::load(dir.path(), &HashMap::new());
-    w.unwrap_or_else(|| panic!("{d:#?}"))
+    crate::config::load_for_tests(yaml)
 }
 
 fn t(text: &str) -> DateTime<Utc> {

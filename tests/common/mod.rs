@@ -105,3 +105,16 @@ where
     }
     panic!("timed out waiting for {what}");
 }
+
+/// Titles of the daemon's tasks with `status` (open, completed, all).
+pub async fn task_titles(url: &str, status: &str) -> Vec<String> {
+    let tasks = get_json(&format!("{url}/v1/tasks?status={status}&limit=500")).await;
+    tasks["tasks"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|t| t["title"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}

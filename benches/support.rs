@@ -1,5 +1,6 @@
-//! Starting the release daemon for benchmarks (build it first:
-//! `cargo build --release`, or point DEALFLOW_BIN at a binary).
+//! Shared by the benchmarks: starting the release daemon (build it first:
+//! `cargo build --release`, or point DEALFLOW_BIN at a binary) and reading
+//! this process's resident memory.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
@@ -45,4 +46,18 @@ pub fn start(flows: &std::path::Path, data: &std::path::Path) -> Daemon {
         .trim_start_matches("dealflow listening on ")
         .to_owned();
     Daemon { child, url }
+}
+
+/// This process's resident memory in MiB (Linux; 0 elsewhere).
+pub fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|kb| kb.parse::<f64>().ok())
+            })
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
 }
