@@ -15,7 +15,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use chrono::{DateTime, Duration};
 use dealflow::config;
 use dealflow::state::{RecordKey, StageVisit};
-use dealflow::store::{Changes, KvStore, SledBackend, Store};
+use dealflow::store::{Changes, KvStore, SledBackend, StageHistoryTable, Store};
 use std::collections::HashMap;
 use std::time::Instant;
 
@@ -83,6 +83,15 @@ async fn main() {
         })
         .unwrap();
     store.flush().await.unwrap();
+    let t = Instant::now();
+    let mut rows = 0;
+    store
+        .each_stage_history(&mut |_, v| rows += v.len())
+        .unwrap();
+    println!(
+        "reading and decoding the {rows} visits alone: {:.2} s",
+        t.elapsed().as_secs_f64()
+    );
     let before = support::rss_mib();
     let mut times = Vec::new();
     let mut last = Vec::new();
