@@ -256,6 +256,8 @@ fn stalls_repeat_and_stop_when_the_record_moves_on() {
         .collect();
     // At 3s and 5s; the move at 6s deletes the 7s repeat.
     assert_eq!(stalls, [(3, 1), (5, 2)]);
+    // A stall changes the record; it must not look new (a bug once did).
+    assert_eq!(of(&timeline, "record.created").len(), 1);
     let overdue = of(&timeline, "task.overdue");
     assert_eq!(overdue.len(), 2, "each nag task goes overdue once");
 }
