@@ -161,9 +161,9 @@ async fn record_view() {
             .await
             .unwrap();
         times.push(t.elapsed().as_secs_f64() * 1000.0);
-        entries = view["scores"]["intent"]["parts"][0]["points"]
-            .as_f64()
-            .map_or(0, |_| 1);
+        entries = view["scores"]["intent"]["parts"]
+            .as_array()
+            .map_or(0, |p| p.len());
     }
     let mut ledger_total = 0;
     let mut after: Option<String> = None;

@@ -81,12 +81,8 @@ impl WebhookClient {
             .header("webhook-id", &row.id)
             .header("idempotency-key", &row.id);
         for (name, value) in headers {
-            if value.contains(['\r', '\n']) {
-                return Err(Failure::Permanent(format!(
-                    "header {name} contains a line break"
-                )));
-            }
-            request = request.header(name.as_str(), value.as_str());
+            let (name, value) = header(name, value)?;
+            request = request.header(name, value);
         }
         if let Some(secret) = secret {
             let signature = sign(secret, &row.id, now, &payload);
@@ -123,6 +119,22 @@ fn refusal_sentence(text: &str) -> String {
         .find(|p| p.contains("resolves only to"))
         .unwrap_or(text)
         .to_owned()
+}
+
+/// A header from the workflow, checked here: a name or value HTTP cannot
+/// carry (a line break, a space in the name) will never work, so it is a
+/// permanent failure rather than a retried request error.
+fn header(
+    name: &str,
+    value: &str,
+) -> Result<(reqwest::header::HeaderName, reqwest::header::HeaderValue), Failure> {
+    let bad = |what: &str| Failure::Permanent(format!("header {name:?}: {what}"));
+    let name_ok = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+        .map_err(|_| bad("not a valid header name"))?;
+    let value_ok = reqwest::header::HeaderValue::from_str(value).map_err(|_| {
+        bad("the value holds a line break or another character HTTP headers cannot carry")
+    })?;
+    Ok((name_ok, value_ok))
 }
 
 /// 2xx is done; 408, 429 and 5xx are worth another try (with the
@@ -284,6 +296,17 @@ mod tests {
         let body = br#"{"test": 2432232314}"#;
         let signature = sign(secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body);
         assert_eq!(signature, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+    }
+
+    #[test]
+    fn headers_http_cannot_carry_are_permanent_failures() {
+        assert!(header("x-deal", "42").is_ok());
+        for (name, value) in [("x-deal", "a\r\nInjected: 1"), ("bad name", "v"), ("", "v")] {
+            assert!(
+                matches!(header(name, value), Err(Failure::Permanent(_))),
+                "{name:?} {value:?}"
+            );
+        }
     }
 
     #[test]
