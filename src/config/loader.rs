@@ -196,6 +196,15 @@ fn read_text(path: &Path, rel: &Path, diags: &mut Diagnostics) -> Option<String>
             return None;
         }
     };
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        // Editors and `git checkout` truncate a file before writing it; a
+        // reload that caught that moment must not run an empty rule set.
+        diags.error(
+            Position::file(rel),
+            "file is empty; write its content or delete it (empty files are refused so that a save in progress never replaces the running workflows)",
+        );
+        return None;
+    }
     if bytes.contains(&0) {
         diags.error(
             Position::file(rel),
