@@ -24,27 +24,10 @@ mod workload;
 #[path = "support.rs"]
 mod support;
 
-use support::start;
+use support::{get_json, start, wait_handled};
 
 fn event(n: u64, record: u64) -> Value {
     json!({ "id": format!("e{n}"), "type": "bench.event", "record": { "kind": "lead", "id": format!("L{record}"), "fields": { "email": format!("l{record}@p.example"), "n": n } } })
-}
-
-async fn wait_handled(http: &reqwest::Client, url: &str) {
-    loop {
-        let s: Value = http
-            .get(format!("{url}/v1/status"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if s["events_handled"] == s["events_stored"] {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Runs `clients` loops for `secs`, each posting what `body(n)` gives; answers events/s.
@@ -174,14 +157,7 @@ async fn main() {
         assert_eq!(r.status(), 202);
     }
     wait_handled(&http, &daemon.url).await;
-    let status: Value = http
-        .get(format!("{}/v1/status", daemon.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = get_json(&http, &format!("{}/v1/status", daemon.url)).await;
     println!(
         "{records} new records ingested and handled in {:.1} s; daemon RSS {} MiB; store {} MiB",
         start.elapsed().as_secs_f64(),

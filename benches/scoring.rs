@@ -134,32 +134,12 @@ async fn record_view() {
             .unwrap();
         assert_eq!(r.status(), 202);
     }
-    loop {
-        let s: Value = http
-            .get(format!("{}/v1/status", d.url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if s["events_handled"] == s["events_stored"] {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    support::wait_handled(&http, &d.url).await;
     let mut times = Vec::new();
     let mut entries = 0;
     for _ in 0..200 {
         let t = Instant::now();
-        let view: Value = http
-            .get(format!("{}/v1/records/lead/L1", d.url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let view = support::get_json(&http, &format!("{}/v1/records/lead/L1", d.url)).await;
         times.push(t.elapsed().as_secs_f64() * 1000.0);
         entries = view["scores"]["intent"]["parts"]
             .as_array()
@@ -168,21 +148,18 @@ async fn record_view() {
     let mut ledger_total = 0;
     let mut after: Option<String> = None;
     loop {
-        let page: Value = http
-            .get(format!(
+        let page = support::get_json(
+            &http,
+            &format!(
                 "{}/v1/records/lead/L1/ledger?model=intent&limit=500{}",
                 d.url,
                 after
                     .as_ref()
                     .map(|a| format!("&after={a}"))
                     .unwrap_or_default()
-            ))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            ),
+        )
+        .await;
         ledger_total += page["ledger"].as_array().map_or(0, |a| a.len());
         match page["next"].as_str() {
             Some(n) => after = Some(n.to_owned()),

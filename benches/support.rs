@@ -61,3 +61,25 @@ pub fn rss_mib() -> f64 {
         })
         .map_or(0.0, |kb| kb / 1024.0)
 }
+
+/// GETs a JSON answer from the daemon.
+pub async fn get_json(http: &reqwest::Client, url: &str) -> serde_json::Value {
+    http.get(url)
+        .send()
+        .await
+        .expect("the daemon answers")
+        .json()
+        .await
+        .expect("a JSON answer")
+}
+
+/// Waits until the daemon has handled every event it stored.
+pub async fn wait_handled(http: &reqwest::Client, url: &str) {
+    loop {
+        let s = get_json(http, &format!("{url}/v1/status")).await;
+        if s["events_handled"] == s["events_stored"] {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

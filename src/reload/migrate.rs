@@ -54,23 +54,16 @@ pub fn plan<S: EnrollmentTable>(
 ) -> Result<Vec<(Enrollment, EnrollmentMove)>, MigrateError> {
     let mut moves = Vec::new();
     let mut stranded: BTreeMap<(String, String), usize> = BTreeMap::new();
-    let mut after: Option<String> = None;
-    loop {
-        let page = store.active_enrollments(after.as_deref(), PAGE)?;
-        for e in page.items {
-            match decide(&e, old, new) {
-                Decision::Stay => {}
-                Decision::Move(m) => moves.push((e, m)),
-                Decision::Stranded(step) => {
-                    *stranded.entry((e.sequence.clone(), step)).or_default() += 1;
-                }
+    crate::store::for_each_item(
+        |after| store.active_enrollments(after, PAGE),
+        |e| match decide(&e, old, new) {
+            Decision::Stay => {}
+            Decision::Move(m) => moves.push((e, m)),
+            Decision::Stranded(step) => {
+                *stranded.entry((e.sequence.clone(), step)).or_default() += 1;
             }
-        }
-        match page.next {
-            Some(next) => after = Some(next),
-            None => break,
-        }
-    }
+        },
+    )?;
     if stranded.is_empty() {
         Ok(moves)
     } else {

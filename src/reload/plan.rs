@@ -248,34 +248,24 @@ pub fn running_summary<S: crate::store::Store>(
 ) -> Result<Summary, crate::store::StoreError> {
     const PAGE: usize = 1_000;
     let mut summary = summarize(w);
-    let mut after: Option<String> = None;
-    loop {
-        let page = store.active_enrollments(after.as_deref(), PAGE)?;
-        for e in page.items {
+    let waiting = &mut summary.enrollments;
+    crate::store::for_each_item(
+        |after| store.active_enrollments(after, PAGE),
+        |e| {
             let step = e.next_step.unwrap_or_else(|| "(none)".to_owned());
-            *summary
-                .enrollments
+            *waiting
                 .entry(e.sequence)
                 .or_default()
                 .entry(step)
                 .or_default() += 1;
-        }
-        match page.next {
-            Some(n) => after = Some(n),
-            None => break,
-        }
-    }
+        },
+    )?;
     for kind in &w.kinds {
         let mut count = 0;
-        let mut after: Option<String> = None;
-        loop {
-            let page = store.records_of_kind(kind, after.as_deref(), PAGE)?;
-            count += page.items.len();
-            match page.next {
-                Some(n) => after = Some(n),
-                None => break,
-            }
-        }
+        crate::store::for_each_item(
+            |after| store.records_of_kind(kind, after, PAGE),
+            |_| count += 1,
+        )?;
         summary.records.insert(kind.clone(), count);
     }
     Ok(summary)

@@ -10,7 +10,7 @@ pub use render::{Format, render_owners, render_pipeline, render_sequences};
 
 use crate::config::Workflows;
 use crate::state::{OutboxStatus, TaskStatus};
-use crate::store::{OutboxFilter, Store, StoreError, TaskFilter};
+use crate::store::{OutboxFilter, Store, StoreError, TaskFilter, for_each_item};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -52,7 +52,7 @@ pub fn owners_report<S: Store>(
         status: Some(TaskStatus::Open),
         ..TaskFilter::default()
     };
-    each_page(
+    for_each_item(
         |after| store.tasks(&open, after, PAGE),
         |task| {
             let o = owners
@@ -65,7 +65,7 @@ pub fn owners_report<S: Store>(
         },
     )?;
     for kind in workflows.pipelines.keys() {
-        each_page(
+        for_each_item(
             |after| store.records_of_kind(kind, after, PAGE),
             |record| {
                 if let Some(stage) = &record.stage {
@@ -105,7 +105,7 @@ pub fn sequences_report<S: Store>(
     store: &S,
 ) -> Result<BTreeMap<String, SequenceFigures>, StoreError> {
     let mut out: BTreeMap<String, SequenceFigures> = BTreeMap::new();
-    each_page(
+    for_each_item(
         |after| store.all_enrollments(after, PAGE),
         |e| {
             let f = out.entry(e.sequence.clone()).or_default();
@@ -121,7 +121,7 @@ pub fn sequences_report<S: Store>(
             }
         },
     )?;
-    each_page(
+    for_each_item(
         |after| store.outbox_matching(&OutboxFilter::default(), after, PAGE),
         |row| {
             let (Some(sequence), Some(step)) =
@@ -148,19 +148,4 @@ pub fn sequences_report<S: Store>(
         f.reply_rate = (f.enrolled > 0).then(|| replied as f64 / f.enrolled as f64);
     }
     Ok(out)
-}
-
-fn each_page<T>(
-    mut page: impl FnMut(Option<&str>) -> Result<crate::store::Page<T>, StoreError>,
-    mut each: impl FnMut(&T),
-) -> Result<(), StoreError> {
-    let mut after: Option<String> = None;
-    loop {
-        let p = page(after.as_deref())?;
-        p.items.iter().for_each(&mut each);
-        match p.next {
-            Some(n) => after = Some(n),
-            None => return Ok(()),
-        }
-    }
 }

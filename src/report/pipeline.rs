@@ -247,13 +247,23 @@ mod tests {
     #[test]
     fn known_moves_give_exact_figures() {
         let w = crate::config::load_for_tests(FLOWS);
+        // D2 skips discovery, comes back to it, and is lost.
+        let d2 = visits(
+            "ben",
+            &[
+                ("qualified", 0),
+                ("proposal", 1),
+                ("discovery", 3),
+                ("lost", 4),
+            ],
+            true,
+        );
         let key = |id: &str| RecordKey {
             kind: "deal".into(),
             id: id.into(),
         };
         let mut b = PipelineReportBuilder::new(&w, day(0));
-        // D1 goes straight through to won; D2 skips discovery, comes back to
-        // it, and is lost; D3 is still qualified.
+        // D1 goes straight through to won; D3 is still qualified.
         b.add(
             &key("D1"),
             &visits(
@@ -267,19 +277,7 @@ mod tests {
                 true,
             ),
         );
-        b.add(
-            &key("D2"),
-            &visits(
-                "ben",
-                &[
-                    ("qualified", 0),
-                    ("proposal", 1),
-                    ("discovery", 3),
-                    ("lost", 4),
-                ],
-                true,
-            ),
-        );
+        b.add(&key("D2"), &d2);
         b.add(&key("D3"), &visits("ana", &[("qualified", 0)], true));
         let r = &b.finish()[0];
         let stage = |name: &str| {
@@ -314,19 +312,7 @@ mod tests {
         assert_eq!(ana[0].1.still_in, 1);
         // A period that starts later leaves the earlier visits out.
         let mut later = PipelineReportBuilder::new(&w, day(3));
-        later.add(
-            &key("D2"),
-            &visits(
-                "ben",
-                &[
-                    ("qualified", 0),
-                    ("proposal", 1),
-                    ("discovery", 3),
-                    ("lost", 4),
-                ],
-                true,
-            ),
-        );
+        later.add(&key("D2"), &d2);
         let r = &later.finish()[0];
         assert_eq!(r.stages[0].1.entered, 0);
         assert_eq!(r.stages[1].1.entered, 1);

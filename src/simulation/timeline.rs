@@ -109,18 +109,11 @@ impl Timeline {
 }
 
 fn all_pages<T>(
-    mut page: impl FnMut(Option<&str>) -> Result<Page<T>, StoreError>,
+    page: impl FnMut(Option<&str>) -> Result<Page<T>, StoreError>,
 ) -> Result<Vec<T>, StoreError> {
     let mut out = Vec::new();
-    let mut after: Option<String> = None;
-    loop {
-        let p = page(after.as_deref())?;
-        out.extend(p.items);
-        match p.next {
-            Some(next) => after = Some(next),
-            None => return Ok(out),
-        }
-    }
+    crate::store::for_each_item(page, |item| out.push(item))?;
+    Ok(out)
 }
 
 /// Outbox and task ids start with the log position of the event whose

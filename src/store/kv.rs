@@ -537,7 +537,7 @@ impl<B: Backend> EnrollmentTable for KvStore<B> {
             after,
             limit,
             false,
-            |e: &Enrollment| e.is_active(),
+            Enrollment::is_active,
         )
     }
 }

@@ -75,6 +75,24 @@ pub struct Page<T> {
     pub next: Option<String>,
 }
 
+/// Walks every page of a listing: `page(after)` fetches one page, `each`
+/// takes every item in order. Reports, reload checks and `simulate` read
+/// whole tables this way, one page in memory at a time.
+pub fn for_each_item<T>(
+    mut page: impl FnMut(Option<&str>) -> Result<Page<T>, StoreError>,
+    mut each: impl FnMut(T),
+) -> Result<(), StoreError> {
+    let mut after: Option<String> = None;
+    loop {
+        let p = page(after.as_deref())?;
+        p.items.into_iter().for_each(&mut each);
+        match p.next {
+            Some(next) => after = Some(next),
+            None => return Ok(()),
+        }
+    }
+}
+
 /// Which tasks to list.
 #[derive(Debug, Clone, Default)]
 pub struct TaskFilter {
