@@ -64,6 +64,13 @@ async fn main() {
                     entered_at: entered,
                     exited_at: (i < 3).then(|| entered + Duration::hours(30)),
                     owner: Some(owners[(deal % 4) as usize].into()),
+                    stalls: u32::from(deal % 5 == 0),
+                    refused_moves: u32::from(i == 0 && deal % 4 == 0),
+                    refusals: if i == 0 && deal % 4 == 0 {
+                        [("budget_range is required to leave qualified".to_owned(), 1)].into()
+                    } else {
+                        Default::default()
+                    },
                 },
             ));
         }

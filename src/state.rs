@@ -164,7 +164,7 @@ pub struct ScoreEntry {
 }
 
 /// One stay of a record in a stage.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StageVisit {
     /// Pipeline.
     pub pipeline: String,
@@ -176,6 +176,20 @@ pub struct StageVisit {
     pub exited_at: Option<DateTime<Utc>>,
     /// Owner when it entered (reports by rep).
     pub owner: Option<String>,
+    /// `stage.stalled` notices during this visit.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub stalls: u32,
+    /// Refused moves out of this visit, by unmet requirement (a refusal
+    /// with two unmet requirements counts once under each).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub refusals: BTreeMap<String, u32>,
+    /// Refused moves out of this visit.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub refused_moves: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Whether a task is still to do.
@@ -214,6 +228,9 @@ pub struct Task {
     /// The sequence step that created it.
     #[serde(default)]
     pub step: Option<String>,
+    /// Whether a handoff made it (the owners report times the response).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub from_handoff: bool,
 }
 
 /// What an outbox row asks delivery to do.
@@ -381,6 +398,10 @@ pub struct Enrollment {
     /// Outbox ids of the emails sent, by step id (for `thread:`).
     #[serde(default)]
     pub messages: BTreeMap<String, String>,
+    /// The last step that ran (an email, task or webhook): an exit is
+    /// credited to it in the sequences report.
+    #[serde(default)]
+    pub last_step: Option<String>,
 }
 
 impl Enrollment {

@@ -548,6 +548,13 @@ async fn reports_count_stage_moves_over_http_and_from_the_shell() {
         json!({ "to": "lost" }).to_string(),
     )
     .await;
+    let (status, refused) = s
+        .post(
+            "/v1/records/deal/D3/stage",
+            json!({ "to": "lost" }).to_string(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{refused}");
     let (status, reports) = s.get("/v1/reports/pipeline?since=1d").await;
     assert_eq!(status, StatusCode::OK, "{reports}");
     let b2b = &reports[0];
@@ -561,6 +568,7 @@ async fn reports_count_stage_moves_over_http_and_from_the_shell() {
     );
     assert_eq!(b2b["lost"], 1);
     assert_eq!(b2b["win_rate"], 0.0);
+    assert_eq!(qualified["refused_moves"], 1, "{b2b}");
     let (status, _) = s.get("/v1/reports/nonsense").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, owners) = s.get("/v1/reports/owners").await;
@@ -584,9 +592,13 @@ async fn reports_count_stage_moves_over_http_and_from_the_shell() {
     .unwrap();
     let text = String::from_utf8_lossy(&csv.stdout).into_owned();
     assert!(csv.status.success(), "{text}");
-    assert!(text.starts_with("pipeline,owner,stage,entered,exited,still_in,advanced,moved_back,to_next,to_won,median_hours,p90_hours\n"), "{text}");
+    assert!(text.starts_with("pipeline,owner,stage,entered,exited,still_in,advanced,moved_back,to_next,to_won,median_hours,p90_hours,stalled,stall_notices,refused,most_blocking\n"), "{text}");
     assert!(
         text.contains("b2b,(all),qualified,3,2,1,2,0,66.7%,0.0%,"),
         "{text}"
+    );
+    assert!(
+        text.contains(",0,0,1,lost_reason is required to enter lost\n"),
+        "D3's refused move, by its one unmet requirement: {text}"
     );
 }

@@ -469,7 +469,7 @@ async fn get_report<S: Store>(
         Ok(match name.as_str() {
             "pipeline" => json!(crate::report::pipeline_report(store, &workflows, since)?),
             "sequences" => json!(crate::report::sequences_report(store)?),
-            "owners" => json!(crate::report::owners_report(store, &workflows, now)?),
+            "owners" => json!(crate::report::owners_report(store, &workflows, since, now)?),
             _ => Value::Null,
         })
     })

@@ -546,6 +546,7 @@ mod tests {
             timer: None,
             next_at: None,
             messages: Default::default(),
+            last_step: None,
         };
         o.store
             .commit(Changes {

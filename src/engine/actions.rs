@@ -253,26 +253,20 @@ pub(super) fn task(work: &mut Work, t: &TaskAction, origin: &Origin) -> ActionRe
         .and_then(|d| chrono::Duration::from_std(d).ok())
         .map(|d| work.now + d);
     let detail = format!("task {}", origin.id);
-    queue_task(work, origin, title, notes, owner, due_at);
+    let task = new_task(work, origin, title, notes, owner, due_at);
+    queue_task(work, task);
     Ok(Done::Ok(Some(detail)))
 }
 
-fn queue_task(
-    work: &mut Work,
+fn new_task(
+    work: &Work,
     origin: &Origin,
     title: String,
     notes: Option<String>,
     owner: Option<String>,
     due_at: Option<chrono::DateTime<chrono::Utc>>,
-) {
-    if let Some(o) = &owner {
-        *work.open_tasks.entry(o.clone()).or_default() += 1;
-    }
-    work.raise(
-        "task.created",
-        json!({ "task_id": origin.id, "title": title, "owner": owner, "step": origin.step }),
-    );
-    let task = Task {
+) -> Task {
+    Task {
         id: origin.id.clone(),
         record: work.record.key.clone(),
         title,
@@ -284,7 +278,18 @@ fn queue_task(
         completed_at: None,
         created_by: origin.rule.clone(),
         step: origin.step.clone(),
-    };
+        from_handoff: false,
+    }
+}
+
+fn queue_task(work: &mut Work, task: Task) {
+    if let Some(o) = &task.owner {
+        *work.open_tasks.entry(o.clone()).or_default() += 1;
+    }
+    work.raise(
+        "task.created",
+        json!({ "task_id": task.id, "title": task.title, "owner": task.owner, "step": task.step }),
+    );
     super::timers::arm_overdue(work, &task);
     work.changes.tasks.push(task);
 }
@@ -370,7 +375,7 @@ fn handoff(work: &mut Work, h: &Handoff, origin: &Origin) -> Result<ActionResult
     };
     let from = work.record.owner.clone();
     set_owner(work, receiver.clone());
-    queue_task(
+    let mut task = new_task(
         work,
         origin,
         title,
@@ -378,6 +383,8 @@ fn handoff(work: &mut Work, h: &Handoff, origin: &Origin) -> Result<ActionResult
         Some(receiver.clone()),
         None,
     );
+    task.from_handoff = true;
+    queue_task(work, task);
     work.raise(
         "handoff.completed",
         json!({ "from": from, "to": receiver, "team": to_name, "note": note, "task_id": origin.id }),

@@ -237,6 +237,7 @@ impl<'a> Work<'a> {
             entered_at: self.now,
             exited_at: None,
             owner: self.record.owner.clone(),
+            ..StageVisit::default()
         };
         self.changes
             .stage_visits
@@ -251,6 +252,27 @@ impl<'a> Work<'a> {
             "stage.changed",
             json!({ "from": from, "to": to, "days_in_previous": days_in_previous }),
         );
+    }
+
+    /// Changes the record's current stage visit (reports' stalls and
+    /// refusals), if it is in a stage.
+    pub fn update_open_visit(&mut self, update: impl FnOnce(&mut StageVisit)) {
+        let Some(index) = self.history.len().checked_sub(1) else {
+            return;
+        };
+        let visit = &mut self.history[index];
+        if visit.exited_at.is_some() {
+            return;
+        }
+        update(visit);
+        let visit = visit.clone();
+        let record = self.record.key.clone();
+        self.changes
+            .stage_visits
+            .retain(|(key, i, _)| !(*key == record && *i == index as u64));
+        self.changes
+            .stage_visits
+            .push((record, index as u64, visit));
     }
 
     /// A requested move: checked against the gates, applied or refused.
@@ -284,6 +306,12 @@ impl<'a> Work<'a> {
                 "stage.rejected",
                 json!({ "from": from, "to": to, "unmet": unmet }),
             );
+            self.update_open_visit(|visit| {
+                visit.refused_moves += 1;
+                for requirement in &unmet {
+                    *visit.refusals.entry(requirement.clone()).or_default() += 1;
+                }
+            });
             MoveResult::Refused(unmet)
         }
     }
@@ -388,6 +416,7 @@ pub fn handle(
             return Ok(work.finish());
         }
         "stage.stalled" if !timers::on_stalled(&mut work) => return Ok(work.finish_stale()),
+        "stage.stalled" => work.update_open_visit(|visit| visit.stalls += 1),
         "task.overdue" if !timers::on_overdue(&mut work)? => return Ok(work.finish_stale()),
         _ => {}
     }

@@ -96,6 +96,7 @@ pub(super) fn enroll(work: &mut Work, sequence: &str) -> Done {
         timer: None,
         next_at: None,
         messages: Default::default(),
+        last_step: None,
     };
     wait_for(work, &mut enrollment, Resume::Start, work.now);
     // Shown on the record: the step it waits on (SPEC §7: the next with an id).
@@ -398,6 +399,7 @@ fn run_step(
     zone: Option<Tz>,
 ) -> Result<(&'static str, ActionResult), StoreError> {
     let zone = zone.or(definition.send_window.as_ref().map(|c| c.timezone));
+    e.last_step = Some(id.to_owned());
     let mut origin = Origin {
         id: format!("{:016}-{id}", work.event.seq),
         rule: format!("sequence:{}", definition.name),

@@ -405,6 +405,12 @@ fn a_gated_move_lists_every_unmet_requirement_and_changes_nothing() {
     );
     assert_eq!(b.record("deal", "D1"), before);
     assert!(b.event_types().contains(&"stage.rejected".to_owned()));
+    // The refusal is kept on the visit for the pipeline report.
+    move_deal(&b, "proposal");
+    let history = b.store.stage_history(&key("deal", "D1")).unwrap();
+    assert_eq!(history[0].refused_moves, 2);
+    assert_eq!(history[0].refusals["amount must be set"], 2);
+    assert_eq!(history[0].refusals.len(), 4);
 }
 
 #[test]

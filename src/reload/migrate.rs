@@ -163,6 +163,7 @@ mod tests {
             }),
             next_at: Some(at),
             messages: Default::default(),
+            last_step: None,
         };
         store
             .commit(Changes {

@@ -5,7 +5,7 @@
 pub mod pipeline;
 mod render;
 
-pub use pipeline::{PipelineReport, PipelineReportBuilder};
+pub use pipeline::{PipelineReport, PipelineReportBuilder, quantile};
 pub use render::{Format, render_owners, render_pipeline, render_sequences};
 
 use crate::config::Workflows;
@@ -38,29 +38,52 @@ pub struct OwnerFigures {
     pub overdue_tasks: u64,
     /// Records they own, by pipeline stage.
     pub records_by_stage: BTreeMap<String, u64>,
+    /// Handoff tasks they received since the period's start.
+    pub handoffs_received: u64,
+    /// Of those, still open.
+    pub handoffs_open: u64,
+    /// Median hours from a handoff to its task's completion (completed
+    /// handoff tasks only; open ones are counted in `handoffs_open`).
+    pub median_handoff_response_hours: Option<f64>,
+    #[serde(skip)]
+    handoff_responses: Vec<f64>,
 }
 
-/// The owners report: open and overdue tasks, records per stage, per owner
-/// (`""` is unassigned).
+/// The owners report: open and overdue tasks, records per stage, and how
+/// fast handoffs since `since` were picked up, per owner (`""` is
+/// unassigned).
 pub fn owners_report<S: Store>(
     store: &S,
     workflows: &Workflows,
+    since: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Result<BTreeMap<String, OwnerFigures>, StoreError> {
     let mut owners: BTreeMap<String, OwnerFigures> = BTreeMap::new();
-    let open = TaskFilter {
-        status: Some(TaskStatus::Open),
-        ..TaskFilter::default()
-    };
     for_each_item(
-        |after| store.tasks(&open, after, PAGE),
+        |after| store.tasks(&TaskFilter::default(), after, PAGE),
         |task| {
+            let open = task.status == TaskStatus::Open;
+            let handoff = task.from_handoff && task.created_at >= since;
+            if !open && !handoff {
+                return;
+            }
             let o = owners
                 .entry(task.owner.clone().unwrap_or_default())
                 .or_default();
-            o.open_tasks += 1;
-            if task.due_at.is_some_and(|d| d < now) {
-                o.overdue_tasks += 1;
+            if open {
+                o.open_tasks += 1;
+                if task.due_at.is_some_and(|d| d < now) {
+                    o.overdue_tasks += 1;
+                }
+            }
+            if handoff {
+                o.handoffs_received += 1;
+                match task.completed_at {
+                    Some(done) if !open => o
+                        .handoff_responses
+                        .push((done - task.created_at).num_seconds() as f64 / 3600.0),
+                    _ => o.handoffs_open += 1,
+                }
             }
         },
     )?;
@@ -79,6 +102,9 @@ pub fn owners_report<S: Store>(
             },
         )?;
     }
+    for o in owners.values_mut() {
+        o.median_handoff_response_hours = quantile(&mut o.handoff_responses, 0.5);
+    }
     Ok(owners)
 }
 
@@ -94,10 +120,72 @@ pub struct SequenceFigures {
     /// Exited, by reason (`email.replied`, `email.unsubscribed`,
     /// `email.bounced`, `meeting.booked`, `unenrolled`, an `exit:` reason...).
     pub exited: BTreeMap<String, u64>,
-    /// Per step: emails sent, and outbox rows by status.
-    pub steps: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Per step id.
+    pub steps: BTreeMap<String, StepFigures>,
     /// `exited["email.replied"] / enrolled`.
     pub reply_rate: Option<f64>,
+}
+
+/// One sequence step's outcomes. Sends are its outbox rows by status; an
+/// exit is credited to the last step that ran before it (a reply to the
+/// third email counts at the third step).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StepFigures {
+    /// Delivered (emails, tasks' notices and webhooks alike).
+    pub sent: u64,
+    /// Queued or being retried.
+    pub waiting: u64,
+    /// Stopped before sending (the prospect replied first, say).
+    pub cancelled: u64,
+    /// Given up on.
+    pub dead: u64,
+    /// Exits by `email.replied` after this step.
+    pub replied: u64,
+    /// Exits by `email.bounced` after this step.
+    pub bounced: u64,
+    /// Exits by `email.unsubscribed` after this step.
+    pub unsubscribed: u64,
+    /// Exits by `meeting.booked` after this step.
+    pub meeting_booked: u64,
+    /// Other exits after this step, by reason.
+    pub other_exits: BTreeMap<String, u64>,
+    /// `replied / sent`.
+    pub reply_rate: Option<f64>,
+}
+
+impl StepFigures {
+    /// The counts by name, in a fixed order; exits only when any.
+    pub fn counts(&self) -> Vec<(String, u64)> {
+        let fixed = [
+            ("sent", self.sent),
+            ("waiting", self.waiting),
+            ("cancelled", self.cancelled),
+            ("dead", self.dead),
+            ("replied", self.replied),
+            ("bounced", self.bounced),
+            ("unsubscribed", self.unsubscribed),
+            ("meeting_booked", self.meeting_booked),
+        ];
+        let other = self
+            .other_exits
+            .iter()
+            .map(|(r, n)| (format!("exited:{r}"), *n));
+        fixed
+            .into_iter()
+            .map(|(name, n)| (name.to_owned(), n))
+            .chain(other)
+            .collect()
+    }
+
+    fn count_exit(&mut self, reason: &str) {
+        match reason {
+            "email.replied" => self.replied += 1,
+            "email.bounced" => self.bounced += 1,
+            "email.unsubscribed" => self.unsubscribed += 1,
+            "meeting.booked" => self.meeting_booked += 1,
+            other => *self.other_exits.entry(other.to_owned()).or_default() += 1,
+        }
+    }
 }
 
 /// The sequences report, from enrollments and the outbox.
@@ -114,9 +202,11 @@ pub fn sequences_report<S: Store>(
                 "active" => f.active += 1,
                 "completed" => f.completed += 1,
                 _ => {
-                    *f.exited
-                        .entry(e.exit_reason.clone().unwrap_or_default())
-                        .or_default() += 1
+                    let reason = e.exit_reason.clone().unwrap_or_default();
+                    if let Some(step) = &e.last_step {
+                        f.steps.entry(step.clone()).or_default().count_exit(&reason);
+                    }
+                    *f.exited.entry(reason).or_default() += 1;
                 }
             }
         },
@@ -129,23 +219,25 @@ pub fn sequences_report<S: Store>(
             else {
                 return;
             };
-            let status = match row.status {
-                OutboxStatus::Sent => "sent",
-                OutboxStatus::Dead => "dead",
-                OutboxStatus::Cancelled => "cancelled",
-                _ => "waiting",
-            };
             let f = out.entry(sequence.to_owned()).or_default();
-            *f.steps
-                .entry(step.clone())
-                .or_default()
-                .entry(status.to_owned())
-                .or_default() += 1;
+            let step = f.steps.entry(step.clone()).or_default();
+            match row.status {
+                OutboxStatus::Sent => step.sent += 1,
+                OutboxStatus::Dead => step.dead += 1,
+                OutboxStatus::Cancelled => step.cancelled += 1,
+                _ => step.waiting += 1,
+            }
         },
     )?;
     for f in out.values_mut() {
         let replied = f.exited.get("email.replied").copied().unwrap_or(0);
         f.reply_rate = (f.enrolled > 0).then(|| replied as f64 / f.enrolled as f64);
+        for step in f.steps.values_mut() {
+            step.reply_rate = (step.sent > 0).then(|| step.replied as f64 / step.sent as f64);
+        }
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests;

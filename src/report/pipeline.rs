@@ -9,7 +9,9 @@
 //! counted as `moved_back`. *Won* means the record reached a `won` outcome
 //! stage at any later visit. A visit belongs to the period when it was
 //! entered in it. Cycle length runs from a record's first visit to its
-//! first outcome stage.
+//! first outcome stage. Stalls and refused moves are counted on the visit
+//! the record was in (a refused move is a move *out* of that stage; its
+//! unmet requirements may be the stage's exit or the target's entry ones).
 
 use crate::config::Workflows;
 use crate::config::model::Outcome;
@@ -42,6 +44,16 @@ pub struct StageFigures {
     pub median_hours_in_stage: Option<f64>,
     /// 90th percentile hours in the stage.
     pub p90_hours_in_stage: Option<f64>,
+    /// Visits that stalled at least once.
+    pub stalled: u64,
+    /// `stage.stalled` notices (a visit stalling twice counts twice).
+    pub stall_notices: u64,
+    /// Moves out of the stage that were refused.
+    pub refused_moves: u64,
+    /// Refusals by unmet requirement.
+    pub refusals: BTreeMap<String, u64>,
+    /// The requirement that blocked most moves out of the stage.
+    pub most_blocking: Option<String>,
     #[serde(skip)]
     durations: Vec<f64>,
 }
@@ -143,6 +155,14 @@ impl<'w> PipelineReportBuilder<'w> {
                 if won_later {
                     f.won_later += 1;
                 }
+                if visit.stalls > 0 {
+                    f.stalled += 1;
+                    f.stall_notices += u64::from(visit.stalls);
+                }
+                f.refused_moves += u64::from(visit.refused_moves);
+                for (requirement, n) in &visit.refusals {
+                    *f.refusals.entry(requirement.clone()).or_default() += u64::from(*n);
+                }
             };
             step(&mut report.stages[here].1);
             let per_owner = report.by_owner.entry(owner).or_insert_with(|| {
@@ -206,6 +226,12 @@ fn finish_stage(f: &mut StageFigures) {
     f.conversion_to_won = ratio(f.won_later);
     f.median_hours_in_stage = quantile(&mut f.durations, 0.5);
     f.p90_hours_in_stage = quantile(&mut f.durations, 0.9);
+    // Ties go to the requirement that sorts first, so the answer is stable.
+    f.most_blocking = f
+        .refusals
+        .iter()
+        .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
+        .map(|(requirement, _)| requirement.clone());
 }
 
 /// The `q` quantile (nearest rank); `None` for no values.
@@ -240,6 +266,7 @@ mod tests {
                     .map(|(_, next)| day(*next))
                     .or((!last_open).then(|| day(*at))),
                 owner: Some(owner.into()),
+                ..StageVisit::default()
             })
             .collect()
     }
@@ -278,7 +305,12 @@ mod tests {
             ),
         );
         b.add(&key("D2"), &d2);
-        b.add(&key("D3"), &visits("ana", &[("qualified", 0)], true));
+        // D3 is still qualified: it stalled twice and two moves were refused.
+        let mut d3 = visits("ana", &[("qualified", 0)], true);
+        d3[0].stalls = 2;
+        d3[0].refused_moves = 2;
+        d3[0].refusals = [("budget is required".to_owned(), 2), ("a".to_owned(), 1)].into();
+        b.add(&key("D3"), &d3);
         let r = &b.finish()[0];
         let stage = |name: &str| {
             r.stages
@@ -301,6 +333,9 @@ mod tests {
         );
         assert_eq!(q.median_hours_in_stage, Some(24.0));
         assert_eq!(q.p90_hours_in_stage, Some(48.0));
+        assert_eq!((q.stalled, q.stall_notices, q.refused_moves), (1, 2, 2));
+        assert_eq!(q.most_blocking.as_deref(), Some("budget is required"));
+        assert_eq!(r.by_owner["ana"][0].1.refusals["budget is required"], 2);
         let p = stage("proposal");
         assert_eq!((p.entered, p.advanced, p.moved_back), (2, 1, 1));
         let discovery = stage("discovery");

@@ -29,7 +29,7 @@ fn number(v: Option<f64>) -> String {
     v.map_or("-".to_owned(), |v| format!("{v:.1}"))
 }
 
-const STAGE_COLUMNS: [&str; 10] = [
+const STAGE_COLUMNS: [&str; 13] = [
     "entered",
     "exited",
     "still_in",
@@ -39,10 +39,13 @@ const STAGE_COLUMNS: [&str; 10] = [
     "to_won",
     "median_hours",
     "p90_hours",
-    "",
+    "stalled",
+    "stall_notices",
+    "refused",
+    "most_blocking",
 ];
 
-fn stage_cells(f: &StageFigures) -> [String; 9] {
+fn stage_cells(f: &StageFigures) -> [String; 13] {
     [
         f.entered.to_string(),
         f.exited.to_string(),
@@ -53,19 +56,32 @@ fn stage_cells(f: &StageFigures) -> [String; 9] {
         percent(f.conversion_to_won),
         number(f.median_hours_in_stage),
         number(f.p90_hours_in_stage),
+        f.stalled.to_string(),
+        f.stall_notices.to_string(),
+        f.refused_moves.to_string(),
+        f.most_blocking.clone().unwrap_or_else(|| "-".to_owned()),
     ]
+}
+
+/// A CSV field, quoted when it holds a separator, quote or line break.
+fn csv_field(value: &str) -> String {
+    if value.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", value.replace('"', "\"\""))
+    } else {
+        value.to_owned()
+    }
 }
 
 fn stage_table(out: &mut String, stages: &[(String, StageFigures)]) {
     let _ = write!(out, "  {:<16}", "STAGE");
-    for c in &STAGE_COLUMNS[..9] {
-        let _ = write!(out, " {:>12}", c.to_uppercase());
+    for c in STAGE_COLUMNS {
+        let _ = write!(out, " {:>13}", c.to_uppercase());
     }
     out.push('\n');
     for (name, f) in stages {
         let _ = write!(out, "  {name:<16}");
         for cell in stage_cells(f) {
-            let _ = write!(out, " {cell:>12}");
+            let _ = write!(out, " {cell:>13}");
         }
         out.push('\n');
     }
@@ -76,7 +92,7 @@ pub fn render_pipeline(reports: &[PipelineReport], format: Format) -> String {
     match format {
         Format::Json => json(&reports),
         Format::Csv => {
-            let mut out = format!("pipeline,owner,stage,{}\n", STAGE_COLUMNS[..9].join(","));
+            let mut out = format!("pipeline,owner,stage,{}\n", STAGE_COLUMNS.join(","));
             for r in reports {
                 let mut rows = vec![("(all)".to_owned(), &r.stages)];
                 rows.extend(r.by_owner.iter().map(|(o, s)| (o.clone(), s)));
@@ -88,7 +104,7 @@ pub fn render_pipeline(reports: &[PipelineReport], format: Format) -> String {
                             r.pipeline,
                             owner,
                             stage,
-                            stage_cells(f).join(",")
+                            stage_cells(f).map(|c| csv_field(&c)).join(",")
                         );
                     }
                 }
@@ -136,7 +152,9 @@ pub fn render_owners(owners: &BTreeMap<String, OwnerFigures>, format: Format) ->
     match format {
         Format::Json => json(owners),
         Format::Csv => {
-            let mut out = String::from("owner,open_tasks,overdue_tasks,records_by_stage\n");
+            let mut out = String::from(
+                "owner,open_tasks,overdue_tasks,handoffs_received,handoffs_open,median_handoff_response_hours,records_by_stage\n",
+            );
             for (o, f) in owners {
                 let stages: Vec<String> = f
                     .records_by_stage
@@ -145,19 +163,22 @@ pub fn render_owners(owners: &BTreeMap<String, OwnerFigures>, format: Format) ->
                     .collect();
                 let _ = writeln!(
                     out,
-                    "{},{},{},{}",
-                    name(o),
+                    "{},{},{},{},{},{},{}",
+                    csv_field(&name(o)),
                     f.open_tasks,
                     f.overdue_tasks,
-                    stages.join(" ")
+                    f.handoffs_received,
+                    f.handoffs_open,
+                    number(f.median_handoff_response_hours),
+                    csv_field(&stages.join(" "))
                 );
             }
             out
         }
         Format::Table => {
             let mut out = format!(
-                "{:<28} {:>10} {:>10}  RECORDS BY STAGE\n",
-                "OWNER", "OPEN", "OVERDUE"
+                "{:<28} {:>8} {:>8} {:>9} {:>14}  RECORDS BY STAGE\n",
+                "OWNER", "OPEN", "OVERDUE", "HANDOFFS", "MEDIAN_RESP_H"
             );
             for (o, f) in owners {
                 let stages: Vec<String> = f
@@ -167,10 +188,12 @@ pub fn render_owners(owners: &BTreeMap<String, OwnerFigures>, format: Format) ->
                     .collect();
                 let _ = writeln!(
                     out,
-                    "{:<28} {:>10} {:>10}  {}",
+                    "{:<28} {:>8} {:>8} {:>9} {:>14}  {}",
                     name(o),
                     f.open_tasks,
                     f.overdue_tasks,
+                    f.handoffs_received,
+                    number(f.median_handoff_response_hours),
                     stages.join(", ")
                 );
             }
@@ -186,8 +209,8 @@ pub fn render_sequences(sequences: &BTreeMap<String, SequenceFigures>, format: F
         Format::Csv => {
             let mut out = String::from("sequence,step,status,count\n");
             for (name, f) in sequences {
-                for (step, statuses) in &f.steps {
-                    for (status, n) in statuses {
+                for (step, figures) in &f.steps {
+                    for (status, n) in figures.counts() {
                         let _ = writeln!(out, "{name},{step},{status},{n}");
                     }
                 }
@@ -217,9 +240,19 @@ pub fn render_sequences(sequences: &BTreeMap<String, SequenceFigures>, format: F
                         exits.join(", ")
                     }
                 );
-                for (step, statuses) in &f.steps {
-                    let s: Vec<String> = statuses.iter().map(|(k, n)| format!("{k} {n}")).collect();
-                    let _ = writeln!(out, "  step {step:<16} {}", s.join(", "));
+                for (step, figures) in &f.steps {
+                    let counts: Vec<String> = figures
+                        .counts()
+                        .into_iter()
+                        .filter(|(_, n)| *n > 0)
+                        .map(|(k, n)| format!("{k} {n}"))
+                        .collect();
+                    let _ = writeln!(
+                        out,
+                        "  step {step:<16} {}; reply rate {}",
+                        counts.join(", "),
+                        percent(figures.reply_rate)
+                    );
                 }
                 out.push('\n');
             }

@@ -41,6 +41,7 @@ fn task(id: &str, owner: Option<&str>, status: TaskStatus) -> Task {
         completed_at: None,
         created_by: "rule".into(),
         step: None,
+        from_handoff: false,
     }
 }
 
@@ -247,6 +248,7 @@ pub fn history_enrollments_suppression<S: Store>(s: &S) {
         entered_at: at(n),
         exited_at: None,
         owner: None,
+        ..StageVisit::default()
     };
     s.commit(Changes {
         stage_visits: vec![
@@ -264,6 +266,7 @@ pub fn history_enrollments_suppression<S: Store>(s: &S) {
             timer: None,
             next_at: None,
             messages: Default::default(),
+            last_step: None,
         }],
         suppress: vec!["Pat@Example.com".into()],
         ..Changes::default()
