@@ -10,7 +10,10 @@ pub const CURSOR: &[u8] = b"meta\0cursor";
 pub const NEXT_SEQ: &[u8] = b"meta\0next_seq";
 pub const FORMAT: &[u8] = b"meta\0format";
 pub const RECORD: &[u8] = b"rc\0";
+/// Stage visits, one key each: the `dealflow-2` layout, read only to migrate.
 pub const STAGE_VISIT: &[u8] = b"sv\0";
+/// Stage history, one key per record.
+pub const STAGE_HISTORY: &[u8] = b"sh\0";
 pub const TASK: &[u8] = b"tk\0";
 pub const OUTBOX: &[u8] = b"ob\0";
 /// Outbox rows waiting for delivery, by when they are due.
@@ -25,7 +28,9 @@ pub const COUNTER: &[u8] = b"ct\0";
 pub const SCORE_LEDGER: &[u8] = b"sl\0";
 
 /// The store format this build writes; a store with another is refused.
-pub const FORMAT_VERSION: &[u8] = b"dealflow-2";
+pub const FORMAT_VERSION: &[u8] = b"dealflow-3";
+/// The format before: stage history had one key per visit. Migrated on open.
+pub const FORMAT_VERSION_2: &[u8] = b"dealflow-2";
 
 pub fn join(parts: &[&[u8]]) -> Vec<u8> {
     parts.concat()
@@ -47,6 +52,7 @@ pub fn record(key: &RecordKey) -> Vec<u8> {
     join(&[&record_prefix(&key.kind), key.id.as_bytes()])
 }
 
+#[cfg(test)]
 pub fn stage_visit_prefix(key: &RecordKey) -> Vec<u8> {
     join(&[
         STAGE_VISIT,
@@ -57,8 +63,23 @@ pub fn stage_visit_prefix(key: &RecordKey) -> Vec<u8> {
     ])
 }
 
+#[cfg(test)]
 pub fn stage_visit(key: &RecordKey, index: u64) -> Vec<u8> {
     join(&[&stage_visit_prefix(key), &index.to_be_bytes()])
+}
+
+pub fn stage_history(key: &RecordKey) -> Vec<u8> {
+    join(&[STAGE_HISTORY, key.kind.as_bytes(), b"\0", key.id.as_bytes()])
+}
+
+/// The record a stage history key belongs to.
+pub fn stage_history_record(key: &[u8]) -> Option<RecordKey> {
+    let rest = key.strip_prefix(STAGE_HISTORY)?;
+    let split = rest.iter().position(|b| *b == 0)?;
+    Some(RecordKey {
+        kind: String::from_utf8(rest[..split].to_vec()).ok()?,
+        id: String::from_utf8(rest[split + 1..].to_vec()).ok()?,
+    })
 }
 
 /// The record a stage visit key belongs to.

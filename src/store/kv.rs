@@ -1,10 +1,12 @@
 //! The tables, written once over any [`Backend`].
 
 use super::backend::{Backend, KvWrite};
+use super::history;
 use super::keys;
 use super::*;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 /// Index of open tasks by owner, so least-loaded assignment does not scan.
@@ -22,11 +24,11 @@ pub struct KvStore<B: Backend> {
 
 /// Values are MessagePack with field names: self-describing like JSON (so
 /// free-form record fields round-trip), about half the size and faster.
-fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+pub(super) fn encode_value<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
     rmp_serde::to_vec_named(value).map_err(|e| StoreError::Backend(format!("encoding: {e}")))
 }
 
-fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
+pub(super) fn decode_value<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
     rmp_serde::from_slice(bytes).map_err(|e| StoreError::Decode {
         key: String::from_utf8_lossy(key).into_owned(),
         reason: e.to_string(),
@@ -43,6 +45,18 @@ impl<B: Backend> KvStore<B> {
     pub fn open(backend: B, path: &str) -> Result<Self, StoreError> {
         match backend.get(keys::FORMAT)? {
             Some(mark) if mark == keys::FORMAT_VERSION => {}
+            Some(mark) if mark == keys::FORMAT_VERSION_2 => {
+                let moved = history::migrate_from_visit_keys(&backend)?;
+                backend.apply(vec![KvWrite::Put(
+                    keys::FORMAT.to_vec(),
+                    keys::FORMAT_VERSION.to_vec(),
+                )])?;
+                tracing::info!(
+                    path,
+                    records = moved,
+                    "Moved the store to format dealflow-3 (stage history per record)."
+                );
+            }
             Some(other) => {
                 return Err(StoreError::Corrupt {
                     path: path.to_owned(),
@@ -72,8 +86,17 @@ impl<B: Backend> KvStore<B> {
         })
     }
 
+    /// The backend, for tests that look under the tables.
+    #[cfg(test)]
+    pub(super) fn into_backend(self) -> B {
+        self.backend
+    }
+
     fn get<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StoreError> {
-        self.backend.get(key)?.map(|v| decode(key, &v)).transpose()
+        self.backend
+            .get(key)?
+            .map(|v| decode_value(key, &v))
+            .transpose()
     }
 
     fn scan_values<T: DeserializeOwned>(
@@ -85,8 +108,36 @@ impl<B: Backend> KvStore<B> {
         self.backend
             .scan(prefix, after, limit)?
             .into_iter()
-            .map(|(k, v)| decode(&k, &v).map(|t| (k, t)))
+            .map(|(k, v)| decode_value(&k, &v).map(|t| (k, t)))
             .collect()
+    }
+
+    /// Folds visit writes into each record's stored history. Only the
+    /// engine worker writes history, so reading it here is not racy.
+    fn stage_history_writes(
+        &self,
+        visits: &[(RecordKey, u64, StageVisit)],
+        writes: &mut Vec<KvWrite>,
+    ) -> Result<(), StoreError> {
+        let mut histories: Vec<(&RecordKey, BTreeMap<u64, StageVisit>)> = Vec::new();
+        for (record, index, visit) in visits {
+            let position = match histories.iter().position(|(k, _)| *k == record) {
+                Some(p) => p,
+                None => {
+                    histories.push((record, history::by_index(self.stage_history(record)?)));
+                    histories.len() - 1
+                }
+            };
+            histories[position].1.insert(*index, visit.clone());
+        }
+        for (record, visits) in histories {
+            let visits: Vec<StageVisit> = visits.into_values().collect();
+            writes.push(KvWrite::Put(
+                keys::stage_history(record),
+                history::encode(&visits)?,
+            ));
+        }
+        Ok(())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<u64>> {
@@ -147,7 +198,7 @@ impl<B: Backend> KvStore<B> {
                 occurred_at: e.occurred_at,
                 depth: e.depth,
             };
-            writes.push(KvWrite::Put(keys::event(seq), encode(&stored)?));
+            writes.push(KvWrite::Put(keys::event(seq), encode_value(&stored)?));
             if e.id.is_some() {
                 writes.push(KvWrite::Put(
                     keys::event_id(&id),
@@ -220,7 +271,7 @@ impl<B: Backend> KvStore<B> {
         if row.status == OutboxStatus::Sending {
             writes.push(KvWrite::Put(keys::outbox_sending(&row.id), Vec::new()));
         }
-        writes.push(KvWrite::Put(keys::outbox(&row.id), encode(row)?));
+        writes.push(KvWrite::Put(keys::outbox(&row.id), encode_value(row)?));
         Ok(())
     }
 
@@ -237,7 +288,7 @@ impl<B: Backend> KvStore<B> {
                 Vec::new(),
             ));
         }
-        writes.push(KvWrite::Put(keys::task(&task.id), encode(task)?));
+        writes.push(KvWrite::Put(keys::task(&task.id), encode_value(task)?));
         Ok(())
     }
 }
@@ -268,7 +319,7 @@ fn filtered_page<B: Backend, T: DeserializeOwned>(
         let exhausted = chunk.len() < CHUNK;
         for (key, value) in chunk {
             position = Some(key.clone());
-            let item: T = decode(&key, &value)?;
+            let item: T = decode_value(&key, &value)?;
             if keep(&item) {
                 items.push(item);
                 if items.len() == limit {
@@ -346,50 +397,36 @@ impl<B: Backend> RecordTable for KvStore<B> {
 
 impl<B: Backend> StageHistoryTable for KvStore<B> {
     fn stage_history(&self, key: &RecordKey) -> Result<Vec<StageVisit>, StoreError> {
-        Ok(self
-            .scan_values(&keys::stage_visit_prefix(key), None, usize::MAX)?
-            .into_iter()
-            .map(|(_, v)| v)
-            .collect())
+        let key = keys::stage_history(key);
+        match self.backend.get(&key)? {
+            Some(value) => history::decode(&key, &value),
+            None => Ok(Vec::new()),
+        }
     }
 
     fn each_stage_history(
         &self,
         visit: &mut dyn FnMut(RecordKey, Vec<StageVisit>),
     ) -> Result<(), StoreError> {
-        const PAGE: usize = 4_096;
+        const PAGE: usize = 1_024;
         let mut after: Option<Vec<u8>> = None;
-        let mut current: Option<(RecordKey, Vec<StageVisit>)> = None;
         loop {
             let page = self
                 .backend
-                .scan(keys::STAGE_VISIT, after.as_deref(), PAGE)?;
+                .scan(keys::STAGE_HISTORY, after.as_deref(), PAGE)?;
             let done = page.len() < PAGE;
-            for (key, value) in page {
-                let record = keys::stage_visit_record(&key).ok_or_else(|| StoreError::Decode {
-                    key: String::from_utf8_lossy(&key).into_owned(),
-                    reason: "not a stage visit key".to_owned(),
+            for (key, value) in &page {
+                let record = keys::stage_history_record(key).ok_or_else(|| StoreError::Decode {
+                    key: String::from_utf8_lossy(key).into_owned(),
+                    reason: "not a stage history key".to_owned(),
                 })?;
-                let v: StageVisit = decode(&key, &value)?;
-                match &mut current {
-                    Some((k, visits)) if *k == record => visits.push(v),
-                    _ => {
-                        if let Some((k, visits)) = current.take() {
-                            visit(k, visits);
-                        }
-                        current = Some((record, vec![v]));
-                    }
-                }
-                after = Some(key);
+                visit(record, history::decode(key, value)?);
             }
             if done {
-                break;
+                return Ok(());
             }
+            after = page.into_iter().last().map(|(k, _)| k);
         }
-        if let Some((k, visits)) = current {
-            visit(k, visits);
-        }
-        Ok(())
     }
 }
 
@@ -485,7 +522,7 @@ impl<B: Backend> TimerTable for KvStore<B> {
     fn due_timers(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Timer>, StoreError> {
         self.scan_due(keys::TIMER, now, limit)?
             .into_iter()
-            .map(|(key, value)| decode(&key, &value))
+            .map(|(key, value)| decode_value(&key, &value))
             .collect()
     }
 
@@ -598,11 +635,9 @@ impl<B: Backend> Store for KvStore<B> {
         // but only the engine worker writes them.
         let mut w = Vec::new();
         for r in &changes.records {
-            w.push(KvWrite::Put(keys::record(&r.key), encode(r)?));
+            w.push(KvWrite::Put(keys::record(&r.key), encode_value(r)?));
         }
-        for (key, index, visit) in &changes.stage_visits {
-            w.push(KvWrite::Put(keys::stage_visit(key, *index), encode(visit)?));
-        }
+        self.stage_history_writes(&changes.stage_visits, &mut w)?;
         for t in &changes.tasks {
             self.stage_task(t, &mut w)?;
         }
@@ -610,7 +645,7 @@ impl<B: Backend> Store for KvStore<B> {
             self.stage_outbox(o, &mut w)?;
         }
         for t in &changes.timers {
-            w.push(KvWrite::Put(keys::timer(t.due_at, &t.id), encode(t)?));
+            w.push(KvWrite::Put(keys::timer(t.due_at, &t.id), encode_value(t)?));
         }
         for (due, id) in &changes.timers_done {
             w.push(KvWrite::Delete(keys::timer(*due, id)));
@@ -618,11 +653,11 @@ impl<B: Backend> Store for KvStore<B> {
         for e in &changes.enrollments {
             w.push(KvWrite::Put(
                 keys::enrollment(&e.record, &e.sequence),
-                encode(e)?,
+                encode_value(e)?,
             ));
         }
         for r in &changes.runs {
-            w.push(KvWrite::Put(keys::run(&r.id), encode(r)?));
+            w.push(KvWrite::Put(keys::run(&r.id), encode_value(r)?));
         }
         for (name, value) in &changes.counters {
             w.push(KvWrite::Put(
@@ -631,7 +666,7 @@ impl<B: Backend> Store for KvStore<B> {
             ));
         }
         for entry in &changes.ledger {
-            w.push(KvWrite::Put(keys::score_entry(entry), encode(entry)?));
+            w.push(KvWrite::Put(keys::score_entry(entry), encode_value(entry)?));
         }
         for email in &changes.suppress {
             w.push(KvWrite::Put(keys::suppressed(email), Vec::new()));

@@ -9,6 +9,7 @@
 //! durable before anything is acknowledged.
 
 mod backend;
+mod history;
 mod keys;
 mod kv;
 mod memory;
