@@ -602,3 +602,30 @@ async fn reports_count_stage_moves_over_http_and_from_the_shell() {
         "D3's refused move, by its one unmet requirement: {text}"
     );
 }
+
+#[tokio::test]
+async fn runs_past_keep_runs_are_forgotten() {
+    let (dir, flows) = workflow_dir(&format!("{FLOWS}\nsettings:\n  keep_runs: 2s\n"));
+    let s = Setup {
+        daemon: Daemon::start(&flows, &dir.path().join("data"), &[], &[]),
+        _dir: dir,
+        http: reqwest::Client::new(),
+    };
+    s.post("/v1/events", lead("L1", Some("e1")).to_string())
+        .await;
+    s.settle().await;
+    let (_, runs) = s.get("/v1/runs?record=lead/L1").await;
+    assert_eq!(runs["runs"][0]["rule"], "route", "{runs}");
+    common::eventually(15, "the run forgotten after 2s", || async {
+        let (_, runs) = s.get("/v1/runs?record=lead/L1").await;
+        runs["runs"]
+            .as_array()
+            .is_some_and(|r| r.is_empty())
+            .then_some(())
+    })
+    .await;
+    // The record and its task are not run history: they stay.
+    let (status, record) = s.get("/v1/records/lead/L1").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(record["open_tasks"][0]["title"], "Call L1@p.example");
+}

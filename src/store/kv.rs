@@ -591,6 +591,15 @@ impl<B: Backend> RunTable for KvStore<B> {
                 && filter.rule.as_deref().is_none_or(|n| r.rule == n)
         })
     }
+
+    fn runs_in_log_order(&self, after: Option<&str>, limit: usize) -> Result<Vec<Run>, StoreError> {
+        let after = after.map(keys::run);
+        Ok(self
+            .scan_values(keys::RUN, after.as_deref(), limit)?
+            .into_iter()
+            .map(|(_, run)| run)
+            .collect())
+    }
 }
 
 impl<B: Backend> SuppressionTable for KvStore<B> {
@@ -658,6 +667,9 @@ impl<B: Backend> Store for KvStore<B> {
         }
         for r in &changes.runs {
             w.push(KvWrite::Put(keys::run(&r.id), encode_value(r)?));
+        }
+        for id in &changes.runs_pruned {
+            w.push(KvWrite::Delete(keys::run(id)));
         }
         for (name, value) in &changes.counters {
             w.push(KvWrite::Put(

@@ -235,6 +235,9 @@ pub trait RunTable {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Page<Run>, StoreError>;
+    /// Runs in id order (the log order of their events), after the run
+    /// `after`, at most `limit` (retention).
+    fn runs_in_log_order(&self, after: Option<&str>, limit: usize) -> Result<Vec<Run>, StoreError>;
 }
 
 /// Addresses that must never be emailed.
@@ -281,6 +284,8 @@ pub struct Changes {
     pub enrollments: Vec<Enrollment>,
     /// Runs to record.
     pub runs: Vec<Run>,
+    /// Runs to forget (past `settings.keep_runs`), by id.
+    pub runs_pruned: Vec<String>,
     /// Counters to set.
     pub counters: Vec<(String, u64)>,
     /// Addresses to suppress.
@@ -304,6 +309,7 @@ impl Changes {
         self.timers_done.extend(other.timers_done);
         self.enrollments.extend(other.enrollments);
         self.runs.extend(other.runs);
+        self.runs_pruned.extend(other.runs_pruned);
         self.counters.extend(other.counters);
         self.suppress.extend(other.suppress);
         self.ledger.extend(other.ledger);

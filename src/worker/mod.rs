@@ -6,6 +6,7 @@
 //! any point replays from the last committed round: each event is handled
 //! exactly once.
 
+pub mod retention;
 mod round;
 
 use crate::clock::Clock;
@@ -14,6 +15,7 @@ use crate::engine::{self, MoveResult};
 use crate::scheduler;
 use crate::state::{Event, RecordKey};
 use crate::store::{Store, StoreError};
+use chrono::{DateTime, Utc};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
@@ -182,10 +184,14 @@ pub fn spawn<S: Store>(
         handled,
     };
     let task = tokio::spawn(async move {
+        let mut next_prune = clock.now();
         loop {
             let snapshot = workflows.load_full();
             if let Err(e) = scheduler::fire_due(store.as_ref(), &snapshot, clock.now()) {
                 tracing::error!(error = %e, "Firing due timers failed; retrying in a second.");
+            }
+            if clock.now() >= next_prune {
+                next_prune = prune(store.as_ref(), &snapshot, clock.as_ref());
             }
             let handled = match next_round(store.as_ref(), &snapshot, clock.as_ref()).await {
                 Ok(n) => n,
@@ -215,6 +221,23 @@ pub fn spawn<S: Store>(
         tracing::info!("Engine worker stopped.");
     });
     (handle, task)
+}
+
+/// Forgets runs past `settings.keep_runs`; answers when to do it next.
+fn prune<S: Store>(store: &S, workflows: &Workflows, clock: &dyn Clock) -> DateTime<Utc> {
+    let keep = workflows.settings.keep_runs;
+    let now = clock.now();
+    let done = run_blocking(|| retention::prune_runs(store, keep, now)).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "Pruning old runs failed; trying again later.");
+        retention::Pruned {
+            runs: 0,
+            more: false,
+        }
+    });
+    if done.runs > 0 {
+        tracing::debug!(runs = done.runs, "Forgot runs past settings.keep_runs.");
+    }
+    retention::next_prune(now, keep, done)
 }
 
 /// How long the worker may sleep: until the next timer or schedule slot is
