@@ -79,6 +79,13 @@ pub struct PipelineReport {
     cycles: Vec<f64>,
 }
 
+impl PipelineReport {
+    /// One stage's figures.
+    pub fn stage(&self, name: &str) -> Option<&StageFigures> {
+        self.stages.iter().find(|(n, _)| n == name).map(|(_, f)| f)
+    }
+}
+
 /// Builds the reports of every pipeline from a stream of record histories.
 pub struct PipelineReportBuilder<'w> {
     workflows: &'w Workflows,
@@ -312,13 +319,7 @@ mod tests {
         d3[0].refusals = [("budget is required".to_owned(), 2), ("a".to_owned(), 1)].into();
         b.add(&key("D3"), &d3);
         let r = &b.finish()[0];
-        let stage = |name: &str| {
-            r.stages
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, f)| f.clone())
-                .unwrap()
-        };
+        let stage = |name: &str| r.stage(name).unwrap();
         let q = stage("qualified");
         assert_eq!(
             (

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::simulation::{TimedEvent, run_on};
-use crate::state::{NewEvent, RecordKey, Task};
+use crate::state::Task;
 use crate::store::{Changes, KvStore, MemoryBackend, OutboxTable, TaskTable};
 use chrono::Duration;
 use serde_json::{Value as Json, json};
@@ -48,22 +48,7 @@ fn at(days: f64) -> DateTime<Utc> {
 }
 
 fn event(days: f64, event_type: &str, record: &str, fields: Json) -> TimedEvent {
-    let (kind, id) = record.split_once('/').unwrap();
-    TimedEvent {
-        at: at(days),
-        event: NewEvent {
-            id: None,
-            event_type: event_type.into(),
-            record: RecordKey {
-                kind: kind.into(),
-                id: id.into(),
-            },
-            fields: fields.as_object().cloned().unwrap_or_default(),
-            data: Default::default(),
-            occurred_at: at(days),
-            depth: 0,
-        },
-    }
+    crate::simulation::timed_event(at(days), event_type, record, fields)
 }
 
 fn scenario() -> Vec<TimedEvent> {
@@ -158,14 +143,7 @@ fn a_month_of_known_moves_sends_and_handoffs_gives_exact_figures() {
     let (w, store) = a_month();
 
     let pipeline = &pipeline_report(&store, &w, start()).unwrap()[0];
-    let stage = |name: &str| {
-        pipeline
-            .stages
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, f)| f.clone())
-            .unwrap()
-    };
+    let stage = |name: &str| pipeline.stage(name).unwrap();
     let q = stage("qualified");
     assert_eq!(
         (q.entered, q.exited, q.still_in, q.advanced, q.won_later),

@@ -26,6 +26,33 @@ pub struct TimedEvent {
     pub event: NewEvent,
 }
 
+/// An event of `event_type` on `record` (`KIND/ID`) with `fields`, arriving
+/// at `at`: the tests' shorthand.
+#[cfg(test)]
+pub(crate) fn timed_event(
+    at: DateTime<Utc>,
+    event_type: &str,
+    record: &str,
+    fields: serde_json::Value,
+) -> TimedEvent {
+    let (kind, id) = record.split_once('/').unwrap_or((record, ""));
+    TimedEvent {
+        at,
+        event: NewEvent {
+            id: None,
+            event_type: event_type.into(),
+            record: crate::state::RecordKey {
+                kind: kind.into(),
+                id: id.into(),
+            },
+            fields: fields.as_object().cloned().unwrap_or_default(),
+            data: Default::default(),
+            occurred_at: at,
+            depth: 0,
+        },
+    }
+}
+
 /// Steps at one moment before the simulation gives up on it: rules that keep
 /// setting timers due "now" would otherwise never let the clock move.
 const MAX_STEPS_PER_MOMENT: usize = 10_000;

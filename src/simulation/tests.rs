@@ -3,9 +3,8 @@
 
 use super::{Entry, TimedEvent, Timeline};
 use crate::config::Workflows;
-use crate::state::{NewEvent, RecordKey};
 use chrono::{DateTime, Duration, Utc};
-use serde_json::{Map, Value as Json, json};
+use serde_json::{Value as Json, json};
 
 fn workflows(yaml: &str) -> Workflows {
     crate::config::load_for_tests(yaml)
@@ -16,22 +15,7 @@ fn t(text: &str) -> DateTime<Utc> {
 }
 
 fn event(at: DateTime<Utc>, event_type: &str, record: &str, fields: Json) -> TimedEvent {
-    let (kind, id) = record.split_once('/').unwrap();
-    TimedEvent {
-        at,
-        event: NewEvent {
-            id: None,
-            event_type: event_type.into(),
-            record: RecordKey {
-                kind: kind.into(),
-                id: id.into(),
-            },
-            fields: fields.as_object().cloned().unwrap_or_default(),
-            data: Map::new(),
-            occurred_at: at,
-            depth: 0,
-        },
-    }
+    super::timed_event(at, event_type, record, fields)
 }
 
 fn simulate(w: &Workflows, start: &str, events: Vec<TimedEvent>, span: Duration) -> Timeline {
