@@ -3,6 +3,7 @@
 use super::backend::{Backend, KvWrite};
 use super::history;
 use super::keys;
+use super::runs;
 use super::*;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -47,6 +48,7 @@ impl<B: Backend> KvStore<B> {
             Some(mark) if mark == keys::FORMAT_VERSION => {}
             Some(mark) if mark == keys::FORMAT_VERSION_2 => {
                 let moved = history::migrate_from_visit_keys(&backend)?;
+                let runs = runs::migrate_named_values(&backend)?;
                 backend.apply(vec![KvWrite::Put(
                     keys::FORMAT.to_vec(),
                     keys::FORMAT_VERSION.to_vec(),
@@ -54,7 +56,8 @@ impl<B: Backend> KvStore<B> {
                 tracing::info!(
                     path,
                     records = moved,
-                    "Moved the store to format dealflow-3 (stage history per record)."
+                    runs,
+                    "Moved the store to format dealflow-3 (stage history per record, compact runs)."
                 );
             }
             Some(other) => {
@@ -305,6 +308,7 @@ fn filtered_page<B: Backend, T: DeserializeOwned>(
     after: Option<&str>,
     limit: usize,
     newest_first: bool,
+    decode: fn(&[u8], &[u8]) -> Result<T, StoreError>,
     keep: impl Fn(&T) -> bool,
 ) -> Result<Page<T>, StoreError> {
     const CHUNK: usize = 256;
@@ -319,7 +323,7 @@ fn filtered_page<B: Backend, T: DeserializeOwned>(
         let exhausted = chunk.len() < CHUNK;
         for (key, value) in chunk {
             position = Some(key.clone());
-            let item: T = decode_value(&key, &value)?;
+            let item: T = decode(&key, &value)?;
             if keep(&item) {
                 items.push(item);
                 if items.len() == limit {
@@ -390,6 +394,7 @@ impl<B: Backend> RecordTable for KvStore<B> {
             after,
             limit,
             false,
+            decode_value,
             |_: &Record| true,
         )
     }
@@ -441,15 +446,23 @@ impl<B: Backend> TaskTable for KvStore<B> {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Page<Task>, StoreError> {
-        filtered_page(self, keys::TASK, after, limit, false, |t: &Task| {
-            let owner_ok = filter
-                .owner
-                .as_deref()
-                .is_none_or(|o| t.owner.as_deref().unwrap_or("") == o);
-            let status_ok = filter.status.is_none_or(|s| t.status == s);
-            let record_ok = filter.record.as_ref().is_none_or(|r| &t.record == r);
-            owner_ok && status_ok && record_ok
-        })
+        filtered_page(
+            self,
+            keys::TASK,
+            after,
+            limit,
+            false,
+            decode_value,
+            |t: &Task| {
+                let owner_ok = filter
+                    .owner
+                    .as_deref()
+                    .is_none_or(|o| t.owner.as_deref().unwrap_or("") == o);
+                let status_ok = filter.status.is_none_or(|s| t.status == s);
+                let record_ok = filter.record.as_ref().is_none_or(|r| &t.record == r);
+                owner_ok && status_ok && record_ok
+            },
+        )
     }
 
     fn open_task_count(&self, owner: &str) -> Result<usize, StoreError> {
@@ -475,6 +488,7 @@ impl<B: Backend> OutboxTable for KvStore<B> {
             after,
             limit,
             false,
+            decode_value,
             |o: &OutboxEntry| {
                 filter.status.is_none_or(|s| o.status == s)
                     && filter.record.as_ref().is_none_or(|r| &o.record == r)
@@ -559,6 +573,7 @@ impl<B: Backend> EnrollmentTable for KvStore<B> {
             after,
             limit,
             false,
+            decode_value,
             |_: &Enrollment| true,
         )
     }
@@ -574,6 +589,7 @@ impl<B: Backend> EnrollmentTable for KvStore<B> {
             after,
             limit,
             false,
+            decode_value,
             Enrollment::is_active,
         )
     }
@@ -586,19 +602,27 @@ impl<B: Backend> RunTable for KvStore<B> {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Page<Run>, StoreError> {
-        filtered_page(self, keys::RUN, after, limit, true, |r: &Run| {
-            filter.record.as_ref().is_none_or(|k| &r.record == k)
-                && filter.rule.as_deref().is_none_or(|n| r.rule == n)
-        })
+        filtered_page(
+            self,
+            keys::RUN,
+            after,
+            limit,
+            true,
+            runs::decode,
+            |r: &Run| {
+                filter.record.as_ref().is_none_or(|k| &r.record == k)
+                    && filter.rule.as_deref().is_none_or(|n| r.rule == n)
+            },
+        )
     }
 
     fn runs_in_log_order(&self, after: Option<&str>, limit: usize) -> Result<Vec<Run>, StoreError> {
         let after = after.map(keys::run);
-        Ok(self
-            .scan_values(keys::RUN, after.as_deref(), limit)?
-            .into_iter()
-            .map(|(_, run)| run)
-            .collect())
+        self.backend
+            .scan(keys::RUN, after.as_deref(), limit)?
+            .iter()
+            .map(|(key, value)| runs::decode(key, value))
+            .collect()
     }
 }
 
@@ -622,6 +646,7 @@ impl<B: Backend> ScoreLedgerTable for KvStore<B> {
             before,
             limit,
             true,
+            decode_value,
             |_: &ScoreEntry| true,
         )
     }
@@ -666,7 +691,7 @@ impl<B: Backend> Store for KvStore<B> {
             ));
         }
         for r in &changes.runs {
-            w.push(KvWrite::Put(keys::run(&r.id), encode_value(r)?));
+            w.push(KvWrite::Put(keys::run(&r.id), runs::encode(r)?));
         }
         for id in &changes.runs_pruned {
             w.push(KvWrite::Delete(keys::run(id)));

@@ -13,6 +13,7 @@ mod history;
 mod keys;
 mod kv;
 mod memory;
+mod runs;
 mod sled_backend;
 
 #[cfg(test)]
