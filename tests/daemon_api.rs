@@ -629,3 +629,14 @@ async fn runs_past_keep_runs_are_forgotten() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(record["open_tasks"][0]["title"], "Call L1@p.example");
 }
+
+#[tokio::test]
+async fn a_daemon_with_a_one_mib_store_cache_works() {
+    let s = setup(&["--store-cache-mib", "1"], &[]);
+    s.post("/v1/events", lead("L1", Some("e1")).to_string())
+        .await;
+    s.settle().await;
+    let (status, record) = s.get("/v1/records/lead/L1").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(record["record"]["owner"], "ana@x.example");
+}

@@ -56,6 +56,10 @@ pub enum Command {
         /// Largest request body in bytes.
         #[arg(long, default_value_t = crate::api::DEFAULT_MAX_BODY)]
         max_body: usize,
+        /// The store's page cache in MiB (sled counts it loosely: the
+        /// memory it takes is about twice this).
+        #[arg(long, default_value_t = crate::store::DEFAULT_CACHE_MIB)]
+        store_cache_mib: u64,
         /// Log format on stderr.
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
@@ -210,6 +214,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             data,
             listen,
             max_body,
+            store_cache_mib,
             log_format,
         } => {
             init_logging(log_format);
@@ -218,6 +223,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 data: &data,
                 listen,
                 max_body,
+                store_cache_mib,
             })
         }
         Command::Emit {

@@ -24,6 +24,8 @@ pub struct RunOptions<'a> {
     pub listen: SocketAddr,
     /// Largest request body in bytes.
     pub max_body: usize,
+    /// The store's page cache in MiB.
+    pub store_cache_mib: u64,
 }
 
 /// Loads the workflows, opens the store, serves until SIGTERM or Ctrl-C.
@@ -41,7 +43,8 @@ pub fn run(options: RunOptions) -> anyhow::Result<ExitCode> {
     let store_dir = options.data.join("store");
     std::fs::create_dir_all(&store_dir)
         .with_context(|| format!("creating {}", store_dir.display()))?;
-    let backend = SledBackend::open(&store_dir)?;
+    let backend =
+        SledBackend::open_with_cache(&store_dir, options.store_cache_mib.saturating_mul(1 << 20))?;
     let store = Arc::new(KvStore::open(backend, &store_dir.display().to_string())?);
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(serve(store, workflows, token, options))?;

@@ -22,7 +22,7 @@ mod conformance;
 pub use backend::{Backend, KvWrite};
 pub use kv::KvStore;
 pub use memory::MemoryBackend;
-pub use sled_backend::SledBackend;
+pub use sled_backend::{DEFAULT_CACHE_MIB, SledBackend};
 
 use crate::state::{
     Enrollment, Event, NewEvent, OutboxEntry, OutboxStatus, Record, RecordKey, Run, ScoreEntry,

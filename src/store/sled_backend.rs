@@ -15,8 +15,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Page cache size: bounds memory (sled defaults to 1 GiB).
-const CACHE_BYTES: u64 = 64 * 1024 * 1024;
+/// The default page cache in MiB (sled's own default is 1 GiB). sled's
+/// accounting undercounts: a 64 MiB cache took about 110 MiB in the
+/// ingest benchmark. 16 MiB cost no measured speed in the ingest, report
+/// or timer benchmarks and saved 84 MiB of RSS at 200,000 records.
+pub const DEFAULT_CACHE_MIB: u64 = 16;
 
 /// A sled database in a folder (sled holds an exclusive lock on it).
 pub struct SledBackend {
@@ -40,14 +43,19 @@ fn backend_error(e: sled::Error) -> StoreError {
 }
 
 impl SledBackend {
+    /// Opens (or creates) the database in `dir` with the default cache.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        Self::open_with_cache(dir, DEFAULT_CACHE_MIB << 20)
+    }
+
     /// Opens (or creates) the database in `dir`. Corruption is reported,
     /// never papered over with an empty store.
-    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+    pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
         let path = dir.display().to_string();
         let db = sled::Config::new()
             .path(dir)
             .mode(sled::Mode::HighThroughput)
-            .cache_capacity(CACHE_BYTES)
+            .cache_capacity(cache_bytes)
             .open()
             .map_err(|e| match e {
                 sled::Error::Corruption { .. }
