@@ -134,7 +134,6 @@ pub fn migrate_named_values<B: Backend>(backend: &B) -> Result<u64, StoreError> 
 mod tests {
     use super::*;
     use crate::store::{KvStore, MemoryBackend, RunFilter, RunTable};
-    use serde_json::json;
 
     fn run(n: u64) -> Run {
         Run {
@@ -174,7 +173,17 @@ mod tests {
         assert_eq!(decode(&keys::run(&r.id), &stored).unwrap(), r);
         let named = encode_value(&r).unwrap().len();
         assert!(stored.len() * 10 < named * 7, "{} vs {named}", stored.len());
-        let _ = json!(null);
+    }
+
+    #[test]
+    fn a_broken_row_is_an_error_not_a_panic() {
+        let value = encode(&run(1)).unwrap();
+        assert!(decode(b"xx\0anything", &value).is_err(), "not a run key");
+        assert!(decode(&keys::run("r1"), b"\xff\x00garbage").is_err());
+        assert!(
+            decode(&[b'r', b'n', 0, 0xff, 0xfe], &value).is_err(),
+            "id not UTF-8"
+        );
     }
 
     #[test]
