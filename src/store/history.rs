@@ -192,6 +192,29 @@ mod tests {
     }
 
     #[test]
+    fn a_migration_cut_short_by_a_crash_is_finished_by_the_next_start() {
+        // As a crash after the first batch leaves it: the first 4,096 visits
+        // moved (new value written, old keys deleted), the rest not, and the
+        // format mark still `dealflow-2`.
+        let backend = MemoryBackend::default();
+        let visits: Vec<StageVisit> = (0..5_000).map(|i| visit("qualified", i)).collect();
+        let key = record("D1");
+        let mut writes = vec![
+            KvWrite::Put(keys::FORMAT.to_vec(), keys::FORMAT_VERSION_2.to_vec()),
+            KvWrite::Put(keys::stage_history(&key), encode(&visits[..4_096]).unwrap()),
+        ];
+        for (i, v) in visits.iter().enumerate().skip(4_096) {
+            writes.push(KvWrite::Put(
+                keys::stage_visit(&key, i as u64),
+                encode_value(v).unwrap(),
+            ));
+        }
+        backend.apply(writes).unwrap();
+        let store = KvStore::open(backend, "memory").unwrap();
+        assert_eq!(store.stage_history(&key).unwrap(), visits);
+    }
+
+    #[test]
     fn visit_writes_land_by_index_in_any_order() {
         let mut h = by_index(vec![visit("a", 0)]);
         h.insert(2, visit("c", 7));
