@@ -571,6 +571,14 @@ async fn reports_count_stage_moves_over_http_and_from_the_shell() {
     assert_eq!(qualified["refused_moves"], 1, "{b2b}");
     let (status, _) = s.get("/v1/reports/nonsense").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, only) = s.get("/v1/reports/pipeline?since=1d&pipeline=b2b").await;
+    assert_eq!(
+        (status, only[0]["pipeline"].clone()),
+        (StatusCode::OK, json!("b2b"))
+    );
+    assert_eq!(only.as_array().map(Vec::len), Some(1));
+    let (status, missing) = s.get("/v1/reports/pipeline?pipeline=nope").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{missing}");
     let (status, owners) = s.get("/v1/reports/owners").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
@@ -582,7 +590,16 @@ async fn reports_count_stage_moves_over_http_and_from_the_shell() {
     let csv = tokio::task::spawn_blocking(move || {
         std::process::Command::new(env!("CARGO_BIN_EXE_dealflow"))
             .args([
-                "report", "pipeline", "--since", "1d", "--format", "csv", "--url", &url,
+                "report",
+                "pipeline",
+                "--since",
+                "1d",
+                "--pipeline",
+                "b2b",
+                "--format",
+                "csv",
+                "--url",
+                &url,
             ])
             .env_remove("DEALFLOW_TOKEN")
             .output()

@@ -450,6 +450,7 @@ async fn get_runs<S: Store>(
 #[serde(deny_unknown_fields)]
 struct ReportQuery {
     since: Option<String>,
+    pipeline: Option<String>,
 }
 
 /// `GET /v1/reports/{pipeline|sequences|owners}?since=30d`.
@@ -463,11 +464,23 @@ async fn get_report<S: Store>(
     let now = app.clock.now();
     let since = now - chrono::Duration::from_std(since).unwrap_or(chrono::Duration::MAX / 2);
     let workflows = app.workflows.load_full();
+    if let Some(p) = &q.pipeline
+        && !workflows
+            .pipelines
+            .values()
+            .any(|pipeline| pipeline.name == *p)
+    {
+        return Err(ApiError::not_found(format!("no pipeline {p}")));
+    }
     let store = app.store.clone();
     let report = tokio::task::spawn_blocking(move || -> Result<Value, crate::store::StoreError> {
         let store = store.as_ref();
         Ok(match name.as_str() {
-            "pipeline" => json!(crate::report::pipeline_report(store, &workflows, since)?),
+            "pipeline" => {
+                let mut reports = crate::report::pipeline_report(store, &workflows, since)?;
+                reports.retain(|r| q.pipeline.as_ref().is_none_or(|p| r.pipeline == *p));
+                json!(reports)
+            }
             "sequences" => json!(crate::report::sequences_report(store)?),
             "owners" => json!(crate::report::owners_report(store, &workflows, since, now)?),
             _ => Value::Null,

@@ -164,15 +164,27 @@ fn short_time(time: Option<&str>) -> String {
 
 /// `dealflow report [pipeline|sequences|owners]`: a report of the running
 /// daemon's history.
+/// What a report covers.
+pub struct ReportQuery<'a> {
+    /// The period, back from now (`30d`).
+    pub since: &'a str,
+    /// Only this pipeline.
+    pub pipeline: Option<&'a str>,
+}
+
 pub fn report(
     daemon: &Daemon,
     name: &str,
-    since: &str,
+    query: ReportQuery,
     format: crate::report::Format,
 ) -> anyhow::Result<ExitCode> {
     use crate::report::{self, Format};
     let body = daemon.call(reqwest::Method::GET, &format!("/v1/reports/{name}"), |r| {
-        r.query(&[("since", since)])
+        let r = r.query(&[("since", query.since)]);
+        match query.pipeline {
+            Some(p) => r.query(&[("pipeline", p)]),
+            None => r,
+        }
     })?;
     let text = match (name, format) {
         (_, Format::Json) => serde_json::to_string_pretty(&body)?,

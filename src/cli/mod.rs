@@ -108,6 +108,9 @@ pub enum Command {
         /// The period, back from now.
         #[arg(long, default_value = "30d")]
         since: String,
+        /// Only this pipeline (pipeline report).
+        #[arg(long)]
+        pipeline: Option<String>,
         /// Output format.
         #[arg(long, value_enum, default_value_t = crate::report::Format::Table)]
         format: crate::report::Format,
@@ -205,9 +208,18 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Report {
             name,
             since,
+            pipeline,
             format,
             url,
-        } => client::report(&client::Daemon::from_env(url), &name, &since, format),
+        } => client::report(
+            &client::Daemon::from_env(url),
+            &name,
+            client::ReportQuery {
+                since: &since,
+                pipeline: pipeline.as_deref(),
+            },
+            format,
+        ),
         Command::Plan { dir, url } => plan::run(&dir, &client::Daemon::from_env(url)),
         Command::Run {
             workflows,
