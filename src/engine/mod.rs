@@ -265,14 +265,11 @@ impl<'a> Work<'a> {
             return;
         }
         update(visit);
+        // A later write of the same visit replaces an earlier one.
         let visit = visit.clone();
-        let record = self.record.key.clone();
         self.changes
             .stage_visits
-            .retain(|(key, i, _)| !(*key == record && *i == index as u64));
-        self.changes
-            .stage_visits
-            .push((record, index as u64, visit));
+            .push((self.record.key.clone(), index as u64, visit));
     }
 
     /// A requested move: checked against the gates, applied or refused.

@@ -7,7 +7,8 @@ use super::runs;
 use super::*;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use std::collections::BTreeMap;
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 /// Index of open tasks by owner, so least-loaded assignment does not scan.
@@ -122,16 +123,13 @@ impl<B: Backend> KvStore<B> {
         visits: &[(RecordKey, u64, StageVisit)],
         writes: &mut Vec<KvWrite>,
     ) -> Result<(), StoreError> {
-        let mut histories: Vec<(&RecordKey, BTreeMap<u64, StageVisit>)> = Vec::new();
+        let mut histories: HashMap<&RecordKey, BTreeMap<u64, StageVisit>> = HashMap::new();
         for (record, index, visit) in visits {
-            let position = match histories.iter().position(|(k, _)| *k == record) {
-                Some(p) => p,
-                None => {
-                    histories.push((record, history::by_index(self.stage_history(record)?)));
-                    histories.len() - 1
-                }
+            let history = match histories.entry(record) {
+                Entry::Occupied(e) => e.into_mut(),
+                Entry::Vacant(e) => e.insert(history::by_index(self.stage_history(record)?)),
             };
-            histories[position].1.insert(*index, visit.clone());
+            history.insert(*index, visit.clone());
         }
         for (record, visits) in histories {
             let visits: Vec<StageVisit> = visits.into_values().collect();
