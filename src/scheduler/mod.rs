@@ -38,10 +38,10 @@ pub fn fire_due<S: Store>(
         changes.timers_done.push((timer.due_at, timer.id.clone()));
         let mut event = timer.event;
         event.id = Some(timer.id);
-        changes.events.push(event);
+        changes.fired.push(event);
     }
     due_schedules(store, workflows, now, &mut changes)?;
-    let fired = changes.events.len();
+    let fired = changes.fired.len() + changes.events.len();
     if fired > 0 || !changes.counters.is_empty() {
         store.commit(changes)?;
         lateness.into_iter().for_each(crate::telemetry::timer_fired);

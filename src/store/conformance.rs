@@ -111,6 +111,24 @@ pub fn commit_is_one_unit_with_cursor_and_chained_events<S: Store>(s: &S) {
     assert_eq!(chained[0].seq, 2);
 }
 
+pub fn fired_timer_events_follow_raised_ones_and_keep_their_ids<S: Store>(s: &S) {
+    s.commit(Changes {
+        events: vec![event(None, "L1")],
+        fired: vec![event(Some("step/lead:L1/1"), "L1")],
+        ..Changes::default()
+    })
+    .unwrap();
+    let log = s.events_after(0, 10).unwrap();
+    let ids: Vec<&str> = log.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids, ["gen-1", "step/lead:L1/1"]);
+    // The timer's id names it; it is not an idempotency key, so an outside
+    // event that happens to carry it is not taken for a duplicate.
+    let outside = s
+        .append_events(vec![event(Some("step/lead:L1/1"), "L1")])
+        .unwrap();
+    assert_eq!((outside[0].seq, outside[0].duplicate), (3, false));
+}
+
 pub fn records_page_by_kind<S: Store>(s: &S) {
     let records: Vec<Record> = ["a", "b", "c"]
         .iter()
@@ -411,6 +429,11 @@ macro_rules! conformance {
             fn commit_is_one_unit_with_cursor_and_chained_events() {
                 let (_g, s) = $make;
                 super::commit_is_one_unit_with_cursor_and_chained_events(&s);
+            }
+            #[test]
+            fn fired_timer_events_follow_raised_ones_and_keep_their_ids() {
+                let (_g, s) = $make;
+                super::fired_timer_events_follow_raised_ones_and_keep_their_ids(&s);
             }
             #[test]
             fn records_page_by_kind() {

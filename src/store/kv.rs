@@ -37,6 +37,15 @@ pub(super) fn decode_value<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Res
     })
 }
 
+/// How an event's id is treated when it is appended.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ids {
+    /// An id seen before makes the event a duplicate (outside events).
+    Deduplicate,
+    /// The id is unique by construction (a fired timer's).
+    Unique,
+}
+
 fn open_task_key(owner: &str, id: &str) -> Vec<u8> {
     keys::join(&[OPEN_TASK, owner.as_bytes(), b"\0", id.as_bytes()])
 }
@@ -162,6 +171,7 @@ impl<B: Backend> KvStore<B> {
     fn stage_events(
         &self,
         events: Vec<NewEvent>,
+        ids: Ids,
         next: &mut u64,
         writes: &mut Vec<KvWrite>,
     ) -> Result<Vec<Appended>, StoreError> {
@@ -169,7 +179,7 @@ impl<B: Backend> KvStore<B> {
             std::collections::HashMap::new();
         let mut out = Vec::with_capacity(events.len());
         for e in events {
-            if let Some(id) = &e.id {
+            if let Some(id) = e.id.as_ref().filter(|_| ids == Ids::Deduplicate) {
                 let earlier = match seen_here.get(id) {
                     Some(seq) => Some(*seq),
                     None => self
@@ -200,7 +210,7 @@ impl<B: Backend> KvStore<B> {
                 depth: e.depth,
             };
             writes.push(KvWrite::Put(keys::event(seq), encode_value(&stored)?));
-            if e.id.is_some() {
+            if e.id.is_some() && ids == Ids::Deduplicate {
                 writes.push(KvWrite::Put(
                     keys::event_id(&id),
                     seq.to_be_bytes().to_vec(),
@@ -343,7 +353,7 @@ impl<B: Backend> EventTable for KvStore<B> {
         let mut writer = self.lock();
         let mut next = self.next_seq(*writer)?;
         let mut writes = Vec::new();
-        let appended = self.stage_events(events, &mut next, &mut writes)?;
+        let appended = self.stage_events(events, Ids::Deduplicate, &mut next, &mut writes)?;
         self.backend.apply(writes)?;
         *writer = Some(next);
         Ok(appended)
@@ -709,7 +719,10 @@ impl<B: Backend> Store for KvStore<B> {
         let mut writer = self.lock();
         let mut next = self.next_seq(*writer)?;
         if !changes.events.is_empty() {
-            self.stage_events(changes.events, &mut next, &mut w)?;
+            self.stage_events(changes.events, Ids::Deduplicate, &mut next, &mut w)?;
+        }
+        if !changes.fired.is_empty() {
+            self.stage_events(changes.fired, Ids::Unique, &mut next, &mut w)?;
         }
         if let Some(seq) = changes.handled {
             w.push(KvWrite::Put(

@@ -295,6 +295,11 @@ pub struct Changes {
     pub ledger: Vec<ScoreEntry>,
     /// Events raised, appended to the log in the same commit.
     pub events: Vec<NewEvent>,
+    /// Events of due timers, appended after `events`. The timer's deletion
+    /// in the same commit is what makes each fire once, so their ids (the
+    /// timers') skip the idempotency index that outside events go through:
+    /// at a million pending timers that index was half of firing's cost.
+    pub fired: Vec<NewEvent>,
     /// The event these changes finish (moves the cursor).
     pub handled: Option<u64>,
 }
@@ -315,6 +320,7 @@ impl Changes {
         self.suppress.extend(other.suppress);
         self.ledger.extend(other.ledger);
         self.events.extend(other.events);
+        self.fired.extend(other.fired);
         self.handled = other.handled.or(self.handled);
     }
 }
