@@ -3,11 +3,13 @@
 //! Handlers never change state themselves except through the event log, the
 //! worker's commands, or one atomic store commit.
 
+mod appender;
 mod error;
 pub mod events;
 mod mail;
 mod routes;
 
+pub use appender::Appender;
 pub use error::ApiError;
 pub use routes::router;
 
@@ -27,6 +29,8 @@ pub struct App<S: Store> {
     pub store: Arc<S>,
     /// The running workflow set (swapped whole on reload).
     pub workflows: Arc<ArcSwap<Workflows>>,
+    /// Appends posted events to the log, durably, in groups.
+    pub appender: Appender,
     /// The engine worker.
     pub worker: WorkerHandle,
     /// The clock.

@@ -154,8 +154,7 @@ async fn post_events<S: Store>(
     for e in &events {
         crate::telemetry::event_ingested(&e.event_type, &workflows);
     }
-    let appended = app.store.append_events(events)?;
-    app.store.flush().await?;
+    let appended = app.appender.append(events).await?;
     app.worker.wake();
     let answers: Vec<Value> = appended
         .iter()
@@ -398,8 +397,7 @@ async fn complete_task<S: Store>(
         occurred_at: app.clock.now(),
         depth: 0,
     };
-    let appended = app.store.append_events(vec![event])?;
-    app.store.flush().await?;
+    let appended = app.appender.append(vec![event]).await?;
     app.worker.wake();
     // The event is durable either way; past the wait the answer says so
     // with 202 instead of holding the request open.

@@ -96,6 +96,7 @@ async fn serve(
     reload_on_sighup(reloader.clone());
     let app = Arc::new(App {
         store: store.clone(),
+        appender: crate::api::Appender::start(store.clone()),
         workflows,
         worker: handle,
         reload: status,

@@ -32,7 +32,7 @@ use chrono::{DateTime, Utc};
 use std::future::Future;
 
 /// Every storage failure.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The data on disk cannot be read; dealflow refuses to start over it.
     #[error(
