@@ -81,23 +81,30 @@ pub fn scope(
     now: DateTime<Utc>,
     extra: &[(&str, Json)],
 ) -> Value {
-    let mut map = Map::new();
-    let record_value = record_json(record, workflows, now);
+    // The record is converted once and shared by `record` and `KIND`: the
+    // scope is rebuilt after every change a rule makes, and the record is
+    // most of it.
+    let record_value = value_of(record_json(record, workflows, now));
+    let mut map = std::collections::BTreeMap::new();
     map.insert(record.key.kind.clone(), record_value.clone());
     map.insert("record".to_owned(), record_value);
-    map.insert("event".to_owned(), event_json(event));
-    map.insert("now".to_owned(), Json::from(time(now)));
+    map.insert("event".to_owned(), value_of(event_json(event)));
+    map.insert("now".to_owned(), Value::from(time(now)));
     let owner = record
         .owner
         .as_ref()
         .and_then(|o| workflows.team.people.get(o));
-    if let Some(person) = owner.and_then(|p| serde_json::to_value(p).ok()) {
-        map.insert("owner".to_owned(), person);
+    if let Some(person) = owner {
+        map.insert("owner".to_owned(), value_of(person));
     }
     for (name, value) in extra {
-        map.insert((*name).to_owned(), value.clone());
+        map.insert((*name).to_owned(), value_of(value));
     }
-    Value::from(minijinja::value::Serde(Json::Object(map)))
+    Value::from(map)
+}
+
+fn value_of<T: serde::Serialize>(value: T) -> Value {
+    Value::from(minijinja::value::Serde(value))
 }
 
 /// The values a condition reads: each `root.name` in its source whose root
