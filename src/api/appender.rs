@@ -8,8 +8,8 @@
 //! batch, flushes once and answers each request with its own part. While it
 //! flushes, the next group gathers, so groups grow with the load and a lone
 //! request is not delayed. (Appending the next group while one flushes
-//! measured no faster in the ingest benchmark, so it is not done.) Nothing is answered before the flush that makes
-//! its events durable.
+//! measured no faster in the ingest benchmark, so it is not done.) Nothing
+//! is answered before the flush that makes its events durable.
 
 use crate::state::NewEvent;
 use crate::store::{Appended, Store, StoreError};

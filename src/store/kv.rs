@@ -178,8 +178,9 @@ impl<B: Backend> KvStore<B> {
         let mut seen_here: std::collections::HashMap<String, u64> =
             std::collections::HashMap::new();
         let mut out = Vec::with_capacity(events.len());
+        let deduplicate = ids == Ids::Deduplicate;
         for e in events {
-            if let Some(id) = e.id.as_ref().filter(|_| ids == Ids::Deduplicate) {
+            if let Some(id) = e.id.as_ref().filter(|_| deduplicate) {
                 let earlier = match seen_here.get(id) {
                     Some(seq) => Some(*seq),
                     None => self
@@ -210,7 +211,7 @@ impl<B: Backend> KvStore<B> {
                 depth: e.depth,
             };
             writes.push(KvWrite::Put(keys::event(seq), encode_value(&stored)?));
-            if e.id.is_some() && ids == Ids::Deduplicate {
+            if deduplicate && e.id.is_some() {
                 writes.push(KvWrite::Put(
                     keys::event_id(&id),
                     seq.to_be_bytes().to_vec(),
