@@ -204,6 +204,57 @@ fn syntax_problem(err: minijinja::Error) -> SyntaxProblem {
     }
 }
 
+/// The user fields an expression reads (`record.X` or `KIND.X`), or `None`
+/// when it reads anything else in scope.
+pub fn fields_read<'s>(source: &'s str, kind: &str) -> Option<Vec<&'s str>> {
+    let bytes = source.as_bytes();
+    let ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    let mut fields = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            quote @ (b'\'' | b'"') => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != quote {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+            }
+            b if ident(b) && (i == 0 || bytes[i - 1] != b'.') => {
+                let start = i;
+                while i < bytes.len() && ident(bytes[i]) {
+                    i += 1;
+                }
+                let word = &source[start..i];
+                let is_root = matches!(word, "record" | "event" | "owner" | "now") || word == kind;
+                if !is_root {
+                    continue;
+                }
+                let field_start = i + 1;
+                let mut end = field_start;
+                while end < bytes.len() && ident(bytes[end]) {
+                    end += 1;
+                }
+                let field = source
+                    .get(field_start..end)
+                    .filter(|_| bytes.get(i) == Some(&b'.'));
+                match field {
+                    Some(f) if word == "record" || word == kind => {
+                        if crate::config::compile::KEPT_FIELDS.contains(&f) || f == "owner" {
+                            return None;
+                        }
+                        fields.push(f);
+                    }
+                    _ => return None,
+                }
+                i = end;
+            }
+            _ => i += 1,
+        }
+    }
+    Some(fields)
+}
+
 fn describe(err: &minijinja::Error) -> String {
     match err.detail() {
         Some(detail) => format!("{}: {detail}", err.kind()),
@@ -221,6 +272,25 @@ mod tests {
         let mut ex = Expressions::default();
         let (_, names) = ex.condition("lead.score >= 50 and x in [1, 2]").unwrap();
         assert_eq!(names.into_iter().collect::<Vec<_>>(), ["lead", "x"]);
+    }
+
+    #[test]
+    fn attribute_conditions_know_the_fields_they_read() {
+        assert_eq!(
+            fields_read(
+                "lead.title is defined and ('VP' in lead.title or record.seniority == \"x.y\")",
+                "lead"
+            ),
+            Some(vec!["title", "title", "seniority"])
+        );
+        assert_eq!(
+            fields_read("lead.stage == 'mql'", "lead"),
+            None,
+            "kept fields change by themselves"
+        );
+        assert_eq!(fields_read("event.path == '/pricing'", "lead"), None);
+        assert_eq!(fields_read("now > lead.trial_ends", "lead"), None);
+        assert_eq!(fields_read("'lead.x' == 'now'", "lead"), Some(vec![]));
     }
 
     #[test]

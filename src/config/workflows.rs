@@ -538,6 +538,101 @@ pub struct ScoringModel {
     pub half_life: Option<Duration>,
     /// Thresholds.
     pub thresholds: Vec<Threshold>,
+    /// Positions in `rules` of the event rules, by event type, and of the
+    /// attribute rules: an event looks at only the rules it can trigger.
+    index: ScoringIndex,
+}
+
+#[derive(Debug, Clone, Default)]
+struct ScoringIndex {
+    by_event: HashMap<String, Vec<usize>>,
+    attributes: Vec<usize>,
+    /// The attribute rules' names, sorted like a record's parts.
+    attribute_names: Vec<String>,
+    /// By rule position: the user fields an attribute rule's condition
+    /// reads, or `None` when it reads anything else.
+    reads: Vec<Option<Vec<String>>>,
+}
+
+impl ScoringModel {
+    /// A model with its rule index built.
+    pub fn new(
+        name: String,
+        kind: String,
+        rules: Vec<ScoreRule>,
+        half_life: Option<Duration>,
+        thresholds: Vec<Threshold>,
+    ) -> Self {
+        let mut index = ScoringIndex::default();
+        for (position, rule) in rules.iter().enumerate() {
+            match &rule.trigger {
+                ScoreTrigger::Event(on, _) => {
+                    index.by_event.entry(on.clone()).or_default().push(position);
+                }
+                ScoreTrigger::Attribute(_) => {
+                    index.attributes.push(position);
+                    index.attribute_names.push(rule.name.clone());
+                }
+            }
+            let reads = match &rule.trigger {
+                ScoreTrigger::Attribute(when) => super::expr::fields_read(&when.source, &kind)
+                    .map(|fields| fields.into_iter().map(str::to_owned).collect()),
+                ScoreTrigger::Event(..) => None,
+            };
+            index.reads.push(reads);
+        }
+        index.attribute_names.sort();
+        ScoringModel {
+            name,
+            kind,
+            rules,
+            half_life,
+            thresholds,
+            index,
+        }
+    }
+
+    /// The rules an event of this type can change, in rule order: its
+    /// event rules and every attribute rule, each with the user fields it
+    /// reads (`None`: it may read anything).
+    pub fn rules_for(
+        &self,
+        event_type: &str,
+    ) -> impl Iterator<Item = (&ScoreRule, Option<&[String]>)> {
+        let on = self
+            .index
+            .by_event
+            .get(event_type)
+            .map_or(&[][..], Vec::as_slice);
+        let (mut a, mut b) = (
+            on.iter().peekable(),
+            self.index.attributes.iter().peekable(),
+        );
+        std::iter::from_fn(move || {
+            let next = match (a.peek(), b.peek()) {
+                (Some(x), Some(y)) if x < y => a.next(),
+                (Some(_), None) => a.next(),
+                _ => b.next(),
+            };
+            next.map(|&i| (&self.rules[i], self.index.reads[i].as_deref()))
+        })
+    }
+
+    /// Multiplies each part by `factor`, except attribute rules' parts
+    /// (who the lead is does not decay). One walk: both are in name order.
+    pub fn decay_parts<'p>(
+        &self,
+        parts: impl Iterator<Item = (&'p String, &'p mut f64)>,
+        factor: f64,
+    ) {
+        let mut attributes = self.index.attribute_names.iter().peekable();
+        for (rule, value) in parts {
+            while attributes.next_if(|a| *a < rule).is_some() {}
+            if attributes.peek() != Some(&rule) {
+                *value *= factor;
+            }
+        }
+    }
 }
 
 /// A scoring rule.

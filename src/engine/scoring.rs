@@ -18,6 +18,7 @@ use crate::state::{Record, ScoreEntry};
 use crate::store::StoreError;
 use chrono::{DateTime, Utc};
 use serde_json::json;
+use std::collections::BTreeMap;
 
 /// One rule's effect on this event.
 enum Effect<'m> {
@@ -50,15 +51,14 @@ pub(super) fn apply(work: &mut Work) -> Result<(), StoreError> {
     let mut effects = Vec::new();
     for model in &models {
         let mut mine = Vec::new();
-        for rule in &model.rules {
+        for (rule, reads) in model.rules_for(&work.event.event_type) {
             match &rule.trigger {
-                ScoreTrigger::Event(on, condition) if *on == work.event.event_type => {
+                ScoreTrigger::Event(_, condition) => {
                     if condition.as_ref().is_none_or(|c| holds(work, c)) {
                         mine.push(Effect::Add(&rule.name, rule.points, rule.max));
                     }
                 }
-                ScoreTrigger::Event(..) => {}
-                ScoreTrigger::Attribute(condition) if may_have_changed(work, &condition.source) => {
+                ScoreTrigger::Attribute(condition) if may_have_changed(work, reads) => {
                     let points = if holds(work, condition) {
                         rule.points
                     } else {
@@ -73,21 +73,63 @@ pub(super) fn apply(work: &mut Work) -> Result<(), StoreError> {
     }
     for (model, mine) in effects {
         let before = decay_to_now(work, model);
-        for effect in mine {
-            match effect {
-                Effect::Add(rule, points, max) => add_part(work, &model.name, rule, points, max),
-                Effect::Hold(rule, value) => {
-                    let change = value - part(&work.record, &model.name, rule);
-                    if change != 0.0 {
-                        set_part(work, &model.name, rule, value);
-                        note(work, &model.name, rule, change);
-                    }
-                }
-            }
-        }
+        change_parts(work, &model.name, mine);
         settle(work, model, before)?;
     }
     Ok(())
+}
+
+/// Applies one model's effects to its parts, noting each change in the
+/// ledger. The model's parts are looked up once, not once per rule.
+fn change_parts(work: &mut Work, model: &str, effects: Vec<Effect>) {
+    if effects.is_empty() {
+        return;
+    }
+    let record = &mut work.record;
+    // A model's parts are created with its first change.
+    let mut first_parts = BTreeMap::new();
+    let existing = record.score_parts.get_mut(model);
+    let is_first = existing.is_none();
+    let parts = existing.unwrap_or(&mut first_parts);
+    let mut changed = Vec::new();
+    for effect in effects {
+        let (rule, next) = match effect {
+            Effect::Add(rule, points, max) => {
+                let current = parts.get(rule).copied().unwrap_or(0.0);
+                let next = current + points;
+                (rule, max.map_or(next, |max| next.clamp(-max, max)))
+            }
+            Effect::Hold(rule, value) => (rule, value),
+        };
+        let current = parts.get_mut(rule);
+        let change = next - current.as_deref().copied().unwrap_or(0.0);
+        if change == 0.0 || !next.is_finite() {
+            continue;
+        }
+        match current {
+            _ if next == 0.0 => {
+                parts.remove(rule);
+            }
+            Some(part) => *part = next,
+            None => {
+                parts.insert(rule.to_owned(), next);
+            }
+        }
+        changed.push((rule, change));
+    }
+    if changed.is_empty() {
+        return;
+    }
+    if is_first {
+        record.score_parts.insert(model.to_owned(), first_parts);
+    }
+    if !record.scores_as_of.contains_key(model) {
+        record.scores_as_of.insert(model.to_owned(), work.now);
+    }
+    work.touch();
+    for (rule, change) in changed {
+        note(work, model, rule, change);
+    }
 }
 
 /// Whether an attribute condition could read differently than at the last
@@ -95,68 +137,16 @@ pub(super) fn apply(work: &mut Work) -> Result<(), StoreError> {
 /// is new or one of those fields changed (most events, a page view or an
 /// email open, change none). Anything else it reads (kept fields, the
 /// event, the owner, `now`) makes it evaluate every time.
-fn may_have_changed(work: &Work, source: &str) -> bool {
+fn may_have_changed(work: &Work, reads: Option<&[String]>) -> bool {
     if work.created {
         return true;
     }
-    let kind = work.record.key.kind.as_str();
-    match fields_read(source, kind) {
+    match reads {
         Some(fields) => fields
             .iter()
             .any(|f| work.changed_fields.iter().any(|c| c == f)),
         None => true,
     }
-}
-
-/// The user fields an expression reads (`record.X` or `KIND.X`), or `None`
-/// when it reads anything else in scope.
-fn fields_read<'s>(source: &'s str, kind: &str) -> Option<Vec<&'s str>> {
-    let bytes = source.as_bytes();
-    let ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
-    let mut fields = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            quote @ (b'\'' | b'"') => {
-                i += 1;
-                while i < bytes.len() && bytes[i] != quote {
-                    i += if bytes[i] == b'\\' { 2 } else { 1 };
-                }
-                i += 1;
-            }
-            b if ident(b) && (i == 0 || bytes[i - 1] != b'.') => {
-                let start = i;
-                while i < bytes.len() && ident(bytes[i]) {
-                    i += 1;
-                }
-                let word = &source[start..i];
-                let is_root = matches!(word, "record" | "event" | "owner" | "now") || word == kind;
-                if !is_root {
-                    continue;
-                }
-                let field_start = i + 1;
-                let mut end = field_start;
-                while end < bytes.len() && ident(bytes[end]) {
-                    end += 1;
-                }
-                let field = source
-                    .get(field_start..end)
-                    .filter(|_| bytes.get(i) == Some(&b'.'));
-                match field {
-                    Some(f) if word == "record" || word == kind => {
-                        if crate::config::compile::KEPT_FIELDS.contains(&f) || f == "owner" {
-                            return None;
-                        }
-                        fields.push(f);
-                    }
-                    _ => return None,
-                }
-                i = end;
-            }
-            _ => i += 1,
-        }
-    }
-    Some(fields)
 }
 
 /// The `score` action: points on a model outside its rules.
@@ -173,7 +163,8 @@ pub(super) fn adjust(
         )));
     };
     let before = decay_to_now(work, model);
-    add_part(work, model_name, &format!("action {rule}"), points, None);
+    let rule = format!("action {rule}");
+    change_parts(work, model_name, vec![Effect::Add(&rule, points, None)]);
     let after = settle(work, model, before)?;
     Ok(Done::Ok(Some(format!(
         "{model_name}: {before:.1} → {after:.1}"
@@ -191,56 +182,33 @@ pub fn decay_factor(model: &ScoringModel, from: DateTime<Utc>, to: DateTime<Utc>
     }
 }
 
-/// Whether a part is an attribute rule's (those do not decay).
-fn is_attribute(model: &ScoringModel, rule: &str) -> bool {
-    model
-        .rules
-        .iter()
-        .any(|r| matches!(r.trigger, ScoreTrigger::Attribute(_)) && r.name == rule)
-}
-
 /// A model's parts decayed to `at`, by rule, without changing the record.
 pub fn parts_at(record: &Record, model: &ScoringModel, at: DateTime<Utc>) -> Vec<(String, f64)> {
     let factor = record
         .scores_as_of
         .get(&model.name)
         .map_or(1.0, |from| decay_factor(model, *from, at));
-    record
+    let mut parts = record
         .score_parts
         .get(&model.name)
-        .into_iter()
-        .flatten()
-        .map(|(rule, value)| {
-            let kept = if is_attribute(model, rule) {
-                *value
-            } else {
-                value * factor
-            };
-            (rule.clone(), kept)
-        })
-        .collect()
+        .cloned()
+        .unwrap_or_default();
+    model.decay_parts(parts.iter_mut(), factor);
+    parts.into_iter().collect()
 }
 
 /// Decays the model's stored parts to now; answers the score at now.
 fn decay_to_now(work: &mut Work, model: &ScoringModel) -> f64 {
     let now = work.now;
-    if model.half_life.is_some() {
-        let factor = work
-            .record
-            .scores_as_of
-            .get(&model.name)
-            .map_or(1.0, |from| decay_factor(model, *from, now));
+    if model.half_life.is_some()
+        && let Some(as_of) = work.record.scores_as_of.get_mut(&model.name)
+    {
+        let factor = decay_factor(model, *as_of, now);
+        *as_of = now;
         if factor != 1.0
             && let Some(parts) = work.record.score_parts.get_mut(&model.name)
         {
-            for (rule, value) in parts.iter_mut() {
-                if !is_attribute(model, rule) {
-                    *value *= factor;
-                }
-            }
-        }
-        if let Some(as_of) = work.record.scores_as_of.get_mut(&model.name) {
-            *as_of = now;
+            model.decay_parts(parts.iter_mut(), factor);
         }
     }
     sum(&work.record, &model.name)
@@ -252,41 +220,6 @@ fn sum(record: &Record, model: &str) -> f64 {
         .get(model)
         .map(|p| p.values().sum())
         .unwrap_or(0.0)
-}
-
-fn add_part(work: &mut Work, model: &str, rule: &str, points: f64, max: Option<f64>) {
-    let current = part(&work.record, model, rule);
-    let mut next = current + points;
-    if let Some(max) = max {
-        next = next.clamp(-max, max);
-    }
-    if next != current && next.is_finite() {
-        set_part(work, model, rule, next);
-        note(work, model, rule, next - current);
-    }
-}
-
-fn part(record: &Record, model: &str, rule: &str) -> f64 {
-    record
-        .score_parts
-        .get(model)
-        .and_then(|p| p.get(rule))
-        .copied()
-        .unwrap_or(0.0)
-}
-
-fn set_part(work: &mut Work, model: &str, rule: &str, value: f64) {
-    let parts = work.record.score_parts.entry(model.to_owned()).or_default();
-    if value == 0.0 {
-        parts.remove(rule);
-    } else {
-        parts.insert(rule.to_owned(), value);
-    }
-    work.record
-        .scores_as_of
-        .entry(model.to_owned())
-        .or_insert(work.now);
-    work.touch();
 }
 
 /// Writes a contribution to the ledger.
@@ -310,10 +243,16 @@ fn settle(work: &mut Work, model: &ScoringModel, before: f64) -> Result<f64, Sto
     if !after.is_finite() {
         return Ok(before);
     }
-    let stored = work.record.scores.get(&model.name).copied();
-    if stored != Some(after) {
-        work.record.scores.insert(model.name.clone(), after);
-        work.touch();
+    match work.record.scores.get_mut(&model.name) {
+        Some(stored) if *stored == after => {}
+        Some(stored) => {
+            *stored = after;
+            work.touch();
+        }
+        None => {
+            work.record.scores.insert(model.name.clone(), after);
+            work.touch();
+        }
     }
     if (after - before).abs() < 1e-9 {
         return Ok(after);
@@ -354,18 +293,18 @@ mod tests {
     use std::time::Duration;
 
     fn model(half_life_days: Option<u64>) -> ScoringModel {
-        ScoringModel {
-            name: "m".into(),
-            kind: "lead".into(),
-            rules: vec![ScoreRule {
+        ScoringModel::new(
+            "m".into(),
+            "lead".into(),
+            vec![ScoreRule {
                 name: "visit".into(),
                 trigger: ScoreTrigger::Event("page.viewed".into(), None),
                 points: 10.0,
                 max: None,
             }],
-            half_life: half_life_days.map(|d| Duration::from_secs(d * 86_400)),
-            thresholds: vec![],
-        }
+            half_life_days.map(|d| Duration::from_secs(d * 86_400)),
+            vec![],
+        )
     }
 
     fn t(days: i64) -> DateTime<Utc> {
@@ -374,13 +313,18 @@ mod tests {
 
     #[test]
     fn points_halve_every_half_life_and_attributes_do_not_decay() {
-        let mut m = model(Some(30));
-        m.rules.push(ScoreRule {
-            name: "title".into(),
-            trigger: ScoreTrigger::Event("never".into(), None),
-            points: 20.0,
-            max: None,
-        });
+        let with_title = |trigger| {
+            let m = model(Some(30));
+            let mut rules = m.rules.clone();
+            rules.push(ScoreRule {
+                name: "title".into(),
+                trigger,
+                points: 20.0,
+                max: None,
+            });
+            ScoringModel::new(m.name, m.kind, rules, m.half_life, vec![])
+        };
+        let m = with_title(ScoreTrigger::Event("never".into(), None));
         let mut r = Record::new(
             RecordKey {
                 kind: "lead".into(),
@@ -405,8 +349,9 @@ mod tests {
             (at(&m, 60)["title"] - 5.0).abs() < 1e-9,
             "an event rule's part decays"
         );
-        m.rules[1].trigger =
-            ScoreTrigger::Attribute(crate::config::expr::Condition::for_tests("true"));
+        let m = with_title(ScoreTrigger::Attribute(
+            crate::config::expr::Condition::for_tests("true"),
+        ));
         assert_eq!(
             at(&m, 60)["title"],
             20.0,
@@ -415,22 +360,48 @@ mod tests {
     }
 
     #[test]
-    fn attribute_conditions_know_the_fields_they_read() {
-        assert_eq!(
-            fields_read(
-                "lead.title is defined and ('VP' in lead.title or record.seniority == \"x.y\")",
-                "lead"
-            ),
-            Some(vec!["title", "title", "seniority"])
+    fn an_event_sees_its_own_rules_and_every_attribute_rule_in_rule_order() {
+        let rule = |name: &str, trigger| ScoreRule {
+            name: name.into(),
+            trigger,
+            points: 1.0,
+            max: None,
+        };
+        let on = |t: &str| ScoreTrigger::Event(t.into(), None);
+        let when = || ScoreTrigger::Attribute(crate::config::expr::Condition::for_tests("true"));
+        let m = ScoringModel::new(
+            "m".into(),
+            "lead".into(),
+            vec![
+                rule("b_attr", when()),
+                rule("visit", on("page.viewed")),
+                rule("open", on("email.opened")),
+                rule("a_attr", when()),
+                rule("visit2", on("page.viewed")),
+            ],
+            Some(Duration::from_secs(86_400)),
+            vec![],
         );
+        let names = |t: &str| {
+            m.rules_for(t)
+                .map(|(r, _)| r.name.clone())
+                .collect::<Vec<_>>()
+        };
         assert_eq!(
-            fields_read("lead.stage == 'mql'", "lead"),
-            None,
-            "kept fields change by themselves"
+            names("page.viewed"),
+            ["b_attr", "visit", "a_attr", "visit2"]
         );
-        assert_eq!(fields_read("event.path == '/pricing'", "lead"), None);
-        assert_eq!(fields_read("now > lead.trial_ends", "lead"), None);
-        assert_eq!(fields_read("'lead.x' == 'now'", "lead"), Some(vec![]));
+        assert_eq!(names("other"), ["b_attr", "a_attr"]);
+        let mut parts: std::collections::BTreeMap<String, f64> =
+            ["a_attr", "b_attr", "open", "visit", "visit2", "zz"]
+                .map(|n| (n.to_owned(), 8.0))
+                .into();
+        m.decay_parts(parts.iter_mut(), 0.5);
+        assert_eq!(
+            parts.values().copied().collect::<Vec<_>>(),
+            [8.0, 8.0, 4.0, 4.0, 4.0, 4.0],
+            "only the attribute rules' parts keep their value"
+        );
     }
 
     #[test]

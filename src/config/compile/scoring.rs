@@ -68,13 +68,13 @@ fn compile_model(spec: &ScoringSpec, symbols: &Symbols, cx: &mut Cx) -> Option<S
             })
         })
         .collect();
-    Some(ScoringModel {
-        name: spec.name.get().clone(),
-        kind: kind.clone(),
-        rules: rules.into_iter().collect::<Option<Vec<_>>>()?,
-        half_life: half_life?,
-        thresholds: thresholds.into_iter().collect::<Option<Vec<_>>>()?,
-    })
+    Some(ScoringModel::new(
+        spec.name.get().clone(),
+        kind.clone(),
+        rules.into_iter().collect::<Option<Vec<_>>>()?,
+        half_life?,
+        thresholds.into_iter().collect::<Option<Vec<_>>>()?,
+    ))
     .filter(|m| !m.rules.is_empty())
 }
 
