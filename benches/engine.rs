@@ -18,6 +18,10 @@ use std::time::Instant;
 #[path = "workload.rs"]
 mod workload;
 
+// The daemon's allocator (src/main.rs), so the engine is measured as it runs.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn events(n: u64) -> Vec<NewEvent> {
     (0..n)
         .map(|i| {

@@ -93,16 +93,18 @@ fn change_parts(work: &mut Work, model: &str, effects: Vec<Effect>) {
     let parts = existing.unwrap_or(&mut first_parts);
     let mut changed = Vec::new();
     for effect in effects {
-        let (rule, next) = match effect {
-            Effect::Add(rule, points, max) => {
-                let current = parts.get(rule).copied().unwrap_or(0.0);
-                let next = current + points;
-                (rule, max.map_or(next, |max| next.clamp(-max, max)))
-            }
-            Effect::Hold(rule, value) => (rule, value),
+        let rule = match effect {
+            Effect::Add(rule, ..) | Effect::Hold(rule, _) => rule,
         };
         let current = parts.get_mut(rule);
-        let change = next - current.as_deref().copied().unwrap_or(0.0);
+        let was = current.as_deref().copied().unwrap_or(0.0);
+        let next = match effect {
+            Effect::Add(_, points, max) => {
+                max.map_or(was + points, |max| (was + points).clamp(-max, max))
+            }
+            Effect::Hold(_, value) => value,
+        };
+        let change = next - was;
         if change == 0.0 || !next.is_finite() {
             continue;
         }
