@@ -532,7 +532,7 @@ pub struct ScoringModel {
     pub name: String,
     /// Record kind.
     pub kind: String,
-    /// Point rules.
+    /// Point rules (indexed by [`ScoringModel::new`]; change them only through it).
     pub rules: Vec<ScoreRule>,
     /// Half-life of points.
     pub half_life: Option<Duration>,
