@@ -614,7 +614,8 @@ impl ScoringModel {
                 (Some(_), None) => a.next(),
                 _ => b.next(),
             };
-            next.map(|&i| (&self.rules[i], self.index.reads[i].as_deref()))
+            let &i = next?;
+            Some((self.rules.get(i)?, self.index.reads.get(i)?.as_deref()))
         })
     }
 

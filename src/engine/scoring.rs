@@ -20,12 +20,30 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 use std::collections::BTreeMap;
 
-/// One rule's effect on this event.
+/// One rule's effect on this event: on the part named after the rule.
 enum Effect<'m> {
     /// Add points (an event rule), within `max`.
     Add(&'m str, f64, Option<f64>),
     /// Hold the part at this value (an attribute rule: its points or 0).
     Hold(&'m str, f64),
+}
+
+impl Effect<'_> {
+    fn rule(&self) -> &str {
+        match self {
+            Effect::Add(rule, ..) | Effect::Hold(rule, _) => rule,
+        }
+    }
+
+    /// The part's value after this effect, given its value before.
+    fn after(&self, was: f64) -> f64 {
+        match *self {
+            Effect::Add(_, points, max) => {
+                max.map_or(was + points, |max| (was + points).clamp(-max, max))
+            }
+            Effect::Hold(_, value) => value,
+        }
+    }
 }
 
 /// Applies every scoring model of the record's kind to the current event
@@ -92,18 +110,11 @@ fn change_parts(work: &mut Work, model: &str, effects: Vec<Effect>) {
     let is_first = existing.is_none();
     let parts = existing.unwrap_or(&mut first_parts);
     let mut changed = Vec::new();
-    for effect in effects {
-        let rule = match effect {
-            Effect::Add(rule, ..) | Effect::Hold(rule, _) => rule,
-        };
+    for effect in &effects {
+        let rule = effect.rule();
         let current = parts.get_mut(rule);
         let was = current.as_deref().copied().unwrap_or(0.0);
-        let next = match effect {
-            Effect::Add(_, points, max) => {
-                max.map_or(was + points, |max| (was + points).clamp(-max, max))
-            }
-            Effect::Hold(_, value) => value,
-        };
+        let next = effect.after(was);
         let change = next - was;
         if change == 0.0 || !next.is_finite() {
             continue;
