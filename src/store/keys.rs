@@ -28,8 +28,10 @@ pub const COUNTER: &[u8] = b"ct\0";
 pub const SCORE_LEDGER: &[u8] = b"sl\0";
 
 /// The store format this build writes; a store with another is refused.
-pub const FORMAT_VERSION: &[u8] = b"dealflow-3";
-/// The format before: stage history had one key per visit. Migrated on open.
+pub const FORMAT_VERSION: &[u8] = b"dealflow-4";
+/// The format before: a key per run. Migrated on open.
+pub const FORMAT_VERSION_3: &[u8] = b"dealflow-3";
+/// The format before that: also a key per stage visit. Migrated on open.
 pub const FORMAT_VERSION_2: &[u8] = b"dealflow-2";
 
 pub fn join(parts: &[&[u8]]) -> Vec<u8> {

@@ -56,18 +56,23 @@ impl<B: Backend> KvStore<B> {
     pub fn open(backend: B, path: &str) -> Result<Self, StoreError> {
         match backend.get(keys::FORMAT)? {
             Some(mark) if mark == keys::FORMAT_VERSION => {}
-            Some(mark) if mark == keys::FORMAT_VERSION_2 => {
-                let moved = history::migrate_from_visit_keys(&backend)?;
-                let runs = runs::migrate_named_values(&backend)?;
+            Some(mark) if mark == keys::FORMAT_VERSION_2 || mark == keys::FORMAT_VERSION_3 => {
+                let records = if mark == keys::FORMAT_VERSION_2 {
+                    history::migrate_from_visit_keys(&backend)?
+                } else {
+                    0
+                };
+                let runs = runs::migrate_to_rows(&backend)?;
                 backend.apply(vec![KvWrite::Put(
                     keys::FORMAT.to_vec(),
                     keys::FORMAT_VERSION.to_vec(),
                 )])?;
                 tracing::info!(
                     path,
-                    records = moved,
+                    from = %String::from_utf8_lossy(&mark),
+                    records,
                     runs,
-                    "Moved the store to format dealflow-3 (stage history per record, compact runs)."
+                    "Moved the store to format dealflow-4 (stage history per record, runs in a row per event)."
                 );
             }
             Some(other) => {
@@ -611,27 +616,87 @@ impl<B: Backend> RunTable for KvStore<B> {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Page<Run>, StoreError> {
-        filtered_page(
-            self,
-            keys::RUN,
-            after,
+        const CHUNK: usize = 64;
+        let mut page = RunPage {
+            filter,
             limit,
-            true,
-            runs::decode,
-            |r: &Run| {
-                filter.record.as_ref().is_none_or(|k| &r.record == k)
-                    && filter.rule.as_deref().is_none_or(|n| r.rule == n)
-            },
-        )
+            items: Vec::new(),
+        };
+        let mut before = None;
+        if let Some(cursor) = after.map(runs::Cursor::parse) {
+            // The rest of the row the last page stopped in comes first.
+            let key = keys::run(&cursor.row);
+            if let Some(value) = self.backend.get(&key)? {
+                let mut rest = runs::decode(&key, &value)?;
+                rest.truncate(cursor.index);
+                if let Some(next) = page.take_row(&cursor.row, rest) {
+                    return Ok(page.finish(Some(next)));
+                }
+            }
+            before = Some(key);
+        }
+        loop {
+            let chunk = self.backend.scan_rev(keys::RUN, before.as_deref(), CHUNK)?;
+            let exhausted = chunk.len() < CHUNK;
+            for (key, value) in chunk {
+                let row = runs::decode(&key, &value)?;
+                if let Some(next) = page.take_row(&cursor_of(keys::RUN, &key), row) {
+                    return Ok(page.finish(Some(next)));
+                }
+                before = Some(key);
+            }
+            if exhausted {
+                return Ok(page.finish(None));
+            }
+        }
     }
 
-    fn runs_in_log_order(&self, after: Option<&str>, limit: usize) -> Result<Vec<Run>, StoreError> {
+    fn run_rows_in_log_order(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<RunRow>, StoreError> {
         let after = after.map(keys::run);
         self.backend
             .scan(keys::RUN, after.as_deref(), limit)?
             .iter()
-            .map(|(key, value)| runs::decode(key, value))
+            .map(|(key, value)| runs::decode_head(key, value))
             .collect()
+    }
+}
+
+/// A page of runs being gathered, newest first, a row at a time.
+struct RunPage<'a> {
+    filter: &'a RunFilter,
+    limit: usize,
+    items: Vec<Run>,
+}
+
+impl RunPage<'_> {
+    /// Takes a row's runs, newest first, that pass the filter; answers the
+    /// cursor to go on from once the page is full.
+    fn take_row(&mut self, row: &str, runs: Vec<Run>) -> Option<runs::Cursor> {
+        for (index, run) in runs.into_iter().enumerate().rev() {
+            let keep = self.filter.record.as_ref().is_none_or(|k| &run.record == k)
+                && self.filter.rule.as_deref().is_none_or(|n| run.rule == n);
+            if keep {
+                self.items.push(run);
+                if self.items.len() >= self.limit {
+                    return Some(runs::Cursor {
+                        row: row.to_owned(),
+                        index,
+                    });
+                }
+            }
+        }
+        None
+    }
+
+    fn finish(self, next: Option<runs::Cursor>) -> Page<Run> {
+        Page {
+            items: self.items,
+            next: next.map(|c| c.to_string()),
+        }
     }
 }
 
@@ -699,8 +764,8 @@ impl<B: Backend> Store for KvStore<B> {
                 encode_value(e)?,
             ));
         }
-        for r in &changes.runs {
-            w.push(KvWrite::Put(keys::run(&r.id), runs::encode(r)?));
+        for (key, row) in runs::encode(&changes.runs)? {
+            w.push(KvWrite::Put(key, row));
         }
         for id in &changes.runs_pruned {
             w.push(KvWrite::Delete(keys::run(id)));

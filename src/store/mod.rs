@@ -236,9 +236,24 @@ pub trait RunTable {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Page<Run>, StoreError>;
-    /// Runs in id order (the log order of their events), after the run
-    /// `after`, at most `limit` (retention).
-    fn runs_in_log_order(&self, after: Option<&str>, limit: usize) -> Result<Vec<Run>, StoreError>;
+    /// Rows of runs in id order (the log order of their events), after the
+    /// row `after`, at most `limit` (retention).
+    fn run_rows_in_log_order(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<RunRow>, StoreError>;
+}
+
+/// The runs one commit wrote for one event, stored and forgotten together.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRow {
+    /// The row's id: its least run id.
+    pub id: String,
+    /// When its runs ran.
+    pub at: DateTime<Utc>,
+    /// How many runs it holds.
+    pub runs: usize,
 }
 
 /// Addresses that must never be emailed.
@@ -285,7 +300,7 @@ pub struct Changes {
     pub enrollments: Vec<Enrollment>,
     /// Runs to record.
     pub runs: Vec<Run>,
-    /// Runs to forget (past `settings.keep_runs`), by id.
+    /// Rows of runs to forget (past `settings.keep_runs`), by row id.
     pub runs_pruned: Vec<String>,
     /// Counters to set.
     pub counters: Vec<(String, u64)>,

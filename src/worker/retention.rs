@@ -2,11 +2,11 @@
 //! history does not grow the store without bound. The worker prunes a
 //! bounded amount at a time, between rounds.
 
-use crate::store::{Changes, Store, StoreError};
+use crate::store::{Changes, RunRow, Store, StoreError};
 use chrono::{DateTime, Utc};
 use std::time::Duration;
 
-/// Runs read per page.
+/// Rows of runs read per page (an event's runs share a row).
 const PAGE: usize = 512;
 /// Pages looked at per call, so one call never holds up the worker long.
 const PAGES_PER_CALL: usize = 20;
@@ -20,10 +20,11 @@ pub struct Pruned {
     pub more: bool,
 }
 
-/// Deletes runs older than `keep`. Runs are read in the log order of their
-/// events, which is their time order except for a delivery's run (written
-/// when it gave up, under its original event): reading goes on while a page
-/// holds anything to delete and stops at the first page that holds none.
+/// Deletes runs older than `keep`, a row at a time (a row's runs share their
+/// time). Rows are read in the log order of their events, which is their
+/// time order except for a delivery's run (written when it gave up, under
+/// its original event): reading goes on while a page holds anything to
+/// delete and stops at the first page that holds none.
 pub fn prune_runs<S: Store>(
     store: &S,
     keep: Duration,
@@ -41,19 +42,16 @@ pub fn prune_runs<S: Store>(
     let mut pruned = 0;
     let mut after: Option<String> = None;
     for _ in 0..PAGES_PER_CALL {
-        let page = store.runs_in_log_order(after.as_deref(), PAGE)?;
-        let old: Vec<String> = page
-            .iter()
-            .filter(|r| r.at < cutoff)
-            .map(|r| r.id.clone())
-            .collect();
+        let page = store.run_rows_in_log_order(after.as_deref(), PAGE)?;
+        let old: Vec<&RunRow> = page.iter().filter(|r| r.at < cutoff).collect();
         if old.is_empty() {
             return Ok(Pruned {
                 runs: pruned,
                 more: false,
             });
         }
-        pruned += old.len();
+        pruned += old.iter().map(|r| r.runs).sum::<usize>();
+        let old = old.into_iter().map(|r| r.id.clone()).collect();
         after = page.last().map(|r| r.id.clone());
         store.commit(Changes {
             runs_pruned: old,
@@ -123,9 +121,11 @@ mod tests {
     #[test]
     fn runs_past_retention_go_and_newer_ones_stay() {
         let store = KvStore::open(MemoryBackend::default(), "memory").unwrap();
-        // 1,200 old runs (past three pages), a delivery run of an old event
-        // written late, then two recent runs.
-        let mut runs: Vec<Run> = (1..=1_200).map(|i| run(i, "00", day(1))).collect();
+        // 1,200 old events of two runs each (a row each, past two pages), a
+        // delivery run of an old event written late, then two recent runs.
+        let mut runs: Vec<Run> = (1..=1_200)
+            .flat_map(|i| [run(i, "00", day(1)), run(i, "01", day(1))])
+            .collect();
         runs.push(run(5, "delivery", day(99)));
         runs.extend([run(1_201, "00", day(95)), run(1_202, "00", day(99))]);
         store
@@ -139,7 +139,7 @@ mod tests {
         assert_eq!(
             pruned,
             Pruned {
-                runs: 1_200,
+                runs: 2_400,
                 more: false
             }
         );
