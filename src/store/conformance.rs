@@ -90,6 +90,39 @@ pub fn appends_in_order_and_deduplicates<S: Store>(s: &S) {
     assert_eq!(s.last_seq().unwrap(), 3);
 }
 
+pub fn events_read_from_any_point_in_order<S: Store>(s: &S) {
+    // 40 events in one append (rows of 16), 3 raised by a commit, then one
+    // more append with a duplicate among them: rows of every length.
+    let ids = |from: u64, to: u64| (from..to).map(|n| event(Some(&format!("x{n}")), "L1"));
+    s.append_events(ids(1, 41).collect()).unwrap();
+    s.commit(Changes {
+        events: vec![event(None, "L1"); 3],
+        ..Changes::default()
+    })
+    .unwrap();
+    let last = s
+        .append_events(ids(43, 47).chain(ids(5, 6)).collect())
+        .unwrap();
+    assert!(last[4].duplicate);
+    assert_eq!(s.last_seq().unwrap(), 47);
+    let seqs = |after: u64, limit: usize| -> Vec<u64> {
+        s.events_after(after, limit)
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect()
+    };
+    for after in 0..=47 {
+        for limit in [1, 5, 16, 100] {
+            let want: Vec<u64> = (after + 1..=47).take(limit).collect();
+            assert_eq!(seqs(after, limit), want, "after {after}, limit {limit}");
+        }
+    }
+    let all = s.events_after(0, 100).unwrap();
+    assert_eq!(all[40].id, "gen-41");
+    assert_eq!(all[43].id, "x43");
+}
+
 pub fn commit_is_one_unit_with_cursor_and_chained_events<S: Store>(s: &S) {
     s.append_events(vec![event(Some("a"), "L1")]).unwrap();
     let mut record = Record::new(key("lead", "L1"), at(0));
@@ -460,6 +493,11 @@ macro_rules! conformance {
             fn tasks_filter_and_count_open_by_owner() {
                 let (_g, s) = $make;
                 super::tasks_filter_and_count_open_by_owner(&s);
+            }
+            #[test]
+            fn events_read_from_any_point_in_order() {
+                let (_g, s) = $make;
+                super::events_read_from_any_point_in_order(&s);
             }
             #[test]
             fn runs_newest_first_with_filters() {

@@ -1,6 +1,7 @@
 //! The tables, written once over any [`Backend`].
 
 use super::backend::{Backend, KvWrite};
+use super::events;
 use super::history;
 use super::keys;
 use super::runs;
@@ -10,6 +11,9 @@ use serde::de::DeserializeOwned;
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
+
+/// Event rows read at a time by `events_after`.
+const ROWS_PER_READ: usize = 32;
 
 /// Index of open tasks by owner, so least-loaded assignment does not scan.
 const OPEN_TASK: &[u8] = b"ot\0";
@@ -159,8 +163,6 @@ impl<B: Backend> KvStore<B> {
         self.writer.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Gives each new event a sequence number and writes it, skipping ids
-    /// already in the log (or earlier in the same batch).
     /// The next sequence number: cached under the writer lock, else stored.
     fn next_seq(&self, cached: Option<u64>) -> Result<u64, StoreError> {
         match cached {
@@ -173,6 +175,8 @@ impl<B: Backend> KvStore<B> {
         }
     }
 
+    /// Gives each new event a sequence number and writes them, skipping ids
+    /// already in the log (or earlier in the same batch).
     fn stage_events(
         &self,
         events: Vec<NewEvent>,
@@ -183,6 +187,7 @@ impl<B: Backend> KvStore<B> {
         let mut seen_here: std::collections::HashMap<String, u64> =
             std::collections::HashMap::new();
         let mut out = Vec::with_capacity(events.len());
+        let mut stored = Vec::with_capacity(events.len());
         let deduplicate = ids == Ids::Deduplicate;
         for e in events {
             if let Some(id) = e.id.as_ref().filter(|_| deduplicate) {
@@ -205,7 +210,7 @@ impl<B: Backend> KvStore<B> {
             let seq = *next;
             *next += 1;
             let id = e.id.clone().unwrap_or_else(|| format!("gen-{seq}"));
-            let stored = Event {
+            stored.push(Event {
                 seq,
                 id: id.clone(),
                 event_type: e.event_type,
@@ -214,8 +219,7 @@ impl<B: Backend> KvStore<B> {
                 data: e.data,
                 occurred_at: e.occurred_at,
                 depth: e.depth,
-            };
-            writes.push(KvWrite::Put(keys::event(seq), encode_value(&stored)?));
+            });
             if deduplicate && e.id.is_some() {
                 writes.push(KvWrite::Put(
                     keys::event_id(&id),
@@ -229,6 +233,7 @@ impl<B: Backend> KvStore<B> {
                 duplicate: false,
             });
         }
+        writes.extend(events::encode(&stored)?);
         writes.push(KvWrite::Put(
             keys::NEXT_SEQ.to_vec(),
             next.to_be_bytes().to_vec(),
@@ -366,12 +371,39 @@ impl<B: Backend> EventTable for KvStore<B> {
     }
 
     fn events_after(&self, seq: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
-        let after = keys::event(seq);
-        Ok(self
-            .scan_values(keys::EVENT, Some(&after), limit)?
-            .into_iter()
-            .map(|(_, e)| e)
-            .collect())
+        let mut out = Vec::new();
+        let mut take = |key: &[u8], value: &[u8]| -> Result<bool, StoreError> {
+            let row = events::decode(key, value)?;
+            out.extend(
+                row.into_iter()
+                    .filter(|e| e.seq > seq)
+                    .take(limit - out.len()),
+            );
+            Ok(out.len() == limit)
+        };
+        // The row holding `seq + 1` may start at or before `seq`.
+        let next = keys::event(seq.saturating_add(1));
+        if let Some((key, value)) = self.backend.scan_rev(keys::EVENT, Some(&next), 1)?.first()
+            && take(key, value)?
+        {
+            return Ok(out);
+        }
+        let mut after = keys::event(seq);
+        loop {
+            let chunk = self
+                .backend
+                .scan(keys::EVENT, Some(&after), ROWS_PER_READ)?;
+            let exhausted = chunk.len() < ROWS_PER_READ;
+            for (key, value) in chunk {
+                if take(&key, &value)? {
+                    return Ok(out);
+                }
+                after = key;
+            }
+            if exhausted {
+                return Ok(out);
+            }
+        }
     }
 
     fn last_seq(&self) -> Result<u64, StoreError> {

@@ -9,6 +9,7 @@
 //! durable before anything is acknowledged.
 
 mod backend;
+mod events;
 mod history;
 mod keys;
 mod kv;
