@@ -91,8 +91,8 @@ pub fn appends_in_order_and_deduplicates<S: Store>(s: &S) {
 }
 
 pub fn events_read_from_any_point_in_order<S: Store>(s: &S) {
-    // 40 events in one append (rows of 16), 3 raised by a commit, then one
-    // more append with a duplicate among them: rows of every length.
+    // 40 events in one append (rows of 4), 3 raised by a commit, 6 more
+    // with a duplicate among them, then one: rows of every length.
     let ids = |from: u64, to: u64| (from..to).map(|n| event(Some(&format!("x{n}")), "L1"));
     s.append_events(ids(1, 41).collect()).unwrap();
     s.commit(Changes {
@@ -100,11 +100,12 @@ pub fn events_read_from_any_point_in_order<S: Store>(s: &S) {
         ..Changes::default()
     })
     .unwrap();
-    let last = s
-        .append_events(ids(43, 47).chain(ids(5, 6)).collect())
+    let more = s
+        .append_events(ids(44, 47).chain(ids(5, 6)).chain(ids(47, 50)).collect())
         .unwrap();
-    assert!(last[4].duplicate);
-    assert_eq!(s.last_seq().unwrap(), 47);
+    assert!(more[3].duplicate);
+    s.append_events(ids(50, 51).collect()).unwrap();
+    assert_eq!(s.last_seq().unwrap(), 50);
     let seqs = |after: u64, limit: usize| -> Vec<u64> {
         s.events_after(after, limit)
             .unwrap()
@@ -112,15 +113,16 @@ pub fn events_read_from_any_point_in_order<S: Store>(s: &S) {
             .map(|e| e.seq)
             .collect()
     };
-    for after in 0..=47 {
-        for limit in [1, 5, 16, 100] {
-            let want: Vec<u64> = (after + 1..=47).take(limit).collect();
+    for after in 0..=50 {
+        for limit in [1, 3, 5, 16, 100] {
+            let want: Vec<u64> = (after + 1..=50).take(limit).collect();
             assert_eq!(seqs(after, limit), want, "after {after}, limit {limit}");
         }
     }
     let all = s.events_after(0, 100).unwrap();
     assert_eq!(all[40].id, "gen-41");
-    assert_eq!(all[43].id, "x43");
+    assert_eq!(all[43].id, "x44");
+    assert_eq!(all[49].id, "x50");
 }
 
 pub fn commit_is_one_unit_with_cursor_and_chained_events<S: Store>(s: &S) {
