@@ -47,6 +47,18 @@ fn is_list(value: &[u8]) -> bool {
     matches!(value.first(), Some(0x90..=0x9f | 0xdc | 0xdd))
 }
 
+/// The sequence number of a row's last event, from its key and the length
+/// in its first byte, without decoding it (`None` if they do not say).
+pub fn last_seq(key: &[u8], value: &[u8]) -> Option<u64> {
+    let first = keys::read_u64(key.strip_prefix(keys::EVENT)?)?;
+    let len = match value.first()? {
+        &b @ 0x90..=0x9f => u64::from(b & 0x0f),
+        _ if is_list(value) => return None,
+        _ => 1,
+    };
+    first.checked_add(len.checked_sub(1)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,6 +99,14 @@ mod tests {
             panic!()
         };
         assert_eq!(last, &encode_value(&events[8]).unwrap(), "a row of one");
+        let lasts: Vec<Option<u64>> = rows
+            .iter()
+            .map(|row| match row {
+                KvWrite::Put(key, value) => last_seq(key, value),
+                KvWrite::Delete(_) => None,
+            })
+            .collect();
+        assert_eq!(lasts, [Some(8), Some(12), Some(13)]);
     }
 
     #[test]
@@ -94,5 +114,8 @@ mod tests {
         for value in [&b""[..], b"\x92\x01", b"\xdd\xff\xff", b"\x81\xa1x"] {
             assert!(decode(&keys::event(1), value).is_err(), "{value:?}");
         }
+        assert_eq!(last_seq(&keys::event(1), b""), None);
+        assert_eq!(last_seq(&keys::event(1), b"\x90"), None, "an empty row");
+        assert_eq!(last_seq(b"ev\0short", b"\x81"), None);
     }
 }

@@ -381,9 +381,12 @@ impl<B: Backend> EventTable for KvStore<B> {
             );
             Ok(out.len() == limit)
         };
-        // The row holding `seq + 1` may start at or before `seq`.
+        // The row holding `seq + 1` may start at or before `seq`. Most often
+        // it ends at `seq` (the worker read it all last round), and its
+        // length says so without decoding it again.
         let next = keys::event(seq.saturating_add(1));
         if let Some((key, value)) = self.backend.scan_rev(keys::EVENT, Some(&next), 1)?.first()
+            && events::last_seq(key, value).is_none_or(|last| last > seq)
             && take(key, value)?
         {
             return Ok(out);
