@@ -68,6 +68,16 @@ struct StoredOutcome<'a>(
     #[serde(default)] Option<Cow<'a, str>>,
 );
 
+impl From<StoredOutcome<'_>> for ActionOutcome {
+    fn from(StoredOutcome(action, outcome, detail): StoredOutcome) -> Self {
+        ActionOutcome {
+            action: action.into_owned(),
+            outcome: outcome.into_owned(),
+            detail: owned(detail),
+        }
+    }
+}
+
 fn is_empty(saw: &BTreeMap<String, Json>) -> bool {
     saw.is_empty()
 }
@@ -180,15 +190,7 @@ pub fn decode(key: &[u8], value: &[u8]) -> Result<Vec<Run>, StoreError> {
             condition: owned(run.condition),
             matched: run.matched,
             saw: run.saw.into_owned(),
-            actions: run
-                .actions
-                .into_iter()
-                .map(|StoredOutcome(action, outcome, detail)| ActionOutcome {
-                    action: action.into_owned(),
-                    outcome: outcome.into_owned(),
-                    detail: owned(detail),
-                })
-                .collect(),
+            actions: run.actions.into_iter().map(ActionOutcome::from).collect(),
             at,
             error: owned(run.error),
         })
@@ -266,7 +268,7 @@ struct SingleRun {
     #[serde(rename = "s", default)]
     saw: BTreeMap<String, Json>,
     #[serde(rename = "a", default)]
-    actions: Vec<(String, String, Option<String>)>,
+    actions: Vec<StoredOutcome<'static>>,
     #[serde(rename = "at")]
     at_ms: i64,
     #[serde(rename = "x", default)]
@@ -292,15 +294,7 @@ fn decode_older(key: &[u8], value: &[u8]) -> Result<Run, StoreError> {
         condition: s.condition,
         matched: s.matched,
         saw: s.saw,
-        actions: s
-            .actions
-            .into_iter()
-            .map(|(action, outcome, detail)| ActionOutcome {
-                action,
-                outcome,
-                detail,
-            })
-            .collect(),
+        actions: s.actions.into_iter().map(ActionOutcome::from).collect(),
         at: from_millis(s.at_ms),
         error: s.error,
     })
