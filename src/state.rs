@@ -3,6 +3,7 @@
 //! computes it), the store (which keeps it) and the API (which shows it).
 
 use chrono::{DateTime, Utc};
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
 use std::collections::BTreeMap;
@@ -83,16 +84,9 @@ pub struct Record {
     pub stage: Option<String>,
     /// When the current stage was entered.
     pub stage_entered_at: Option<DateTime<Utc>>,
-    /// Score per scoring model.
+    /// Where the record stands in each scoring model, by model name.
     #[serde(default)]
-    pub scores: BTreeMap<String, f64>,
-    /// Points per scoring model and rule, decayed to `scores_as_of` (the
-    /// score is their sum).
-    #[serde(default)]
-    pub score_parts: BTreeMap<String, BTreeMap<String, f64>>,
-    /// When each model's parts were last decayed.
-    #[serde(default)]
-    pub scores_as_of: BTreeMap<String, DateTime<Utc>>,
+    pub scoring: BTreeMap<CompactString, ModelScore>,
     /// The pending `stage.stalled` timer of the current stage visit; deleted
     /// when the record leaves the stage.
     #[serde(default)]
@@ -117,11 +111,15 @@ struct StoredRecord {
     stage: Option<String>,
     stage_entered_at: Option<StoredTime>,
     #[serde(default)]
-    scores: BTreeMap<String, f64>,
+    scoring: BTreeMap<CompactString, ModelScore>,
+    /// Scores as records kept them before `scoring` (dealflow-4 stores):
+    /// read, and written back as `scoring` with the record's next change.
     #[serde(default)]
-    score_parts: BTreeMap<String, BTreeMap<String, f64>>,
+    scores: BTreeMap<CompactString, f64>,
     #[serde(default)]
-    scores_as_of: BTreeMap<String, StoredTime>,
+    score_parts: BTreeMap<CompactString, BTreeMap<CompactString, f64>>,
+    #[serde(default)]
+    scores_as_of: BTreeMap<CompactString, StoredTime>,
     #[serde(default)]
     stall_timer: Option<TimerRef>,
     created_at: StoredTime,
@@ -155,7 +153,26 @@ impl<'de> Deserialize<'de> for StoredTime {
 }
 
 impl From<StoredRecord> for Record {
-    fn from(r: StoredRecord) -> Self {
+    fn from(mut r: StoredRecord) -> Self {
+        for (model, parts) in r.score_parts {
+            let mut legacy = ModelScore {
+                score: 0.0,
+                as_of: r.scores_as_of.remove(&model).map(|t| t.0),
+                parts: parts.into_iter().collect(),
+            };
+            legacy.score = r
+                .scores
+                .get(&model)
+                .copied()
+                .unwrap_or_else(|| legacy.sum());
+            r.scoring.entry(model).or_insert(legacy);
+        }
+        for (model, score) in r.scores {
+            r.scoring.entry(model).or_insert(ModelScore {
+                score,
+                ..ModelScore::default()
+            });
+        }
         Record {
             key: RecordKey {
                 kind: r.kind,
@@ -166,9 +183,7 @@ impl From<StoredRecord> for Record {
             pipeline: r.pipeline,
             stage: r.stage,
             stage_entered_at: r.stage_entered_at.map(|t| t.0),
-            scores: r.scores,
-            score_parts: r.score_parts,
-            scores_as_of: r.scores_as_of.into_iter().map(|(m, t)| (m, t.0)).collect(),
+            scoring: r.scoring,
             stall_timer: r.stall_timer,
             created_at: r.created_at.0,
             updated_at: r.updated_at.0,
@@ -186,9 +201,7 @@ impl Record {
             pipeline: None,
             stage: None,
             stage_entered_at: None,
-            scores: BTreeMap::new(),
-            score_parts: BTreeMap::new(),
-            scores_as_of: BTreeMap::new(),
+            scoring: BTreeMap::new(),
             stall_timer: None,
             created_at: now,
             updated_at: now,
@@ -216,6 +229,51 @@ impl Record {
     }
 }
 
+/// Where a record stands in one scoring model. Kept small and flat: a
+/// scored lead is read and written with every event it gets, and this was
+/// most of the cost of doing so (issue 6's benchmark).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ModelScore {
+    /// The score after the last event: the sum of `parts` then.
+    pub score: f64,
+    /// When `parts` were last decayed; `None` before the first points.
+    #[serde(default, with = "exact_time")]
+    pub as_of: Option<DateTime<Utc>>,
+    /// Points per rule, in rule-name order, decayed to `as_of`. Rule names
+    /// are short, so a `CompactString` holds them without an allocation.
+    #[serde(default)]
+    pub parts: Vec<(CompactString, f64)>,
+}
+
+impl ModelScore {
+    /// The sum of the parts.
+    pub fn sum(&self) -> f64 {
+        self.parts.iter().map(|(_, points)| points).sum()
+    }
+}
+
+/// A time as seconds and nanoseconds: exact, so a record reads back with
+/// the very `as_of` it was decayed to, and several times cheaper to read
+/// than RFC 3339 text.
+mod exact_time {
+    use chrono::{DateTime, Utc};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+        t.map(|t| (t.timestamp(), t.timestamp_subsec_nanos()))
+            .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+        match Option::<(i64, u32)>::deserialize(d)? {
+            None => Ok(None),
+            Some((secs, nanos)) => DateTime::from_timestamp(secs, nanos)
+                .map(Some)
+                .ok_or_else(|| serde::de::Error::custom("time out of range")),
+        }
+    }
+}
+
 /// One contribution to a score, kept so every score can be explained and
 /// recomputed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -223,9 +281,9 @@ pub struct ScoreEntry {
     /// The record.
     pub record: RecordKey,
     /// Scoring model.
-    pub model: String,
+    pub model: CompactString,
     /// The rule (its name, or position and trigger), or `action RULE`.
-    pub rule: String,
+    pub rule: CompactString,
     /// Points added (negative: removed; an attribute turning false removes its points).
     pub points: f64,
     /// When.
@@ -573,12 +631,12 @@ mod tests {
         };
         let mut record = Record::new(key, t("2026-03-02T14:00:00.123456789Z"));
         record.stage_entered_at = Some(t("2026-03-03T08:30:00+02:00"));
-        record
-            .scores_as_of
-            .insert("fit".into(), t("2026-03-04T00:00:00Z"));
-        record
-            .score_parts
-            .insert("fit".into(), [("visit".into(), 2.5)].into());
+        let standing = ModelScore {
+            score: 2.5,
+            as_of: Some(t("2026-03-04T00:00:00.000000007Z")),
+            parts: vec![("visit".into(), 2.5)],
+        };
+        record.scoring.insert("fit".into(), standing);
         let bytes = rmp_serde::to_vec_named(&record).unwrap();
         assert_eq!(rmp_serde::from_slice::<Record>(&bytes).unwrap(), record);
 
@@ -595,5 +653,41 @@ mod tests {
                 .contains("input contains invalid characters"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_record_with_scores_kept_the_dealflow_4_way_reads_them_as_scoring() {
+        let stored = serde_json::json!({
+            "kind": "lead", "id": "L1", "fields": {}, "owner": null, "pipeline": null,
+            "stage": null, "stage_entered_at": null,
+            "scores": { "fit": 2.5, "untouched": 0.0 },
+            "score_parts": { "fit": { "visit": 2.0, "form": 0.5 }, "orphan": { "visit": 4.0 } },
+            "scores_as_of": { "fit": "2026-03-04T00:00:00Z" },
+            "created_at": "2026-03-02T14:00:00Z", "updated_at": "2026-03-02T14:00:00Z",
+        });
+        let bytes = rmp_serde::to_vec_named(&stored).unwrap();
+        let record: Record = rmp_serde::from_slice(&bytes).unwrap();
+        let as_of = DateTime::parse_from_rfc3339("2026-03-04T00:00:00Z").unwrap();
+        let expected = [
+            (
+                "fit",
+                ModelScore {
+                    score: 2.5,
+                    as_of: Some(as_of.to_utc()),
+                    parts: vec![("form".into(), 0.5), ("visit".into(), 2.0)],
+                },
+            ),
+            (
+                "orphan",
+                ModelScore {
+                    score: 4.0,
+                    as_of: None,
+                    parts: vec![("visit".into(), 4.0)],
+                },
+            ),
+            ("untouched", ModelScore::default()),
+        ]
+        .map(|(m, s)| (CompactString::from(m), s));
+        assert_eq!(record.scoring, BTreeMap::from(expected));
     }
 }

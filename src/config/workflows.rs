@@ -623,13 +623,13 @@ impl ScoringModel {
     /// (who the lead is does not decay). One walk: both are in name order.
     pub fn decay_parts<'p>(
         &self,
-        parts: impl Iterator<Item = (&'p String, &'p mut f64)>,
+        parts: impl Iterator<Item = (&'p str, &'p mut f64)>,
         factor: f64,
     ) {
         let mut attributes = self.index.attribute_names.iter().peekable();
         for (rule, value) in parts {
-            while attributes.next_if(|a| *a < rule).is_some() {}
-            if attributes.peek() != Some(&rule) {
+            while attributes.next_if(|a| a.as_str() < rule).is_some() {}
+            if attributes.peek().map(|a| a.as_str()) != Some(rule) {
                 *value *= factor;
             }
         }

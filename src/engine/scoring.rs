@@ -14,11 +14,11 @@
 use super::Work;
 use super::actions::{self, Done};
 use crate::config::workflows::{ScoreTrigger, ScoringModel};
-use crate::state::{Record, ScoreEntry};
+use crate::state::{ModelScore, Record, ScoreEntry};
 use crate::store::StoreError;
 use chrono::{DateTime, Utc};
+use compact_str::CompactString;
 use serde_json::json;
-use std::collections::BTreeMap;
 
 /// One rule's effect on this event: on the part named after the rule.
 enum Effect<'m> {
@@ -98,46 +98,43 @@ pub(super) fn apply(work: &mut Work) -> Result<(), StoreError> {
 }
 
 /// Applies one model's effects to its parts, noting each change in the
-/// ledger. The model's parts are looked up once, not once per rule.
+/// ledger. The model's standing is created with its first change.
 fn change_parts(work: &mut Work, model: &str, effects: Vec<Effect>) {
     if effects.is_empty() {
         return;
     }
     let record = &mut work.record;
-    // A model's parts are created with its first change.
-    let mut first_parts = BTreeMap::new();
-    let existing = record.score_parts.get_mut(model);
+    let mut first = ModelScore::default();
+    let existing = record.scoring.get_mut(model);
     let is_first = existing.is_none();
-    let parts = existing.unwrap_or(&mut first_parts);
+    let standing = existing.unwrap_or(&mut first);
     let mut changed = Vec::new();
     for effect in &effects {
         let rule = effect.rule();
-        let current = parts.get_mut(rule);
-        let was = current.as_deref().copied().unwrap_or(0.0);
+        let found = standing
+            .parts
+            .binary_search_by(|(name, _)| name.as_str().cmp(rule));
+        let was = found.map_or(0.0, |i| standing.parts[i].1);
         let next = effect.after(was);
         let change = next - was;
         if change == 0.0 || !next.is_finite() {
             continue;
         }
-        match current {
-            _ if next == 0.0 => {
-                parts.remove(rule);
+        match found {
+            Ok(i) if next == 0.0 => {
+                standing.parts.remove(i);
             }
-            Some(part) => *part = next,
-            None => {
-                parts.insert(rule.to_owned(), next);
-            }
+            Ok(i) => standing.parts[i].1 = next,
+            Err(i) => standing.parts.insert(i, (rule.into(), next)),
         }
         changed.push((rule, change));
     }
     if changed.is_empty() {
         return;
     }
+    standing.as_of.get_or_insert(work.now);
     if is_first {
-        record.score_parts.insert(model.to_owned(), first_parts);
-    }
-    if !record.scores_as_of.contains_key(model) {
-        record.scores_as_of.insert(model.to_owned(), work.now);
+        record.scoring.insert(model.into(), first);
     }
     work.touch();
     for (rule, change) in changed {
@@ -196,43 +193,40 @@ pub fn decay_factor(model: &ScoringModel, from: DateTime<Utc>, to: DateTime<Utc>
 }
 
 /// A model's parts decayed to `at`, by rule, without changing the record.
-pub fn parts_at(record: &Record, model: &ScoringModel, at: DateTime<Utc>) -> Vec<(String, f64)> {
-    let factor = record
-        .scores_as_of
-        .get(&model.name)
-        .map_or(1.0, |from| decay_factor(model, *from, at));
-    let mut parts = record
-        .score_parts
-        .get(&model.name)
-        .cloned()
-        .unwrap_or_default();
-    model.decay_parts(parts.iter_mut(), factor);
-    parts.into_iter().collect()
+pub fn parts_at(
+    record: &Record,
+    model: &ScoringModel,
+    at: DateTime<Utc>,
+) -> Vec<(CompactString, f64)> {
+    let Some(standing) = record.scoring.get(model.name.as_str()) else {
+        return Vec::new();
+    };
+    let factor = standing
+        .as_of
+        .map_or(1.0, |from| decay_factor(model, from, at));
+    let mut parts = standing.parts.clone();
+    model.decay_parts(parts.iter_mut().map(|(r, v)| (r.as_str(), v)), factor);
+    parts
 }
 
 /// Decays the model's stored parts to now; answers the score at now.
 fn decay_to_now(work: &mut Work, model: &ScoringModel) -> f64 {
-    let now = work.now;
+    let Some(standing) = work.record.scoring.get_mut(model.name.as_str()) else {
+        return 0.0;
+    };
     if model.half_life.is_some()
-        && let Some(as_of) = work.record.scores_as_of.get_mut(&model.name)
+        && let Some(as_of) = standing.as_of
     {
-        let factor = decay_factor(model, *as_of, now);
-        *as_of = now;
-        if factor != 1.0
-            && let Some(parts) = work.record.score_parts.get_mut(&model.name)
-        {
-            model.decay_parts(parts.iter_mut(), factor);
+        let factor = decay_factor(model, as_of, work.now);
+        standing.as_of = Some(work.now);
+        if factor != 1.0 {
+            model.decay_parts(
+                standing.parts.iter_mut().map(|(r, v)| (r.as_str(), v)),
+                factor,
+            );
         }
     }
-    sum(&work.record, &model.name)
-}
-
-fn sum(record: &Record, model: &str) -> f64 {
-    record
-        .score_parts
-        .get(model)
-        .map(|p| p.values().sum())
-        .unwrap_or(0.0)
+    standing.sum()
 }
 
 /// Writes a contribution to the ledger.
@@ -240,8 +234,8 @@ fn note(work: &mut Work, model: &str, rule: &str, points: f64) {
     let position = work.changes.ledger.len() as u32;
     work.changes.ledger.push(ScoreEntry {
         record: work.record.key.clone(),
-        model: model.to_owned(),
-        rule: rule.to_owned(),
+        model: model.into(),
+        rule: rule.into(),
         points,
         at: work.now,
         event_id: work.event.id.clone(),
@@ -252,18 +246,25 @@ fn note(work: &mut Work, model: &str, rule: &str, points: f64) {
 /// Stores the model's score; raises `score.changed` and runs each threshold
 /// crossed upward. Answers the new score.
 fn settle(work: &mut Work, model: &ScoringModel, before: f64) -> Result<f64, StoreError> {
-    let after = sum(&work.record, &model.name);
+    let standing = work.record.scoring.get_mut(model.name.as_str());
+    let after = standing.as_deref().map_or(0.0, ModelScore::sum);
     if !after.is_finite() {
         return Ok(before);
     }
-    match work.record.scores.get_mut(&model.name) {
-        Some(stored) if *stored == after => {}
-        Some(stored) => {
-            *stored = after;
+    match standing {
+        Some(standing) if standing.score == after => {}
+        Some(standing) => {
+            standing.score = after;
             work.touch();
         }
         None => {
-            work.record.scores.insert(model.name.clone(), after);
+            let standing = ModelScore {
+                score: after,
+                ..ModelScore::default()
+            };
+            work.record
+                .scoring
+                .insert(model.name.as_str().into(), standing);
             work.touch();
         }
     }
@@ -345,11 +346,12 @@ mod tests {
             },
             t(0),
         );
-        r.score_parts.insert(
-            "m".into(),
-            [("visit".into(), 40.0), ("title".into(), 20.0)].into(),
-        );
-        r.scores_as_of.insert("m".into(), t(0));
+        let standing = ModelScore {
+            score: 60.0,
+            as_of: Some(t(0)),
+            parts: vec![("title".into(), 20.0), ("visit".into(), 40.0)],
+        };
+        r.scoring.insert("m".into(), standing);
         let at = |m: &ScoringModel, d| {
             parts_at(&r, m, t(d))
                 .into_iter()
@@ -405,13 +407,10 @@ mod tests {
             ["b_attr", "visit", "a_attr", "visit2"]
         );
         assert_eq!(names("other"), ["b_attr", "a_attr"]);
-        let mut parts: std::collections::BTreeMap<String, f64> =
-            ["a_attr", "b_attr", "open", "visit", "visit2", "zz"]
-                .map(|n| (n.to_owned(), 8.0))
-                .into();
-        m.decay_parts(parts.iter_mut(), 0.5);
+        let mut parts = ["a_attr", "b_attr", "open", "visit", "visit2", "zz"].map(|n| (n, 8.0));
+        m.decay_parts(parts.iter_mut().map(|(n, v)| (*n, v)), 0.5);
         assert_eq!(
-            parts.values().copied().collect::<Vec<_>>(),
+            parts.map(|(_, v)| v),
             [8.0, 8.0, 4.0, 4.0, 4.0, 4.0],
             "only the attribute rules' parts keep their value"
         );

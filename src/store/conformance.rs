@@ -443,7 +443,7 @@ pub fn score_ledger_pages_newest_first<S: Store>(s: &S) {
     let entry = |seq: u64, n: u32| crate::state::ScoreEntry {
         record: key("lead", "L1"),
         model: "m".into(),
-        rule: format!("r{seq}.{n}"),
+        rule: format!("r{seq}.{n}").into(),
         points: 1.5,
         at: at(seq as i64),
         event_id: format!("e{seq}"),
@@ -588,4 +588,40 @@ fn garbage_files_in_the_data_folder_are_refused_not_replaced() {
     std::fs::write(dir.path().join("db"), vec![0xAB; 4096]).unwrap();
     let result = SledBackend::open(dir.path()).and_then(|b| KvStore::open(b, "t"));
     assert!(result.is_err(), "a corrupt store must not open as empty");
+}
+
+#[test]
+fn a_dealflow_4_store_keeps_its_scores_and_a_newer_store_is_refused() {
+    let backend = MemoryBackend::default();
+    let legacy = serde_json::json!({
+        "kind": "lead", "id": "L1", "fields": {}, "owner": null, "pipeline": null,
+        "stage": null, "stage_entered_at": null,
+        "scores": { "fit": 2.5 }, "score_parts": { "fit": { "visit": 2.5 } },
+        "scores_as_of": { "fit": "2026-03-04T00:00:00Z" },
+        "created_at": "2026-03-02T14:00:00Z", "updated_at": "2026-03-02T14:00:00Z",
+    });
+    let lead = key("lead", "L1");
+    backend
+        .apply(vec![
+            KvWrite::Put(keys::FORMAT.to_vec(), keys::FORMAT_VERSION_4.to_vec()),
+            KvWrite::Put(keys::record(&lead), kv::encode_value(&legacy).unwrap()),
+        ])
+        .unwrap();
+    let store = KvStore::open(backend, "memory").unwrap();
+    let fit = store.record(&lead).unwrap().unwrap().scoring["fit"].clone();
+    assert_eq!((fit.score, fit.parts), (2.5, vec![("visit".into(), 2.5)]));
+    let backend = store.into_backend();
+    assert_eq!(
+        backend.get(keys::FORMAT).unwrap().as_deref(),
+        Some(keys::FORMAT_VERSION)
+    );
+
+    backend
+        .apply(vec![KvWrite::Put(
+            keys::FORMAT.to_vec(),
+            b"dealflow-6".to_vec(),
+        )])
+        .unwrap();
+    let err = KvStore::open(backend, "/data").err().unwrap();
+    assert!(err.to_string().contains("dealflow-6"), "{err}");
 }

@@ -28,7 +28,11 @@ pub const COUNTER: &[u8] = b"ct\0";
 pub const SCORE_LEDGER: &[u8] = b"sl\0";
 
 /// The store format this build writes; a store with another is refused.
-pub const FORMAT_VERSION: &[u8] = b"dealflow-4";
+pub const FORMAT_VERSION: &[u8] = b"dealflow-5";
+/// The format before: scores in three maps on a record. Those records read
+/// as they are, so opening only moves the mark, which keeps an older build
+/// from reading new records without their scores.
+pub const FORMAT_VERSION_4: &[u8] = b"dealflow-4";
 /// The format before: a key per run. Migrated on open.
 pub const FORMAT_VERSION_3: &[u8] = b"dealflow-3";
 /// The format before that: also a key per stage visit. Migrated on open.

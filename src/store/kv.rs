@@ -60,13 +60,24 @@ impl<B: Backend> KvStore<B> {
     pub fn open(backend: B, path: &str) -> Result<Self, StoreError> {
         match backend.get(keys::FORMAT)? {
             Some(mark) if mark == keys::FORMAT_VERSION => {}
-            Some(mark) if mark == keys::FORMAT_VERSION_2 || mark == keys::FORMAT_VERSION_3 => {
+            Some(mark)
+                if [
+                    keys::FORMAT_VERSION_2,
+                    keys::FORMAT_VERSION_3,
+                    keys::FORMAT_VERSION_4,
+                ]
+                .contains(&&*mark) =>
+            {
                 let records = if mark == keys::FORMAT_VERSION_2 {
                     history::migrate_from_visit_keys(&backend)?
                 } else {
                     0
                 };
-                let runs = runs::migrate_to_rows(&backend)?;
+                let runs = if mark == keys::FORMAT_VERSION_4 {
+                    0
+                } else {
+                    runs::migrate_to_rows(&backend)?
+                };
                 backend.apply(vec![KvWrite::Put(
                     keys::FORMAT.to_vec(),
                     keys::FORMAT_VERSION.to_vec(),
@@ -76,7 +87,7 @@ impl<B: Backend> KvStore<B> {
                     from = %String::from_utf8_lossy(&mark),
                     records,
                     runs,
-                    "Moved the store to format dealflow-4 (stage history per record, runs in a row per event)."
+                    "Moved the store to format dealflow-5 (stage history per record, runs in a row per event, scores per model in one place)."
                 );
             }
             Some(other) => {
