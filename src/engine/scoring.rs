@@ -14,7 +14,7 @@
 use super::Work;
 use super::actions::{self, Done};
 use crate::config::workflows::{ScoreTrigger, ScoringModel};
-use crate::state::{ModelScore, Record, ScoreEntry};
+use crate::state::{Event, ModelScore, Record, RecordKey, ScoreNote, ScoreNotes};
 use crate::store::StoreError;
 use chrono::{DateTime, Utc};
 use compact_str::CompactString;
@@ -89,6 +89,8 @@ pub(super) fn apply(work: &mut Work) -> Result<(), StoreError> {
         }
         effects.push((*model, mine));
     }
+    // Each model raises at most a `score.changed`.
+    work.changes.events.reserve(effects.len());
     for (model, mine) in effects {
         let before = decay_to_now(work, model);
         change_parts(work, &model.name, mine);
@@ -103,12 +105,20 @@ fn change_parts(work: &mut Work, model: &str, effects: Vec<Effect>) {
     if effects.is_empty() {
         return;
     }
-    let record = &mut work.record;
+    let Work {
+        record,
+        changes,
+        event,
+        now,
+        ..
+    } = work;
     let mut first = ModelScore::default();
     let existing = record.scoring.get_mut(model);
     let is_first = existing.is_none();
     let standing = existing.unwrap_or(&mut first);
-    let mut changed = Vec::new();
+    let notes = notes_of(&mut changes.ledger, &record.key, event, *now);
+    let noted = notes.len();
+    notes.reserve(effects.len());
     for effect in &effects {
         let rule = effect.rule();
         let found = standing
@@ -127,19 +137,47 @@ fn change_parts(work: &mut Work, model: &str, effects: Vec<Effect>) {
             Ok(i) => standing.parts[i].1 = next,
             Err(i) => standing.parts.insert(i, (rule.into(), next)),
         }
-        changed.push((rule, change));
+        notes.push(ScoreNote {
+            model: model.into(),
+            rule: rule.into(),
+            points: change,
+        });
     }
-    if changed.is_empty() {
+    if notes.len() == noted {
         return;
     }
-    standing.as_of.get_or_insert(work.now);
+    standing.as_of.get_or_insert(*now);
     if is_first {
         record.scoring.insert(model.into(), first);
     }
     work.touch();
-    for (rule, change) in changed {
-        note(work, model, rule, change);
-    }
+}
+
+/// This event's contributions to the record's scores so far: every model
+/// and the `score` action add to one [`ScoreNotes`].
+fn notes_of<'c>(
+    ledger: &'c mut Vec<ScoreNotes>,
+    record: &RecordKey,
+    event: &Event,
+    now: DateTime<Utc>,
+) -> &'c mut Vec<ScoreNote> {
+    let index = match ledger
+        .iter()
+        .rposition(|n| n.seq == event.seq && n.record == *record)
+    {
+        Some(index) => index,
+        None => {
+            ledger.push(ScoreNotes {
+                record: record.clone(),
+                event_id: event.id.clone(),
+                seq: event.seq,
+                at: now,
+                entries: Vec::new(),
+            });
+            ledger.len() - 1
+        }
+    };
+    &mut ledger[index].entries
 }
 
 /// Whether an attribute condition could read differently than at the last
@@ -227,20 +265,6 @@ fn decay_to_now(work: &mut Work, model: &ScoringModel) -> f64 {
         }
     }
     standing.sum()
-}
-
-/// Writes a contribution to the ledger.
-fn note(work: &mut Work, model: &str, rule: &str, points: f64) {
-    let position = work.changes.ledger.len() as u32;
-    work.changes.ledger.push(ScoreEntry {
-        record: work.record.key.clone(),
-        model: model.into(),
-        rule: rule.into(),
-        points,
-        at: work.now,
-        event_id: work.event.id.clone(),
-        seq: (work.event.seq, position),
-    });
 }
 
 /// Stores the model's score; raises `score.changed` and runs each threshold

@@ -440,19 +440,21 @@ pub fn outbox_rows_round_trip<S: Store>(s: &S) {
 }
 
 pub fn score_ledger_pages_newest_first<S: Store>(s: &S) {
-    let entry = |seq: u64, n: u32| crate::state::ScoreEntry {
+    let notes = |seq: u64, model: &str, count: u32| crate::state::ScoreNotes {
         record: key("lead", "L1"),
-        model: "m".into(),
-        rule: format!("r{seq}.{n}").into(),
-        points: 1.5,
-        at: at(seq as i64),
         event_id: format!("e{seq}"),
-        seq: (seq, n),
+        seq,
+        at: at(seq as i64),
+        entries: (0..count)
+            .map(|n| crate::state::ScoreNote {
+                model: model.into(),
+                rule: format!("r{seq}.{n}").into(),
+                points: 1.5,
+            })
+            .collect(),
     };
-    let mut other = entry(9, 0);
-    other.model = "m2".into();
     s.commit(Changes {
-        ledger: vec![entry(1, 0), entry(1, 1), entry(300, 0), other],
+        ledger: vec![notes(1, "m", 2), notes(300, "m", 1), notes(9, "m2", 1)],
         ..Changes::default()
     })
     .unwrap();
@@ -462,8 +464,18 @@ pub fn score_ledger_pages_newest_first<S: Store>(s: &S) {
     let rest = s
         .score_ledger(&key("lead", "L1"), "m", first.next.as_deref(), 2)
         .unwrap();
-    assert_eq!(rest.items.len(), 1);
-    assert_eq!(rest.items[0].rule, "r1.0");
+    assert_eq!(
+        rest.items,
+        [crate::state::ScoreEntry {
+            record: key("lead", "L1"),
+            model: "m".into(),
+            rule: "r1.0".into(),
+            points: 1.5,
+            at: at(1),
+            event_id: "e1".into(),
+            seq: (1, 0),
+        }]
+    );
     assert!(rest.next.is_none());
 }
 

@@ -156,12 +156,9 @@ pub fn score_ledger_prefix(key: &RecordKey, model: &str) -> Vec<u8> {
 
 /// Fixed-width hex (not raw big-endian): the suffix doubles as the text
 /// paging cursor, and hex of equal width sorts like the numbers.
-pub fn score_entry(entry: &crate::state::ScoreEntry) -> Vec<u8> {
-    let position = format!("{:016x}{:08x}", entry.seq.0, entry.seq.1);
-    join(&[
-        &score_ledger_prefix(&entry.record, &entry.model),
-        position.as_bytes(),
-    ])
+pub fn score_entry(key: &RecordKey, model: &str, seq: (u64, u32)) -> Vec<u8> {
+    let position = format!("{:016x}{:08x}", seq.0, seq.1);
+    join(&[&score_ledger_prefix(key, model), position.as_bytes()])
 }
 
 pub fn run(id: &str) -> Vec<u8> {

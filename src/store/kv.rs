@@ -4,6 +4,7 @@ use super::backend::{Backend, KvWrite};
 use super::events;
 use super::history;
 use super::keys;
+use super::ledger;
 use super::runs;
 use super::*;
 use serde::Serialize;
@@ -760,15 +761,23 @@ impl<B: Backend> ScoreLedgerTable for KvStore<B> {
         before: Option<&str>,
         limit: usize,
     ) -> Result<Page<ScoreEntry>, StoreError> {
-        filtered_page(
+        let page = filtered_page(
             self,
             &keys::score_ledger_prefix(key, model),
             before,
             limit,
             true,
             decode_value,
-            |_: &ScoreEntry| true,
-        )
+            |_: &ledger::StoredEntry<String>| true,
+        )?;
+        Ok(Page {
+            items: page
+                .items
+                .into_iter()
+                .map(|e| e.into_entry(key, model))
+                .collect(),
+            next: page.next,
+        })
     }
 }
 
@@ -822,8 +831,8 @@ impl<B: Backend> Store for KvStore<B> {
                 value.to_be_bytes().to_vec(),
             ));
         }
-        for entry in &changes.ledger {
-            w.push(KvWrite::Put(keys::score_entry(entry), encode_value(entry)?));
+        for notes in &changes.ledger {
+            ledger::encode(notes, &mut w)?;
         }
         for email in &changes.suppress {
             w.push(KvWrite::Put(keys::suppressed(email), Vec::new()));

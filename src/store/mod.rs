@@ -13,6 +13,7 @@ mod events;
 mod history;
 mod keys;
 mod kv;
+mod ledger;
 mod memory;
 mod runs;
 mod sled_backend;
@@ -27,7 +28,7 @@ pub use sled_backend::{DEFAULT_CACHE_MIB, SledBackend};
 
 use crate::state::{
     Enrollment, Event, NewEvent, OutboxEntry, OutboxStatus, Record, RecordKey, Run, ScoreEntry,
-    StageVisit, Task, TaskStatus, Timer,
+    ScoreNotes, StageVisit, Task, TaskStatus, Timer,
 };
 use chrono::{DateTime, Utc};
 use std::future::Future;
@@ -308,7 +309,7 @@ pub struct Changes {
     /// Addresses to suppress.
     pub suppress: Vec<String>,
     /// Score contributions to record.
-    pub ledger: Vec<ScoreEntry>,
+    pub ledger: Vec<ScoreNotes>,
     /// Events raised, appended to the log in the same commit.
     pub events: Vec<NewEvent>,
     /// Events of due timers, appended after `events`. The timer's deletion
