@@ -155,11 +155,9 @@ impl<'de> Deserialize<'de> for StoredTime {
 impl From<StoredRecord> for Record {
     fn from(mut r: StoredRecord) -> Self {
         for (model, parts) in r.score_parts {
-            let mut legacy = ModelScore {
-                score: 0.0,
-                as_of: r.scores_as_of.remove(&model).map(|t| t.0),
-                parts: parts.into_iter().collect(),
-            };
+            let as_of = r.scores_as_of.remove(&model).map(|t| t.0);
+            let parts = parts.iter().map(|(rule, points)| (rule.as_str(), *points));
+            let mut legacy = ModelScore::with_parts(0.0, as_of, parts);
             legacy.score = r
                 .scores
                 .get(&model)
@@ -234,51 +232,108 @@ impl Record {
 /// most of the cost of doing so (issue 6's benchmark).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ModelScore {
-    /// The score after the last event: the sum of `parts` then.
+    /// The score after the last event: the sum of the parts then.
     pub score: f64,
-    /// When `parts` were last decayed; `None` before the first points.
+    /// When the parts were last decayed; `None` before the first points.
     pub as_of: Option<DateTime<Utc>>,
-    /// Points per rule, in rule-name order, decayed to `as_of`. Rule names
-    /// are short, so a `CompactString` holds them without an allocation.
-    pub parts: Vec<(CompactString, f64)>,
+    /// The rules with a part, in name order. Rule names are short, so a
+    /// `CompactString` holds them without an allocation.
+    rules: Vec<CompactString>,
+    /// Each rule's part, decayed to `as_of`; never 0.
+    points: Vec<f64>,
 }
 
 impl ModelScore {
+    /// A standing with these parts (in any order; later ones win).
+    pub fn with_parts<'a>(
+        score: f64,
+        as_of: Option<DateTime<Utc>>,
+        parts: impl IntoIterator<Item = (&'a str, f64)>,
+    ) -> Self {
+        let mut standing = ModelScore {
+            score,
+            as_of,
+            ..ModelScore::default()
+        };
+        for (rule, points) in parts {
+            standing.change_part(rule, |_| points);
+        }
+        standing
+    }
+
+    /// Each rule's part, in rule-name order.
+    pub fn parts(&self) -> impl Iterator<Item = (&str, f64)> {
+        self.rules
+            .iter()
+            .map(CompactString::as_str)
+            .zip(self.points.iter().copied())
+    }
+
     /// The sum of the parts.
     pub fn sum(&self) -> f64 {
-        self.parts.iter().map(|(_, points)| points).sum()
+        self.points.iter().sum()
+    }
+
+    /// Sets a rule's part to `next(part)` (a rule without one has 0),
+    /// unless that is not finite; answers by how much the part changed.
+    pub fn change_part(&mut self, rule: &str, next: impl FnOnce(f64) -> f64) -> f64 {
+        let found = self.rules.binary_search_by(|name| name.as_str().cmp(rule));
+        let was = found.map_or(0.0, |i| self.points[i]);
+        let now = next(was);
+        if now == was || !now.is_finite() {
+            return 0.0;
+        }
+        match found {
+            Ok(i) if now == 0.0 => {
+                self.rules.remove(i);
+                self.points.remove(i);
+            }
+            Ok(i) => self.points[i] = now,
+            Err(i) => {
+                self.rules.insert(i, rule.into());
+                self.points.insert(i, now);
+            }
+        }
+        now - was
+    }
+
+    /// Multiplies every part by `factor` but those of the `held` rules
+    /// (names in order). One walk: both are in name order.
+    pub fn decay(&mut self, factor: f64, held: &[String]) {
+        let mut held = held.iter().map(String::as_str).peekable();
+        for (rule, points) in self.rules.iter().zip(&mut self.points) {
+            let rule = rule.as_str();
+            while held.next_if(|h| *h < rule).is_some() {}
+            if held.peek() != Some(&rule) {
+                *points *= factor;
+            }
+        }
     }
 }
 
 /// How a `ModelScore` is stored: one array of the score, the time as
-/// seconds and nanoseconds (exact, and cheap to read), the parts' names and
+/// seconds and nanoseconds (exact, and cheap to read), the rule names and
 /// their points. No field names, and two columns rather than a pair per
 /// part: a third fewer values to decode.
 type StoredModelScore = (f64, Option<(i64, u32)>, Vec<CompactString>, Vec<f64>);
 
 impl Serialize for ModelScore {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeTuple;
         let as_of = self
             .as_of
             .map(|t| (t.timestamp(), t.timestamp_subsec_nanos()));
-        let mut row = s.serialize_tuple(4)?;
-        row.serialize_element(&self.score)?;
-        row.serialize_element(&as_of)?;
-        row.serialize_element(&Column(&self.parts, |part| &part.0))?;
-        row.serialize_element(&Column(&self.parts, |part| &part.1))?;
-        row.end()
+        (self.score, as_of, &self.rules, &self.points).serialize(s)
     }
 }
 
 impl<'de> Deserialize<'de> for ModelScore {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         use serde::de::Error;
-        let (score, as_of, names, points) = StoredModelScore::deserialize(d)?;
-        if names.len() != points.len() {
+        let (score, as_of, rules, points) = StoredModelScore::deserialize(d)?;
+        if rules.len() != points.len() {
             return Err(D::Error::custom(format!(
                 "a score has {} rule names but {} points",
-                names.len(),
+                rules.len(),
                 points.len()
             )));
         }
@@ -291,18 +346,9 @@ impl<'de> Deserialize<'de> for ModelScore {
         Ok(ModelScore {
             score,
             as_of,
-            parts: names.into_iter().zip(points).collect(),
+            rules,
+            points,
         })
-    }
-}
-
-/// One field of each item of a slice, written as a sequence without
-/// collecting it first.
-struct Column<'a, T, V>(&'a [T], fn(&T) -> &V);
-
-impl<T, V: Serialize> Serialize for Column<'_, T, V> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.iter().map(self.1))
     }
 }
 
@@ -691,11 +737,8 @@ mod tests {
         };
         let mut record = Record::new(key, t("2026-03-02T14:00:00.123456789Z"));
         record.stage_entered_at = Some(t("2026-03-03T08:30:00+02:00"));
-        let standing = ModelScore {
-            score: 2.5,
-            as_of: Some(t("2026-03-04T00:00:00.000000007Z")),
-            parts: vec![("visit".into(), 2.5)],
-        };
+        let as_of = t("2026-03-04T00:00:00.000000007Z");
+        let standing = ModelScore::with_parts(2.5, Some(as_of), [("visit", 2.5)]);
         record.scoring.insert("fit".into(), standing);
         let bytes = rmp_serde::to_vec_named(&record).unwrap();
         assert_eq!(rmp_serde::from_slice::<Record>(&bytes).unwrap(), record);
@@ -713,6 +756,27 @@ mod tests {
                 .contains("input contains invalid characters"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn parts_change_in_name_order_and_held_rules_do_not_decay() {
+        let mut standing = ModelScore::default();
+        for (rule, points) in [("d", 8.0), ("b", 8.0), ("e", 8.0), ("a", 8.0), ("c", 8.0)] {
+            assert_eq!(standing.change_part(rule, |was| was + points), points);
+        }
+        assert_eq!(standing.change_part("c", |_| f64::NAN), 0.0);
+        assert_eq!(standing.change_part("c", |_| f64::INFINITY), 0.0);
+        assert_eq!(standing.change_part("f", |was| was), 0.0, "no part of 0");
+        let held = ["a", "c", "cc", "e", "z"].map(String::from);
+        standing.decay(0.5, &held);
+        let parts: Vec<_> = standing.parts().collect();
+        assert_eq!(
+            parts,
+            [("a", 8.0), ("b", 4.0), ("c", 8.0), ("d", 4.0), ("e", 8.0)]
+        );
+        assert_eq!(standing.change_part("b", |_| 0.0), -4.0);
+        assert_eq!(standing.sum(), 28.0, "a part set to 0 is dropped");
+        assert!(standing.parts().all(|(rule, _)| rule != "b"));
     }
 
     #[test]
@@ -746,19 +810,11 @@ mod tests {
         let expected = [
             (
                 "fit",
-                ModelScore {
-                    score: 2.5,
-                    as_of: Some(as_of.to_utc()),
-                    parts: vec![("form".into(), 0.5), ("visit".into(), 2.0)],
-                },
+                ModelScore::with_parts(2.5, Some(as_of.to_utc()), [("visit", 2.0), ("form", 0.5)]),
             ),
             (
                 "orphan",
-                ModelScore {
-                    score: 4.0,
-                    as_of: None,
-                    parts: vec![("visit".into(), 4.0)],
-                },
+                ModelScore::with_parts(4.0, None, [("visit", 4.0)]),
             ),
             ("untouched", ModelScore::default()),
         ]

@@ -619,20 +619,10 @@ impl ScoringModel {
         })
     }
 
-    /// Multiplies each part by `factor`, except attribute rules' parts
-    /// (who the lead is does not decay). One walk: both are in name order.
-    pub fn decay_parts<'p>(
-        &self,
-        parts: impl Iterator<Item = (&'p str, &'p mut f64)>,
-        factor: f64,
-    ) {
-        let mut attributes = self.index.attribute_names.iter().peekable();
-        for (rule, value) in parts {
-            while attributes.next_if(|a| a.as_str() < rule).is_some() {}
-            if attributes.peek().map(|a| a.as_str()) != Some(rule) {
-                *value *= factor;
-            }
-        }
+    /// The attribute rules' names, in order: their parts do not decay
+    /// (who the lead is does not fade; what it did does).
+    pub fn held_rules(&self) -> &[String] {
+        &self.index.attribute_names
     }
 }
 

@@ -121,21 +121,9 @@ fn change_parts(work: &mut Work, model: &str, effects: Vec<Effect>) {
     notes.reserve(effects.len());
     for effect in &effects {
         let rule = effect.rule();
-        let found = standing
-            .parts
-            .binary_search_by(|(name, _)| name.as_str().cmp(rule));
-        let was = found.map_or(0.0, |i| standing.parts[i].1);
-        let next = effect.after(was);
-        let change = next - was;
-        if change == 0.0 || !next.is_finite() {
+        let change = standing.change_part(rule, |was| effect.after(was));
+        if change == 0.0 {
             continue;
-        }
-        match found {
-            Ok(i) if next == 0.0 => {
-                standing.parts.remove(i);
-            }
-            Ok(i) => standing.parts[i].1 = next,
-            Err(i) => standing.parts.insert(i, (rule.into(), next)),
         }
         notes.push(ScoreNote {
             model: model.into(),
@@ -242,9 +230,12 @@ pub fn parts_at(
     let factor = standing
         .as_of
         .map_or(1.0, |from| decay_factor(model, from, at));
-    let mut parts = standing.parts.clone();
-    model.decay_parts(parts.iter_mut().map(|(r, v)| (r.as_str(), v)), factor);
-    parts
+    let mut decayed = standing.clone();
+    decayed.decay(factor, model.held_rules());
+    decayed
+        .parts()
+        .map(|(rule, points)| (rule.into(), points))
+        .collect()
 }
 
 /// Decays the model's stored parts to now; answers the score at now.
@@ -258,10 +249,7 @@ fn decay_to_now(work: &mut Work, model: &ScoringModel) -> f64 {
         let factor = decay_factor(model, as_of, work.now);
         standing.as_of = Some(work.now);
         if factor != 1.0 {
-            model.decay_parts(
-                standing.parts.iter_mut().map(|(r, v)| (r.as_str(), v)),
-                factor,
-            );
+            standing.decay(factor, model.held_rules());
         }
     }
     standing.sum()
@@ -282,10 +270,7 @@ fn settle(work: &mut Work, model: &ScoringModel, before: f64) -> Result<f64, Sto
             work.touch();
         }
         None => {
-            let standing = ModelScore {
-                score: after,
-                ..ModelScore::default()
-            };
+            let standing = ModelScore::with_parts(after, None, []);
             work.record
                 .scoring
                 .insert(model.name.as_str().into(), standing);
@@ -370,11 +355,7 @@ mod tests {
             },
             t(0),
         );
-        let standing = ModelScore {
-            score: 60.0,
-            as_of: Some(t(0)),
-            parts: vec![("title".into(), 20.0), ("visit".into(), 40.0)],
-        };
+        let standing = ModelScore::with_parts(60.0, Some(t(0)), [("visit", 40.0), ("title", 20.0)]);
         r.scoring.insert("m".into(), standing);
         let at = |m: &ScoringModel, d| {
             parts_at(&r, m, t(d))
@@ -431,10 +412,11 @@ mod tests {
             ["b_attr", "visit", "a_attr", "visit2"]
         );
         assert_eq!(names("other"), ["b_attr", "a_attr"]);
-        let mut parts = ["a_attr", "b_attr", "open", "visit", "visit2", "zz"].map(|n| (n, 8.0));
-        m.decay_parts(parts.iter_mut().map(|(n, v)| (*n, v)), 0.5);
+        let names = ["a_attr", "b_attr", "open", "visit", "visit2", "zz"];
+        let mut standing = ModelScore::with_parts(0.0, None, names.map(|n| (n, 8.0)));
+        standing.decay(0.5, m.held_rules());
         assert_eq!(
-            parts.map(|(_, v)| v),
+            standing.parts().map(|(_, v)| v).collect::<Vec<_>>(),
             [8.0, 8.0, 4.0, 4.0, 4.0, 4.0],
             "only the attribute rules' parts keep their value"
         );

@@ -1,7 +1,7 @@
 //! One suite, run against every backend: what any store must do.
 
 use super::*;
-use crate::state::{Task, TaskStatus};
+use crate::state::{ModelScore, Task, TaskStatus};
 use chrono::TimeZone;
 use serde_json::{Map, json};
 
@@ -621,7 +621,8 @@ fn a_dealflow_4_store_keeps_its_scores_and_a_newer_store_is_refused() {
         .unwrap();
     let store = KvStore::open(backend, "memory").unwrap();
     let fit = store.record(&lead).unwrap().unwrap().scoring["fit"].clone();
-    assert_eq!((fit.score, fit.parts), (2.5, vec![("visit".into(), 2.5)]));
+    let as_of = "2026-03-04T00:00:00Z".parse().ok();
+    assert_eq!(fit, ModelScore::with_parts(2.5, as_of, [("visit", 2.5)]));
     let backend = store.into_backend();
     assert_eq!(
         backend.get(keys::FORMAT).unwrap().as_deref(),
