@@ -19,6 +19,7 @@ use crate::store::StoreError;
 use chrono::{DateTime, Utc};
 use compact_str::CompactString;
 use serde_json::json;
+use std::collections::btree_map::Entry;
 
 /// One rule's effect on this event: on the part named after the rule.
 enum Effect<'m> {
@@ -92,19 +93,17 @@ pub(super) fn apply(work: &mut Work) -> Result<(), StoreError> {
     // Each model raises at most a `score.changed`.
     work.changes.events.reserve(effects.len());
     for (model, mine) in effects {
-        let before = decay_to_now(work, model);
-        change_parts(work, &model.name, mine);
-        settle(work, model, before)?;
+        let (before, after) = rescore(work, model, &mine);
+        announce(work, model, before, after)?;
     }
     Ok(())
 }
 
-/// Applies one model's effects to its parts, noting each change in the
-/// ledger. The model's standing is created with its first change.
-fn change_parts(work: &mut Work, model: &str, effects: Vec<Effect>) {
-    if effects.is_empty() {
-        return;
-    }
+/// Decays the model's parts to now, applies the effects (noting each
+/// change in the ledger) and keeps the new score: answers the score before
+/// the effects and after. The standing is looked up once for all of it, and
+/// created with the model's first event.
+fn rescore(work: &mut Work, model: &ScoringModel, effects: &[Effect]) -> (f64, f64) {
     let Work {
         record,
         changes,
@@ -112,33 +111,50 @@ fn change_parts(work: &mut Work, model: &str, effects: Vec<Effect>) {
         now,
         ..
     } = work;
-    let mut first = ModelScore::default();
-    let existing = record.scoring.get_mut(model);
-    let is_first = existing.is_none();
-    let standing = existing.unwrap_or(&mut first);
-    let notes = notes_of(&mut changes.ledger, &record.key, event, *now);
-    let noted = notes.len();
-    notes.reserve(effects.len());
-    for effect in &effects {
-        let rule = effect.rule();
-        let change = standing.change_part(rule, |was| effect.after(was));
-        if change == 0.0 {
-            continue;
+    let (standing, mut changed) = match record.scoring.entry(model.name.as_str().into()) {
+        Entry::Occupied(standing) => (standing.into_mut(), false),
+        Entry::Vacant(slot) => (slot.insert(ModelScore::default()), true),
+    };
+    if model.half_life.is_some()
+        && let Some(as_of) = standing.as_of
+    {
+        let factor = decay_factor(model, as_of, *now);
+        standing.as_of = Some(*now);
+        if factor != 1.0 {
+            standing.decay(factor, model.held_rules());
         }
-        notes.push(ScoreNote {
-            model: model.into(),
-            rule: rule.into(),
-            points: change,
-        });
     }
-    if notes.len() == noted {
-        return;
+    let before = standing.sum();
+    if !effects.is_empty() {
+        let notes = notes_of(&mut changes.ledger, &record.key, event, *now);
+        let noted = notes.len();
+        for effect in effects {
+            let rule = effect.rule();
+            let change = standing.change_part(rule, |was| effect.after(was));
+            if change != 0.0 {
+                notes.push(ScoreNote {
+                    model: model.name.as_str().into(),
+                    rule: rule.into(),
+                    points: change,
+                });
+            }
+        }
+        if notes.len() > noted {
+            standing.as_of.get_or_insert(*now);
+            changed = true;
+        }
     }
-    standing.as_of.get_or_insert(*now);
-    if is_first {
-        record.scoring.insert(model.into(), first);
+    let mut after = standing.sum();
+    if !after.is_finite() {
+        after = before;
+    } else if standing.score != after {
+        standing.score = after;
+        changed = true;
     }
-    work.touch();
+    if changed {
+        work.touch();
+    }
+    (before, after)
 }
 
 /// This event's contributions to the record's scores so far: every model
@@ -198,10 +214,9 @@ pub(super) fn adjust(
             "scoring model {model_name} no longer exists"
         )));
     };
-    let before = decay_to_now(work, model);
     let rule = format!("action {rule}");
-    change_parts(work, model_name, vec![Effect::Add(&rule, points, None)]);
-    let after = settle(work, model, before)?;
+    let (before, after) = rescore(work, model, &[Effect::Add(&rule, points, None)]);
+    announce(work, model, before, after)?;
     Ok(Done::Ok(Some(format!(
         "{model_name}: {before:.1} → {after:.1}"
     ))))
@@ -238,47 +253,16 @@ pub fn parts_at(
         .collect()
 }
 
-/// Decays the model's stored parts to now; answers the score at now.
-fn decay_to_now(work: &mut Work, model: &ScoringModel) -> f64 {
-    let Some(standing) = work.record.scoring.get_mut(model.name.as_str()) else {
-        return 0.0;
-    };
-    if model.half_life.is_some()
-        && let Some(as_of) = standing.as_of
-    {
-        let factor = decay_factor(model, as_of, work.now);
-        standing.as_of = Some(work.now);
-        if factor != 1.0 {
-            standing.decay(factor, model.held_rules());
-        }
-    }
-    standing.sum()
-}
-
-/// Stores the model's score; raises `score.changed` and runs each threshold
-/// crossed upward. Answers the new score.
-fn settle(work: &mut Work, model: &ScoringModel, before: f64) -> Result<f64, StoreError> {
-    let standing = work.record.scoring.get_mut(model.name.as_str());
-    let after = standing.as_deref().map_or(0.0, ModelScore::sum);
-    if !after.is_finite() {
-        return Ok(before);
-    }
-    match standing {
-        Some(standing) if standing.score == after => {}
-        Some(standing) => {
-            standing.score = after;
-            work.touch();
-        }
-        None => {
-            let standing = ModelScore::with_parts(after, None, []);
-            work.record
-                .scoring
-                .insert(model.name.as_str().into(), standing);
-            work.touch();
-        }
-    }
+/// Raises `score.changed` when the score moved, and `score.crossed` and
+/// the threshold's actions for each threshold it rose to or through.
+fn announce(
+    work: &mut Work,
+    model: &ScoringModel,
+    before: f64,
+    after: f64,
+) -> Result<(), StoreError> {
     if (after - before).abs() < 1e-9 {
-        return Ok(after);
+        return Ok(());
     }
     work.raise(
         "score.changed",
@@ -301,7 +285,7 @@ fn settle(work: &mut Work, model: &ScoringModel, before: f64) -> Result<f64, Sto
         actions::run_actions(work, &mut run, &threshold.actions)?;
         work.changes.runs.push(run);
     }
-    Ok(after)
+    Ok(())
 }
 
 fn round1(v: f64) -> f64 {
