@@ -51,11 +51,10 @@ impl Effect<'_> {
 /// and record, then runs the thresholds crossed.
 pub(super) fn apply(work: &mut Work) -> Result<(), StoreError> {
     let workflows = work.workflows;
-    let kind = work.record.key.kind.clone();
     let models: Vec<&ScoringModel> = workflows
         .scoring
         .iter()
-        .filter(|m| m.kind == kind)
+        .filter(|m| m.kind == work.record.key.kind)
         .collect();
     if models.is_empty() {
         return Ok(());
@@ -67,14 +66,15 @@ pub(super) fn apply(work: &mut Work) -> Result<(), StoreError> {
         let scope = scope.get_or_insert_with(|| work.scope(&[]));
         workflows.expressions.eval(c, scope).unwrap_or(false)
     };
+    // Every model's effects in one list; model i's end at `ends[i]`.
     let mut effects = Vec::new();
+    let mut ends = Vec::with_capacity(models.len());
     for model in &models {
-        let mut mine = Vec::new();
         for (rule, reads) in model.rules_for(&work.event.event_type) {
             match &rule.trigger {
                 ScoreTrigger::Event(_, condition) => {
                     if condition.as_ref().is_none_or(|c| holds(work, c)) {
-                        mine.push(Effect::Add(&rule.name, rule.points, rule.max));
+                        effects.push(Effect::Add(&rule.name, rule.points, rule.max));
                     }
                 }
                 ScoreTrigger::Attribute(condition) if may_have_changed(work, reads) => {
@@ -83,18 +83,20 @@ pub(super) fn apply(work: &mut Work) -> Result<(), StoreError> {
                     } else {
                         0.0
                     };
-                    mine.push(Effect::Hold(&rule.name, points));
+                    effects.push(Effect::Hold(&rule.name, points));
                 }
                 ScoreTrigger::Attribute(_) => {}
             }
         }
-        effects.push((*model, mine));
+        ends.push(effects.len());
     }
     // Each model raises at most a `score.changed`.
-    work.changes.events.reserve(effects.len());
-    for (model, mine) in effects {
-        let (before, after) = rescore(work, model, &mine);
+    work.changes.events.reserve(models.len());
+    let mut start = 0;
+    for (model, end) in models.into_iter().zip(ends) {
+        let (before, after) = rescore(work, model, &effects[start..end]);
         announce(work, model, before, after)?;
+        start = end;
     }
     Ok(())
 }
