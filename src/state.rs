@@ -84,9 +84,9 @@ pub struct Record {
     pub stage: Option<String>,
     /// When the current stage was entered.
     pub stage_entered_at: Option<DateTime<Utc>>,
-    /// Where the record stands in each scoring model, by model name.
+    /// Where the record stands in each scoring model.
     #[serde(default)]
-    pub scoring: BTreeMap<CompactString, ModelScore>,
+    pub scoring: Scores,
     /// The pending `stage.stalled` timer of the current stage visit; deleted
     /// when the record leaves the stage.
     #[serde(default)]
@@ -111,7 +111,7 @@ struct StoredRecord {
     stage: Option<String>,
     stage_entered_at: Option<StoredTime>,
     #[serde(default)]
-    scoring: BTreeMap<CompactString, ModelScore>,
+    scoring: Scores,
     /// Scores as records kept them before `scoring` (dealflow-4 stores):
     /// read, and written back as `scoring` with the record's next change.
     #[serde(default)]
@@ -163,13 +163,13 @@ impl From<StoredRecord> for Record {
                 .get(&model)
                 .copied()
                 .unwrap_or_else(|| legacy.sum());
-            r.scoring.entry(model).or_insert(legacy);
+            r.scoring.insert(&model, legacy);
         }
         for (model, score) in r.scores {
-            r.scoring.entry(model).or_insert(ModelScore {
-                score,
-                ..ModelScore::default()
-            });
+            if r.scoring.get(&model).is_none() {
+                r.scoring
+                    .insert(&model, ModelScore::with_parts(score, None, []));
+            }
         }
         Record {
             key: RecordKey {
@@ -199,7 +199,7 @@ impl Record {
             pipeline: None,
             stage: None,
             stage_entered_at: None,
-            scoring: BTreeMap::new(),
+            scoring: Scores::default(),
             stall_timer: None,
             created_at: now,
             updated_at: now,
@@ -224,6 +224,60 @@ impl Record {
     /// Whole days in the current stage at `now`.
     pub fn days_in_stage(&self, now: DateTime<Utc>) -> Option<i64> {
         self.stage_entered_at.map(|at| (now - at).num_days())
+    }
+}
+
+/// A record's standing in each scoring model, in model-name order. A
+/// sorted list rather than a map: a record has a few models and is read
+/// whole with every event, and a list is cheaper to read, search and copy.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Scores(Vec<(CompactString, ModelScore)>);
+
+impl Scores {
+    /// The standing in a model.
+    pub fn get(&self, model: &str) -> Option<&ModelScore> {
+        self.find(model).ok().map(|i| &self.0[i].1)
+    }
+
+    /// The standing in a model, created empty if there is none yet, and
+    /// whether it was.
+    pub fn standing_mut(&mut self, model: &str) -> (&mut ModelScore, bool) {
+        match self.find(model) {
+            Ok(i) => (&mut self.0[i].1, false),
+            Err(i) => {
+                self.0.insert(i, (model.into(), ModelScore::default()));
+                (&mut self.0[i].1, true)
+            }
+        }
+    }
+
+    /// Sets the standing in a model.
+    pub fn insert(&mut self, model: &str, standing: ModelScore) {
+        *self.standing_mut(model).0 = standing;
+    }
+
+    /// Every model's standing, in model-name order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &ModelScore)> {
+        self.0
+            .iter()
+            .map(|(model, standing)| (model.as_str(), standing))
+    }
+
+    fn find(&self, model: &str) -> Result<usize, usize> {
+        self.0
+            .binary_search_by(|(name, _)| name.as_str().cmp(model))
+    }
+}
+
+impl<'de> Deserialize<'de> for Scores {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mut scores = Vec::<(CompactString, ModelScore)>::deserialize(d)?;
+        // Written in order; anything else is put in order, once per model.
+        if !scores.is_sorted_by(|a, b| a.0 < b.0) {
+            scores.sort_by(|a, b| a.0.cmp(&b.0));
+            scores.dedup_by(|a, b| a.0 == b.0);
+        }
+        Ok(Scores(scores))
     }
 }
 
@@ -739,7 +793,7 @@ mod tests {
         record.stage_entered_at = Some(t("2026-03-03T08:30:00+02:00"));
         let as_of = t("2026-03-04T00:00:00.000000007Z");
         let standing = ModelScore::with_parts(2.5, Some(as_of), [("visit", 2.5)]);
-        record.scoring.insert("fit".into(), standing);
+        record.scoring.insert("fit", standing);
         let bytes = rmp_serde::to_vec_named(&record).unwrap();
         assert_eq!(rmp_serde::from_slice::<Record>(&bytes).unwrap(), record);
 
@@ -777,6 +831,22 @@ mod tests {
         assert_eq!(standing.change_part("b", |_| 0.0), -4.0);
         assert_eq!(standing.sum(), 28.0, "a part set to 0 is dropped");
         assert!(standing.parts().all(|(rule, _)| rule != "b"));
+    }
+
+    #[test]
+    fn scores_read_out_of_order_are_put_in_order_once_per_model() {
+        let standing = |score| ModelScore::with_parts(score, None, []);
+        let stored = [
+            ("b", standing(1.0)),
+            ("a", standing(2.0)),
+            ("b", standing(3.0)),
+        ];
+        let bytes = rmp_serde::to_vec(&stored).unwrap();
+        let scores: Scores = rmp_serde::from_slice(&bytes).unwrap();
+        let read: Vec<_> = scores.iter().map(|(m, s)| (m, s.score)).collect();
+        assert_eq!(read, [("a", 2.0), ("b", 1.0)]);
+        assert_eq!(scores.get("b").map(|s| s.score), Some(1.0));
+        assert!(scores.get("c").is_none());
     }
 
     #[test]
@@ -819,6 +889,6 @@ mod tests {
             ("untouched", ModelScore::default()),
         ]
         .map(|(m, s)| (CompactString::from(m), s));
-        assert_eq!(record.scoring, BTreeMap::from(expected));
+        assert_eq!(record.scoring, Scores(expected.into()));
     }
 }

@@ -41,10 +41,10 @@ pub fn record_json(record: &Record, workflows: &Workflows, now: DateTime<Utc>) -
     let scores: Map<String, Json> = record
         .scoring
         .iter()
-        .map(|(model, standing)| (model.to_string(), Json::from(round1(standing.score))))
+        .map(|(model, standing)| (model.to_owned(), Json::from(round1(standing.score))))
         .collect();
     let first_model = workflows.scoring.iter().find(|m| m.kind == record.key.kind);
-    if let Some(standing) = first_model.and_then(|m| record.scoring.get(m.name.as_str())) {
+    if let Some(standing) = first_model.and_then(|m| record.scoring.get(&m.name)) {
         map.insert("score".to_owned(), Json::from(round1(standing.score)));
     }
     map.insert("scores".to_owned(), Json::Object(scores));

@@ -14,12 +14,11 @@
 use super::Work;
 use super::actions::{self, Done};
 use crate::config::workflows::{ScoreTrigger, ScoringModel};
-use crate::state::{Event, ModelScore, Record, RecordKey, ScoreNote, ScoreNotes};
+use crate::state::{Event, Record, RecordKey, ScoreNote, ScoreNotes};
 use crate::store::StoreError;
 use chrono::{DateTime, Utc};
 use compact_str::CompactString;
 use serde_json::json;
-use std::collections::btree_map::Entry;
 
 /// One rule's effect on this event: on the part named after the rule.
 enum Effect<'m> {
@@ -113,10 +112,7 @@ fn rescore(work: &mut Work, model: &ScoringModel, effects: &[Effect]) -> (f64, f
         now,
         ..
     } = work;
-    let (standing, mut changed) = match record.scoring.entry(model.name.as_str().into()) {
-        Entry::Occupied(standing) => (standing.into_mut(), false),
-        Entry::Vacant(slot) => (slot.insert(ModelScore::default()), true),
-    };
+    let (standing, mut changed) = record.scoring.standing_mut(&model.name);
     if model.half_life.is_some()
         && let Some(as_of) = standing.as_of
     {
@@ -241,7 +237,7 @@ pub fn parts_at(
     model: &ScoringModel,
     at: DateTime<Utc>,
 ) -> Vec<(CompactString, f64)> {
-    let Some(standing) = record.scoring.get(model.name.as_str()) else {
+    let Some(standing) = record.scoring.get(&model.name) else {
         return Vec::new();
     };
     let factor = standing
@@ -298,7 +294,7 @@ fn round1(v: f64) -> f64 {
 mod tests {
     use super::*;
     use crate::config::workflows::{ScoreRule, ScoringModel};
-    use crate::state::RecordKey;
+    use crate::state::{ModelScore, RecordKey};
     use std::time::Duration;
 
     fn model(half_life_days: Option<u64>) -> ScoringModel {
@@ -342,7 +338,7 @@ mod tests {
             t(0),
         );
         let standing = ModelScore::with_parts(60.0, Some(t(0)), [("visit", 40.0), ("title", 20.0)]);
-        r.scoring.insert("m".into(), standing);
+        r.scoring.insert("m", standing);
         let at = |m: &ScoringModel, d| {
             parts_at(&r, m, t(d))
                 .into_iter()

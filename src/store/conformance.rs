@@ -620,9 +620,18 @@ fn a_dealflow_4_store_keeps_its_scores_and_a_newer_store_is_refused() {
         ])
         .unwrap();
     let store = KvStore::open(backend, "memory").unwrap();
-    let fit = store.record(&lead).unwrap().unwrap().scoring["fit"].clone();
+    let fit = store
+        .record(&lead)
+        .unwrap()
+        .unwrap()
+        .scoring
+        .get("fit")
+        .cloned();
     let as_of = "2026-03-04T00:00:00Z".parse().ok();
-    assert_eq!(fit, ModelScore::with_parts(2.5, as_of, [("visit", 2.5)]));
+    assert_eq!(
+        fit,
+        Some(ModelScore::with_parts(2.5, as_of, [("visit", 2.5)]))
+    );
     let backend = store.into_backend();
     assert_eq!(
         backend.get(keys::FORMAT).unwrap().as_deref(),
