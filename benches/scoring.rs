@@ -9,6 +9,8 @@
 //!    for a lead with 10,000 ledger entries.
 //!
 //! Run: `cargo build --release && cargo bench --bench scoring`
+//! (`BENCH_SCORE_EVENTS=N` events, 50,000 by default; `BENCH_SCORE_ONLY=
+//! stored|decoded|view` for one part).
 
 // A benchmark measures wall time; the clock rule is for the product.
 #![allow(clippy::disallowed_methods)]
@@ -270,9 +272,16 @@ async fn record_view() {
 
 #[tokio::main]
 async fn main() {
-    engine_alone(Records::Stored);
-    engine_alone(Records::Decoded);
-    if std::env::var_os("BENCH_SCORE_ENGINE_ONLY").is_none() {
+    // BENCH_SCORE_ONLY=stored|decoded|view runs one part (for profiling).
+    let only = std::env::var("BENCH_SCORE_ONLY").ok();
+    let runs = |part: &str| only.as_deref().is_none_or(|o| o == part);
+    if runs("stored") {
+        engine_alone(Records::Stored);
+    }
+    if runs("decoded") {
+        engine_alone(Records::Decoded);
+    }
+    if runs("view") {
         record_view().await;
     }
 }
