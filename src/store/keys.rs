@@ -33,9 +33,9 @@ pub const FORMAT_VERSION: &[u8] = b"dealflow-5";
 /// as they are, so opening only moves the mark, which keeps an older build
 /// from reading new records without their scores.
 pub const FORMAT_VERSION_4: &[u8] = b"dealflow-4";
-/// The format before: a key per run. Migrated on open.
+/// Before that: also a key per run. Migrated on open.
 pub const FORMAT_VERSION_3: &[u8] = b"dealflow-3";
-/// The format before that: also a key per stage visit. Migrated on open.
+/// Before that: also a key per stage visit. Migrated on open.
 pub const FORMAT_VERSION_2: &[u8] = b"dealflow-2";
 
 pub fn join(parts: &[&[u8]]) -> Vec<u8> {
