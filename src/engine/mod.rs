@@ -381,11 +381,6 @@ impl<'a> Work<'a> {
             self.changes.records.push(self.record);
         }
         self.changes.counters.extend(self.counters);
-        // Rescoring opens the event's ledger notes before it knows whether
-        // any part will change.
-        self.changes
-            .ledger
-            .retain(|notes| !notes.entries.is_empty());
         self.changes.handled = Some(self.event.seq);
         self.changes
     }

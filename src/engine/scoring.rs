@@ -123,24 +123,25 @@ fn rescore(work: &mut Work, model: &ScoringModel, effects: &[Effect]) -> (f64, f
         }
     }
     let before = standing.sum();
-    if !effects.is_empty() {
-        let notes = notes_of(&mut changes.ledger, &record.key, event, *now);
-        let noted = notes.len();
-        for effect in effects {
-            let rule = effect.rule();
-            let change = standing.change_part(rule, |was| effect.after(was));
-            if change != 0.0 {
-                notes.push(ScoreNote {
-                    model: model.name.as_str().into(),
-                    rule: rule.into(),
-                    points: change,
-                });
-            }
+    // The event's ledger notes, found or opened with the first change.
+    let mut notes = None;
+    for effect in effects {
+        let rule = effect.rule();
+        let change = standing.change_part(rule, |was| effect.after(was));
+        if change == 0.0 {
+            continue;
         }
-        if notes.len() > noted {
-            standing.as_of.get_or_insert(*now);
-            changed = true;
-        }
+        let at =
+            *notes.get_or_insert_with(|| notes_of(&mut changes.ledger, &record.key, event, *now));
+        changes.ledger[at].entries.push(ScoreNote {
+            model: model.name.as_str().into(),
+            rule: rule.into(),
+            points: change,
+        });
+    }
+    if notes.is_some() {
+        standing.as_of.get_or_insert(*now);
+        changed = true;
     }
     let mut after = standing.sum();
     if !after.is_finite() {
@@ -155,15 +156,15 @@ fn rescore(work: &mut Work, model: &ScoringModel, effects: &[Effect]) -> (f64, f
     (before, after)
 }
 
-/// This event's contributions to the record's scores so far: every model
-/// and the `score` action add to one [`ScoreNotes`].
-fn notes_of<'c>(
-    ledger: &'c mut Vec<ScoreNotes>,
+/// Where in the ledger this event's contributions to the record's scores
+/// are: every model and the `score` action add to one [`ScoreNotes`].
+fn notes_of(
+    ledger: &mut Vec<ScoreNotes>,
     record: &RecordKey,
     event: &Event,
     now: DateTime<Utc>,
-) -> &'c mut Vec<ScoreNote> {
-    let index = match ledger
+) -> usize {
+    match ledger
         .iter()
         .rposition(|n| n.seq == event.seq && n.record == *record)
     {
@@ -178,8 +179,7 @@ fn notes_of<'c>(
             });
             ledger.len() - 1
         }
-    };
-    &mut ledger[index].entries
+    }
 }
 
 /// Whether an attribute condition could read differently than at the last
