@@ -156,9 +156,9 @@ pub fn score_ledger_prefix(key: &RecordKey, model: &str) -> Vec<u8> {
 
 /// Fixed-width hex (not raw big-endian): the suffix doubles as the text
 /// paging cursor, and hex of equal width sorts like the numbers.
-pub fn score_entry(key: &RecordKey, model: &str, seq: (u64, u32)) -> Vec<u8> {
+pub fn score_entry(ledger_prefix: &[u8], seq: (u64, u32)) -> Vec<u8> {
     let position = format!("{:016x}{:08x}", seq.0, seq.1);
-    join(&[&score_ledger_prefix(key, model), position.as_bytes()])
+    join(&[ledger_prefix, position.as_bytes()])
 }
 
 pub fn run(id: &str) -> Vec<u8> {

@@ -22,9 +22,17 @@ pub(super) struct StoredEntry<S> {
     seq: (u64, u32),
 }
 
-/// Stages the writes of one event's contributions.
+/// Stages the writes of one event's contributions. A model's entries are
+/// made together, so its key prefix is built once for them.
 pub(super) fn encode(notes: &ScoreNotes, writes: &mut Vec<KvWrite>) -> Result<(), StoreError> {
+    let mut prefix = (None, Vec::new());
     for (position, note) in (0u32..).zip(&notes.entries) {
+        if prefix.0 != Some(note.model.as_str()) {
+            prefix = (
+                Some(note.model.as_str()),
+                keys::score_ledger_prefix(&notes.record, &note.model),
+            );
+        }
         let seq = (notes.seq, position);
         let stored = StoredEntry {
             rule: note.rule.as_str(),
@@ -34,7 +42,7 @@ pub(super) fn encode(notes: &ScoreNotes, writes: &mut Vec<KvWrite>) -> Result<()
             seq,
         };
         writes.push(KvWrite::Put(
-            keys::score_entry(&notes.record, &note.model, seq),
+            keys::score_entry(&prefix.1, seq),
             encode_value(&stored)?,
         ));
     }
@@ -77,7 +85,8 @@ mod tests {
         };
         let store = KvStore::open(MemoryBackend::default(), "memory").unwrap();
         let backend = store.into_backend();
-        let key = keys::score_entry(&entry.record, &entry.model, entry.seq);
+        let prefix = keys::score_ledger_prefix(&entry.record, &entry.model);
+        let key = keys::score_entry(&prefix, entry.seq);
         let value = encode_value(&entry).unwrap();
         backend.apply(vec![KvWrite::Put(key, value)]).unwrap();
         let store = KvStore::open(backend, "memory").unwrap();
@@ -94,7 +103,7 @@ mod tests {
         let backend = MemoryBackend::default();
         let store = KvStore::open(backend, "memory").unwrap();
         let backend = store.into_backend();
-        let key = keys::score_entry(&record, "fit", (1, 0));
+        let key = keys::score_entry(&keys::score_ledger_prefix(&record, "fit"), (1, 0));
         backend
             .apply(vec![KvWrite::Put(key, vec![0x93, 0x01])])
             .unwrap();
