@@ -8,6 +8,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
 use std::collections::BTreeMap;
 
+mod scores;
+
+pub use scores::{ModelScore, RuleSlots, Scores};
+
 /// Which record an event or task concerns.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct RecordKey {
@@ -224,185 +228,6 @@ impl Record {
     /// Whole days in the current stage at `now`.
     pub fn days_in_stage(&self, now: DateTime<Utc>) -> Option<i64> {
         self.stage_entered_at.map(|at| (now - at).num_days())
-    }
-}
-
-/// A record's standing in each scoring model, in model-name order. A
-/// sorted list rather than a map: a record has a few models and is read
-/// whole with every event, and a list is cheaper to read, search and copy.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct Scores(Vec<(CompactString, ModelScore)>);
-
-impl Scores {
-    /// The standing in a model.
-    pub fn get(&self, model: &str) -> Option<&ModelScore> {
-        self.find(model).ok().map(|i| &self.0[i].1)
-    }
-
-    /// The standing in a model, created empty if there is none yet, and
-    /// whether it was.
-    pub fn standing_mut(&mut self, model: &str) -> (&mut ModelScore, bool) {
-        match self.find(model) {
-            Ok(i) => (&mut self.0[i].1, false),
-            Err(i) => {
-                self.0.insert(i, (model.into(), ModelScore::default()));
-                (&mut self.0[i].1, true)
-            }
-        }
-    }
-
-    /// Sets the standing in a model.
-    pub fn insert(&mut self, model: &str, standing: ModelScore) {
-        *self.standing_mut(model).0 = standing;
-    }
-
-    /// Every model's standing, in model-name order.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &ModelScore)> {
-        self.0
-            .iter()
-            .map(|(model, standing)| (model.as_str(), standing))
-    }
-
-    fn find(&self, model: &str) -> Result<usize, usize> {
-        self.0
-            .binary_search_by(|(name, _)| name.as_str().cmp(model))
-    }
-}
-
-impl<'de> Deserialize<'de> for Scores {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let mut scores = Vec::<(CompactString, ModelScore)>::deserialize(d)?;
-        // Written in order; anything else is put in order, once per model.
-        if !scores.is_sorted_by(|a, b| a.0 < b.0) {
-            scores.sort_by(|a, b| a.0.cmp(&b.0));
-            scores.dedup_by(|a, b| a.0 == b.0);
-        }
-        Ok(Scores(scores))
-    }
-}
-
-/// Where a record stands in one scoring model. Kept small and flat: a
-/// scored lead is read and written with every event it gets, and this was
-/// most of the cost of doing so (issue 6's benchmark).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ModelScore {
-    /// The score after the last event: the sum of the parts then.
-    pub score: f64,
-    /// When the parts were last decayed; `None` before the first points.
-    pub as_of: Option<DateTime<Utc>>,
-    /// The rules with a part, in name order. Rule names are short, so a
-    /// `CompactString` holds them without an allocation.
-    rules: Vec<CompactString>,
-    /// Each rule's part, decayed to `as_of`; never 0.
-    points: Vec<f64>,
-}
-
-impl ModelScore {
-    /// A standing with these parts (in any order; later ones win).
-    pub fn with_parts<'a>(
-        score: f64,
-        as_of: Option<DateTime<Utc>>,
-        parts: impl IntoIterator<Item = (&'a str, f64)>,
-    ) -> Self {
-        let mut standing = ModelScore {
-            score,
-            as_of,
-            ..ModelScore::default()
-        };
-        for (rule, points) in parts {
-            standing.change_part(rule, |_| points);
-        }
-        standing
-    }
-
-    /// Each rule's part, in rule-name order.
-    pub fn parts(&self) -> impl Iterator<Item = (&str, f64)> {
-        self.rules
-            .iter()
-            .map(CompactString::as_str)
-            .zip(self.points.iter().copied())
-    }
-
-    /// The sum of the parts.
-    pub fn sum(&self) -> f64 {
-        self.points.iter().sum()
-    }
-
-    /// Sets a rule's part to `next(part)` (a rule without one has 0),
-    /// unless that is not finite; answers by how much the part changed.
-    pub fn change_part(&mut self, rule: &str, next: impl FnOnce(f64) -> f64) -> f64 {
-        let found = self.rules.binary_search_by(|name| name.as_str().cmp(rule));
-        let was = found.map_or(0.0, |i| self.points[i]);
-        let now = next(was);
-        if now == was || !now.is_finite() {
-            return 0.0;
-        }
-        match found {
-            Ok(i) if now == 0.0 => {
-                self.rules.remove(i);
-                self.points.remove(i);
-            }
-            Ok(i) => self.points[i] = now,
-            Err(i) => {
-                self.rules.insert(i, rule.into());
-                self.points.insert(i, now);
-            }
-        }
-        now - was
-    }
-
-    /// Multiplies every part by `factor` but those of the `held` rules
-    /// (names in order). One walk: both are in name order.
-    pub fn decay(&mut self, factor: f64, held: &[String]) {
-        let mut held = held.iter().map(String::as_str).peekable();
-        for (rule, points) in self.rules.iter().zip(&mut self.points) {
-            let rule = rule.as_str();
-            while held.next_if(|h| *h < rule).is_some() {}
-            if held.peek() != Some(&rule) {
-                *points *= factor;
-            }
-        }
-    }
-}
-
-/// How a `ModelScore` is stored: one array of the score, the time as
-/// seconds and nanoseconds (exact, and cheap to read), the rule names and
-/// their points. No field names, and two columns rather than a pair per
-/// part: a third fewer values to decode.
-type StoredModelScore = (f64, Option<(i64, u32)>, Vec<CompactString>, Vec<f64>);
-
-impl Serialize for ModelScore {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let as_of = self
-            .as_of
-            .map(|t| (t.timestamp(), t.timestamp_subsec_nanos()));
-        (self.score, as_of, &self.rules, &self.points).serialize(s)
-    }
-}
-
-impl<'de> Deserialize<'de> for ModelScore {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        use serde::de::Error;
-        let (score, as_of, rules, points) = StoredModelScore::deserialize(d)?;
-        if rules.len() != points.len() {
-            return Err(D::Error::custom(format!(
-                "a score has {} rule names but {} points",
-                rules.len(),
-                points.len()
-            )));
-        }
-        let as_of = as_of
-            .map(|(secs, nanos)| {
-                DateTime::from_timestamp(secs, nanos)
-                    .ok_or_else(|| D::Error::custom("a score's time is out of range"))
-            })
-            .transpose()?;
-        Ok(ModelScore {
-            score,
-            as_of,
-            rules,
-            points,
-        })
     }
 }
 
@@ -813,58 +638,6 @@ mod tests {
     }
 
     #[test]
-    fn parts_change_in_name_order_and_held_rules_do_not_decay() {
-        let mut standing = ModelScore::default();
-        for (rule, points) in [("d", 8.0), ("b", 8.0), ("e", 8.0), ("a", 8.0), ("c", 8.0)] {
-            assert_eq!(standing.change_part(rule, |was| was + points), points);
-        }
-        assert_eq!(standing.change_part("c", |_| f64::NAN), 0.0);
-        assert_eq!(standing.change_part("c", |_| f64::INFINITY), 0.0);
-        assert_eq!(standing.change_part("f", |was| was), 0.0, "no part of 0");
-        let held = ["a", "c", "cc", "e", "z"].map(String::from);
-        standing.decay(0.5, &held);
-        let parts: Vec<_> = standing.parts().collect();
-        assert_eq!(
-            parts,
-            [("a", 8.0), ("b", 4.0), ("c", 8.0), ("d", 4.0), ("e", 8.0)]
-        );
-        assert_eq!(standing.change_part("b", |_| 0.0), -4.0);
-        assert_eq!(standing.sum(), 28.0, "a part set to 0 is dropped");
-        assert!(standing.parts().all(|(rule, _)| rule != "b"));
-    }
-
-    #[test]
-    fn scores_read_out_of_order_are_put_in_order_once_per_model() {
-        let standing = |score| ModelScore::with_parts(score, None, []);
-        let stored = [
-            ("b", standing(1.0)),
-            ("a", standing(2.0)),
-            ("b", standing(3.0)),
-        ];
-        let bytes = rmp_serde::to_vec(&stored).unwrap();
-        let scores: Scores = rmp_serde::from_slice(&bytes).unwrap();
-        let read: Vec<_> = scores.iter().map(|(m, s)| (m, s.score)).collect();
-        assert_eq!(read, [("a", 2.0), ("b", 1.0)]);
-        assert_eq!(scores.get("b").map(|s| s.score), Some(1.0));
-        assert!(scores.get("c").is_none());
-    }
-
-    #[test]
-    fn a_score_whose_names_and_points_differ_in_number_is_an_error() {
-        let stored = (1.0, None::<(i64, u32)>, ["visit", "form"], [1.0]);
-        let bytes = rmp_serde::to_vec(&stored).unwrap();
-        let err = rmp_serde::from_slice::<ModelScore>(&bytes).unwrap_err();
-        assert!(
-            err.to_string().contains("2 rule names but 1 points"),
-            "{err}"
-        );
-        let stored = (1.0, Some((i64::MAX, 0)), ["visit"], [1.0]);
-        let bytes = rmp_serde::to_vec(&stored).unwrap();
-        let err = rmp_serde::from_slice::<ModelScore>(&bytes).unwrap_err();
-        assert!(err.to_string().contains("out of range"), "{err}");
-    }
-
-    #[test]
     fn a_record_with_scores_kept_the_dealflow_4_way_reads_them_as_scoring() {
         let stored = serde_json::json!({
             "kind": "lead", "id": "L1", "fields": {}, "owner": null, "pipeline": null,
@@ -887,8 +660,8 @@ mod tests {
                 ModelScore::with_parts(4.0, None, [("visit", 4.0)]),
             ),
             ("untouched", ModelScore::default()),
-        ]
-        .map(|(m, s)| (CompactString::from(m), s));
-        assert_eq!(record.scoring, Scores(expected.into()));
+        ];
+        let read: Vec<_> = record.scoring.iter().map(|(m, s)| (m, s.clone())).collect();
+        assert_eq!(read, expected);
     }
 }

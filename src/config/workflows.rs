@@ -9,6 +9,7 @@ use super::expr::{Condition, Expressions, TextTemplate};
 use super::loader::TemplateFormat;
 use super::model::{CatchUp, OnStepRemoved, OnUncertain, Outcome, Strategy};
 use super::values::{HoursRange, RateLimit};
+use crate::state::RuleSlots;
 use chrono::{NaiveDate, Weekday};
 use chrono_tz::Tz;
 use serde_json::Value as Json;
@@ -547,8 +548,10 @@ pub struct ScoringModel {
 struct ScoringIndex {
     by_event: HashMap<String, Vec<usize>>,
     attributes: Vec<usize>,
-    /// The attribute rules' names, sorted like a record's parts.
-    attribute_names: Vec<String>,
+    /// Where a record keeps each rule's part.
+    slots: RuleSlots,
+    /// By rule position: the rule's slot.
+    slot_of_rule: Vec<usize>,
     /// By rule position: the user fields an attribute rule's condition
     /// reads, or `None` when it reads anything else.
     reads: Vec<Option<Vec<String>>>,
@@ -569,10 +572,7 @@ impl ScoringModel {
                 ScoreTrigger::Event(on, _) => {
                     index.by_event.entry(on.clone()).or_default().push(position);
                 }
-                ScoreTrigger::Attribute(_) => {
-                    index.attributes.push(position);
-                    index.attribute_names.push(rule.name.clone());
-                }
+                ScoreTrigger::Attribute(_) => index.attributes.push(position),
             }
             let reads = match &rule.trigger {
                 ScoreTrigger::Attribute(when) => super::expr::fields_read(&when.source, &kind)
@@ -581,7 +581,9 @@ impl ScoringModel {
             };
             index.reads.push(reads);
         }
-        index.attribute_names.sort();
+        let held = |rule: &ScoreRule| matches!(rule.trigger, ScoreTrigger::Attribute(_));
+        (index.slots, index.slot_of_rule) =
+            RuleSlots::new(rules.iter().map(|r| (r.name.as_str(), held(r))));
         ScoringModel {
             name,
             kind,
@@ -593,12 +595,12 @@ impl ScoringModel {
     }
 
     /// The rules an event of this type can change, in rule order: its
-    /// event rules and every attribute rule, each with the user fields it
-    /// reads (`None`: it may read anything).
+    /// event rules and every attribute rule, each with its slot and the
+    /// user fields it reads (`None`: it may read anything).
     pub fn rules_for(
         &self,
         event_type: &str,
-    ) -> impl Iterator<Item = (&ScoreRule, Option<&[String]>)> {
+    ) -> impl Iterator<Item = (&ScoreRule, usize, Option<&[String]>)> {
         let on = self
             .index
             .by_event
@@ -615,14 +617,17 @@ impl ScoringModel {
                 _ => b.next(),
             };
             let &i = next?;
-            Some((self.rules.get(i)?, self.index.reads.get(i)?.as_deref()))
+            Some((
+                self.rules.get(i)?,
+                *self.index.slot_of_rule.get(i)?,
+                self.index.reads.get(i)?.as_deref(),
+            ))
         })
     }
 
-    /// The attribute rules' names, in order: their parts do not decay
-    /// (who the lead is does not fade; what it did does).
-    pub fn held_rules(&self) -> &[String] {
-        &self.index.attribute_names
+    /// Where a record keeps each rule's part.
+    pub fn slots(&self) -> &RuleSlots {
+        &self.index.slots
     }
 }
 

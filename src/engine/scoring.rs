@@ -20,28 +20,30 @@ use chrono::{DateTime, Utc};
 use compact_str::CompactString;
 use serde_json::json;
 
-/// One rule's effect on this event: on the part named after the rule.
-enum Effect<'m> {
-    /// Add points (an event rule), within `max`.
-    Add(&'m str, f64, Option<f64>),
-    /// Hold the part at this value (an attribute rule: its points or 0).
-    Hold(&'m str, f64),
+/// One rule's effect on this event, on the rule's part.
+struct Effect<'m> {
+    /// The rule's name in the ledger.
+    rule: &'m str,
+    /// The part's slot in the model; `None` for a part outside its rules.
+    slot: Option<usize>,
+    change: Change,
 }
 
-impl Effect<'_> {
-    fn rule(&self) -> &str {
-        match self {
-            Effect::Add(rule, ..) | Effect::Hold(rule, _) => rule,
-        }
-    }
+enum Change {
+    /// Add points (an event rule), within `max`.
+    Add(f64, Option<f64>),
+    /// Hold the part at this value (an attribute rule: its points or 0).
+    Hold(f64),
+}
 
-    /// The part's value after this effect, given its value before.
+impl Change {
+    /// The part's value after this change, given its value before.
     fn after(&self, was: f64) -> f64 {
         match *self {
-            Effect::Add(_, points, max) => {
+            Change::Add(points, max) => {
                 max.map_or(was + points, |max| (was + points).clamp(-max, max))
             }
-            Effect::Hold(_, value) => value,
+            Change::Hold(value) => value,
         }
     }
 }
@@ -69,23 +71,28 @@ pub(super) fn apply(work: &mut Work) -> Result<(), StoreError> {
     let mut effects = Vec::new();
     let mut ends = Vec::with_capacity(models.len());
     for model in &models {
-        for (rule, reads) in model.rules_for(&work.event.event_type) {
-            match &rule.trigger {
+        for (rule, slot, reads) in model.rules_for(&work.event.event_type) {
+            let change = match &rule.trigger {
                 ScoreTrigger::Event(_, condition) => {
-                    if condition.as_ref().is_none_or(|c| holds(work, c)) {
-                        effects.push(Effect::Add(&rule.name, rule.points, rule.max));
+                    if !condition.as_ref().is_none_or(|c| holds(work, c)) {
+                        continue;
                     }
+                    Change::Add(rule.points, rule.max)
                 }
                 ScoreTrigger::Attribute(condition) if may_have_changed(work, reads) => {
-                    let points = if holds(work, condition) {
+                    Change::Hold(if holds(work, condition) {
                         rule.points
                     } else {
                         0.0
-                    };
-                    effects.push(Effect::Hold(&rule.name, points));
+                    })
                 }
-                ScoreTrigger::Attribute(_) => {}
-            }
+                ScoreTrigger::Attribute(_) => continue,
+            };
+            effects.push(Effect {
+                rule: &rule.name,
+                slot: Some(slot),
+                change,
+            });
         }
         ends.push(effects.len());
     }
@@ -113,21 +120,25 @@ fn rescore(work: &mut Work, model: &ScoringModel, effects: &[Effect]) -> (f64, f
         ..
     } = work;
     let (standing, mut changed) = record.scoring.standing_mut(&model.name);
+    standing.align(model.slots());
     if model.half_life.is_some()
         && let Some(as_of) = standing.as_of
     {
         let factor = decay_factor(model, as_of, *now);
         standing.as_of = Some(*now);
         if factor != 1.0 {
-            standing.decay(factor, model.held_rules());
+            standing.decay(factor, model.slots());
         }
     }
     let before = standing.sum();
     // The event's ledger notes, found or opened with the first change.
     let mut notes = None;
     for effect in effects {
-        let rule = effect.rule();
-        let change = standing.change_part(rule, |was| effect.after(was));
+        let next = |was| effect.change.after(was);
+        let change = match effect.slot {
+            Some(slot) => standing.change_slot(slot, next),
+            None => standing.change_part(effect.rule, next),
+        };
         if change == 0.0 {
             continue;
         }
@@ -135,7 +146,7 @@ fn rescore(work: &mut Work, model: &ScoringModel, effects: &[Effect]) -> (f64, f
             *notes.get_or_insert_with(|| notes_of(&mut changes.ledger, &record.key, event, *now));
         changes.ledger[at].entries.push(ScoreNote {
             model: model.name.as_str().into(),
-            rule: rule.into(),
+            rule: effect.rule.into(),
             points: change,
         });
     }
@@ -213,7 +224,12 @@ pub(super) fn adjust(
         )));
     };
     let rule = format!("action {rule}");
-    let (before, after) = rescore(work, model, &[Effect::Add(&rule, points, None)]);
+    let effect = Effect {
+        rule: &rule,
+        slot: None,
+        change: Change::Add(points, None),
+    };
+    let (before, after) = rescore(work, model, &[effect]);
     announce(work, model, before, after)?;
     Ok(Done::Ok(Some(format!(
         "{model_name}: {before:.1} → {after:.1}"
@@ -231,7 +247,8 @@ pub fn decay_factor(model: &ScoringModel, from: DateTime<Utc>, to: DateTime<Utc>
     }
 }
 
-/// A model's parts decayed to `at`, by rule, without changing the record.
+/// A model's parts decayed to `at`, by rule name, without changing the
+/// record.
 pub fn parts_at(
     record: &Record,
     model: &ScoringModel,
@@ -244,9 +261,10 @@ pub fn parts_at(
         .as_of
         .map_or(1.0, |from| decay_factor(model, from, at));
     let mut decayed = standing.clone();
-    decayed.decay(factor, model.held_rules());
+    decayed.decay(factor, model.slots());
     decayed
-        .parts()
+        .parts_by_name()
+        .into_iter()
         .map(|(rule, points)| (rule.into(), points))
         .collect()
 }
@@ -386,21 +404,28 @@ mod tests {
         );
         let names = |t: &str| {
             m.rules_for(t)
-                .map(|(r, _)| r.name.clone())
+                .map(|(r, slot, _)| (r.name.clone(), slot))
                 .collect::<Vec<_>>()
         };
         assert_eq!(
             names("page.viewed"),
-            ["b_attr", "visit", "a_attr", "visit2"]
+            [("b_attr", 0), ("visit", 1), ("a_attr", 3), ("visit2", 4)].map(|(n, s)| (n.into(), s))
         );
-        assert_eq!(names("other"), ["b_attr", "a_attr"]);
+        assert_eq!(names("other"), [("b_attr".into(), 0), ("a_attr".into(), 3)]);
         let names = ["a_attr", "b_attr", "open", "visit", "visit2", "zz"];
         let mut standing = ModelScore::with_parts(0.0, None, names.map(|n| (n, 8.0)));
-        standing.decay(0.5, m.held_rules());
+        standing.decay(0.5, m.slots());
         assert_eq!(
-            standing.parts().map(|(_, v)| v).collect::<Vec<_>>(),
-            [8.0, 8.0, 4.0, 4.0, 4.0, 4.0],
-            "only the attribute rules' parts keep their value"
+            standing.parts().collect::<Vec<_>>(),
+            [
+                ("b_attr", 8.0),
+                ("visit", 4.0),
+                ("open", 4.0),
+                ("a_attr", 8.0),
+                ("visit2", 4.0),
+                ("zz", 4.0)
+            ],
+            "parts are laid out by the model's rules, others after; only the attribute rules' keep their value"
         );
     }
 

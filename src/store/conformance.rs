@@ -603,47 +603,65 @@ fn garbage_files_in_the_data_folder_are_refused_not_replaced() {
 }
 
 #[test]
-fn a_dealflow_4_store_keeps_its_scores_and_a_newer_store_is_refused() {
-    let backend = MemoryBackend::default();
-    let legacy = serde_json::json!({
-        "kind": "lead", "id": "L1", "fields": {}, "owner": null, "pipeline": null,
-        "stage": null, "stage_entered_at": null,
+fn dealflow_4_and_5_stores_keep_their_scores_and_a_newer_store_is_refused() {
+    let record = |scores: serde_json::Value| {
+        let mut record = serde_json::json!({
+            "kind": "lead", "id": "L1", "fields": {}, "owner": null, "pipeline": null,
+            "stage": null, "stage_entered_at": null,
+            "created_at": "2026-03-02T14:00:00Z", "updated_at": "2026-03-02T14:00:00Z",
+        });
+        record
+            .as_object_mut()
+            .unwrap()
+            .extend(scores.as_object().unwrap().clone());
+        kv::encode_value(&record).unwrap()
+    };
+    let as_of: chrono::DateTime<chrono::Utc> = "2026-03-04T00:00:00Z".parse().unwrap();
+    let dealflow_4 = record(serde_json::json!({
         "scores": { "fit": 2.5 }, "score_parts": { "fit": { "visit": 2.5 } },
         "scores_as_of": { "fit": "2026-03-04T00:00:00Z" },
-        "created_at": "2026-03-02T14:00:00Z", "updated_at": "2026-03-02T14:00:00Z",
-    });
-    let lead = key("lead", "L1");
-    backend
-        .apply(vec![
-            KvWrite::Put(keys::FORMAT.to_vec(), keys::FORMAT_VERSION_4.to_vec()),
-            KvWrite::Put(keys::record(&lead), kv::encode_value(&legacy).unwrap()),
-        ])
-        .unwrap();
-    let store = KvStore::open(backend, "memory").unwrap();
-    let fit = store
-        .record(&lead)
-        .unwrap()
-        .unwrap()
-        .scoring
-        .get("fit")
-        .cloned();
-    let as_of = "2026-03-04T00:00:00Z".parse().ok();
-    assert_eq!(
-        fit,
-        Some(ModelScore::with_parts(2.5, as_of, [("visit", 2.5)]))
-    );
-    let backend = store.into_backend();
-    assert_eq!(
-        backend.get(keys::FORMAT).unwrap().as_deref(),
-        Some(keys::FORMAT_VERSION)
-    );
+    }));
+    let dealflow_5 = record(serde_json::json!({
+        "scoring": [["fit", [2.5, [as_of.timestamp(), 0], ["visit"], [2.5]]]],
+    }));
+    for (format, stored) in [
+        (keys::FORMAT_VERSION_4, dealflow_4),
+        (keys::FORMAT_VERSION_5, dealflow_5),
+    ] {
+        let backend = MemoryBackend::default();
+        let lead = key("lead", "L1");
+        backend
+            .apply(vec![
+                KvWrite::Put(keys::FORMAT.to_vec(), format.to_vec()),
+                KvWrite::Put(keys::record(&lead), stored),
+            ])
+            .unwrap();
+        let store = KvStore::open(backend, "memory").unwrap();
+        let fit = store
+            .record(&lead)
+            .unwrap()
+            .unwrap()
+            .scoring
+            .get("fit")
+            .cloned();
+        assert_eq!(
+            fit,
+            Some(ModelScore::with_parts(2.5, Some(as_of), [("visit", 2.5)]))
+        );
+        let backend = store.into_backend();
+        assert_eq!(
+            backend.get(keys::FORMAT).unwrap().as_deref(),
+            Some(keys::FORMAT_VERSION)
+        );
+    }
 
+    let backend = MemoryBackend::default();
     backend
         .apply(vec![KvWrite::Put(
             keys::FORMAT.to_vec(),
-            b"dealflow-6".to_vec(),
+            b"dealflow-7".to_vec(),
         )])
         .unwrap();
     let err = KvStore::open(backend, "/data").err().unwrap();
-    assert!(err.to_string().contains("dealflow-6"), "{err}");
+    assert!(err.to_string().contains("dealflow-7"), "{err}");
 }

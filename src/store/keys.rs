@@ -28,10 +28,13 @@ pub const COUNTER: &[u8] = b"ct\0";
 pub const SCORE_LEDGER: &[u8] = b"sl\0";
 
 /// The store format this build writes; a store with another is refused.
-pub const FORMAT_VERSION: &[u8] = b"dealflow-5";
-/// The format before: scores in three maps on a record. Those records read
-/// as they are, so opening only moves the mark, which keeps an older build
-/// from reading new records without their scores.
+pub const FORMAT_VERSION: &[u8] = b"dealflow-6";
+/// The format before: a score's parts as a list of names and one of
+/// points. Those records read as they are, so opening only moves the mark,
+/// which keeps an older build from misreading new records.
+pub const FORMAT_VERSION_5: &[u8] = b"dealflow-5";
+/// Before that: scores in three maps on a record. Those records read as
+/// they are too.
 pub const FORMAT_VERSION_4: &[u8] = b"dealflow-4";
 /// Before that: also a key per run. Migrated on open.
 pub const FORMAT_VERSION_3: &[u8] = b"dealflow-3";

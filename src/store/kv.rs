@@ -66,6 +66,7 @@ impl<B: Backend> KvStore<B> {
                     keys::FORMAT_VERSION_2,
                     keys::FORMAT_VERSION_3,
                     keys::FORMAT_VERSION_4,
+                    keys::FORMAT_VERSION_5,
                 ]
                 .contains(&&*mark) =>
             {
@@ -74,10 +75,10 @@ impl<B: Backend> KvStore<B> {
                 } else {
                     0
                 };
-                let runs = if mark == keys::FORMAT_VERSION_4 {
-                    0
-                } else {
+                let runs = if [keys::FORMAT_VERSION_2, keys::FORMAT_VERSION_3].contains(&&*mark) {
                     runs::migrate_to_rows(&backend)?
+                } else {
+                    0
                 };
                 backend.apply(vec![KvWrite::Put(
                     keys::FORMAT.to_vec(),
@@ -88,7 +89,7 @@ impl<B: Backend> KvStore<B> {
                     from = %String::from_utf8_lossy(&mark),
                     records,
                     runs,
-                    "Moved the store to format dealflow-5 (stage history per record, runs in a row per event, scores per model in one place)."
+                    "Moved the store to format dealflow-6 (stage history per record, runs in a row per event, scores per model in one place, parts by rule position)."
                 );
             }
             Some(other) => {
