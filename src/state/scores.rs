@@ -18,7 +18,7 @@ use std::sync::Arc;
 /// A record's standing in each scoring model, in model-name order. A
 /// sorted list rather than a map: a record has a few models and is read
 /// whole with every event, and a list is cheaper to read, search and copy.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Scores(Vec<(CompactString, ModelScore)>);
 
 impl Scores {
@@ -54,18 +54,6 @@ impl Scores {
     fn find(&self, model: &str) -> Result<usize, usize> {
         self.0
             .binary_search_by(|(name, _)| name.as_str().cmp(model))
-    }
-}
-
-impl<'de> Deserialize<'de> for Scores {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let mut scores = Vec::<(CompactString, ModelScore)>::deserialize(d)?;
-        // Written in order; anything else is put in order, once per model.
-        if !scores.is_sorted_by(|a, b| a.0 < b.0) {
-            scores.sort_by(|a, b| a.0.cmp(&b.0));
-            scores.dedup_by(|a, b| a.0 == b.0);
-        }
-        Ok(Scores(scores))
     }
 }
 
@@ -273,48 +261,138 @@ impl ModelScore {
     }
 }
 
-/// How a `ModelScore` is stored: one array of the score, the time as
-/// seconds and nanoseconds (exact, and cheap to read), the slots' names as
-/// one string, and the points as one byte string of little-endian `f64`s
-/// (a list of numbers where the format reads as text).
-impl Serialize for ModelScore {
+// How standings are stored. In the store (a binary format) a record's
+// `Scores` is one byte string in postcard, read with no per-value dispatch,
+// which msgpack spent most of a scored record's reading on (issue 6). Each
+// standing in it is the model, the score, the time as seconds and
+// nanoseconds (exact, and cheap to read), the slots' names as one byte
+// string and the points as one of little-endian `f64`s. Text formats get
+// the same as a list of (model, [score, time, names, [points]]), which is
+// also how `dealflow-5` stores kept them (with names as a list).
+
+impl Serialize for Scores {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let as_of = self
-            .as_of
-            .map(|t| (t.timestamp(), t.timestamp_subsec_nanos()));
-        let slots: &str = &self.slots;
+        use serde::ser::Error;
         if s.is_human_readable() {
-            (self.score, as_of, slots, &self.points).serialize(s)
-        } else {
-            (self.score, as_of, slots, LittleEndian(&self.points)).serialize(s)
+            return self.0.serialize(s);
         }
-    }
-}
-
-struct LittleEndian<'a>(&'a [f64]);
-
-impl Serialize for LittleEndian<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let bytes: Vec<u8> = self.0.iter().flat_map(|p| p.to_le_bytes()).collect();
+        let points: Vec<Vec<u8>> = self
+            .0
+            .iter()
+            .map(|(_, standing)| {
+                standing
+                    .points
+                    .iter()
+                    .flat_map(|p| p.to_le_bytes())
+                    .collect()
+            })
+            .collect();
+        let stored: Vec<_> = self
+            .0
+            .iter()
+            .zip(&points)
+            .map(|((model, standing), points)| {
+                let slots = Bytes(standing.slots.as_bytes());
+                (
+                    model.as_str(),
+                    standing.score,
+                    standing.stored_time(),
+                    slots,
+                    Bytes(points),
+                )
+            })
+            .collect();
+        let bytes = postcard::to_allocvec(&stored).map_err(S::Error::custom)?;
         s.serialize_bytes(&bytes)
     }
 }
 
-impl<'de> Deserialize<'de> for ModelScore {
+impl<'de> Deserialize<'de> for Scores {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let (score, as_of, StoredSlots(slots), StoredPoints(points)) =
-            <(f64, Option<(i64, u32)>, StoredSlots, StoredPoints)>::deserialize(d)?;
+        struct Standings;
+        impl<'de> de::Visitor<'de> for Standings {
+            type Value = Vec<(CompactString, ModelScore)>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("scores")
+            }
+            fn visit_bytes<E: de::Error>(self, bytes: &[u8]) -> Result<Self::Value, E> {
+                let stored: Vec<StoredStanding> = postcard::from_bytes(bytes).map_err(E::custom)?;
+                stored
+                    .into_iter()
+                    .map(|s| {
+                        let slots = std::str::from_utf8(s.slots).map_err(E::custom)?;
+                        let points = points_from_le(s.points).map_err(E::custom)?;
+                        let standing = ModelScore::stored(s.score, s.as_of, slots.into(), points);
+                        Ok((s.model.into(), standing.map_err(E::custom)?))
+                    })
+                    .collect()
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut scores = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+                while let Some(standing) = seq.next_element()? {
+                    scores.push(standing);
+                }
+                Ok(scores)
+            }
+        }
+        let mut scores = d.deserialize_any(Standings)?;
+        // Written in order; anything else is put in order, once per model.
+        if !scores.is_sorted_by(|a, b| a.0 < b.0) {
+            scores.sort_by(|a, b| a.0.cmp(&b.0));
+            scores.dedup_by(|a, b| a.0 == b.0);
+        }
+        Ok(Scores(scores))
+    }
+}
+
+/// A standing as `Scores` stores it in a binary format.
+#[derive(Deserialize)]
+struct StoredStanding<'a> {
+    model: &'a str,
+    score: f64,
+    as_of: Option<(i64, u32)>,
+    slots: &'a [u8],
+    points: &'a [u8],
+}
+
+/// A byte string, which serde would otherwise write as a list of numbers.
+struct Bytes<'a>(&'a [u8]);
+
+impl Serialize for Bytes<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(self.0)
+    }
+}
+
+fn points_from_le(bytes: &[u8]) -> Result<Vec<f64>, String> {
+    let (points, rest) = bytes.as_chunks::<8>();
+    if !rest.is_empty() {
+        return Err(format!(
+            "points take 8 bytes each, not {} in all",
+            bytes.len()
+        ));
+    }
+    Ok(points.iter().map(|p| f64::from_le_bytes(*p)).collect())
+}
+
+impl ModelScore {
+    /// A standing read from the store, checked to have a part for each name.
+    fn stored(
+        score: f64,
+        as_of: Option<(i64, u32)>,
+        slots: Arc<str>,
+        points: Vec<f64>,
+    ) -> Result<Self, String> {
         let names = bytecount::count(slots.as_bytes(), 0);
         if names != points.len() || !(slots.is_empty() || slots.ends_with('\0')) {
-            return Err(D::Error::custom(format!(
+            return Err(format!(
                 "a score has {names} rule names but {} points",
                 points.len()
-            )));
+            ));
         }
         let as_of = as_of
             .map(|(secs, nanos)| {
-                DateTime::from_timestamp(secs, nanos)
-                    .ok_or_else(|| D::Error::custom("a score's time is out of range"))
+                DateTime::from_timestamp(secs, nanos).ok_or("a score's time is out of range")
             })
             .transpose()?;
         Ok(ModelScore {
@@ -324,9 +402,29 @@ impl<'de> Deserialize<'de> for ModelScore {
             points,
         })
     }
+
+    fn stored_time(&self) -> Option<(i64, u32)> {
+        self.as_of
+            .map(|t| (t.timestamp(), t.timestamp_subsec_nanos()))
+    }
 }
 
-/// Slot names as stored: one string, or (`dealflow-5`) a list of names.
+impl Serialize for ModelScore {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        (self.score, self.stored_time(), &*self.slots, &self.points).serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for ModelScore {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let (score, as_of, StoredSlots(slots), points) =
+            <(f64, Option<(i64, u32)>, StoredSlots, Vec<f64>)>::deserialize(d)?;
+        ModelScore::stored(score, as_of, slots, points).map_err(D::Error::custom)
+    }
+}
+
+/// Slot names in the list form: one string, or (`dealflow-5`) a list of
+/// names.
 struct StoredSlots(Arc<str>);
 
 impl<'de> Deserialize<'de> for StoredSlots {
@@ -350,45 +448,6 @@ impl<'de> Deserialize<'de> for StoredSlots {
             }
         }
         d.deserialize_any(Names)
-    }
-}
-
-/// Points as stored: little-endian bytes, or a list of numbers (text
-/// formats, and `dealflow-5`).
-struct StoredPoints(Vec<f64>);
-
-impl<'de> Deserialize<'de> for StoredPoints {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Points;
-        impl<'de> de::Visitor<'de> for Points {
-            type Value = StoredPoints;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("points")
-            }
-            fn visit_bytes<E: de::Error>(self, bytes: &[u8]) -> Result<StoredPoints, E> {
-                let (points, rest) = bytes.as_chunks::<8>();
-                if !rest.is_empty() {
-                    return Err(E::custom(format!(
-                        "points take 8 bytes each, not {} in all",
-                        bytes.len()
-                    )));
-                }
-                Ok(StoredPoints(
-                    points.iter().map(|p| f64::from_le_bytes(*p)).collect(),
-                ))
-            }
-            fn visit_seq<A: de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> Result<StoredPoints, A::Error> {
-                let mut points = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
-                while let Some(part) = seq.next_element()? {
-                    points.push(part);
-                }
-                Ok(StoredPoints(points))
-            }
-        }
-        d.deserialize_any(Points)
     }
 }
 
@@ -486,26 +545,28 @@ mod tests {
     }
 
     #[test]
-    fn a_standing_reads_back_as_written_in_binary_and_text_formats() {
+    fn scores_read_back_as_written_in_binary_and_text_formats() {
         let model = slots(&[("visit", false), ("fit", true)]);
-        let mut standing = ModelScore::with_parts(3.0, None, []);
+        let mut scores = Scores::default();
+        let (standing, _) = scores.standing_mut("intent");
         standing.align(&model);
         standing.change_slot(1, |_| 2.5);
         standing.change_part("action x", |_| 0.5);
-        let bytes = rmp_serde::to_vec(&standing).unwrap();
-        let read: ModelScore = rmp_serde::from_slice(&bytes).unwrap();
-        assert_eq!(
-            read.parts().collect::<Vec<_>>(),
-            standing.parts().collect::<Vec<_>>()
-        );
-        assert_eq!(&*read.slots, "visit\0fit\0action x\0");
-        assert_eq!(read.points, [0.0, 2.5, 0.5]);
-        let json = serde_json::to_value(&standing).unwrap();
-        assert_eq!(json[3], serde_json::json!([0.0, 2.5, 0.5]));
-        assert_eq!(
-            serde_json::from_value::<ModelScore>(json).unwrap(),
-            standing
-        );
+        standing.score = 3.0;
+        standing.as_of = DateTime::from_timestamp(86_400, 7);
+        scores.insert("fit", ModelScore::with_parts(1.0, None, [("visit", 1.0)]));
+
+        let bytes = rmp_serde::to_vec(&scores).unwrap();
+        let read: Scores = rmp_serde::from_slice(&bytes).unwrap();
+        assert_eq!(read, scores);
+        let intent = read.get("intent").unwrap();
+        assert_eq!(&*intent.slots, "visit\0fit\0action x\0");
+        assert_eq!(intent.points, [0.0, 2.5, 0.5]);
+
+        let json = serde_json::to_value(&scores).unwrap();
+        assert_eq!(json[1][0], "intent");
+        assert_eq!(json[1][1][3], serde_json::json!([0.0, 2.5, 0.5]));
+        assert_eq!(serde_json::from_value::<Scores>(json).unwrap(), scores);
     }
 
     #[test]
@@ -530,26 +591,34 @@ mod tests {
             err.to_string().contains("2 rule names but 1 points"),
             "{err}"
         );
-        let unended = (1.0, None::<(i64, u32)>, "visit", LittleEndian(&[1.0]));
+        let unended = (1.0, None::<(i64, u32)>, "visit", [1.0]);
         let err = read(rmp_serde::to_vec(&unended).unwrap()).unwrap_err();
         assert!(
             err.to_string().contains("0 rule names but 1 points"),
             "{err}"
         );
-        let short = (1.0, None::<(i64, u32)>, "visit\0", Bytes(&[0; 7]));
-        let err = read(rmp_serde::to_vec(&short).unwrap()).unwrap_err();
-        assert!(err.to_string().contains("8 bytes each, not 7"), "{err}");
-        let late = (1.0, Some((i64::MAX, 0)), "", Bytes(&[]));
+        let late = (1.0, Some((i64::MAX, 0)), "", [0.0; 0]);
         let err = read(rmp_serde::to_vec(&late).unwrap()).unwrap_err();
         assert!(err.to_string().contains("out of range"), "{err}");
-    }
 
-    struct Bytes<'a>(&'a [u8]);
-
-    impl Serialize for Bytes<'_> {
-        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            s.serialize_bytes(self.0)
-        }
+        let read_stored = |slots: &[u8], points: &[u8]| {
+            let standing = ("m", 1.0, None::<(i64, u32)>, Bytes(slots), Bytes(points));
+            let blob = postcard::to_allocvec(&vec![standing]).unwrap();
+            let bytes = rmp_serde::to_vec(&Bytes(&blob)).unwrap();
+            rmp_serde::from_slice::<Scores>(&bytes).map(|_| ())
+        };
+        assert!(read_stored(b"visit\0", &[0; 8]).is_ok());
+        let err = read_stored(b"visit\0", &[0; 7]).unwrap_err();
+        assert!(err.to_string().contains("8 bytes each, not 7"), "{err}");
+        let err = read_stored(b"\xff\0", &[0; 8]).unwrap_err();
+        assert!(err.to_string().contains("invalid utf-8"), "{err}");
+        let err = read_stored(b"visit", &[0; 8]).unwrap_err();
+        assert!(
+            err.to_string().contains("0 rule names but 1 points"),
+            "{err}"
+        );
+        let truncated = rmp_serde::to_vec(&Bytes(&[1, 1, b'm'])).unwrap();
+        assert!(rmp_serde::from_slice::<Scores>(&truncated).is_err());
     }
 
     #[test]
