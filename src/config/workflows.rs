@@ -10,6 +10,7 @@ use super::loader::TemplateFormat;
 use super::model::{CatchUp, OnStepRemoved, OnUncertain, Outcome, Strategy};
 use super::values::{HoursRange, RateLimit};
 use crate::state::RuleSlots;
+use rustc_hash::FxHashMap;
 use chrono::{NaiveDate, Weekday};
 use chrono_tz::Tz;
 use serde_json::Value as Json;
@@ -546,7 +547,9 @@ pub struct ScoringModel {
 
 #[derive(Debug, Clone, Default)]
 struct ScoringIndex {
-    by_event: HashMap<String, Vec<usize>>,
+    /// Looked up by every event in every model of its record's kind, with a
+    /// hash cheaper than SipHash (3% of issue 6's benchmark with SipHash).
+    by_event: FxHashMap<String, Vec<usize>>,
     attributes: Vec<usize>,
     /// Where a record keeps each rule's part.
     slots: RuleSlots,
