@@ -125,3 +125,66 @@ async fn a_handoff_without_context_is_refused_naming_the_fields() {
         "nobody received it: {record}"
     );
 }
+
+/// A model without decay, so every score below is exact.
+fn fit_model(rules: &[&str]) -> String {
+    let rules: String = rules.iter().map(|r| format!("      - {r}\n")).collect();
+    format!("scoring:\n  - name: fit\n    for: lead\n    rules:\n{rules}")
+}
+
+async fn send(url: &str, id: &str, event_type: &str) {
+    let event = json!({ "type": event_type, "record": { "kind": "lead", "id": id } });
+    let (status, body) = post_json(&format!("{url}/v1/events"), event).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+}
+
+/// The record's `fit` parts as (rule, points) once its score is `score`.
+async fn fit_parts(url: &str, id: &str, score: f64) -> Vec<(String, f64)> {
+    let fit = eventually(5, &format!("a fit score of {score}"), || async {
+        let (_, record) = view(url, id).await;
+        let fit = record["scores"]["fit"].clone();
+        (fit["score"] == json!(score)).then_some(fit)
+    })
+    .await;
+    let parts = fit["parts"].as_array().cloned().unwrap_or_default();
+    parts
+        .iter()
+        .map(|p| {
+            (
+                p["rule"].as_str().unwrap_or_default().to_owned(),
+                p["points"].as_f64().unwrap_or(f64::NAN),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_reload_that_reorders_and_adds_rules_keeps_each_rules_points() {
+    let visit = "{ name: visit, on: page.viewed, points: 10 }";
+    let form = "{ name: form, on: form.submitted, points: 20 }";
+    let demo = "{ name: demo, on: demo.booked, points: 50 }";
+    let (dir, flows) = workflow_dir(&fit_model(&[visit, form]));
+    let daemon = Daemon::start(&flows, &dir.path().join("data"), &[], &[]);
+    let url = daemon.url.clone();
+    send(&url, "L1", "page.viewed").await;
+    send(&url, "L1", "form.submitted").await;
+    let parts = [("form".to_owned(), 20.0), ("visit".to_owned(), 10.0)];
+    assert_eq!(fit_parts(&url, "L1", 30.0).await, parts);
+
+    // The stored record keeps its parts laid out by the old rules; the new
+    // rules put a rule first and swap the others.
+    std::fs::write(flows.join("flows.yaml"), fit_model(&[demo, form, visit])).unwrap();
+    let (status, body) = post_json(&format!("{url}/v1/reload"), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["changed"], true, "{body}");
+    send(&url, "L1", "page.viewed").await;
+    let parts = [("form".to_owned(), 20.0), ("visit".to_owned(), 20.0)];
+    assert_eq!(fit_parts(&url, "L1", 40.0).await, parts);
+    send(&url, "L1", "demo.booked").await;
+    let parts = [
+        ("demo".to_owned(), 50.0),
+        ("form".to_owned(), 20.0),
+        ("visit".to_owned(), 20.0),
+    ];
+    assert_eq!(fit_parts(&url, "L1", 90.0).await, parts);
+}
