@@ -234,10 +234,15 @@ impl ModelScore {
     /// Multiplies every part but the held ones by `factor`.
     pub fn decay(&mut self, factor: f64, rules: &RuleSlots) {
         self.align(rules);
-        for (slot, part) in self.points.iter_mut().enumerate() {
-            if !rules.held.get(slot).copied().unwrap_or(false) {
+        let model_slots = rules.len().min(self.points.len());
+        let (model_parts, other_parts) = self.points.split_at_mut(model_slots);
+        for (part, held) in model_parts.iter_mut().zip(&rules.held) {
+            if !held {
                 *part *= factor;
             }
+        }
+        for part in other_parts {
+            *part *= factor;
         }
     }
 }
