@@ -149,12 +149,18 @@ impl<'a> Work<'a> {
         let existing = state.record(&event.record)?;
         let record_changed = existing.is_none();
         let record = existing.unwrap_or_else(|| Record::new(event.record.clone(), now));
+        // Only entering a stage sets `pipeline`, and records are never
+        // deleted: a record without one has no stage history to read.
+        let history = match record.pipeline {
+            Some(_) => state.stage_history(&event.record)?,
+            None => Vec::new(),
+        };
         Ok(Work {
             workflows,
             state,
             now,
             event,
-            history: state.stage_history(&event.record)?,
+            history,
             enrollments: state.enrollments(&event.record)?,
             record,
             created: record_changed,

@@ -67,8 +67,9 @@ pub(super) fn apply(work: &mut Work) -> Result<(), StoreError> {
         let scope = scope.get_or_insert_with(|| work.scope(&[]));
         workflows.expressions.eval(c, scope).unwrap_or(false)
     };
-    // Every model's effects in one list; model i's end at `ends[i]`.
-    let mut effects = Vec::new();
+    // Every model's effects in one list (at most one per rule); model i's
+    // end at `ends[i]`.
+    let mut effects = Vec::with_capacity(models.iter().map(|m| m.rules.len()).sum());
     let mut ends = Vec::with_capacity(models.len());
     for model in &models {
         for (rule, slot, reads) in model.rules_for(&work.event.event_type) {
