@@ -164,6 +164,48 @@ pub fn fired_timer_events_follow_raised_ones_and_keep_their_ids<S: Store>(s: &S)
     assert_eq!((outside[0].seq, outside[0].duplicate), (3, false));
 }
 
+/// However many records a store keeps decoded, it answers each as last
+/// written.
+pub fn records_read_as_last_written<S: Store>(s: &S) {
+    let record = |id: &str, n: i64| {
+        let mut r = Record::new(key("lead", id), at(0));
+        r.fields.insert("n".into(), json!(n));
+        r
+    };
+    let n_of = |id: &str| {
+        s.record(&key("lead", id))
+            .unwrap()
+            .map(|r| r.fields["n"].clone())
+    };
+    for round in 0..3 {
+        s.commit(Changes {
+            records: vec![record("L1", round), record("L2", round * 10)],
+            ..Changes::default()
+        })
+        .unwrap();
+        s.commit(Changes {
+            records: vec![record("L3", round)],
+            ..Changes::default()
+        })
+        .unwrap();
+        assert_eq!(n_of("L1"), Some(json!(round)));
+        assert_eq!(n_of("L2"), Some(json!(round * 10)));
+        assert_eq!(n_of("L3"), Some(json!(round)));
+    }
+    assert_eq!(n_of("L9"), None);
+    let page = s.records_of_kind("lead", None, 10).unwrap();
+    let listed: Vec<_> = page.items.iter().map(|r| r.fields["n"].clone()).collect();
+    assert_eq!(listed, [json!(2), json!(20), json!(2)]);
+}
+
+#[test]
+fn a_store_keeping_one_record_or_none_reads_each_as_last_written() {
+    for kept in [0, 1] {
+        let store = KvStore::open(MemoryBackend::default(), "memory").unwrap();
+        records_read_as_last_written(&store.keeping_records(kept));
+    }
+}
+
 pub fn records_page_by_kind<S: Store>(s: &S) {
     let records: Vec<Record> = ["a", "b", "c"]
         .iter()
@@ -497,6 +539,11 @@ macro_rules! conformance {
             fn fired_timer_events_follow_raised_ones_and_keep_their_ids() {
                 let (_g, s) = $make;
                 super::fired_timer_events_follow_raised_ones_and_keep_their_ids(&s);
+            }
+            #[test]
+            fn records_read_as_last_written() {
+                let (_g, s) = $make;
+                super::records_read_as_last_written(&s);
             }
             #[test]
             fn records_page_by_kind() {

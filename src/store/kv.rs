@@ -5,6 +5,7 @@ use super::events;
 use super::history;
 use super::keys;
 use super::ledger;
+use super::record_cache::{DEFAULT_RECORDS_KEPT, RecordCache};
 use super::runs;
 use super::*;
 use serde::Serialize;
@@ -27,6 +28,8 @@ pub struct KvStore<B: Backend> {
     /// Holds the next event sequence number once read, so appends do not
     /// read it from the backend every time.
     writer: Mutex<Option<u64>>,
+    /// The records written last, decoded.
+    records: RecordCache,
 }
 
 /// Values are MessagePack with field names: self-describing like JSON (so
@@ -118,7 +121,15 @@ impl<B: Backend> KvStore<B> {
         Ok(KvStore {
             backend,
             writer: Mutex::new(None),
+            records: RecordCache::new(DEFAULT_RECORDS_KEPT),
         })
+    }
+
+    /// Keeps up to `records` of the records written last decoded, rather
+    /// than [`DEFAULT_RECORDS_KEPT`]; 0 decodes every record read.
+    pub fn keeping_records(mut self, records: usize) -> Self {
+        self.records = RecordCache::new(records);
+        self
     }
 
     /// The backend, for tests that look under the tables.
@@ -441,7 +452,10 @@ impl<B: Backend> EventTable for KvStore<B> {
 
 impl<B: Backend> RecordTable for KvStore<B> {
     fn record(&self, key: &RecordKey) -> Result<Option<Record>, StoreError> {
-        self.get(&keys::record(key))
+        match self.records.get(key) {
+            Some(record) => Ok(Some(record)),
+            None => self.get(&keys::record(key)),
+        }
     }
 
     fn records_of_kind(
@@ -854,6 +868,7 @@ impl<B: Backend> Store for KvStore<B> {
         }
         self.backend.apply(w)?;
         *writer = Some(next);
+        self.records.written(changes.records);
         Ok(())
     }
 

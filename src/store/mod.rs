@@ -15,6 +15,7 @@ mod keys;
 mod kv;
 mod ledger;
 mod memory;
+mod record_cache;
 mod runs;
 mod sled_backend;
 
@@ -24,6 +25,7 @@ mod conformance;
 pub use backend::{Backend, KvWrite};
 pub use kv::KvStore;
 pub use memory::MemoryBackend;
+pub use record_cache::DEFAULT_RECORDS_KEPT;
 pub use sled_backend::{DEFAULT_CACHE_MIB, SledBackend};
 
 use crate::state::{
