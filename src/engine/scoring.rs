@@ -4,7 +4,7 @@
 //! thresholds that fire when the score rises to or through them.
 //!
 //! Decay is exponential, so it needs no replay: each event first decays the
-//! stored parts from `scores_as_of` to now (`part × 2^(−Δt / half_life)`),
+//! stored parts from the standing's `as_of` to now (`part × 2^(−Δt / half_life)`),
 //! then adds its points. Attribute points (who the lead is) do not decay;
 //! event points (what the lead did) do. A threshold fires when the score
 //! before this event's points (decayed to now) is below `at` and the score

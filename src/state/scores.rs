@@ -156,15 +156,22 @@ impl ModelScore {
             .filter(|(_, points)| *points != 0.0)
     }
 
+    /// Each rule's part, in rule-name order.
+    pub fn parts_by_name(&self) -> Vec<(&str, f64)> {
+        let mut parts: Vec<_> = self.parts().collect();
+        parts.sort_by(|a, b| a.0.cmp(b.0));
+        parts
+    }
+
     /// The sum of the parts.
     pub fn sum(&self) -> f64 {
         self.points.iter().sum()
     }
 
-    /// Lays the slots out as the model's, so its rule at position `i` of
-    /// the slots is slot `i`. Free when they already are; after a reload
-    /// that changed the rules, each part moves to its rule by name, and a
-    /// part with no rule any more is kept after them.
+    /// Lays the slots out as the model's, so the model's slot `i` is the
+    /// standing's slot `i`. Free when they already are; after a reload that
+    /// changed the rules, each part moves to its rule by name, and a part
+    /// with no rule any more is kept after them.
     pub fn align(&mut self, rules: &RuleSlots) {
         if Arc::ptr_eq(&self.slots, &rules.names) || self.slots.starts_with(&*rules.names) {
             return;
@@ -257,15 +264,6 @@ impl PartialEq for ModelScore {
     }
 }
 
-impl ModelScore {
-    /// Each rule's part, in rule-name order.
-    pub fn parts_by_name(&self) -> Vec<(&str, f64)> {
-        let mut parts: Vec<_> = self.parts().collect();
-        parts.sort_by(|a, b| a.0.cmp(b.0));
-        parts
-    }
-}
-
 // How standings are stored. In the store (a binary format) a record's
 // `Scores` is one byte string in postcard, read with no per-value dispatch,
 // which msgpack spent most of a scored record's reading on (issue 6). Each
@@ -281,29 +279,16 @@ impl Serialize for Scores {
         if s.is_human_readable() {
             return self.0.serialize(s);
         }
-        let points: Vec<Vec<u8>> = self
-            .0
-            .iter()
-            .map(|(_, standing)| {
-                standing
-                    .points
-                    .iter()
-                    .flat_map(|p| p.to_le_bytes())
-                    .collect()
-            })
-            .collect();
         let stored: Vec<_> = self
             .0
             .iter()
-            .zip(&points)
-            .map(|((model, standing), points)| {
-                let slots = Bytes(standing.slots.as_bytes());
+            .map(|(model, standing)| {
                 (
                     model.as_str(),
                     standing.score,
                     standing.stored_time(),
-                    slots,
-                    Bytes(points),
+                    Bytes(standing.slots.as_bytes()),
+                    LittleEndian(&standing.points),
                 )
             })
             .collect();
@@ -366,6 +351,16 @@ struct Bytes<'a>(&'a [u8]);
 impl Serialize for Bytes<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_bytes(self.0)
+    }
+}
+
+/// Points as one byte string of little-endian `f64`s.
+struct LittleEndian<'a>(&'a [f64]);
+
+impl Serialize for LittleEndian<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let bytes: Vec<u8> = self.0.iter().flat_map(|p| p.to_le_bytes()).collect();
+        s.serialize_bytes(&bytes)
     }
 }
 
