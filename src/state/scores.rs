@@ -173,7 +173,15 @@ impl ModelScore {
     /// changed the rules, each part moves to its rule by name, and a part
     /// with no rule any more is kept after them.
     pub fn align(&mut self, rules: &RuleSlots) {
-        if Arc::ptr_eq(&self.slots, &rules.names) || self.slots.starts_with(&*rules.names) {
+        if Arc::ptr_eq(&self.slots, &rules.names) {
+            return;
+        }
+        if self.slots.starts_with(&*rules.names) {
+            if self.slots.len() == rules.names.len() {
+                // Share the model's names: a record kept decoded then holds
+                // no copy, and the next alignment is a pointer comparison.
+                self.slots = rules.names.clone();
+            }
             return;
         }
         if rules.names.starts_with(&*self.slots) {
@@ -557,11 +565,18 @@ mod tests {
         scores.insert("fit", ModelScore::with_parts(1.0, None, [("visit", 1.0)]));
 
         let bytes = rmp_serde::to_vec(&scores).unwrap();
-        let read: Scores = rmp_serde::from_slice(&bytes).unwrap();
+        let mut read: Scores = rmp_serde::from_slice(&bytes).unwrap();
         assert_eq!(read, scores);
         let intent = read.get("intent").unwrap();
         assert_eq!(&*intent.slots, "visit\0fit\0action x\0");
         assert_eq!(intent.points, [0.0, 2.5, 0.5]);
+        let fit_model = slots(&[("visit", false)]);
+        let fit = read.standing_mut("fit").0;
+        fit.align(&fit_model);
+        assert!(
+            Arc::ptr_eq(&fit.slots, &fit_model.names),
+            "names read equal to the model's are the model's"
+        );
 
         let json = serde_json::to_value(&scores).unwrap();
         assert_eq!(json[1][0], "intent");
