@@ -262,6 +262,7 @@ pub fn parts_at(
         .as_of
         .map_or(1.0, |from| decay_factor(model, from, at));
     let mut decayed = standing.clone();
+    decayed.align(model.slots());
     decayed.decay(factor, model.slots());
     decayed
         .parts_by_name()
@@ -415,6 +416,7 @@ mod tests {
         assert_eq!(names("other"), [("b_attr".into(), 0), ("a_attr".into(), 3)]);
         let names = ["a_attr", "b_attr", "open", "visit", "visit2", "zz"];
         let mut standing = ModelScore::with_parts(0.0, None, names.map(|n| (n, 8.0)));
+        standing.align(m.slots());
         standing.decay(0.5, m.slots());
         assert_eq!(
             standing.parts().collect::<Vec<_>>(),

@@ -246,9 +246,9 @@ impl ModelScore {
         now
     }
 
-    /// Multiplies every part but the held ones by `factor`.
+    /// Multiplies every part but the held ones by `factor`. The slots must
+    /// be aligned with the model's ([`ModelScore::align`]).
     pub fn decay(&mut self, factor: f64, rules: &RuleSlots) {
-        self.align(rules);
         let model_slots = rules.len().min(self.points.len());
         let (model_parts, other_parts) = self.points.split_at_mut(model_slots);
         for (part, held) in model_parts.iter_mut().zip(&rules.held) {

@@ -2,8 +2,8 @@
 //!
 //! The worker reads a record back with the next event about it, and an
 //! event scored in ten models raises ten `score.changed` events about the
-//! same record. Decoding a scored record was a third of the engine's work
-//! on an event (issue 6), so the store answers a record it wrote lately
+//! same record. Decoding a scored record was over a quarter of the engine's
+//! work on an event (issue 6), so the store answers a record it wrote lately
 //! from here.
 //!
 //! Only a commit fills the cache, after its write and while it still holds
