@@ -166,7 +166,7 @@ tests:
 }
 
 #[test]
-fn simulate_prints_a_dated_timeline_in_the_recipients_zone() {
+fn simulate_prints_one_sorted_utc_column_and_the_recipients_local_time() {
     let out = dealflow(&[
         "simulate",
         "--workflows",
@@ -185,8 +185,13 @@ fn simulate_prints_a_dated_timeline_in_the_recipients_zone() {
         .lines()
         .find(|l| l.contains("email") && l.contains(" intro → pat@prospect.example"))
         .unwrap_or_else(|| panic!("{stdout}"));
-    assert!(intro.starts_with("2026-03-02 09:0"), "{intro}");
-    assert!(intro.contains(" CST "), "{intro}");
+    assert!(intro.starts_with("2026-03-02 15:0"), "{intro}");
+    assert!(intro.contains(" UTC "), "{intro}");
+    assert!(intro.contains("(Mon 09:0"), "{intro}");
+    assert!(intro.contains(" CST for the recipient)"), "{intro}");
+    // One time column, in order.
+    let times: Vec<&str> = stdout.lines().map(|l| &l[..16]).collect();
+    assert!(times.is_sorted(), "{stdout}");
     assert!(
         stdout.contains("sequence.exited    lead/L-1 reason=email.replied"),
         "{stdout}"
@@ -220,4 +225,51 @@ fn simulate_reports_a_bad_events_line_and_runs_nothing() {
         "{stderr}"
     );
     assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn an_empty_folder_and_a_folder_without_tests_are_said_plainly() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dealflow(&["validate", &dir.path().to_string_lossy()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("the folder holds no workflow files (*.yaml)"),
+        "{stdout}"
+    );
+    std::fs::write(
+        dir.path().join("flows.yaml"),
+        "rules:\n  - { name: r, on: x, do: [ { emit: { type: y } } ] }\n",
+    )
+    .unwrap();
+    let out = dealflow(&["test", &dir.path().to_string_lossy()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.starts_with("No tests in "), "{stdout}");
+}
+
+#[test]
+fn simulate_takes_a_plain_start_date_and_survives_a_closed_pipe() {
+    use std::io::Read;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dealflow"))
+        .args([
+            "simulate",
+            "--workflows",
+            &repo("workflows"),
+            "--events",
+            &repo("workflows/events.jsonl"),
+            "--start",
+            "2026-03-02",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read one line, then hang up, as `| head -1` does.
+    let mut first = [0u8; 16];
+    child.stdout.take().unwrap().read_exact(&mut first).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(&first[..10], b"2026-03-02");
 }

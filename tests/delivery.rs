@@ -343,3 +343,47 @@ async fn a_reply_stops_the_cadence_and_an_out_of_office_does_not() {
     tokio::time::sleep(std::time::Duration::from_secs(5)).await;
     assert_eq!(smtp.to("pat@p.example").len(), 1, "no bump after the reply");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_default_to_the_daemon_and_team_notices_are_not_contact_touches() {
+    let smtp = SmtpSink::start();
+    // No public_url, and at most one touch a day per contact.
+    let yaml = format!(
+        r#"
+settings:
+  email:
+    transport: {}
+    from: "Acme Sales <sales@acme.example>"
+    postal_address: "Acme Inc, 1 Main St, Springfield"
+    limits: {{ per_contact: 1/d }}
+team:
+  people: [ {{ email: ana@acme.example }} ]
+rules:
+  - name: touch
+    for: lead
+    on: signed.up
+    do:
+      - email: {{ subject: "Hi", body: "Hello, [stop]({{{{ unsubscribe_url }}}})" }}
+      - notify: {{ to: ana@acme.example, subject: "New lead {{{{ lead.id }}}}" }}
+"#,
+        smtp.url()
+    );
+    let (_dir, _daemon, url) = start(&yaml);
+    sign_up(&url, "L1", "pat@p.example", "Pat").await;
+    sign_up(&url, "L2", "sam@p.example", "Sam").await;
+    // Both notices reach Ana at once: the limit is for prospects.
+    eventually(15, "two notices to the rep", || async {
+        (smtp.to("ana@acme.example").len() >= 2).then_some(())
+    })
+    .await;
+    let rows = outbox(&url, "record=lead/L1").await;
+    let email = rows
+        .iter()
+        .find(|r| r["delivery"]["to"] == "pat@p.example")
+        .expect("the email to Pat");
+    let body = email["delivery"]["body"].as_str().unwrap();
+    // As sent: the signed link on the daemon's own address, and the footer.
+    assert!(body.contains(&format!("({url}/u/")), "{body}");
+    assert!(body.contains("Acme Inc, 1 Main St"), "{body}");
+    assert!(body.contains(&format!("Unsubscribe: {url}/u/")), "{body}");
+}

@@ -370,3 +370,60 @@ async fn a_folder_gone_for_a_while_and_a_burst_of_saves_leave_the_rules_running(
     let reloads = status(&url).await["reloads"]["succeeded"].as_u64().unwrap() - before;
     assert!(reloads <= 20, "{reloads} reloads for one burst");
 }
+
+/// Bytes the process has read through read(2) and friends, from /proc.
+fn bytes_read(pid: u32) -> u64 {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap();
+    io.lines()
+        .find_map(|l| l.strip_prefix("rchar: "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_idle_daemon_reads_nothing_and_one_save_is_one_reload() {
+    // A broken second file: before the fix, the watcher's own reads of it
+    // asked for reload after failed reload, about ten a second. It is saved
+    // at once, before the watch may have started: that save is not lost.
+    let (dir, flows) = workflow_dir(&rules("v1"));
+    let daemon = Daemon::start(&flows, &dir.path().join("data"), &[], &[]);
+    let url = daemon.url.clone();
+    write(
+        &flows.join("broken.yaml"),
+        "rules:\n  - name: x\n    on: a\n    do: [ { sett: {} } ]\n",
+    );
+    eventually(15, "the failed reload", || async {
+        let s = status(&url).await;
+        (s["reloads"]["failed"].as_u64() >= Some(1)).then_some(())
+    })
+    .await;
+    // Let the debouncer settle, then watch the daemon sit still.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let pid = daemon.child.id();
+    let (read_before, reloads_before) = (bytes_read(pid), status(&url).await["reloads"].clone());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (read_after, reloads_after) = (bytes_read(pid), status(&url).await["reloads"].clone());
+    assert_eq!(reloads_after, reloads_before, "an idle daemon reloaded");
+    // The status requests themselves are a few hundred bytes.
+    let read = read_after - read_before;
+    assert!(read < 16 * 1024, "an idle daemon read {read} bytes in 3 s");
+
+    // One save is one reload.
+    write(
+        &flows.join("broken.yaml"),
+        &rules("v2").replace("greet", "greet-2"),
+    );
+    eventually(15, "the reload after the save", || async {
+        let s = status(&url).await;
+        (s["reloads"]["succeeded"].as_u64() > reloads_before["succeeded"].as_u64()).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let reloads = status(&url).await["reloads"].clone();
+    assert_eq!(
+        reloads["succeeded"],
+        reloads_before["succeeded"].as_u64().unwrap() + 1,
+        "{reloads}"
+    );
+    assert_eq!(reloads["failed"], reloads_before["failed"], "{reloads}");
+}

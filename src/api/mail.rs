@@ -3,7 +3,10 @@
 
 use super::routes::{Paging, record_param};
 use super::{ApiError, App};
+use crate::config::Workflows;
 use crate::delivery::inbound::{self, Inbound};
+use crate::delivery::message;
+use crate::delivery::unsubscribe::UnsubscribeKey;
 use crate::state::{Delivery, NewEvent, OutboxEntry, OutboxStatus, RecordKey};
 use crate::store::{Changes, OutboxFilter, Store};
 use axum::Json;
@@ -52,19 +55,43 @@ pub(super) async fn get_outbox<S: Store>(
     let page = app
         .store
         .outbox_matching(&filter, paging.after.as_deref(), paging.limit())?;
-    let rows: Vec<Value> = page.items.iter().map(shown).collect();
+    let workflows = app.workflows.load();
+    let rows: Vec<Value> = page
+        .items
+        .iter()
+        .map(|row| shown(row, &workflows, &app.unsubscribe))
+        .collect();
     Ok(Json(json!({ "outbox": rows, "next": page.next })))
 }
 
-/// A row as the API shows it: never a webhook's signing secret.
-fn shown(row: &OutboxEntry) -> Value {
-    let mut row = row.clone();
-    if let Delivery::Webhook { secret, .. } = &mut row.delivery
-        && secret.is_some()
-    {
-        *secret = Some("(set)".to_owned());
+/// A row as the API shows it: an email's body as the recipient reads it,
+/// a webhook's headers as `{name, value}` objects, never a signing secret
+/// or another `${VAR}` value.
+fn shown(row: &OutboxEntry, workflows: &Workflows, key: &UnsubscribeKey) -> Value {
+    let mut shown = row.clone();
+    match &mut shown.delivery {
+        Delivery::Email { body, .. } => {
+            if let Some(sent) = message::body_as_sent(row, workflows, key) {
+                *body = sent;
+            }
+        }
+        Delivery::Webhook { secret, .. } => {
+            if secret.is_some() {
+                *secret = Some("(set)".to_owned());
+            }
+        }
     }
-    serde_json::to_value(row).unwrap_or(Value::Null)
+    let mut value = serde_json::to_value(&shown).unwrap_or(Value::Null);
+    if let Delivery::Webhook { headers, .. } = &row.delivery {
+        let named: Vec<Value> = headers
+            .iter()
+            .map(|(name, value)| json!({ "name": name, "value": value }))
+            .collect();
+        value["delivery"]["headers"] = Value::Array(named);
+    }
+    // A webhook's URL, headers and body were rendered with `${VAR}` values.
+    workflows.secrets.redact_json(&mut value);
+    value
 }
 
 /// The row and address an unsubscribe token stands for.

@@ -8,10 +8,12 @@ mod error;
 pub mod events;
 mod mail;
 mod routes;
+mod unnamed_kinds;
 
 pub use appender::Appender;
 pub use error::ApiError;
 pub use routes::router;
+pub use unnamed_kinds::UnnamedKinds;
 
 use crate::clock::Clock;
 use crate::config::Workflows;
@@ -49,4 +51,6 @@ pub struct App<S: Store> {
     pub max_body: usize,
     /// Signs and checks unsubscribe links.
     pub unsubscribe: crate::delivery::unsubscribe::UnsubscribeKey,
+    /// Events stored for kinds no workflow names, shown in `/v1/status`.
+    pub unnamed_kinds: UnnamedKinds,
 }

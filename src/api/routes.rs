@@ -49,8 +49,36 @@ pub fn router<S: Store>(app: Arc<App<S>>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(get_metrics::<S>))
         .layer(DefaultBodyLimit::max(app.max_body))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http().make_span_with(|request: &Request| {
+                tracing::debug_span!("request", method = %request.method(), uri = %loggable_uri(request.uri()))
+            }),
+        )
         .with_state(app)
+}
+
+/// A request's path and query as logs may show them: an unsubscribe token
+/// (`/u/TOKEN`) and a `?token=` query value would let anyone reading the
+/// logs unsubscribe people or call the API.
+fn loggable_uri(uri: &axum::http::Uri) -> String {
+    let path = match uri.path().strip_prefix("/u/") {
+        Some(_) => "/u/(token)",
+        None => uri.path(),
+    };
+    let Some(query) = uri.query() else {
+        return path.to_owned();
+    };
+    let query: Vec<&str> = query
+        .split('&')
+        .map(|pair| {
+            if pair.starts_with("token=") {
+                "token=(hidden)"
+            } else {
+                pair
+            }
+        })
+        .collect();
+    format!("{path}?{}", query.join("&"))
 }
 
 async fn require_token<S: Store>(
@@ -100,6 +128,22 @@ fn query_token(query: Option<&str>) -> Option<String> {
         })
 }
 
+#[cfg(test)]
+mod tests {
+    use super::loggable_uri;
+
+    #[test]
+    fn tokens_never_reach_the_log() {
+        let shown = |u: &str| loggable_uri(&u.parse().unwrap());
+        assert_eq!(shown("/u/abc.def"), "/u/(token)");
+        assert_eq!(
+            shown("/v1/inbound/email?token=s3cret&x=1"),
+            "/v1/inbound/email?token=(hidden)&x=1"
+        );
+        assert_eq!(shown("/v1/runs?record=lead/L1"), "/v1/runs?record=lead/L1");
+    }
+}
+
 /// Compares without stopping at the first difference, so timing does not
 /// reveal how much of a guessed token was right.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -129,7 +173,7 @@ async fn post_events<S: Store>(
     let mut events = Vec::with_capacity(items.len());
     let mut problems = Vec::new();
     for (index, item) in items.iter().enumerate() {
-        match parse_event(item, &workflows.kinds, now) {
+        match parse_event(item, now) {
             Ok(e) => events.push(e),
             Err(message) => problems.push(json!({ "index": index, "message": message })),
         }
@@ -154,8 +198,10 @@ async fn post_events<S: Store>(
     for e in &events {
         crate::telemetry::event_ingested(&e.event_type, &workflows);
     }
+    let unnamed = super::UnnamedKinds::find(&events, &workflows);
     let appended = app.appender.append(events).await?;
     app.worker.wake();
+    app.unnamed_kinds.count(unnamed, &appended);
     let answers: Vec<Value> = appended
         .iter()
         .map(|a| json!({ "id": a.id, "duplicate": a.duplicate }))
@@ -441,7 +487,11 @@ async fn get_runs<S: Store>(
     let page = app
         .store
         .runs(&filter, paging.after.as_deref(), paging.limit())?;
-    Ok(Json(json!({ "runs": page.items, "next": page.next })))
+    let mut runs = json!(page.items);
+    // Runs of a version that is no longer loaded were masked when written
+    // (the engine redacts details); this catches what the running one knows.
+    app.workflows.load().secrets.redact_json(&mut runs);
+    Ok(Json(json!({ "runs": runs, "next": page.next })))
 }
 
 #[derive(Deserialize)]
@@ -564,5 +614,6 @@ async fn get_status<S: Store>(State(app): State<Arc<App<S>>>) -> Result<Json<Val
         "events_stored": app.store.last_seq()?,
         "events_handled": app.store.cursor()?,
         "store_bytes": app.store.size_on_disk(),
+        "unnamed_kinds": app.unnamed_kinds.listing(&workflows),
     })))
 }

@@ -15,16 +15,17 @@ pub struct Daemon {
 
 impl Daemon {
     /// `--url`, else `$DEALFLOW_URL`, else the default listen address.
-    pub fn from_env(url: Option<String>) -> Self {
+    pub fn from_env(url: Option<String>) -> anyhow::Result<Self> {
         let url = url
             .or_else(|| std::env::var("DEALFLOW_URL").ok())
             .unwrap_or_else(|| "http://127.0.0.1:8080".to_owned());
-        Daemon {
+        check_url(&url)?;
+        Ok(Daemon {
             url: url.trim_end_matches('/').to_owned(),
             token: std::env::var("DEALFLOW_TOKEN")
                 .ok()
                 .filter(|t| !t.is_empty()),
-        }
+        })
     }
 
     /// Sends one request (shaped by `prepare`) and answers the JSON body.
@@ -66,6 +67,17 @@ impl Daemon {
     }
 }
 
+/// A daemon URL must say how to reach it: `localhost:8080` alone reads as
+/// a URL scheme named "localhost", and the error would not say so.
+fn check_url(url: &str) -> anyhow::Result<()> {
+    if url.starts_with("http://") || url.starts_with("https://") {
+        return Ok(());
+    }
+    bail!(
+        "the daemon URL {url:?} needs its scheme: write http://{url} (from --url or $DEALFLOW_URL)"
+    )
+}
+
 /// Answers the daemon's JSON, or fails with its error message.
 async fn answer(response: reqwest::Response) -> anyhow::Result<Value> {
     let status = response.status();
@@ -77,32 +89,45 @@ async fn answer(response: reqwest::Response) -> anyhow::Result<Value> {
     Ok(body)
 }
 
-/// `k=v` fields: JSON values (numbers, true, null) are kept as such, anything else is a string.
-pub fn parse_fields(pairs: &[String]) -> anyhow::Result<Map<String, Value>> {
+/// `k=v` pairs of `--field` or `--data`: JSON values (numbers, true,
+/// null) are kept as such, anything else is a string.
+pub fn parse_fields(option: &str, pairs: &[String]) -> anyhow::Result<Map<String, Value>> {
     let mut fields = Map::new();
     for pair in pairs {
         let (k, v) = pair
             .split_once('=')
-            .with_context(|| format!("--field {pair}: write NAME=VALUE"))?;
+            .with_context(|| format!("--{option} {pair}: write NAME=VALUE"))?;
         let value = serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_owned()));
         fields.insert(k.to_owned(), value);
     }
     Ok(fields)
 }
 
-/// `dealflow emit TYPE --record KIND/ID [--field k=v ...]`.
-pub fn emit(
-    daemon: &Daemon,
-    event_type: &str,
-    record: &str,
-    fields: &[String],
-    id: Option<String>,
-) -> anyhow::Result<ExitCode> {
-    let (kind, record_id) = record
+/// What `dealflow emit` posts.
+pub struct EmitRequest<'a> {
+    /// Event type.
+    pub event_type: &'a str,
+    /// `KIND/ID`.
+    pub record: &'a str,
+    /// `--field NAME=VALUE`: merged into the record.
+    pub fields: &'a [String],
+    /// `--data NAME=VALUE`: the event's own data.
+    pub data: &'a [String],
+    /// Idempotency key.
+    pub id: Option<String>,
+}
+
+/// `dealflow emit TYPE --record KIND/ID [--field k=v ...] [--data k=v ...]`.
+pub fn emit(daemon: &Daemon, request: EmitRequest) -> anyhow::Result<ExitCode> {
+    let event_type = request.event_type;
+    let (kind, record_id) = request
+        .record
         .split_once('/')
         .context("--record must be KIND/ID, e.g. lead/L1")?;
-    let mut event = json!({ "type": event_type, "record": { "kind": kind, "id": record_id, "fields": parse_fields(fields)? } });
-    if let Some(id) = id {
+    let fields = parse_fields("field", request.fields)?;
+    let data = parse_fields("data", request.data)?;
+    let mut event = json!({ "type": event_type, "record": { "kind": kind, "id": record_id, "fields": fields }, "data": data });
+    if let Some(id) = request.id {
         event["id"] = json!(id);
     }
     let body = daemon.call(reqwest::Method::POST, "/v1/events", |r| r.json(&event))?;
@@ -151,6 +176,26 @@ pub fn tasks(daemon: &Daemon, owner: Option<String>, unassigned: bool) -> anyhow
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `dealflow tasks complete ID`.
+pub fn complete_task(daemon: &Daemon, id: &str) -> anyhow::Result<ExitCode> {
+    let path = format!("/v1/tasks/{}/complete", path_segment(id));
+    daemon.call(reqwest::Method::POST, &path, |r| r)?;
+    println!("completed {id}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `id` percent-encoded for one path segment.
+fn path_segment(id: &str) -> String {
+    id.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect()
 }
 
 /// `2026-03-02 15:00Z` from an RFC 3339 time; `-` when there is none.
@@ -216,11 +261,23 @@ mod tests {
 
     #[test]
     fn fields_keep_json_values_and_default_to_strings() {
-        let f = parse_fields(&["n=5".into(), "vip=true".into(), "name=Pat Lee".into()]).unwrap();
+        let f = parse_fields(
+            "field",
+            &["n=5".into(), "vip=true".into(), "name=Pat Lee".into()],
+        )
+        .unwrap();
         assert_eq!(
             (f["n"].clone(), f["vip"].clone(), f["name"].clone()),
             (json!(5), json!(true), json!("Pat Lee"))
         );
-        assert!(parse_fields(&["novalue".into()]).is_err());
+        let err = parse_fields("data", &["novalue".into()]).unwrap_err();
+        assert!(err.to_string().contains("--data novalue"), "{err}");
+    }
+
+    #[test]
+    fn a_url_without_scheme_is_explained() {
+        let err = check_url("localhost:8080").unwrap_err().to_string();
+        assert!(err.contains("write http://localhost:8080"), "{err}");
+        assert!(check_url("https://flows.acme.example").is_ok());
     }
 }

@@ -73,7 +73,8 @@ pub enum Command {
         /// Events, one JSON object per line, each with an optional `at: "+4d"`.
         #[arg(long)]
         events: PathBuf,
-        /// Start of the virtual clock, RFC 3339 (default: now).
+        /// Start of the virtual clock: a date (2026-03-02, midnight UTC) or
+        /// an RFC 3339 time (default: now).
         #[arg(long)]
         start: Option<String>,
         /// How long to run.
@@ -128,6 +129,9 @@ pub enum Command {
         /// A field to merge into the record, NAME=VALUE (repeatable).
         #[arg(long = "field")]
         fields: Vec<String>,
+        /// Event data, NAME=VALUE (repeatable): `event.NAME` in rules.
+        #[arg(long = "data")]
+        data: Vec<String>,
         /// Idempotency key (default: none, never deduplicated).
         #[arg(long)]
         id: Option<String>,
@@ -135,8 +139,11 @@ pub enum Command {
         #[arg(long)]
         url: Option<String>,
     },
-    /// List open tasks of a running daemon.
+    /// List open tasks of a running daemon, or complete one.
     Tasks {
+        /// `complete ID`; without it, the open tasks are listed.
+        #[command(subcommand)]
+        action: Option<TasksAction>,
         /// Only this person's.
         #[arg(long)]
         owner: Option<String>,
@@ -144,8 +151,18 @@ pub enum Command {
         #[arg(long)]
         unassigned: bool,
         /// The daemon (default $DEALFLOW_URL, else http://127.0.0.1:8080).
-        #[arg(long)]
+        #[arg(long, global = true)]
         url: Option<String>,
+    },
+}
+
+/// What `dealflow tasks` does besides listing.
+#[derive(Debug, Subcommand)]
+pub enum TasksAction {
+    /// Mark a task done (its id is in the listing); raises task.completed.
+    Complete {
+        /// The task's id.
+        id: String,
     },
 }
 
@@ -161,13 +178,32 @@ pub enum LogFormat {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour codes only for a person at a terminal: in a log file or
+    // journald they are noise around every level and field.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
+}
+
+/// Prints lines to stdout; a reader that went away (`| head`) ends the
+/// output quietly instead of with a panic.
+fn print_lines(lines: impl Iterator<Item = String>) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    for line in lines {
+        match writeln!(out, "{line}") {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 /// Loads a workflow folder, printing its diagnostics; an error if it has errors.
@@ -212,7 +248,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             format,
             url,
         } => client::report(
-            &client::Daemon::from_env(url),
+            &client::Daemon::from_env(url)?,
             &name,
             client::ReportQuery {
                 since: &since,
@@ -220,7 +256,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             },
             format,
         ),
-        Command::Plan { dir, url } => plan::run(&dir, &client::Daemon::from_env(url)),
+        Command::Plan { dir, url } => plan::run(&dir, &client::Daemon::from_env(url)?),
         Command::Run {
             workflows,
             data,
@@ -242,19 +278,29 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             event_type,
             record,
             fields,
+            data,
             id,
             url,
         } => client::emit(
-            &client::Daemon::from_env(url),
-            &event_type,
-            &record,
-            &fields,
-            id,
+            &client::Daemon::from_env(url)?,
+            client::EmitRequest {
+                event_type: &event_type,
+                record: &record,
+                fields: &fields,
+                data: &data,
+                id,
+            },
         ),
         Command::Tasks {
+            action: Some(TasksAction::Complete { id }),
+            url,
+            ..
+        } => client::complete_task(&client::Daemon::from_env(url)?, &id),
+        Command::Tasks {
+            action: None,
             owner,
             unassigned,
             url,
-        } => client::tasks(&client::Daemon::from_env(url), owner, unassigned),
+        } => client::tasks(&client::Daemon::from_env(url)?, owner, unassigned),
     }
 }

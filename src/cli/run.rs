@@ -39,6 +39,8 @@ pub fn run(options: RunOptions) -> anyhow::Result<ExitCode> {
             options.listen
         );
     }
+    // Taken before loading: a save made before the watch starts differs.
+    let loaded = reload::files_fingerprint(options.workflows);
     let workflows = super::load_workflows(options.workflows)?;
     let store_dir = options.data.join("store");
     std::fs::create_dir_all(&store_dir)
@@ -47,16 +49,23 @@ pub fn run(options: RunOptions) -> anyhow::Result<ExitCode> {
         SledBackend::open_with_cache(&store_dir, options.store_cache_mib.saturating_mul(1 << 20))?;
     let store = Arc::new(KvStore::open(backend, &store_dir.display().to_string())?);
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    runtime.block_on(serve(store, workflows, token, options))?;
+    runtime.block_on(serve(store, (workflows, loaded), token, options))?;
     Ok(ExitCode::SUCCESS)
 }
 
 async fn serve(
     store: Arc<KvStore<SledBackend>>,
-    workflows: config::Workflows,
+    (mut workflows, loaded): (config::Workflows, u64),
     token: Option<String>,
     options: RunOptions<'_>,
 ) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .with_context(|| format!("listening on {}", options.listen))?;
+    let address = listener.local_addr()?;
+    // Unsubscribe links must reach this daemon when public_url is not set.
+    let public_url = format!("http://{address}");
+    workflows.settings.default_public_url(&public_url);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let version = workflows.version.clone();
     let rules = workflows.rules.len();
@@ -87,9 +96,11 @@ async fn serve(
         worker: handle.clone(),
         status: status.clone(),
         clock: clock.clone(),
+        public_url,
     });
     let watcher = reload::watch(
         options.workflows.to_path_buf(),
+        loaded,
         reloader.clone(),
         cancel.clone(),
     );
@@ -107,11 +118,8 @@ async fn serve(
         workflows_dir: options.workflows.display().to_string(),
         max_body: options.max_body,
         unsubscribe,
+        unnamed_kinds: Default::default(),
     });
-    let listener = tokio::net::TcpListener::bind(options.listen)
-        .await
-        .with_context(|| format!("listening on {}", options.listen))?;
-    let address = listener.local_addr()?;
     tracing::info!(%address, %version, rules, "Dealflow is running.");
     // Tests and scripts read this line to learn the port chosen by the OS.
     println!("dealflow listening on http://{address}");

@@ -10,6 +10,13 @@ use std::process::ExitCode;
 /// Runs every test and prints one line each, with the differences of failures.
 pub fn run(dir: &Path) -> anyhow::Result<ExitCode> {
     let workflows = load_workflows(dir)?;
+    if workflows.tests.is_empty() {
+        println!(
+            "No tests in {}: add a `tests:` section to a workflow file (see docs/workflows.md#tests).",
+            dir.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .context("starting the runtime")?;

@@ -6,6 +6,7 @@
 //! missing field is falsy in a condition but an error when rendered, so no
 //! email goes out as "Hi ,".
 
+use super::diagnostic::{Position, suggestion};
 use minijinja::{Environment, UndefinedBehavior, Value};
 use std::collections::BTreeSet;
 
@@ -40,6 +41,33 @@ pub struct TextTemplate {
     /// The template as written.
     pub source: String,
     key: String,
+    /// Where its first character is in the workflow folder, so an error at
+    /// run time can point at the line a user edits.
+    origin: Option<Position>,
+}
+
+impl TextTemplate {
+    /// This template, remembered as starting at `origin`.
+    pub fn at(mut self, origin: Position) -> Self {
+        self.origin = Some(origin);
+        self
+    }
+
+    /// `file:line:col` of byte `offset` of the source, when known. Lines
+    /// after the first are counted from the origin's line (exact for
+    /// template files; a block scalar's first line is the one after it).
+    fn position_of(&self, offset: usize) -> Option<Position> {
+        let origin = self.origin.as_ref()?;
+        let before = self.source.get(..offset)?;
+        let line = before.matches('\n').count() as u64;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) as u64;
+        let column = if line == 0 {
+            origin.column + column
+        } else {
+            column + 1
+        };
+        Some(Position::new(&origin.file, origin.line + line, column))
+    }
 }
 
 impl Condition {
@@ -128,6 +156,7 @@ impl Expressions {
             .compile_expression(source)
             .map_err(syntax_problem)?;
         let names = outside_names(expr.undeclared_variables(false));
+        self.known_filters(source, Syntax::Expression)?;
         let key = self.next_key(".cond");
         let wrapped = format!("{{% if ({source}\n) %}}1{{% endif %}}");
         self.env
@@ -135,6 +164,26 @@ impl Expressions {
             .map_err(syntax_problem)?;
         let source = source.to_owned();
         Ok((Condition { source, key }, names))
+    }
+
+    /// Refuses a filter minijinja does not have: it compiles, and only
+    /// fails when rendered, which would be in production (`| titlecase`).
+    fn known_filters(&self, source: &str, syntax: Syntax) -> Result<(), SyntaxProblem> {
+        for (offset, name) in filters_used(source, syntax) {
+            let probe = format!("{{{{ none | {name} }}}}");
+            let unknown = matches!(
+                self.env.render_str(&probe, ()),
+                Err(e) if e.kind() == minijinja::ErrorKind::UnknownFilter
+            );
+            if unknown {
+                let hint = suggestion(name, COMMON_FILTERS.iter().copied());
+                return Err(SyntaxProblem {
+                    message: format!("unknown filter \"{name}\"{hint}"),
+                    offset: Some(offset),
+                });
+            }
+        }
+        Ok(())
     }
 
     fn next_key(&mut self, suffix: &str) -> String {
@@ -157,10 +206,12 @@ impl Expressions {
             .map_err(syntax_problem)?;
         let template = self.env.get_template(&key).map_err(syntax_problem)?;
         let names = outside_names(template.undeclared_variables(false));
+        self.known_filters(source, Syntax::Template)?;
         Ok((
             TextTemplate {
                 source: source.to_owned(),
                 key,
+                origin: None,
             },
             names,
         ))
@@ -186,7 +237,7 @@ impl Expressions {
             .map_err(|e| EvalError(e.to_string()))?;
         compiled
             .render(context)
-            .map_err(|e| EvalError(describe(&e)))
+            .map_err(|e| EvalError(describe_in(&e, template)))
     }
 }
 
@@ -255,6 +306,132 @@ pub fn fields_read<'s>(source: &'s str, kind: &str) -> Option<Vec<&'s str>> {
     Some(fields)
 }
 
+/// Whether a source is a whole expression (`if:`) or text with `{{ }}` and
+/// `{% %}` blocks.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Syntax {
+    Expression,
+    Template,
+}
+
+/// minijinja's filters, for "did you mean" (the check itself asks minijinja).
+const COMMON_FILTERS: &[&str] = &[
+    "abs",
+    "attr",
+    "batch",
+    "bool",
+    "capitalize",
+    "count",
+    "default",
+    "dictsort",
+    "escape",
+    "first",
+    "float",
+    "groupby",
+    "indent",
+    "int",
+    "items",
+    "join",
+    "last",
+    "length",
+    "lines",
+    "list",
+    "lower",
+    "map",
+    "max",
+    "min",
+    "pprint",
+    "reject",
+    "rejectattr",
+    "replace",
+    "reverse",
+    "round",
+    "safe",
+    "select",
+    "selectattr",
+    "slice",
+    "sort",
+    "split",
+    "string",
+    "sum",
+    "title",
+    "tojson",
+    "trim",
+    "unique",
+    "upper",
+    "urlencode",
+];
+
+/// Each filter name after a `|` in the expression parts of `source`, with
+/// its byte offset; string literals are skipped.
+fn filters_used(source: &str, syntax: Syntax) -> Vec<(usize, &str)> {
+    let bytes = source.as_bytes();
+    let ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    let mut found = Vec::new();
+    let mut in_code = syntax == Syntax::Expression;
+    let mut i = 0;
+    while i < bytes.len() {
+        let pair = bytes.get(i..i + 2);
+        match bytes[i] {
+            _ if !in_code && matches!(pair, Some(b"{{" | b"{%")) => {
+                in_code = true;
+                i += 2;
+            }
+            _ if in_code && syntax == Syntax::Template && matches!(pair, Some(b"}}" | b"%}")) => {
+                in_code = false;
+                i += 2;
+            }
+            quote @ (b'\'' | b'"') if in_code => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != quote {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+            }
+            b'|' if in_code => {
+                let start = i
+                    + 1
+                    + bytes[i + 1..]
+                        .iter()
+                        .take_while(|b| b.is_ascii_whitespace())
+                        .count();
+                let end = start + bytes[start..].iter().take_while(|b| ident(**b)).count();
+                if end > start {
+                    found.push((start, &source[start..end]));
+                }
+                i = end.max(i + 1);
+            }
+            _ => i += 1,
+        }
+    }
+    found
+}
+
+/// A render error that names what failed (`lead.first_name`) and where
+/// the template says it: an undefined value is the usual one, and the fix is
+/// in the workflow file.
+fn describe_in(err: &minijinja::Error, template: &TextTemplate) -> String {
+    let described = describe(err);
+    let Some(range) = err.range() else {
+        return described;
+    };
+    let what = template.source.get(range.clone()).unwrap_or("").trim();
+    let at = template
+        .position_of(range.start)
+        .map(|p| format!(" at {p}"))
+        .unwrap_or_default();
+    let hint = if err.kind() == minijinja::ErrorKind::UndefinedError {
+        "; write `| default(...)` where it may be missing"
+    } else {
+        ""
+    };
+    if what.is_empty() {
+        format!("{described}{at}{hint}")
+    } else {
+        format!("{described} in `{what}`{at}{hint}")
+    }
+}
+
 fn describe(err: &minijinja::Error) -> String {
     match err.detail() {
         Some(detail) => format!("{}: {detail}", err.kind()),
@@ -266,6 +443,49 @@ fn describe(err: &minijinja::Error) -> String {
 mod tests {
     use super::*;
     use minijinja::context;
+
+    #[test]
+    fn unknown_filters_are_refused_when_compiled() {
+        let mut ex = Expressions::default();
+        let err = ex
+            .template("Hi {{ lead.name | titlecase }}", Escaping::None)
+            .err()
+            .unwrap();
+        assert!(
+            err.message.contains("unknown filter \"titlecase\""),
+            "{}",
+            err.message
+        );
+        assert_eq!(err.offset, Some(18));
+        let err = ex.condition("lead.name | upperr == 'X'").err().unwrap();
+        assert!(
+            err.message.contains("did you mean \"upper\""),
+            "{}",
+            err.message
+        );
+        assert!(
+            ex.template(
+                "{{ a | default('x | y') | upper }} | not a filter",
+                Escaping::None
+            )
+            .is_ok()
+        );
+        assert!(ex.condition("lead.tags | length > 0").is_ok());
+    }
+
+    #[test]
+    fn render_errors_name_the_value_and_where_it_is_written() {
+        let mut ex = Expressions::default();
+        let (t, _) = ex
+            .template("Hi\n{{ lead.first_name }}!", Escaping::None)
+            .unwrap();
+        let t = t.at(Position::new("templates/intro.md", 4, 1));
+        let err = ex
+            .render(&t, &context! { lead => context! {} })
+            .unwrap_err();
+        assert!(err.0.contains("`lead.first_name`"), "{}", err.0);
+        assert!(err.0.contains("templates/intro.md:5:"), "{}", err.0);
+    }
 
     #[test]
     fn conditions_report_outside_names() {

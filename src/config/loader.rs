@@ -4,6 +4,7 @@
 
 use super::diagnostic::{Diagnostics, Position, relative_to, suggestion};
 use super::environment::{Environment, Secrets, referenced_variables};
+use super::interpolation;
 use super::model::{Text, WorkflowFile};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -113,6 +114,12 @@ pub fn read_folder(root: &Path, env: &dyn Environment, diags: &mut Diagnostics) 
         }
     }
     set.version = hex_prefix(&hasher.finalize());
+    if set.files.is_empty() && set.unreadable == 0 {
+        diags.warning(
+            Position::file(""),
+            "the folder holds no workflow files (*.yaml), so nothing will run; `dealflow init DIR` writes a starter folder",
+        );
+    }
     set
 }
 
@@ -246,7 +253,7 @@ pub fn parse_yaml<T: for<'de> Deserialize<'de>>(
     if is_blank_yaml(text) {
         return parse_yaml(rel, "{}", variables, diags);
     }
-    let options = serde_saphyr::options! {
+    let mut options = serde_saphyr::options! {
         with_snippet: false,
         budget: serde_saphyr::budget! {
             max_depth: 64,
@@ -255,10 +262,14 @@ pub fn parse_yaml<T: for<'de> Deserialize<'de>>(
         },
     }
     .with_properties(variables.clone());
-    match serde_saphyr::from_str_with_options::<T>(text, options) {
+    // Compose mode substitutes in every scalar style; `rewrite` makes its
+    // rules ours (see `interpolation`).
+    options.property_syntax = serde_saphyr::PropertySyntax::DockerCompose;
+    let rewritten = interpolation::rewrite(text);
+    match serde_saphyr::from_str_with_options::<T>(&rewritten.text, options) {
         Ok(v) => Some(v),
         Err(err) => {
-            let (position, message) = explain(rel, text, &err);
+            let (position, message) = explain(rel, text, &rewritten, &err);
             diags.error(position, message);
             None
         }
@@ -274,27 +285,46 @@ fn is_blank_yaml(text: &str) -> bool {
 }
 
 /// Turns a parser error into a position and a sentence a user can act on.
-fn explain(rel: &Path, text: &str, err: &serde_saphyr::Error) -> (Position, String) {
+fn explain(
+    rel: &Path,
+    text: &str,
+    rewritten: &interpolation::Rewritten,
+    err: &serde_saphyr::Error,
+) -> (Position, String) {
     use serde_saphyr::Error as E;
     let err = err.without_snippet();
     let location = err.location();
     let (line, column) = location.map_or((1, 1), |l| (l.line().max(1), l.column().max(1)));
+    let column = rewritten.original_column(line, column);
     let at = Position::new(rel, line, column);
     let message = match err {
         E::SerdeUnknownField { field, expected, .. } => {
-            unknown_key(field, expected.iter().copied())
+            let key = key_at(text, line, column).unwrap_or(field);
+            unknown_key(key, expected.iter().copied())
         }
         E::SerdeUnknownVariant { variant, expected, .. } => {
-            unknown_key(variant, expected.iter().copied())
+            let key = key_at(text, line, column).unwrap_or(variant);
+            unknown_key(key, expected.iter().copied())
         }
         E::DuplicateMappingKey { key, .. } => duplicate_key(text, key.as_deref(), line, column),
-        E::SerdeMissingField { field, .. } => format!("missing key \"{field}\""),
+        E::SerdeMissingField { field, .. } => missing_key(text, field, line, column),
         E::UnresolvedProperty { name, .. } | E::PropertyRequiredButUnset { name, .. } => format!(
             "environment variable {name} is not set; set it, or give a default with ${{{name}:-default}}"
         ),
         _ if source_at(text, line, column).starts_with("{{") => {
             "this value starts with \"{{\", so YAML read it as a mapping; quote the whole value, e.g. subject: \"{{ lead.name }}\"".to_owned()
         }
+        // The scanner's own words ("did not find expected key") rarely say
+        // that the cause is nearly always a line indented differently from
+        // its siblings.
+        // `{ url: ${X} }`: YAML's own grammar ends a plain value at `{`.
+        E::ExternalMessage { .. } if unquoted_variable_in_flow(text, line) => {
+            "in { ... } style, a value holding ${VAR} must be quoted, e.g. { url: \"${CRM_URL}/hooks\" }".to_owned()
+        }
+        E::ExternalMessage { .. } if !mentions_brackets_or_quotes(err) => format!(
+            "{}; YAML reads structure from indentation: check that this line and the one before it line up with their siblings, indented with spaces (not tabs)",
+            plain_message(err)
+        ),
         _ => plain_message(err),
     };
     (at, message)
@@ -310,6 +340,29 @@ fn unknown_key<'a>(key: &str, expected: impl Iterator<Item = &'a str> + Clone) -
         )
     } else {
         format!("unknown key \"{key}\"{hint}")
+    }
+}
+
+/// A missing key, and the nearby line that writes it at another
+/// indentation, where YAML read it as part of something else.
+fn missing_key(text: &str, key: &str, line: u64, column: u64) -> String {
+    let siblings = column.saturating_sub(1) as usize;
+    let written = text
+        .lines()
+        .enumerate()
+        .skip(line.saturating_sub(1) as usize)
+        .take(30)
+        .find(|(_, l)| {
+            let body = l.trim_start_matches([' ', '-']);
+            body.starts_with(&format!("{key}:")) && l.len() - body.len() != siblings
+        });
+    match written {
+        Some((index, l)) => format!(
+            "missing key \"{key}\"; line {} writes it indented by {} spaces, but the keys beside it are indented by {siblings}",
+            index + 1,
+            l.len() - l.trim_start_matches([' ', '-']).len()
+        ),
+        None => format!("missing key \"{key}\""),
     }
 }
 
@@ -336,6 +389,48 @@ fn duplicate_key(text: &str, key: Option<&str>, line: u64, column: u64) -> Strin
         Some(first) => format!("duplicate key \"{key}\"; it is already set on line {first}"),
         None => format!("duplicate key \"{key}\" in this mapping"),
     }
+}
+
+/// The mapping key written at `line:column`. The parser hides a key's name
+/// ("an interpolated field") once it has substituted a `${VAR}` nearby, in
+/// case the key came from the environment; keys never do here, and the
+/// user needs the name to fix it.
+fn key_at(text: &str, line: u64, column: u64) -> Option<&str> {
+    let rest = source_at(text, line, column);
+    let rest = rest.strip_prefix(['"', '\'']).unwrap_or(rest);
+    let end = rest.find(|c: char| !(c.is_alphanumeric() || c == '_' || c == '-' || c == '.'))?;
+    let after = rest[end..].trim_start_matches(['"', '\'']);
+    (end > 0 && after.starts_with(':')).then(|| &rest[..end])
+}
+
+/// Whether `line` writes `${` outside quotes inside a `{ ... }` mapping.
+fn unquoted_variable_in_flow(text: &str, line: u64) -> bool {
+    let Some(l) = text.lines().nth(line.saturating_sub(1) as usize) else {
+        return false;
+    };
+    let (mut depth, mut quote) = (0u32, None);
+    for (i, c) in l.char_indices() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '"' | '\'') => quote = Some(c),
+            (None, '$') if l[i..].starts_with("${") && depth > 0 => return true,
+            (None, '{') => depth += 1,
+            (None, '}') => depth = depth.saturating_sub(1),
+            (None, '#') => return false,
+            _ => {}
+        }
+    }
+    false
+}
+
+/// Whether a scanner error is about an unclosed bracket or quote, where an
+/// indentation hint would mislead.
+fn mentions_brackets_or_quotes(err: &serde_saphyr::Error) -> bool {
+    let message = err.to_string();
+    ["bracket", "brace", "quote", "quoted"]
+        .iter()
+        .any(|w| message.contains(w))
 }
 
 /// The source text from `line:column` to the end of that line.

@@ -9,6 +9,7 @@ pub mod compile;
 pub mod diagnostic;
 pub mod environment;
 pub mod expr;
+pub mod interpolation;
 pub mod loader;
 pub mod model;
 pub mod values;

@@ -121,6 +121,20 @@ pub struct RateLimit {
     pub per: Duration,
 }
 
+impl std::fmt::Display for RateLimit {
+    /// As written in settings: `200/d`, `30/m`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let unit = match self.per.as_secs() {
+            86_400 => "d",
+            3_600 => "h",
+            60 => "m",
+            1 => "s",
+            other => return write!(f, "{}/{other}s", self.count),
+        };
+        write!(f, "{}/{unit}", self.count)
+    }
+}
+
 /// Parses `N/s`, `N/m`, `N/h` or `N/d`.
 pub fn parse_rate(text: &str) -> Result<RateLimit, String> {
     let bad = || format!("invalid limit \"{text}\"; write a count per s, m, h or d, e.g. 200/d");
@@ -157,6 +171,7 @@ fn parse_cron_line(text: &str) -> Result<croner::Cron, String> {
             "invalid cron line \"{text}\": it has {fields} fields; write 5 (minute hour day month weekday) or 6 with seconds first"
         ));
     }
+    check_cron_fields(text)?;
     croner::parser::CronParser::builder()
         .seconds(if fields == 6 {
             croner::parser::Seconds::Required
@@ -166,6 +181,115 @@ fn parse_cron_line(text: &str) -> Result<croner::Cron, String> {
         .build()
         .parse(text)
         .map_err(|e| format!("invalid cron line \"{text}\": {e}"))
+}
+
+/// One crontab field: its name, its numeric range, and the names it takes.
+struct CronField {
+    name: &'static str,
+    range: (u32, u32),
+    names: &'static [&'static str],
+}
+
+const MONTHS: &[&str] = &[
+    "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+];
+const WEEKDAYS: &[&str] = &["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
+
+const CRON_FIELDS: [CronField; 6] = [
+    CronField {
+        name: "second",
+        range: (0, 59),
+        names: &[],
+    },
+    CronField {
+        name: "minute",
+        range: (0, 59),
+        names: &[],
+    },
+    CronField {
+        name: "hour",
+        range: (0, 23),
+        names: &[],
+    },
+    CronField {
+        name: "day of month",
+        range: (1, 31),
+        names: &["l", "w", "lw"],
+    },
+    CronField {
+        name: "month",
+        range: (1, 12),
+        names: MONTHS,
+    },
+    CronField {
+        name: "weekday",
+        range: (0, 7),
+        names: WEEKDAYS,
+    },
+];
+
+/// Checks each field against its place, so a line whose fields do not fit
+/// (`0 8 * * mon-fri *` read seconds-first puts `mon-fri` in the month) is
+/// refused with the field named, not run at other times than meant.
+fn check_cron_fields(text: &str) -> Result<(), String> {
+    let parts: Vec<&str> = text.split_whitespace().collect();
+    let places = &CRON_FIELDS[6 - parts.len()..];
+    let read_as = if parts.len() == 6 {
+        " (6 fields are read with seconds first)"
+    } else {
+        ""
+    };
+    for (part, field) in parts.iter().zip(places) {
+        check_cron_field(part, field)
+            .map_err(|why| format!("invalid cron line \"{text}\": {why}{read_as}"))?;
+    }
+    Ok(())
+}
+
+fn check_cron_field(part: &str, field: &CronField) -> Result<(), String> {
+    let lower = part.to_ascii_lowercase();
+    for item in lower.split(',') {
+        let (values, step) = item.split_once('/').unwrap_or((item, ""));
+        if !step.is_empty() && step.parse::<u32>().is_err() {
+            return Err(format!("{} step \"{step}\" is not a number", field.name));
+        }
+        // `#n` (nth weekday) and a trailing `l` (last) are croner's extensions.
+        let values = values.split('#').next().unwrap_or(values);
+        for value in values
+            .split('-')
+            .filter(|v| !v.is_empty() && *v != "*" && *v != "?")
+        {
+            let value = if field.names == WEEKDAYS {
+                value.trim_end_matches('l')
+            } else {
+                value
+            };
+            match value.parse::<u32>() {
+                Ok(n) if n < field.range.0 || n > field.range.1 => {
+                    return Err(format!(
+                        "{} {n} is out of range {}-{}",
+                        field.name, field.range.0, field.range.1
+                    ));
+                }
+                Ok(_) => {}
+                Err(_) if value.is_empty() || field.names.contains(&value) => {}
+                Err(_) => {
+                    let what = if WEEKDAYS.contains(&value) {
+                        " (a weekday name)"
+                    } else if MONTHS.contains(&value) {
+                        " (a month name)"
+                    } else {
+                        ""
+                    };
+                    return Err(format!(
+                        "the {} field cannot hold \"{value}\"{what}",
+                        field.name
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn check_fires(text: &str, cron: croner::Cron) -> Result<croner::Cron, String> {
@@ -196,6 +320,45 @@ pub fn parse_offset(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cron_fields_that_do_not_fit_are_named() {
+        let cases = [
+            (
+                "0 8 * * mon-fri *",
+                "the month field cannot hold \"mon\" (a weekday name)",
+            ),
+            ("0 25 * * *", "hour 25 is out of range 0-23"),
+            ("61 8 * * *", "minute 61 is out of range 0-59"),
+            (
+                "0 8 * mon *",
+                "the month field cannot hold \"mon\" (a weekday name)",
+            ),
+            ("0 8 32 * *", "day of month 32 is out of range 1-31"),
+            ("0 8 * * 8", "weekday 8 is out of range 0-7"),
+            ("0 8 * * 1/x", "weekday step \"x\" is not a number"),
+        ];
+        for (line, expected) in cases {
+            let err = parse_cron(line).err().unwrap_or_default();
+            assert!(err.contains(expected), "{line}: {err}");
+        }
+        for good in [
+            "0 8 * * 1-5",
+            "0 8 * * mon-fri",
+            "30 0 8 * * *",
+            "0 9 1 jan,jul *",
+            "*/15 * * * *",
+            "0 9 * * 5L",
+            "0 9 * * mon#2",
+            "0 9 L * *",
+        ] {
+            assert!(
+                parse_cron(good).is_ok(),
+                "{good}: {:?}",
+                parse_cron(good).err()
+            );
+        }
+    }
 
     #[test]
     fn durations_in_every_unit() {

@@ -138,10 +138,19 @@ impl Settings {
     pub fn public_base(&self) -> &str {
         self.public_url
             .as_deref()
-            .unwrap_or("http://127.0.0.1:8080")
+            .unwrap_or(DEFAULT_PUBLIC_URL)
             .trim_end_matches('/')
     }
+
+    /// Uses `url` (the daemon's listen address) when `public_url` is not set.
+    pub fn default_public_url(&mut self, url: &str) {
+        self.public_url.get_or_insert_with(|| url.to_owned());
+    }
 }
+
+/// Base of unsubscribe links when neither `public_url` nor a listen address
+/// says better (simulate and test, which send nothing).
+pub const DEFAULT_PUBLIC_URL: &str = "http://127.0.0.1:8080";
 
 /// Sending limits; none unless set.
 #[derive(Debug, Clone, Default)]

@@ -20,6 +20,16 @@ pub struct SendLimits {
     contact: Option<(RateLimit, DefaultKeyedRateLimiter<String>)>,
 }
 
+/// Who an email is for: the limits treat touches to prospects and notices
+/// to the team differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audience {
+    /// A record's contact (sequences, `email:`).
+    Prospect,
+    /// A person of the team (`notify:`).
+    Team,
+}
+
 /// An email the limits hold back, and for how long.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Deferral {
@@ -47,15 +57,21 @@ impl SendLimits {
         }
     }
 
-    /// Takes one send from each limit, or says how long to wait.
-    pub fn check(&self, from: &str, to: &str) -> Result<(), Deferral> {
+    /// Takes one send from each limit that applies, or says how long to
+    /// wait. `per_contact` counts touches to prospects only: a notice to a
+    /// rep is not a touch, and must not wait a day behind the last one.
+    pub fn check(&self, from: &str, to: &str, audience: Audience) -> Result<(), Deferral> {
         let to = to.to_lowercase();
         let domain = to
             .rsplit_once('@')
             .map(|(_, d)| d.to_owned())
             .unwrap_or_default();
+        let contact = match audience {
+            Audience::Prospect => &self.contact,
+            Audience::Team => &None,
+        };
         let checks = [
-            (&self.contact, to.clone(), "per_contact", to.clone()),
+            (contact, to.clone(), "per_contact", to.clone()),
             (&self.domain, domain.clone(), "per_domain", domain),
             (
                 &self.mailbox,
@@ -72,11 +88,7 @@ impl SendLimits {
                 let wait = not_until.wait_time_from(DefaultClock::default().now());
                 return Err(Deferral {
                     wait,
-                    reason: format!(
-                        "deferred by {name} limit ({}/{}s) for {shown}",
-                        limit.count,
-                        limit.per.as_secs()
-                    ),
+                    reason: format!("deferred by {name} limit ({limit}) for {shown}"),
                 });
             }
         }
@@ -98,18 +110,42 @@ mod tests {
             ..Limits::default()
         };
         let l = SendLimits::new(&limits);
-        assert!(l.check("a@us.example", "pat@p.example").is_ok());
-        let d = l.check("b@us.example", "Pat@P.example").unwrap_err();
-        assert!(d.reason.contains("per_contact"), "{d:?}");
+        let prospect = Audience::Prospect;
+        assert!(l.check("a@us.example", "pat@p.example", prospect).is_ok());
+        let d = l
+            .check("b@us.example", "Pat@P.example", prospect)
+            .unwrap_err();
+        assert!(d.reason.contains("per_contact limit (1/d)"), "{d:?}");
         assert!(d.wait > Duration::from_secs(80_000), "{d:?}");
-        assert!(l.check("a@us.example", "sam@p.example").is_ok());
+        assert!(l.check("a@us.example", "sam@p.example", prospect).is_ok());
+    }
+
+    #[test]
+    fn notices_to_the_team_are_not_contact_touches() {
+        let limits = Limits {
+            per_contact: Some(RateLimit {
+                count: 1,
+                per: Duration::from_secs(86_400),
+            }),
+            ..Limits::default()
+        };
+        let l = SendLimits::new(&limits);
+        for _ in 0..3 {
+            assert!(
+                l.check("a@us.example", "rep@us.example", Audience::Team)
+                    .is_ok()
+            );
+        }
     }
 
     #[test]
     fn no_limits_never_defer() {
         let l = SendLimits::new(&Limits::default());
         for _ in 0..1000 {
-            assert!(l.check("a@us.example", "pat@p.example").is_ok());
+            assert!(
+                l.check("a@us.example", "pat@p.example", Audience::Prospect)
+                    .is_ok()
+            );
         }
     }
 }

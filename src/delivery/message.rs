@@ -67,7 +67,7 @@ pub fn build(
     };
     refuse_line_breaks("subject", subject)?;
     let domain = id_domain(workflows);
-    let sender = sender(from.as_deref(), workflows)?;
+    let sender = sender(from.as_deref(), *to_prospect, workflows)?;
     let id = message_id(&row.id, &domain);
     let mut builder = Message::builder()
         .from(sender.clone())
@@ -117,8 +117,45 @@ pub fn build(
     })
 }
 
+/// What the recipient of an email row reads: the body with its links
+/// signed and the footer added, as `build` hands it over (the plain-text
+/// part of a Markdown email, the HTML of an HTML one). `None` for webhooks.
+pub fn body_as_sent(
+    row: &OutboxEntry,
+    workflows: &Workflows,
+    key: &UnsubscribeKey,
+) -> Option<String> {
+    let Delivery::Email {
+        body,
+        format,
+        to_prospect,
+        ..
+    } = &row.delivery
+    else {
+        return None;
+    };
+    let footer = to_prospect.then(|| Footer {
+        postal: workflows.settings.postal_address.clone(),
+        url: key.url(workflows, &row.id),
+    });
+    let body = if *to_prospect {
+        key.sign_links(workflows, &row.id, body)
+    } else {
+        body.clone()
+    };
+    Some(match format.as_str() {
+        "text" => with_text_footer(body, footer.as_ref()),
+        "html" => with_html_footer(body, footer.as_ref()),
+        _ => with_text_footer(unescape_html(&body), footer.as_ref()),
+    })
+}
+
 /// The owner (with the team's display name) or `settings.email.from`.
-fn sender(owner: Option<&str>, workflows: &Workflows) -> Result<Mailbox, String> {
+fn sender(
+    owner: Option<&str>,
+    to_prospect: bool,
+    workflows: &Workflows,
+) -> Result<Mailbox, String> {
     if let Some(email) = owner {
         let name = workflows
             .team
@@ -134,7 +171,11 @@ fn sender(owner: Option<&str>, workflows: &Workflows) -> Result<Mailbox, String>
         .settings
         .email_from
         .as_deref()
-        .ok_or("no sender: the record has no owner and settings.email.from is not set")?;
+        .ok_or(if to_prospect {
+            "no sender: the record has no owner and settings.email.from is not set"
+        } else {
+            "no sender: team notices are sent from settings.email.from, which is not set"
+        })?;
     mailbox("from", from)
 }
 

@@ -64,6 +64,8 @@ struct Channels {
     mailer: Result<Mailer, String>,
     webhooks: Result<WebhookClient, String>,
     limits: SendLimits,
+    /// Masked in every failure before it is stored or logged.
+    secrets: crate::config::environment::Secrets,
 }
 
 impl Channels {
@@ -74,6 +76,7 @@ impl Channels {
             mailer: Mailer::from_transport(settings.email_transport.as_deref(), data_dir),
             webhooks: WebhookClient::new(settings),
             limits: SendLimits::new(&settings.limits),
+            secrets: workflows.secrets.clone(),
         }
     }
 }
@@ -241,7 +244,7 @@ async fn claim<S: Store>(
                 continue;
             }
             Err(Prepared::Broken(why)) => {
-                give_up(&mut changes, row, why, now);
+                give_up(&mut changes, row, workflows.secrets.redact(&why), now);
                 continue;
             }
         };
@@ -267,7 +270,9 @@ fn prepare(
     key: &UnsubscribeKey,
 ) -> Result<Job, Prepared> {
     match &row.delivery {
-        Delivery::Email { to, .. } => {
+        Delivery::Email {
+            to, to_prospect, ..
+        } => {
             let built = message::build(row, workflows, key).map_err(Prepared::Broken)?;
             let from = built
                 .message
@@ -277,11 +282,19 @@ fn prepare(
                 .unwrap_or_default();
             channels
                 .limits
-                .check(&from, to)
+                .check(&from, to, audience(*to_prospect))
                 .map_err(Prepared::Deferred)?;
             Ok(Job::Email(Box::new(built)))
         }
         Delivery::Webhook { .. } => Ok(Job::Webhook),
+    }
+}
+
+fn audience(to_prospect: bool) -> limits::Audience {
+    if to_prospect {
+        limits::Audience::Prospect
+    } else {
+        limits::Audience::Team
     }
 }
 
@@ -342,7 +355,7 @@ async fn hand_over(row: &OutboxEntry, job: &Job, channels: &Channels, now: i64) 
     };
     match result {
         Ok(id) => Handed::Sent(id),
-        Err(f) => Handed::Failed(f),
+        Err(f) => Handed::Failed(f.redacted(&channels.secrets)),
     }
 }
 

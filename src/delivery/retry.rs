@@ -32,6 +32,23 @@ impl Failure {
         }
     }
 
+    /// The same failure with `secrets` masked in its sentence: an HTTP
+    /// client's error names the URL, and a webhook URL often carries the
+    /// credential (Slack, most CRM hooks).
+    pub fn redacted(self, secrets: &crate::config::environment::Secrets) -> Self {
+        match self {
+            Failure::Transient {
+                reason,
+                retry_after,
+            } => Failure::Transient {
+                reason: secrets.redact(&reason),
+                retry_after,
+            },
+            Failure::Permanent(reason) => Failure::Permanent(secrets.redact(&reason)),
+            Failure::Refused(reason) => Failure::Refused(secrets.redact(&reason)),
+        }
+    }
+
     /// The sentence recorded on the row.
     pub fn reason(&self) -> &str {
         match self {

@@ -208,6 +208,22 @@ fn is_allowed(host: &str, allow: &[String]) -> bool {
     allow.iter().any(|a| a.eq_ignore_ascii_case(host))
 }
 
+/// Why the guard would refuse `url` whatever DNS says: a literal address
+/// that is not public, or a `localhost` name (always loopback), when the
+/// host is not in `allow`. Validation and simulation ask this, so what they
+/// show is what delivery does.
+pub fn refused_without_dns(url: &str, allow: &[String]) -> Option<String> {
+    let url = reqwest::Url::parse(url).ok()?;
+    if let Some(why) = refused_literal(&url, allow) {
+        return Some(why);
+    }
+    let host = url.host_str()?.trim_end_matches('.').to_ascii_lowercase();
+    let loopback_name = host == "localhost" || host.ends_with(".localhost");
+    (loopback_name && !is_allowed(&host, allow)).then(|| {
+        format!("{host} is a loopback address; add it to settings.webhooks.allow_hosts to call it")
+    })
+}
+
 /// A URL whose host is an IP literal (no DNS to guard) that is not public.
 fn refused_literal(url: &reqwest::Url, allow: &[String]) -> Option<String> {
     let host = url.host_str()?;
@@ -277,6 +293,16 @@ mod tests {
         for public in ["93.184.216.34", "2606:4700::1111", "::ffff:8.8.8.8"] {
             assert!(is_public(public.parse().unwrap()), "{public}");
         }
+    }
+
+    #[test]
+    fn refusals_known_before_dns_are_named() {
+        let allow = ["127.0.0.1".to_owned()];
+        assert!(refused_without_dns("http://localhost:9000/x", &[]).is_some());
+        assert!(refused_without_dns("http://10.1.2.3/x", &[]).is_some());
+        assert!(refused_without_dns("http://127.0.0.1:9/x", &allow).is_none());
+        assert!(refused_without_dns("https://hooks.slack.com/x", &[]).is_none());
+        assert!(refused_without_dns("not a url", &[]).is_none());
     }
 
     #[test]

@@ -309,6 +309,11 @@ impl<'a> Work<'a> {
                 "stage.rejected",
                 json!({ "from": from, "to": to, "unmet": unmet }),
             );
+            // A move to a stage that does not exist says nothing about the
+            // stage the record is in: reports must not call it blocking.
+            if pipeline.stage_index(to).is_none() {
+                return MoveResult::Refused(unmet);
+            }
             self.update_open_visit(|visit| {
                 visit.refused_moves += 1;
                 for requirement in &unmet {
@@ -367,6 +372,21 @@ impl<'a> Work<'a> {
         }
     }
 
+    /// A visit this event opened belongs to the owner the event leaves: a
+    /// rule that assigns the record while it enters a stage (a form that
+    /// creates, qualifies and routes a lead at once) gives it its owner.
+    fn own_new_visits(&mut self) {
+        let owner = &self.record.owner;
+        let opened = self
+            .changes
+            .stage_visits
+            .iter_mut()
+            .filter(|(_, _, v)| v.exited_at.is_none() && v.entered_at == self.now);
+        for (_, _, visit) in opened {
+            visit.owner.clone_from(owner);
+        }
+    }
+
     /// Finishes an event that no longer applies (a timer that outlived its
     /// reason): only the cursor moves.
     fn finish_stale(self) -> Changes {
@@ -377,6 +397,7 @@ impl<'a> Work<'a> {
     }
 
     fn finish(mut self) -> Changes {
+        self.own_new_visits();
         if !self.updated_fields.is_empty() {
             let changed = std::mem::take(&mut self.updated_fields);
             self.raise("record.updated", json!({ "changed": changed }));

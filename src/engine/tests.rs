@@ -414,6 +414,26 @@ fn a_gated_move_lists_every_unmet_requirement_and_changes_nothing() {
 }
 
 #[test]
+fn a_move_to_a_stage_that_does_not_exist_is_refused_but_blocks_nothing() {
+    let b = Bench::new();
+    b.send(
+        "deal.opened",
+        "deal",
+        "D1",
+        json!({ "icp_fit": "strong", "pain": "x" }),
+    );
+    let MoveResult::Refused(unmet) = move_deal(&b, "proposl") else {
+        panic!("must refuse")
+    };
+    assert!(unmet[0].contains("\"proposl\" is not a stage"), "{unmet:?}");
+    assert!(b.event_types().contains(&"stage.rejected".to_owned()));
+    // Nothing about the stage the deal is in: reports must not count it.
+    let history = b.store.stage_history(&key("deal", "D1")).unwrap();
+    assert_eq!(history[0].refused_moves, 0);
+    assert!(history[0].refusals.is_empty());
+}
+
+#[test]
 fn moves_follow_the_pipeline_outcomes_and_backward_rules() {
     let b = Bench::new();
     b.send("deal.opened", "deal", "D1", json!({ "icp_fit": "strong", "pain": "x", "budget_range": "50k", "decision_maker": "CFO", "dm_meeting_at": "2026-03-05" }));

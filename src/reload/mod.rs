@@ -10,7 +10,7 @@ pub mod migrate;
 pub mod plan;
 mod watch;
 
-pub use watch::{DEBOUNCE, watch};
+pub use watch::{DEBOUNCE, files_fingerprint, watch};
 
 use crate::config::diagnostic::Severity;
 use crate::config::{self, Workflows};
@@ -133,6 +133,8 @@ pub struct ReloadContext {
     pub status: Arc<ReloadStatus>,
     /// The clock.
     pub clock: Arc<dyn crate::clock::Clock>,
+    /// `public_url` of workflows that do not set it: the listen address.
+    pub public_url: String,
 }
 
 /// Starts the reload loop.
@@ -183,7 +185,7 @@ async fn reload_once(context: &ReloadContext) -> Outcome {
         Ok(result) => result,
         Err(e) => return fail(format!("the reload task failed: {e}"), Vec::new()),
     };
-    let Some(new) = new else {
+    let Some(mut new) = new else {
         let errors: Vec<String> = diagnostics
             .iter()
             .filter(|d| d.severity == Severity::Error)
@@ -201,6 +203,7 @@ async fn reload_once(context: &ReloadContext) -> Outcome {
             errors,
         );
     };
+    new.settings.default_public_url(&context.public_url);
     let running = context.workflows.load();
     if new.version == running.version {
         return Outcome::Unchanged {

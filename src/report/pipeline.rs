@@ -21,6 +21,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+/// A pipeline's stages in order, each with its figures.
+pub type StageRows = Vec<(String, StageFigures)>;
+
 /// One stage's figures.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StageFigures {
@@ -63,10 +66,13 @@ pub struct StageFigures {
 pub struct PipelineReport {
     /// Pipeline name.
     pub pipeline: String,
-    /// Stages in the pipeline's order.
+    /// Stages in the pipeline's order; in JSON `[{"stage": NAME, ...figures}]`.
+    #[serde(with = "stage_rows")]
     pub stages: Vec<(String, StageFigures)>,
-    /// Per owner (unowned visits under ""), stages in order.
-    pub by_owner: BTreeMap<String, Vec<(String, StageFigures)>>,
+    /// Per owner (unowned visits under ""), stages in order; in JSON
+    /// `[{"owner": EMAIL, "stages": [...]}]`.
+    #[serde(with = "owner_rows")]
+    pub by_owner: BTreeMap<String, StageRows>,
     /// Records that reached a won stage.
     pub won: u64,
     /// Records that reached a lost stage.
@@ -77,6 +83,67 @@ pub struct PipelineReport {
     pub median_cycle_days: Option<f64>,
     #[serde(skip)]
     cycles: Vec<f64>,
+}
+
+/// Stages as JSON objects that name their stage (SPEC §7: no positional pairs).
+mod stage_rows {
+    use super::StageFigures;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    struct StageRow {
+        stage: String,
+        #[serde(flatten)]
+        figures: StageFigures,
+    }
+
+    pub fn serialize<S: Serializer>(
+        stages: &[(String, StageFigures)],
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(stages.iter().map(|(stage, figures)| StageRow {
+            stage: stage.clone(),
+            figures: figures.clone(),
+        }))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<(String, StageFigures)>, D::Error> {
+        let rows = Vec::<StageRow>::deserialize(deserializer)?;
+        Ok(rows.into_iter().map(|r| (r.stage, r.figures)).collect())
+    }
+}
+
+/// Owners as JSON objects that name their owner.
+mod owner_rows {
+    use super::{StageFigures, StageRows};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::collections::BTreeMap;
+
+    #[derive(Serialize, Deserialize)]
+    struct OwnerRow {
+        owner: String,
+        #[serde(with = "super::stage_rows")]
+        stages: Vec<(String, StageFigures)>,
+    }
+
+    pub fn serialize<S: Serializer>(
+        owners: &BTreeMap<String, StageRows>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(owners.iter().map(|(owner, stages)| OwnerRow {
+            owner: owner.clone(),
+            stages: stages.clone(),
+        }))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<BTreeMap<String, StageRows>, D::Error> {
+        let rows = Vec::<OwnerRow>::deserialize(deserializer)?;
+        Ok(rows.into_iter().map(|r| (r.owner, r.stages)).collect())
+    }
 }
 
 impl PipelineReport {

@@ -208,3 +208,38 @@ fn a_period_that_starts_later_leaves_earlier_handoffs_and_visits_out() {
     assert_eq!(pipeline.stages[0].1.entered, 0);
     assert_eq!(pipeline.stages[1].1.entered, 2);
 }
+
+#[test]
+fn the_owner_a_visit_counts_for_is_the_one_its_event_leaves() {
+    // A deal opened and routed by one event: the visit is Ana's, not unowned.
+    let flows = r#"
+team:
+  people: [ { email: ana@x.example } ]
+pipelines:
+  - name: b2b
+    for: deal
+    stages:
+      - { name: qualified, exit_require: [budget] }
+      - { name: proposal }
+rules:
+  - { name: route, for: deal, on: deal.opened, do: [ { assign: { owner: ana@x.example } } ] }
+  - { name: early, for: deal, on: deal.rush, do: [ { move: proposal } ] }
+"#;
+    let w = crate::config::load_for_tests(flows);
+    let store = KvStore::open(MemoryBackend::default(), "memory").unwrap();
+    let events = vec![
+        event(0.0, "deal.opened", "deal/D1", json!({})),
+        event(2.0, "deal.rush", "deal/D1", json!({})),
+    ];
+    run_on(&store, &w, start(), events, at(3.0)).unwrap();
+    let pipeline = &pipeline_report(&store, &w, start()).unwrap()[0];
+    let ana = &pipeline.by_owner["ana@x.example"];
+    assert_eq!(ana[0].1.entered, 1, "{:?}", pipeline.by_owner.keys());
+    assert!(!pipeline.by_owner.contains_key(""), "no unowned visit");
+    let q = pipeline.stage("qualified").unwrap();
+    assert_eq!(q.refused_moves, 1);
+    assert_eq!(
+        q.most_blocking.as_deref(),
+        Some("budget is required to leave qualified")
+    );
+}

@@ -66,7 +66,7 @@ pub async fn run(
 ) -> Result<Timeline, StoreError> {
     let store = KvStore::open(MemoryBackend::default(), "memory")?;
     run_on(&store, workflows, start, events, until)?;
-    Timeline::from_store(&store)
+    Timeline::from_store(&store, workflows)
 }
 
 /// Runs `events` from `start` until `until` on a store, which may hold an

@@ -194,6 +194,8 @@ fn enrolling_twice_does_nothing_and_reenroll_never_holds() {
 }
 
 const STALLS: &str = r#"
+settings:
+  email: { from: "Acme <sales@x.example>" }
 team:
   people: [ { email: ana@x.example } ]
 pipelines:
@@ -324,5 +326,47 @@ fn a_workflow_test_that_expects_what_never_happens_fails() {
     assert!(
         failures[1].starts_with("not expected, but happened: { task"),
         "{failures:#?}"
+    );
+}
+
+#[test]
+fn sends_that_delivery_would_refuse_are_marked_failing() {
+    // No settings.email.from and no owner: the email has no sender. The
+    // webhook's host is a private address the guard refuses.
+    let w = workflows(
+        r#"
+rules:
+  - name: greet
+    for: lead
+    on: signed.up
+    do:
+      - webhook: { url: "http://10.1.2.3/hooks" }
+      - email: { subject: "Hi", body: "Hello" }
+"#,
+    );
+    let start = "2026-03-02T15:00:00Z";
+    let events = vec![event(
+        t(start),
+        "signed.up",
+        "lead/L1",
+        json!({ "email": "pat@p.example" }),
+    )];
+    let timeline = simulate(&w, start, events, Duration::hours(1));
+    let hook = of(&timeline, "webhook")[0];
+    assert!(
+        text(hook, "fails").contains("10.1.2.3"),
+        "{:?}",
+        hook.fields
+    );
+    assert!(
+        hook.line().contains("FAILS: 10.1.2.3 is a private"),
+        "{}",
+        hook.line()
+    );
+    let email = of(&timeline, "email")[0];
+    assert!(
+        text(email, "fails").contains("no sender: the record has no owner"),
+        "{:?}",
+        email.fields
     );
 }

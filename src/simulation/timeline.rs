@@ -1,8 +1,11 @@
 //! The timeline of a simulation: every event, send and task, in the order
 //! they happened, read back from the simulation's store.
 
+use crate::config::Workflows;
+use crate::delivery::unsubscribe::UnsubscribeKey;
+use crate::delivery::{message, webhook};
 use crate::engine::internal;
-use crate::state::{Delivery, RecordKey};
+use crate::state::{Delivery, OutboxEntry, RecordKey};
 use crate::store::{EventTable, OutboxTable, Page, StoreError, TaskFilter, TaskTable};
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
@@ -39,8 +42,9 @@ pub struct Timeline {
 }
 
 impl Timeline {
-    /// Reads the timeline out of a simulation's store.
-    pub fn from_store<S>(store: &S) -> Result<Timeline, StoreError>
+    /// Reads the timeline out of a simulation's store; a send that delivery
+    /// would refuse is marked with `fails` and the reason.
+    pub fn from_store<S>(store: &S, workflows: &Workflows) -> Result<Timeline, StoreError>
     where
         S: EventTable + OutboxTable + TaskTable,
     {
@@ -68,6 +72,14 @@ impl Timeline {
         }
         for row in all_pages(|after| store.outbox(after, 1024))? {
             let (kind, zone, mut fields) = delivery_fields(&row.delivery);
+            if let Some(why) = would_fail(&row, workflows) {
+                fields.insert("fails".to_owned(), json!(why));
+            }
+            let mut shown = Json::Object(fields);
+            workflows.secrets.redact_json(&mut shown);
+            let Json::Object(mut fields) = shown else {
+                continue;
+            };
             fields.insert("rule".to_owned(), json!(row.created_by));
             fields.insert("step".to_owned(), json!(row.step));
             fields.insert("record".to_owned(), json!(row.record.to_string()));
@@ -124,6 +136,22 @@ fn seq_of(id: &str) -> u64 {
         .unwrap_or(u64::MAX)
 }
 
+/// Why delivery would refuse a row before sending anything: the message
+/// cannot be built (no sender, a bad address) or the webhook guard refuses
+/// its host. Failures only a real server can give are not foreseen.
+fn would_fail(row: &OutboxEntry, workflows: &Workflows) -> Option<String> {
+    match &row.delivery {
+        Delivery::Email { .. } => {
+            // Any key: signing links cannot fail, and nothing is sent.
+            let key = UnsubscribeKey::from_bytes(&[0; 32]);
+            message::build(row, workflows, &key).err()
+        }
+        Delivery::Webhook { url, .. } => {
+            webhook::refused_without_dns(url, &workflows.settings.webhook_allow_hosts)
+        }
+    }
+}
+
 fn delivery_fields(delivery: &Delivery) -> (&'static str, Option<Tz>, Map<String, Json>) {
     let (kind, zone, value) = match delivery {
         Delivery::Email {
@@ -147,13 +175,22 @@ fn delivery_fields(delivery: &Delivery) -> (&'static str, Option<Tz>, Map<String
 }
 
 impl Entry {
-    /// `YYYY-MM-DD HH:MM ZONE  kind  detail` (SPEC §7 "simulate").
+    /// `YYYY-MM-DD HH:MM UTC  kind  detail`: one time column, in UTC, so
+    /// the lines read in order; a send timed in the recipient's zone adds
+    /// that local time at the end (`(09:03 CST for the recipient)`).
     pub fn line(&self) -> String {
-        let when = self
-            .at
-            .with_timezone(&self.zone)
-            .format("%Y-%m-%d %H:%M %Z");
-        format!("{when}  {:<18} {}", self.kind, self.detail())
+        let when = self.at.format("%Y-%m-%d %H:%M UTC");
+        let local = if self.zone == Tz::UTC {
+            String::new()
+        } else {
+            let there = self.at.with_timezone(&self.zone).format("%a %H:%M %Z");
+            format!("  ({there} for the recipient)")
+        };
+        let fails = match self.text("fails").as_str() {
+            "" => String::new(),
+            why => format!("  FAILS: {why}"),
+        };
+        format!("{when}  {:<18} {}{local}{fails}", self.kind, self.detail())
     }
 
     /// The entry as one JSON object (`--format json`).
@@ -206,6 +243,8 @@ impl Entry {
                     .map(|(k, _)| format!("{k}={}", self.text(k)))
                     .collect();
                 format!("{} {}", self.record, data.join(" "))
+                    .trim_end()
+                    .to_owned()
             }
         }
     }

@@ -48,6 +48,14 @@ pub enum StoreError {
         /// What the backend said.
         reason: String,
     },
+    /// Another process (a second daemon) has the store open.
+    #[error(
+        "the store at {path} is in use by another dealflow process (is a daemon already running with this --data?); stop it, or give this one another --data"
+    )]
+    InUse {
+        /// Where.
+        path: String,
+    },
     /// The backend failed (disk full, permissions, ...).
     #[error("storage failed: {0}")]
     Backend(String),

@@ -21,10 +21,37 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// or timer benchmarks and saved 84 MiB of RSS at 200,000 records.
 pub const DEFAULT_CACHE_MIB: u64 = 16;
 
-/// A sled database in a folder (sled holds an exclusive lock on it).
+/// A sled database in a folder, held by this process alone.
 pub struct SledBackend {
     db: sled::Db,
     durability: Arc<GroupFlush>,
+    /// Our own lock on the folder, held while the backend lives: sled locks
+    /// too, but says so only in an error's text.
+    _lock: std::fs::File,
+}
+
+/// The lock file in the store folder.
+const LOCK_FILE: &str = "dealflow.lock";
+
+/// Locks `dir` for this process, or says that another one holds it.
+fn lock(dir: &Path) -> Result<std::fs::File, StoreError> {
+    let path = dir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::InUse {
+            path: dir.display().to_string(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(StoreError::Backend(format!(
+            "cannot lock {}: {e}",
+            path.display()
+        ))),
+    }
 }
 
 /// Counts applied batches and the ones known durable.
@@ -52,6 +79,7 @@ impl SledBackend {
     /// never papered over with an empty store.
     pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
         let path = dir.display().to_string();
+        let lock = lock(dir)?;
         let db = sled::Config::new()
             .path(dir)
             .mode(sled::Mode::HighThroughput)
@@ -69,6 +97,7 @@ impl SledBackend {
         Ok(SledBackend {
             db,
             durability: Arc::default(),
+            _lock: lock,
         })
     }
 }

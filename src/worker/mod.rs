@@ -200,8 +200,12 @@ pub fn spawn<S: Store>(
                     0
                 }
             };
-            let _ = progress.send(store.cursor().unwrap_or(0));
+            let cursor = store.cursor().unwrap_or(0);
+            let _ = progress.send(cursor);
             if handled > 0 {
+                // One line per batch: a sign of life an operator can follow
+                // without a line per event under load.
+                tracing::info!(events = handled, through = cursor, "Handled events.");
                 // Commands wait at most one round, however busy the log is.
                 while let Ok(command) = inbox.try_recv() {
                     run_command(store.as_ref(), &workflows, clock.as_ref(), command).await;

@@ -4,6 +4,7 @@
 use super::context::{Cx, Scope};
 use super::symbols::Symbols;
 use super::{BUILTIN_EVENTS, KEPT_FIELDS};
+use crate::config::diagnostic::Position;
 use crate::config::expr::Escaping;
 use crate::config::model::{
     ActionSpec, AssignSpec, EmailSpec, EmitSpec, HandoffSpec, Located, NotifySpec, Strategy,
@@ -62,10 +63,10 @@ fn compile(
                 );
                 return None;
             }
-            email(e, scope, symbols, cx).map(Action::Email)
+            email(cx.at(action), e, scope, symbols, cx).map(Action::Email)
         }
         ActionSpec::Notify(n) => notify(action, n, scope, symbols, cx).map(Action::Notify),
-        ActionSpec::Webhook(w) => webhook(w, scope, cx).map(Action::Webhook),
+        ActionSpec::Webhook(w) => webhook(w, scope, symbols, cx).map(Action::Webhook),
         ActionSpec::Task(t) => task(t, scope, symbols, cx).map(Action::Task),
         ActionSpec::Set(fields) => set(action, fields, scope, cx).map(Action::Set),
         ActionSpec::Move(stage) => {
@@ -170,7 +171,17 @@ fn email_scope(scope: &Scope) -> Scope {
 }
 
 /// Compiles an email (action or step); `thread` is checked by the caller.
-pub fn email(e: &EmailSpec, scope: &Scope, symbols: &Symbols, cx: &mut Cx) -> Option<EmailAction> {
+pub fn email(
+    at: Position,
+    e: &EmailSpec,
+    scope: &Scope,
+    symbols: &Symbols,
+    cx: &mut Cx,
+) -> Option<EmailAction> {
+    if e.template.is_none() && e.subject.is_none() && e.body.is_none() {
+        cx.error_at(at, "an email needs a template, or a subject and a body");
+        return None;
+    }
     let content = email_content(
         e.template.as_ref(),
         e.subject.as_ref(),
@@ -248,6 +259,7 @@ fn email_content(
             );
             None
         }
+        // Callers refuse an email with none of the three before coming here.
         (None, None, None) => None,
     }
 }
@@ -274,6 +286,13 @@ fn notify(
         cx.error(at, "notify needs a subject, a template or a body");
         return None;
     }
+    if !symbols.email_from && !symbols.incomplete {
+        cx.error(
+            at,
+            "notify sends from settings.email.from, which is not set; add settings: { email: { from: \"Acme Sales <sales@acme.example>\" } }",
+        );
+        return None;
+    }
     if let Some(t) = &n.template {
         email_content(
             Some(t),
@@ -293,16 +312,35 @@ fn notify(
     })
 }
 
+/// `scheme://host:port/` of a URL template whose host is written out (no
+/// `{{` before the path), for checks that need no rendering.
+fn static_host(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..end];
+    (!authority.contains("{{")).then(|| format!("{scheme}://{authority}/"))
+}
+
 const HTTP_METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE"];
 
 /// Compiles a webhook (action or step).
-pub fn webhook(w: &WebhookSpec, scope: &Scope, cx: &mut Cx) -> Option<WebhookAction> {
+pub fn webhook(
+    w: &WebhookSpec,
+    scope: &Scope,
+    symbols: &Symbols,
+    cx: &mut Cx,
+) -> Option<WebhookAction> {
     let url = cx.template(&w.url, scope, Escaping::None);
     let url_shape = w.url.get().starts_with("http://")
         || w.url.get().starts_with("https://")
         || w.url.get().starts_with("{{");
     if !url_shape {
         cx.error(&w.url, "webhook url must start with http:// or https://");
+    }
+    if let Some(why) = static_host(w.url.get()).and_then(|base| {
+        crate::delivery::webhook::refused_without_dns(&base, &symbols.webhook_allow_hosts)
+    }) {
+        cx.warning(&w.url, format!("every call will fail: {why}"));
     }
     let method = match &w.method {
         None => Some("POST".to_owned()),

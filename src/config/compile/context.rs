@@ -14,6 +14,9 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub struct Scope {
     names: BTreeSet<String>,
+    /// Any name is accepted: the scope's names come from files that could
+    /// not be read, so an unknown name may well be defined there.
+    open: bool,
 }
 
 impl Scope {
@@ -25,14 +28,21 @@ impl Scope {
             .map(String::from)
             .collect();
         names.extend(kind.map(String::from));
-        Scope { names }
+        Scope { names, open: false }
     }
 
     /// Scope of a schedule rule without `for_each`: there is no record.
     pub fn no_record() -> Scope {
         Scope {
             names: ["event", "now"].into_iter().map(String::from).collect(),
+            open: false,
         }
+    }
+
+    /// This scope accepting every name, when `unsure` (see `open`).
+    pub fn open_when(mut self, unsure: bool) -> Scope {
+        self.open = unsure;
+        self
     }
 
     /// This scope plus more names.
@@ -156,7 +166,11 @@ impl<'a> Cx<'a> {
         escaping: Escaping,
     ) -> Option<TextTemplate> {
         match self.exprs.template(text.get(), escaping) {
-            Ok((template, names)) => self.names_in_scope(text, &names, scope).then_some(template),
+            Ok((template, names)) => {
+                let origin = self.position_inside(text, Some(0));
+                self.names_in_scope(text, &names, scope)
+                    .then(|| template.at(origin))
+            }
             Err(problem) => {
                 self.syntax_error(text, "template", &problem);
                 None
@@ -178,10 +192,11 @@ impl<'a> Cx<'a> {
                 let unknown = unknown_names(&names, scope);
                 for name in &unknown {
                     let at = position_of_name(source, name, first_line, &self.file);
-                    let hint = suggestion(name, scope.names.iter().map(String::as_str));
+                    let hint = unknown_name_hint(name, scope);
                     self.error_at(at, format!("unknown name \"{name}\" in template{hint}"));
                 }
-                unknown.is_empty().then_some(template)
+                let origin = Position::new(&self.file, first_line, 1);
+                unknown.is_empty().then(|| template.at(origin))
             }
             Err(problem) => {
                 let (line, column) = problem.offset.map_or((0, 1), |o| line_col_in(source, o));
@@ -200,15 +215,16 @@ impl<'a> Cx<'a> {
     ) -> bool {
         let unknown = unknown_names(names, scope);
         for name in &unknown {
-            let hint = suggestion(name, scope.names.iter().map(String::as_str));
-            let listed: Vec<&str> = scope.names.iter().map(String::as_str).collect();
-            let message = if hint.is_empty() {
+            let near = suggestion(name, scope.names.iter().map(String::as_str));
+            let message = if near.is_empty() {
+                let listed: Vec<&str> = scope.names.iter().map(String::as_str).collect();
                 format!(
-                    "unknown name \"{name}\"; in scope here: {}",
+                    "unknown name \"{name}\"{}; in scope here: {}",
+                    unknown_name_hint(name, scope),
                     listed.join(", ")
                 )
             } else {
-                format!("unknown name \"{name}\"{hint}")
+                format!("unknown name \"{name}\"{near}")
             };
             let at = self.position_inside(text, text.get().find(name.as_str()));
             self.error_at(at, message);
@@ -245,6 +261,11 @@ impl<'a> Cx<'a> {
         )
     }
 
+    /// Whether an error was recorded so far.
+    pub fn failed(&self) -> bool {
+        self.diags.has_errors()
+    }
+
     /// Hands over the compiled expressions and whether any error was seen.
     pub fn finish(self) -> (Expressions, bool) {
         (self.exprs, self.diags.has_errors())
@@ -252,7 +273,26 @@ impl<'a> Cx<'a> {
 }
 
 fn unknown_names(names: &BTreeSet<String>, scope: &Scope) -> Vec<String> {
+    if scope.open {
+        return Vec::new();
+    }
     names.difference(&scope.names).cloned().collect()
+}
+
+/// A near name in scope, else how a record kind's name comes into scope:
+/// a newcomer's first template says `contact.name` in a rule without `for:`.
+fn unknown_name_hint(name: &str, scope: &Scope) -> String {
+    let near = suggestion(name, scope.names.iter().map(String::as_str));
+    if !near.is_empty() {
+        return near;
+    }
+    if scope.has_record() {
+        format!(
+            "; if \"{name}\" is a record kind, add `for: {name}` to the rule, sequence or model (or write record.…)"
+        )
+    } else {
+        String::new()
+    }
 }
 
 /// 1-based line (relative) and column of a byte offset in `text`.

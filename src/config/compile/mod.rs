@@ -6,6 +6,7 @@
 //! the first error, so one run shows everything to fix.
 
 mod actions;
+mod completeness;
 mod context;
 mod pipelines;
 mod rules;
@@ -44,6 +45,7 @@ pub const BUILTIN_EVENTS: &[&str] = &[
     "handoff.completed",
     "handoff.rejected",
     "action.failed",
+    "email.auto_replied",
 ];
 
 /// Record fields dealflow keeps; workflows and events cannot set them
@@ -76,12 +78,12 @@ pub fn compile(set: SourceSet, diags: &mut Diagnostics) -> Option<Workflows> {
     let scoring = scoring::compile(&set, &symbols, &mut cx);
     let tests = workflow_tests::compile(&set, &symbols, &mut cx);
     symbols.warn_unused(&mut cx);
-    let (expressions, failed) = cx.finish();
-    if failed {
+    if cx.failed() {
+        let _ = cx.finish();
         return None;
     }
     let (trigger_index, wildcard_rules) = index_triggers(&rules);
-    Some(Workflows {
+    let workflows = Workflows {
         version: set.version.clone(),
         kinds: symbols.kinds.clone(),
         files: set
@@ -102,7 +104,13 @@ pub fn compile(set: SourceSet, diags: &mut Diagnostics) -> Option<Workflows> {
         secrets: set.secrets.clone(),
         trigger_index,
         wildcard_rules,
+        expressions: Default::default(),
+    };
+    completeness::check(&set, &workflows, &mut cx);
+    let (expressions, failed) = cx.finish();
+    (!failed).then_some(Workflows {
         expressions,
+        ..workflows
     })
 }
 

@@ -5,6 +5,7 @@ use super::context::{Cx, Scope};
 use super::rules::check_event_type;
 use super::settings::compile_calendar;
 use super::symbols::Symbols;
+use crate::config::diagnostic::Position;
 use crate::config::expr::Escaping;
 use crate::config::loader::SourceSet;
 use crate::config::model::{Located, NameOr, SequenceSpec, StepSpec};
@@ -213,7 +214,7 @@ fn compile_step(
         cx.error(at, "then and else only work with if");
         return None;
     }
-    let kind = step_kind(s, scope, symbols, ids, seen, cx)?;
+    let kind = step_kind(cx.at(at), s, scope, symbols, ids, seen, cx)?;
     if let (StepKind::Email(_), Some(id)) = (&kind, &s.id) {
         ids.emails_seen.insert(id.get().clone());
     }
@@ -225,6 +226,7 @@ fn compile_step(
 }
 
 fn step_kind(
+    at: Position,
     s: &StepSpec,
     scope: &Scope,
     symbols: &Symbols,
@@ -251,13 +253,13 @@ fn step_kind(
             );
             return None;
         }
-        return actions::email(e, scope, symbols, cx).map(StepKind::Email);
+        return actions::email(at, e, scope, symbols, cx).map(StepKind::Email);
     }
     if let Some(t) = &s.task {
         return actions::task(t, scope, symbols, cx).map(StepKind::Task);
     }
     if let Some(w) = &s.webhook {
-        return actions::webhook(w, scope, cx).map(StepKind::Webhook);
+        return actions::webhook(w, scope, symbols, cx).map(StepKind::Webhook);
     }
     if let Some(w) = &s.wait {
         return cx.positive_duration(w, "wait").map(StepKind::Wait);

@@ -29,7 +29,8 @@ pub fn compile_settings(set: &SourceSet, cx: &mut Cx) -> Settings {
         retry,
         keep_runs,
     } = spec;
-    if let Some(url) = public_url {
+    // Empty is unset, so `${DEALFLOW_PUBLIC_URL:-}` can leave the default.
+    if let Some(url) = public_url.as_ref().filter(|u| !u.get().is_empty()) {
         if url.get().starts_with("http://") || url.get().starts_with("https://") {
             out.public_url = Some(url.get().trim_end_matches('/').to_owned());
         } else {
@@ -95,6 +96,9 @@ fn compile_email(email: &EmailSettingsSpec, out: &mut Settings, cx: &mut Cx) {
     if let Some(t) = &email.transport {
         check_transport(t, cx);
         out.email_transport = Some(t.get().clone());
+        if t.get().starts_with("smtp") {
+            warn_before_real_mail(t, email, out.public_url.is_some(), cx);
+        }
     }
     if let Some(from) = &email.from {
         if from.get().contains('@') {
@@ -117,6 +121,24 @@ fn compile_email(email: &EmailSettingsSpec, out: &mut Settings, cx: &mut Cx) {
     }
     if let Some(policy) = &email.on_uncertain {
         out.on_uncertain = *policy.get();
+    }
+}
+
+/// Mail that reaches real prospects needs an unsubscribe link they can
+/// open and the sender's postal address (CAN-SPAM); neither is checked for
+/// the maildir, where nothing leaves the machine.
+fn warn_before_real_mail(t: &Text, email: &EmailSettingsSpec, public_url: bool, cx: &mut Cx) {
+    if !public_url {
+        cx.warning(
+            t,
+            "settings.public_url is not set, so unsubscribe links point at the address the daemon listens on; set it to the address prospects can reach",
+        );
+    }
+    if email.postal_address.is_none() {
+        cx.warning(
+            t,
+            "settings.email.postal_address is not set; emails to prospects must carry the sender's postal address (CAN-SPAM)",
+        );
     }
 }
 

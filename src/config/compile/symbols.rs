@@ -31,7 +31,11 @@ pub struct Symbols {
     pub models: BTreeMap<String, String>,
     /// Whether some file could not be read, so a name missing here may be
     /// defined there: reference errors would only repeat that file's error.
-    incomplete: bool,
+    pub incomplete: bool,
+    /// Whether `settings.email.from` is given: team notices are sent from it.
+    pub email_from: bool,
+    /// `settings.webhooks.allow_hosts`, to warn of webhooks the guard refuses.
+    pub webhook_allow_hosts: Vec<String>,
     /// Templates and sequences some action uses (for unused warnings).
     used: RefCell<BTreeSet<(&'static str, String)>>,
     /// Where each sequence was defined (for unused warnings).
@@ -96,6 +100,15 @@ pub fn collect(set: &SourceSet, cx: &mut Cx) -> Symbols {
                 ),
                 None => settings_at = Some(cx.at(settings)),
             }
+            let settings = settings.get();
+            s.email_from |= settings.email.as_ref().is_some_and(|e| e.from.is_some());
+            s.webhook_allow_hosts.extend(
+                settings
+                    .webhooks
+                    .iter()
+                    .flat_map(|w| &w.allow_hosts)
+                    .map(|h| h.get().to_lowercase()),
+            );
         }
         for name in m.calendars.keys() {
             if defs.first(cx, "calendar", name) {

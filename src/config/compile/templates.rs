@@ -10,13 +10,16 @@ use std::collections::BTreeMap;
 /// Names a template file may read: it can be used by any rule, sequence or
 /// notification, so every kind's name is in scope, plus what emails add.
 pub fn template_file_scope(symbols: &Symbols) -> Scope {
-    Scope::record(None).with(
-        symbols
-            .kinds
-            .iter()
-            .cloned()
-            .chain(["unsubscribe_url", "sequence", "step"].map(String::from)),
-    )
+    Scope::record(None)
+        .with(
+            symbols
+                .kinds
+                .iter()
+                .cloned()
+                .chain(["unsubscribe_url", "sequence", "step"].map(String::from)),
+        )
+        // A kind named only in a file that did not parse is still a kind.
+        .open_when(symbols.incomplete)
 }
 
 /// Compiles every template file.

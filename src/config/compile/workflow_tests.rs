@@ -15,6 +15,32 @@ use std::time::Duration;
 /// Timeline entries a test can expect besides the built-in events.
 const DELIVERY_ENTRIES: &[&str] = &["email", "notify", "webhook", "task"];
 
+/// The fields each send or task entry of the timeline has (see
+/// `simulation::timeline`): a field outside these would never match, so an
+/// `expect_not` with a typo would pass forever.
+const ENTRY_FIELDS: &[(&str, &[&str])] = &[
+    (
+        "email",
+        &[
+            "to", "cc", "subject", "thread", "rule", "step", "record", "fails",
+        ],
+    ),
+    (
+        "notify",
+        &[
+            "to", "cc", "subject", "thread", "rule", "step", "record", "fails",
+        ],
+    ),
+    (
+        "webhook",
+        &["url", "method", "rule", "step", "record", "fails"],
+    ),
+    (
+        "task",
+        &["title", "owner", "step", "rule", "record", "due_at"],
+    ),
+];
+
 /// How long a test's clock runs when it gives no `until`.
 const DEFAULT_UNTIL: Duration = Duration::from_secs(30 * 86_400);
 
@@ -73,12 +99,12 @@ fn compile_event(at: &Located<TestEventSpec>, symbols: &Symbols, cx: &mut Cx) ->
     };
     let type_ok = check_event_type(&e.event_type, cx);
     let kind = &e.record.kind;
-    if !symbols.kinds.contains(kind.get()) {
+    if !symbols.incomplete && !symbols.kinds.contains(kind.get()) {
         let hint = suggestion(kind.get(), symbols.kinds.iter().map(String::as_str));
         cx.warning(
             kind,
             format!(
-                "no workflow is for kind \"{}\", so this event changes nothing{hint}",
+                "no workflow names kind \"{}\" (in `for:`), so only rules without `for:` see this event{hint}",
                 kind.get()
             ),
         );
@@ -93,6 +119,24 @@ fn compile_event(at: &Located<TestEventSpec>, symbols: &Symbols, cx: &mut Cx) ->
         data: e.data.clone(),
     })
     .filter(|_| type_ok)
+}
+
+/// A field a send or task entry never has, named with the ones it has.
+fn unknown_field(kind: &str, fields: &Json) -> Option<String> {
+    let (_, known) = ENTRY_FIELDS.iter().find(|(k, _)| *k == kind)?;
+    let name = fields
+        .as_object()?
+        .keys()
+        .find(|f| !known.contains(&f.as_str()))?;
+    let hint = suggestion(name, known.iter().copied());
+    Some(if hint.is_empty() {
+        format!(
+            "\"{kind}\" entries have no field \"{name}\"; they have: {}",
+            known.join(", ")
+        )
+    } else {
+        format!("\"{kind}\" entries have no field \"{name}\"{hint}")
+    })
 }
 
 fn expectations(
@@ -133,6 +177,11 @@ fn expectations(
                 item,
                 format!("the fields to match under \"{kind}\" must be a mapping"),
             );
+            ok = false;
+            continue;
+        }
+        if let Some(unknown) = unknown_field(kind, fields) {
+            cx.error(item, unknown);
             ok = false;
             continue;
         }
