@@ -97,6 +97,7 @@ async fn run(name: &str, yaml: &str, rows: Vec<OutboxEntry>) {
             clock: Arc::new(SystemClock),
             key: UnsubscribeKey::from_bytes(&[9; 32]),
             data_dir: data.path().to_path_buf(),
+            health: Default::default(),
         },
         cancel.clone(),
     );

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
 use std::collections::BTreeMap;
 
+pub mod address;
 mod scores;
 
 pub use scores::{ModelScore, RuleSlots, Scores};
@@ -601,6 +602,29 @@ pub struct Run {
     /// Set when the run failed as a whole (condition error, chain too deep).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// An address no workflow emails any more, why and since when.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Suppression {
+    /// The address, as [`address::normalized`] spells it.
+    pub address: String,
+    /// `unsubscribed (link)`, `bounced (5.1.1)`, ...
+    pub reason: String,
+    /// When it was added (`None` for suppressions stored before dealflow
+    /// recorded it).
+    pub at: Option<DateTime<Utc>>,
+}
+
+impl Suppression {
+    /// A suppression of `raw` (any spelling) for `reason`, at `at`.
+    pub fn new(raw: &str, reason: impl Into<String>, at: DateTime<Utc>) -> Self {
+        Suppression {
+            address: address::normalized(raw),
+            reason: reason.into(),
+            at: Some(at),
+        }
+    }
 }
 
 #[cfg(test)]

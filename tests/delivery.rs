@@ -387,3 +387,216 @@ rules:
     assert!(body.contains("Acme Inc, 1 Main St"), "{body}");
     assert!(body.contains(&format!("Unsubscribe: {url}/u/")), "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_sender_is_retried_and_counted_never_a_bounce() {
+    let smtp = SmtpSink::start();
+    let yaml = format!(
+        r#"
+settings:
+  email:
+    transport: {}
+    from: "Blocked <blocked@acme.example>"
+  retry: {{ first: 1s, max_delay: 1s, attempts: 3 }}
+rules:
+  - name: touch
+    for: lead
+    on: signed.up
+    do:
+      - email: {{ subject: "Hi", body: "Hello" }}
+"#,
+        smtp.url()
+    );
+    let (_dir, _daemon, url) = start(&yaml);
+    sign_up(&url, "L1", "pat@p.example", "Pat").await;
+    // Tried again (the settings may be fixed meanwhile), then dead.
+    let dead = eventually(20, "the row dead after its tries", || async {
+        let rows = outbox(&url, "status=dead&record=lead/L1").await;
+        (!rows.is_empty()).then_some(rows)
+    })
+    .await;
+    assert_eq!(dead[0]["attempts"], 3, "{}", dead[0]);
+    assert!(
+        dead[0]["last_error"].as_str().unwrap().contains("5.7.1"),
+        "{}",
+        dead[0]
+    );
+    // Not a bounce: no email.bounced, the address is not suppressed.
+    let runs = get_json(&format!("{url}/v1/runs?record=lead/L1")).await;
+    assert!(!runs.to_string().contains("email.bounced"), "{runs}");
+    let record = get_json(&format!("{url}/v1/records/lead/L1")).await;
+    assert!(!record.to_string().contains("email.bounced"), "{record}");
+    sign_up(&url, "L1", "pat@p.example", "Pat").await;
+    eventually(10, "a second email queued for the same address", || async {
+        (outbox(&url, "record=lead/L1").await.len() == 2).then_some(())
+    })
+    .await;
+    let rows = outbox(&url, "record=lead/L1").await;
+    assert!(rows.iter().all(|r| r["status"] != "cancelled"), "{rows:?}");
+    // Shown to the operator.
+    let status = get_json(&format!("{url}/v1/status")).await;
+    assert!(
+        status["deliveries"]["sender_failures"].as_u64() >= Some(3),
+        "{status}"
+    );
+    assert!(
+        status["deliveries"]["last_sender_failure"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("Sender address rejected"),
+        "{status}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_is_one_suppression_however_it_is_written() {
+    let yaml = r#"
+settings:
+  email: { from: "Acme Sales <sales@acme.example>" }
+rules:
+  - name: touch
+    for: lead
+    on: signed.up
+    do:
+      - email: { subject: "Hi", body: "Hello [stop]({{ unsubscribe_url }})" }
+"#;
+    let (_dir, _daemon, url) = start(yaml);
+    sign_up(&url, "L1", "pat@p.example", "Pat").await;
+    let first = eventually(10, "the first email sent", || async {
+        let rows = outbox(&url, "status=sent&record=lead/L1").await;
+        rows.first().cloned()
+    })
+    .await;
+    let body = first["delivery"]["body"].as_str().unwrap().to_owned();
+    let token = body
+        .split("/u/")
+        .nth(1)
+        .and_then(|rest| rest.split([')', '\n', ' ']).next())
+        .unwrap()
+        .to_owned();
+    let unsubscribed = reqwest::Client::new()
+        .post(format!("{url}/u/{token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unsubscribed.status(), reqwest::StatusCode::OK);
+
+    // Other spellings of the same address are the same person.
+    for (id, spelling) in [
+        ("L2", "Pat <PAT@p.example>"),
+        ("L3", " pat@p.example"),
+        ("L4", "<pat@P.example>"),
+    ] {
+        send(&url, "signed.up", id, json!({ "email": spelling })).await;
+    }
+    eventually(10, "the three runs", || async {
+        let runs = get_json(&format!("{url}/v1/runs?rule=touch")).await;
+        (runs["runs"].as_array().map_or(0, Vec::len) >= 4).then_some(())
+    })
+    .await;
+    for id in ["L2", "L3", "L4"] {
+        let runs = get_json(&format!("{url}/v1/runs?record=lead/{id}")).await;
+        assert!(
+            runs.to_string().contains("is unsubscribed or suppressed"),
+            "{id}: {runs}"
+        );
+        assert!(outbox(&url, &format!("record=lead/{id}")).await.is_empty());
+    }
+
+    // Listed with why and when; removed by the CLI under another spelling.
+    let list = get_json(&format!("{url}/v1/suppressions")).await;
+    assert_eq!(
+        list["suppressions"][0]["address"], "pat@p.example",
+        "{list}"
+    );
+    assert_eq!(list["suppressions"][0]["reason"], "unsubscribed (link)");
+    assert!(list["suppressions"][0]["at"].is_string(), "{list}");
+    let cli = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_dealflow"))
+            .args(args)
+            .args(["--url", &url])
+            .env_remove("DEALFLOW_TOKEN")
+            .output()
+            .unwrap()
+    };
+    let listed = cli(&["suppressions"]);
+    assert!(
+        String::from_utf8_lossy(&listed.stdout).contains("pat@p.example"),
+        "{listed:?}"
+    );
+    let removed = cli(&["suppressions", "remove", "Pat <Pat@P.example>"]);
+    assert!(
+        String::from_utf8_lossy(&removed.stdout).contains("removed pat@p.example"),
+        "{removed:?}"
+    );
+    let again = reqwest::Client::new()
+        .delete(format!("{url}/v1/suppressions/pat@p.example"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), reqwest::StatusCode::NOT_FOUND);
+    send(
+        &url,
+        "signed.up",
+        "L5",
+        json!({ "email": "Pat <pat@p.example>" }),
+    )
+    .await;
+    eventually(10, "an email to the address again", || async {
+        (!outbox(&url, "record=lead/L5").await.is_empty()).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_in_the_environment_cannot_carry_webhooks_past_the_guard() {
+    // The sink plays an HTTP proxy the environment points at: without the
+    // guard holding, both calls would reach it.
+    let proxy = HttpSink::start(0).await;
+    let yaml = r#"
+settings:
+  retry: { first: 1s, max_delay: 1s, attempts: 3 }
+rules:
+  - name: to-loopback-name
+    for: lead
+    on: crm.sync
+    do:
+      - webhook: { url: "http://localhost:9/hook" }
+  - name: to-outside
+    for: lead
+    on: crm.sync
+    do:
+      - webhook: { url: "http://crm.example.invalid/hook" }
+"#;
+    let (dir, flows) = workflow_dir(yaml);
+    let daemon = Daemon::start(
+        &flows,
+        &dir.path().join("data"),
+        &[],
+        &[
+            ("HTTP_PROXY", proxy.url.as_str()),
+            ("http_proxy", proxy.url.as_str()),
+            ("ALL_PROXY", proxy.url.as_str()),
+        ],
+    );
+    let url = daemon.url.clone();
+    send(&url, "crm.sync", "L1", json!({})).await;
+    // A name that resolves only to loopback is refused at once, for good.
+    let dead = eventually(10, "the refused row", || async {
+        let rows = outbox(&url, "status=dead").await;
+        (!rows.is_empty()).then_some(rows)
+    })
+    .await;
+    assert_eq!(dead[0]["delivery"]["url"], "http://localhost:9/hook");
+    assert_eq!(dead[0]["attempts"], 1, "{}", dead[0]);
+    assert!(
+        dead[0]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("resolves only to private, loopback or link-local addresses"),
+        "{}",
+        dead[0]
+    );
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert!(proxy.hits().is_empty(), "a webhook went through the proxy");
+}

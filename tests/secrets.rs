@@ -4,10 +4,9 @@
 mod common;
 
 use common::sinks::HttpSink;
-use common::{eventually, workflow_dir};
+use common::{Daemon, eventually, workflow_dir};
 use serde_json::json;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 const CANARY: &str = "canary-hook-3f9a1c7e5d";
 const API_TOKEN: &str = "canary-api-token-77aa19";
@@ -39,7 +38,8 @@ async fn no_secret_reaches_the_api_the_logs_or_simulate() {
     let (dir, flows_dir) = workflow_dir(&flows(&sink.url));
     let log_path = dir.path().join("daemon.log");
     let log = std::fs::File::create(&log_path).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dealflow"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_dealflow"));
+    command
         .args(["run", "--listen", "127.0.0.1:0", "--workflows"])
         .arg(&flows_dir)
         .arg("--data")
@@ -47,18 +47,9 @@ async fn no_secret_reaches_the_api_the_logs_or_simulate() {
         .env("CANARY_HOOK_TOKEN", CANARY)
         .env("DEALFLOW_TOKEN", API_TOKEN)
         .env("RUST_LOG", "debug")
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .trim_start_matches("dealflow listening on ")
-        .to_owned();
+        .stderr(log);
+    let daemon = Daemon::spawn(command);
+    let url = daemon.url.clone();
     let http = reqwest::Client::new();
     let get = |path: String| {
         let http = http.clone();
@@ -116,8 +107,7 @@ async fn no_secret_reaches_the_api_the_logs_or_simulate() {
         ("metrics", get(format!("{url}/metrics")).await),
     ];
     assert!(surfaces[0].1.contains("/hooks/***"), "{}", surfaces[0].1);
-    let _ = child.kill();
-    let _ = child.wait();
+    daemon.kill();
     surfaces.push(("log", std::fs::read_to_string(&log_path).unwrap()));
 
     let events = dir.path().join("events.jsonl");

@@ -44,6 +44,7 @@ pub fn parse_event(value: &Json, now: DateTime<Utc>) -> Result<NewEvent, String>
         Some(Json::Object(d)) => d.clone(),
         Some(_) => return Err("\"data\" must be an object".to_owned()),
     };
+    no_control_characters_in_keys(&data, "data")?;
     if let Some(reserved) = RESERVED_DATA.iter().find(|k| data.contains_key(**k)) {
         return Err(format!(
             "\"data.{reserved}\" is reserved: event.{reserved} is the event's own"
@@ -77,7 +78,7 @@ fn parse_record(value: &Json) -> Result<(RecordKey, Map<String, Json>), String> 
         "record.kind",
     )?;
     let id = match record.get("id").ok_or("missing field \"record.id\"")? {
-        Json::Number(n) => n.to_string(),
+        Json::Number(n) => whole_number(n)?,
         other => name(other, "record.id")?,
     };
     let fields = match record.get("fields") {
@@ -85,6 +86,7 @@ fn parse_record(value: &Json) -> Result<(RecordKey, Map<String, Json>), String> 
         Some(Json::Object(f)) => f.clone(),
         Some(_) => return Err("\"record.fields\" must be an object".to_owned()),
     };
+    no_control_characters_in_keys(&fields, "record.fields")?;
     if let Some(kept) = fields.keys().find(|k| KEPT_FIELDS.contains(&k.as_str())) {
         return Err(format!(
             "\"record.fields.{kept}\" is kept by dealflow and cannot be set by an event"
@@ -111,9 +113,41 @@ fn only_keys(object: &Map<String, Json>, allowed: &[&str], what: &str) -> Result
     }
 }
 
+/// A numeric record id kept exactly as sent: JSON numbers beyond 64-bit
+/// integers would be rounded, and two different ids would become one record.
+fn whole_number(n: &serde_json::Number) -> Result<String, String> {
+    if let Some(u) = n.as_u64() {
+        return Ok(u.to_string());
+    }
+    if let Some(i) = n.as_i64() {
+        return Ok(i.to_string());
+    }
+    Err(format!(
+        "\"record.id\" {n} is not a whole number that fits 64 bits; send ids like it as strings"
+    ))
+}
+
+/// Names become parts of store keys and log lines: control characters
+/// (NUL among them, the keys' separator) are refused where they enter.
+pub fn control_character(text: &str) -> Option<char> {
+    text.chars().find(|c| c.is_control())
+}
+
+fn no_control_characters_in_keys(map: &Map<String, Json>, what: &str) -> Result<(), String> {
+    match map.keys().find(|k| control_character(k).is_some()) {
+        Some(k) => Err(format!(
+            "\"{what}\" has a name with a control character ({k:?}); names are printable text"
+        )),
+        None => Ok(()),
+    }
+}
+
 fn name(value: &Json, field: &str) -> Result<String, String> {
     match value {
         Json::String(s) if s.trim().is_empty() => Err(format!("\"{field}\" must not be empty")),
+        Json::String(s) if control_character(s).is_some() => Err(format!(
+            "\"{field}\" must not hold control characters ({s:?})"
+        )),
         Json::String(s) if s.len() > MAX_NAME => {
             Err(format!("\"{field}\" is longer than {MAX_NAME} bytes"))
         }
@@ -197,6 +231,30 @@ mod tests {
                 "RFC 3339",
             ),
             (json!({"type": "x", "recrd": {}}), "unknown field \"recrd\""),
+            (
+                json!({"type": "x", "record": {"kind": "lead", "id": "L9\u{0}x"}}),
+                "\"record.id\" must not hold control characters",
+            ),
+            (
+                json!({"type": "x\u{7}", "record": {"kind": "lead", "id": "1"}}),
+                "\"type\" must not hold control characters",
+            ),
+            (
+                json!({"type": "x", "record": {"kind": "le\nad", "id": "1"}}),
+                "\"record.kind\" must not hold control characters",
+            ),
+            (
+                json!({"type": "x", "record": {"kind": "lead", "id": "1", "fields": {"a\u{0}b": 1}}}),
+                "\"record.fields\" has a name with a control character",
+            ),
+            (
+                json!({"type": "x", "record": {"kind": "lead", "id": "1"}, "data": {"\u{1b}": 1}}),
+                "\"data\" has a name with a control character",
+            ),
+            (
+                serde_json::from_str::<Json>(r#"{"type": "x", "record": {"kind": "lead", "id": 123456789012345678901234567890}}"#).unwrap(),
+                "is not a whole number that fits 64 bits",
+            ),
             (
                 json!({"type": "a b", "record": {"kind": "lead", "id": "1"}}),
                 "must not contain spaces",

@@ -162,8 +162,9 @@ pub(super) async fn unsubscribe<S: Store>(
         &app,
         Some(format!("email.unsubscribed/{}", row.id)),
     );
+    let suppression = crate::state::Suppression::new(&to, "unsubscribed (link)", app.clock.now());
     let changes = Changes {
-        suppress: vec![to.to_lowercase()],
+        suppress: vec![suppression],
         events: vec![event],
         ..Changes::default()
     };

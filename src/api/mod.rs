@@ -8,11 +8,14 @@ mod error;
 pub mod events;
 mod mail;
 mod routes;
+mod server;
+mod suppressions;
 mod unnamed_kinds;
 
 pub use appender::Appender;
 pub use error::ApiError;
 pub use routes::router;
+pub use server::{DEFAULT_READ_TIMEOUT, serve};
 pub use unnamed_kinds::UnnamedKinds;
 
 use crate::clock::Clock;
@@ -49,8 +52,12 @@ pub struct App<S: Store> {
     pub workflows_dir: String,
     /// Largest request body.
     pub max_body: usize,
+    /// Longest wait for a request's body.
+    pub read_timeout: std::time::Duration,
     /// Signs and checks unsubscribe links.
     pub unsubscribe: crate::delivery::unsubscribe::UnsubscribeKey,
     /// Events stored for kinds no workflow names, shown in `/v1/status`.
     pub unnamed_kinds: UnnamedKinds,
+    /// Delivery failures on the sender's side, shown in `/v1/status`.
+    pub delivery_health: Arc<crate::delivery::health::DeliveryHealth>,
 }

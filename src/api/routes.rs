@@ -36,6 +36,11 @@ pub fn router<S: Store>(app: Arc<App<S>>) -> Router {
         .route("/reports/{name}", get(get_report::<S>))
         .route("/outbox", get(super::mail::get_outbox::<S>))
         .route("/inbound/email", post(super::mail::post_inbound::<S>))
+        .route("/suppressions", get(super::suppressions::list::<S>))
+        .route(
+            "/suppressions/{address}",
+            axum::routing::delete(super::suppressions::remove::<S>),
+        )
         .layer(middleware::from_fn_with_state(
             app.clone(),
             require_token::<S>,
@@ -48,7 +53,15 @@ pub fn router<S: Store>(app: Arc<App<S>>) -> Router {
         )
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(get_metrics::<S>))
+        .fallback(|| async { StatusCode::NOT_FOUND })
         .layer(DefaultBodyLimit::max(app.max_body))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            app.read_timeout,
+        ))
+        .layer(middleware::map_response(super::error::json_errors))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            super::error::panicked,
+        ))
         .layer(
             tower_http::trace::TraceLayer::new_for_http().make_span_with(|request: &Request| {
                 tracing::debug_span!("request", method = %request.method(), uri = %loggable_uri(request.uri()))
@@ -93,7 +106,7 @@ async fn require_token<S: Store>(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(bearer_token)
         .map(str::to_owned);
     // Mail providers' inbound webhooks often cannot set headers (SPEC §7).
     let given = bearer.or_else(|| {
@@ -117,6 +130,13 @@ async fn require_token<S: Store>(
     }
 }
 
+/// The token of an `Authorization: Bearer TOKEN` header; the scheme's
+/// name is case-insensitive (RFC 9110), so `bearer` works too.
+fn bearer_token(header: &str) -> Option<&str> {
+    let (scheme, token) = header.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
 fn query_token(query: Option<&str>) -> Option<String> {
     query?
         .split('&')
@@ -126,22 +146,6 @@ fn query_token(query: Option<&str>) -> Option<String> {
                 .replace("%2B", "+")
                 .replace("%3D", "=")
         })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::loggable_uri;
-
-    #[test]
-    fn tokens_never_reach_the_log() {
-        let shown = |u: &str| loggable_uri(&u.parse().unwrap());
-        assert_eq!(shown("/u/abc.def"), "/u/(token)");
-        assert_eq!(
-            shown("/v1/inbound/email?token=s3cret&x=1"),
-            "/v1/inbound/email?token=(hidden)&x=1"
-        );
-        assert_eq!(shown("/v1/runs?record=lead/L1"), "/v1/runs?record=lead/L1");
-    }
 }
 
 /// Compares without stopping at the first difference, so timing does not
@@ -218,7 +222,7 @@ async fn get_record<S: Store>(
     State(app): State<Arc<App<S>>>,
     Path((kind, id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    let key = RecordKey { kind, id };
+    let key = record_key(kind, id)?;
     let record = app
         .store
         .record(&key)?
@@ -287,7 +291,7 @@ async fn get_ledger<S: Store>(
     Path((kind, id)): Path<(String, String)>,
     Query(q): Query<LedgerQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let key = RecordKey { kind, id };
+    let key = record_key(kind, id)?;
     let paging = Paging {
         limit: q.limit,
         after: q.after,
@@ -315,7 +319,7 @@ async fn post_stage<S: Store>(
             format!("expected {{\"to\": STAGE}}: {e}"),
         )
     })?;
-    let record = RecordKey { kind, id };
+    let record = record_key(kind, id)?;
     let (reply, answer) = tokio::sync::oneshot::channel();
     app.worker
         .send(Command::Move {
@@ -362,10 +366,22 @@ pub(super) fn record_param(text: Option<&str>) -> Result<Option<RecordKey>, ApiE
     let (kind, id) = text.split_once('/').ok_or_else(|| {
         ApiError::bad_request("invalid_query", "record must be KIND/ID, e.g. lead/L1")
     })?;
-    Ok(Some(RecordKey {
-        kind: kind.to_owned(),
-        id: id.to_owned(),
-    }))
+    record_key(kind.to_owned(), id.to_owned()).map(Some)
+}
+
+/// A record named in a path or query. Control characters are refused as
+/// at ingest: they can never name a stored record, and NUL separates the
+/// parts of store keys.
+fn record_key(kind: String, id: String) -> Result<RecordKey, ApiError> {
+    if let Some(c) =
+        super::events::control_character(&kind).or_else(|| super::events::control_character(&id))
+    {
+        return Err(ApiError::bad_request(
+            "invalid_record",
+            format!("a record's kind and id are printable text, not {c:?}"),
+        ));
+    }
+    Ok(RecordKey { kind, id })
 }
 
 impl Paging {
@@ -510,7 +526,15 @@ async fn get_report<S: Store>(
     let since = crate::config::values::parse_duration(q.since.as_deref().unwrap_or("30d"))
         .map_err(|e| ApiError::bad_request("invalid_query", format!("since: {e}")))?;
     let now = app.clock.now();
-    let since = now - chrono::Duration::from_std(since).unwrap_or(chrono::Duration::MAX / 2);
+    let since = chrono::Duration::from_std(since)
+        .ok()
+        .and_then(|back| now.checked_sub_signed(back))
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_query",
+                "since reaches back before the calendar begins",
+            )
+        })?;
     let workflows = app.workflows.load_full();
     if let Some(p) = &q.pipeline
         && !workflows
@@ -615,5 +639,31 @@ async fn get_status<S: Store>(State(app): State<Arc<App<S>>>) -> Result<Json<Val
         "events_handled": app.store.cursor()?,
         "store_bytes": app.store.size_on_disk(),
         "unnamed_kinds": app.unnamed_kinds.listing(&workflows),
+        "deliveries": app.delivery_health.status(),
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::loggable_uri;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        use super::bearer_token;
+        assert_eq!(bearer_token("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("BEARER abc"), Some("abc"));
+        assert_eq!(bearer_token("Basic abc"), None);
+    }
+
+    #[test]
+    fn tokens_never_reach_the_log() {
+        let shown = |u: &str| loggable_uri(&u.parse().unwrap());
+        assert_eq!(shown("/u/abc.def"), "/u/(token)");
+        assert_eq!(
+            shown("/v1/inbound/email?token=s3cret&x=1"),
+            "/v1/inbound/email?token=(hidden)&x=1"
+        );
+        assert_eq!(shown("/v1/runs?record=lead/L1"), "/v1/runs?record=lead/L1");
+    }
 }

@@ -186,6 +186,51 @@ pub fn complete_task(daemon: &Daemon, id: &str) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `dealflow suppressions`: every suppressed address with why and when.
+pub fn suppressions(daemon: &Daemon) -> anyhow::Result<ExitCode> {
+    let mut after: Option<String> = None;
+    let mut lines = Vec::new();
+    loop {
+        let query: Vec<(&str, String)> = std::iter::once(("limit", "500".to_owned()))
+            .chain(after.clone().map(|a| ("after", a)))
+            .collect();
+        let body = daemon.call(reqwest::Method::GET, "/v1/suppressions", |r| {
+            r.query(&query)
+        })?;
+        for s in body["suppressions"].as_array().into_iter().flatten() {
+            lines.push(format!(
+                "{:<20}  {:<40}  {}",
+                short_time(s["at"].as_str()),
+                s["address"].as_str().unwrap_or(""),
+                s["reason"].as_str().unwrap_or("")
+            ));
+        }
+        after = body["next"].as_str().map(String::from);
+        if after.is_none() {
+            break;
+        }
+    }
+    if lines.is_empty() {
+        println!("No suppressed addresses.");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{:<20}  {:<40}  REASON", "SINCE", "ADDRESS");
+    super::print_lines(lines.into_iter())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `dealflow suppressions remove ADDRESS`.
+pub fn remove_suppression(daemon: &Daemon, address: &str) -> anyhow::Result<ExitCode> {
+    let path = format!("/v1/suppressions/{}", path_segment(address));
+    let body = daemon.call(reqwest::Method::DELETE, &path, |r| r)?;
+    println!(
+        "removed {} (was: {})",
+        body["removed"]["address"].as_str().unwrap_or(address),
+        body["removed"]["reason"].as_str().unwrap_or("")
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `id` percent-encoded for one path segment.
 fn path_segment(id: &str) -> String {
     id.bytes()

@@ -63,6 +63,10 @@ pub enum Command {
         /// Log format on stderr.
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
+        /// Longest wait for a request's headers, and for its body: a client
+        /// that sends half a request is cut off after it.
+        #[arg(long, default_value = "30s")]
+        read_timeout: String,
     },
     /// Run the workflows on a virtual clock over events from a file and
     /// print the dated timeline; nothing is sent.
@@ -139,6 +143,16 @@ pub enum Command {
         #[arg(long)]
         url: Option<String>,
     },
+    /// List the addresses no workflow emails (unsubscribed, bounced), with
+    /// why and since when; or remove one.
+    Suppressions {
+        /// `remove ADDRESS`; without it, the list is printed.
+        #[command(subcommand)]
+        action: Option<SuppressionsAction>,
+        /// The daemon (default $DEALFLOW_URL, else http://127.0.0.1:8080).
+        #[arg(long, global = true)]
+        url: Option<String>,
+    },
     /// List open tasks of a running daemon, or complete one.
     Tasks {
         /// `complete ID`; without it, the open tasks are listed.
@@ -153,6 +167,16 @@ pub enum Command {
         /// The daemon (default $DEALFLOW_URL, else http://127.0.0.1:8080).
         #[arg(long, global = true)]
         url: Option<String>,
+    },
+}
+
+/// What `dealflow suppressions` does besides listing.
+#[derive(Debug, Subcommand)]
+pub enum SuppressionsAction {
+    /// Take an address off the list, so workflows may email it again.
+    Remove {
+        /// The address (any spelling: `Pat <pat@x.example>` is pat@x.example).
+        address: String,
     },
 }
 
@@ -264,14 +288,18 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             max_body,
             store_cache_mib,
             log_format,
+            read_timeout,
         } => {
             init_logging(log_format);
+            let read_timeout = crate::config::values::parse_duration(&read_timeout)
+                .map_err(|e| anyhow::anyhow!("--read-timeout: {e}"))?;
             run::run(run::RunOptions {
                 workflows: &workflows,
                 data: &data,
                 listen,
                 max_body,
                 store_cache_mib,
+                read_timeout,
             })
         }
         Command::Emit {
@@ -291,6 +319,15 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 id,
             },
         ),
+        Command::Suppressions { action, url } => {
+            let daemon = client::Daemon::from_env(url)?;
+            match action {
+                Some(SuppressionsAction::Remove { address }) => {
+                    client::remove_suppression(&daemon, &address)
+                }
+                None => client::suppressions(&daemon),
+            }
+        }
         Command::Tasks {
             action: Some(TasksAction::Complete { id }),
             url,

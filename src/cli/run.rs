@@ -26,6 +26,8 @@ pub struct RunOptions<'a> {
     pub max_body: usize,
     /// The store's page cache in MiB.
     pub store_cache_mib: u64,
+    /// Longest wait for a request's headers, and for its body.
+    pub read_timeout: std::time::Duration,
 }
 
 /// Loads the workflows, opens the store, serves until SIGTERM or Ctrl-C.
@@ -72,6 +74,7 @@ async fn serve(
     let workflows = Arc::new(arc_swap::ArcSwap::from_pointee(workflows));
     let cancel = CancellationToken::new();
     let unsubscribe = UnsubscribeKey::load_or_create(options.data)?;
+    let delivery_health = Arc::new(delivery::health::DeliveryHealth::default());
     let delivery_task = delivery::spawn(
         delivery::Outbox {
             store: store.clone(),
@@ -79,6 +82,7 @@ async fn serve(
             clock: clock.clone(),
             key: unsubscribe.clone(),
             data_dir: options.data.to_path_buf(),
+            health: delivery_health.clone(),
         },
         cancel.clone(),
     );
@@ -117,20 +121,26 @@ async fn serve(
         token,
         workflows_dir: options.workflows.display().to_string(),
         max_body: options.max_body,
+        read_timeout: options.read_timeout,
         unsubscribe,
         unnamed_kinds: Default::default(),
+        delivery_health,
     });
     tracing::info!(%address, %version, rules, "Dealflow is running.");
     // Tests and scripts read this line to learn the port chosen by the OS.
     println!("dealflow listening on http://{address}");
     let shutdown = cancel.clone();
-    axum::serve(listener, api::router(app))
-        .with_graceful_shutdown(async move {
+    api::serve(
+        listener,
+        api::router(app),
+        options.read_timeout,
+        async move {
             wait_for_stop_signal().await;
             tracing::info!("Stopping: finishing requests and the current commit.");
             shutdown.cancel();
-        })
-        .await?;
+        },
+    )
+    .await;
     cancel.cancel();
     let _ = worker_task.await;
     let _ = delivery_task.await;

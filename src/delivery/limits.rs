@@ -61,7 +61,8 @@ impl SendLimits {
     /// wait. `per_contact` counts touches to prospects only: a notice to a
     /// rep is not a touch, and must not wait a day behind the last one.
     pub fn check(&self, from: &str, to: &str, audience: Audience) -> Result<(), Deferral> {
-        let to = to.to_lowercase();
+        // One person however the address is written (`Pat <pat@x>`).
+        let to = crate::state::address::normalized(to);
         let domain = to
             .rsplit_once('@')
             .map(|(_, d)| d.to_owned())
@@ -100,16 +101,20 @@ impl SendLimits {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_contact_limit_defers_the_second_touch() {
-        let limits = Limits {
+    /// One touch a day per contact, nothing else.
+    fn one_touch_a_day() -> SendLimits {
+        SendLimits::new(&Limits {
             per_contact: Some(RateLimit {
                 count: 1,
                 per: Duration::from_secs(86_400),
             }),
             ..Limits::default()
-        };
-        let l = SendLimits::new(&limits);
+        })
+    }
+
+    #[test]
+    fn a_contact_limit_defers_the_second_touch() {
+        let l = one_touch_a_day();
         let prospect = Audience::Prospect;
         assert!(l.check("a@us.example", "pat@p.example", prospect).is_ok());
         let d = l
@@ -122,14 +127,7 @@ mod tests {
 
     #[test]
     fn notices_to_the_team_are_not_contact_touches() {
-        let limits = Limits {
-            per_contact: Some(RateLimit {
-                count: 1,
-                per: Duration::from_secs(86_400),
-            }),
-            ..Limits::default()
-        };
-        let l = SendLimits::new(&limits);
+        let l = one_touch_a_day();
         for _ in 0..3 {
             assert!(
                 l.check("a@us.example", "rep@us.example", Audience::Team)

@@ -51,14 +51,43 @@ impl Mailer {
                 .map(|_| ())
                 .map_err(|e| {
                     let reason = format!("SMTP: {e}");
-                    if e.is_permanent() {
+                    if !e.is_permanent() {
+                        Failure::transient(reason)
+                    } else if rejects_recipient(&e.to_string()) {
                         Failure::Refused(reason)
                     } else {
-                        Failure::transient(reason)
+                        Failure::Sender(reason)
                     }
                 }),
         }
     }
+}
+
+/// Whether a permanent SMTP reply rejects the recipient rather than the
+/// sender or the session. lettre does not say which command a reply
+/// answered, so the reply's enhanced status code (RFC 3463, sent by every
+/// major server) decides: `5.1.1`-`5.1.6` and `5.1.10` are about the
+/// destination address, `5.2.1` and `5.2.2` about its mailbox. A reply
+/// without one (`535` bad login, `554` on the session) is not a bounce: one
+/// bad password must not suppress every prospect emailed while it lasts.
+pub fn rejects_recipient(reply: &str) -> bool {
+    let Some((subject, detail)) = enhanced_status(reply) else {
+        return false;
+    };
+    matches!((subject, detail), (1, 1..=6 | 10) | (2, 1 | 2))
+}
+
+/// The subject and detail of the first `5.X.Y` enhanced status in a reply.
+fn enhanced_status(reply: &str) -> Option<(u16, u16)> {
+    reply
+        .split(|c: char| c.is_whitespace() || c == '-' || c == ':' || c == '(' || c == ')')
+        .find_map(|token| {
+            let mut parts = token.split('.');
+            let class = parts.next()?;
+            let subject = parts.next()?.parse().ok()?;
+            let detail = parts.next()?.parse().ok()?;
+            (class == "5" && parts.next().is_none()).then_some((subject, detail))
+        })
 }
 
 /// Writes the message as `ROW-ID.eml`, atomically (a reader never sees half
@@ -92,5 +121,29 @@ async fn write_eml(dir: &Path, row_id: &str, bytes: &[u8]) -> Result<(), Failure
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(Failure::transient(format!("writing the .eml file: {e}"))),
         Err(e) => Err(Failure::transient(format!("writing the .eml file: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rejects_recipient;
+
+    #[test]
+    fn only_replies_about_the_recipient_are_bounces() {
+        let bounces = [
+            "permanent error (550): 5.1.1 <pat@p.example>: Recipient address rejected: User unknown",
+            "permanent error (550): 5.1.10 RESOLVER.ADR.RecipientNotFound",
+            "permanent error (550): 5.2.1 The email account that you tried to reach is disabled",
+        ];
+        let not_bounces = [
+            "permanent error (535): 5.7.8 Username and Password not accepted",
+            "permanent error (550): 5.7.1 Sender address rejected: not owned by user",
+            "permanent error (553): 5.1.8 Sender address domain does not exist",
+            "permanent error (552): 5.3.4 Message size exceeds fixed limit",
+            "permanent error (554): Transaction failed",
+            "permanent error (550): Mailbox unavailable",
+        ];
+        assert!(bounces.iter().all(|r| rejects_recipient(r)));
+        assert!(not_bounces.iter().all(|r| !rejects_recipient(r)));
     }
 }

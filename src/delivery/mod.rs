@@ -11,6 +11,7 @@
 //! enrollment exited), so only an email already handed over can still
 //! arrive after a prospect stops the cadence.
 
+pub mod health;
 pub mod inbound;
 pub mod limits;
 pub mod mailer;
@@ -56,6 +57,8 @@ pub struct Outbox<S: Store> {
     pub key: UnsubscribeKey,
     /// Where the default maildir lives.
     pub data_dir: PathBuf,
+    /// Failures on the sender's side, for `/v1/status`.
+    pub health: Arc<health::DeliveryHealth>,
 }
 
 /// Transports and limits of one workflows version.
@@ -368,6 +371,15 @@ async fn record<S: Store>(
     let now = outbox.clock.now();
     let mut changes = Changes::default();
     for (mut row, result) in done {
+        let result = match result {
+            // Retried like a transient failure, so the emails go once the
+            // settings are fixed; counted, and never a bounce.
+            Handed::Failed(Failure::Sender(reason)) => {
+                outbox.health.sender_failure(now, &reason);
+                Handed::Failed(Failure::transient(reason))
+            }
+            other => other,
+        };
         match result {
             Handed::Sent(message_id) => {
                 crate::telemetry::delivery(kind_of(&row), "sent");
@@ -407,7 +419,9 @@ async fn record<S: Store>(
                     Failure::Transient { reason, .. } => {
                         format!("{reason} (gave up after {} attempts)", row.attempts)
                     }
-                    Failure::Permanent(reason) | Failure::Refused(reason) => reason.clone(),
+                    Failure::Permanent(reason)
+                    | Failure::Refused(reason)
+                    | Failure::Sender(reason) => reason.clone(),
                 };
                 if let (
                     Failure::Refused(_),
@@ -511,6 +525,7 @@ mod tests {
             clock: Arc::new(ManualClock::new(now)),
             key: UnsubscribeKey::from_bytes(&[3; 32]),
             data_dir: dir.to_path_buf(),
+            health: Default::default(),
         }
     }
 
@@ -568,7 +583,11 @@ mod tests {
                     row("r1", "gone@p.example", now),
                     row("r2", "pat@p.example", now),
                 ],
-                suppress: vec!["gone@p.example".into()],
+                suppress: vec![crate::state::Suppression::new(
+                    "gone@p.example",
+                    "bounced",
+                    now,
+                )],
                 enrollments: vec![exited],
                 ..Changes::default()
             })

@@ -18,9 +18,15 @@ pub enum Failure {
     /// Never going to work: SMTP 5xx, other HTTP 4xx, a message that cannot
     /// be built, an address refused by the SSRF guard.
     Permanent(String),
-    /// The mail server refused the recipient for good (SMTP 5xx): a hard
+    /// The mail server refused the recipient for good (SMTP 5xx whose
+    /// enhanced status is about the recipient's address or mailbox): a hard
     /// bounce at hand-over, which also suppresses the address.
     Refused(String),
+    /// The mail server refused the sender or the session (a bad login,
+    /// MAIL FROM refused, a message too large): nothing to do with the
+    /// recipient, and usually fixed on our side, so it is retried like a
+    /// transient failure and never suppresses anyone.
+    Sender(String),
 }
 
 impl Failure {
@@ -46,6 +52,7 @@ impl Failure {
             },
             Failure::Permanent(reason) => Failure::Permanent(secrets.redact(&reason)),
             Failure::Refused(reason) => Failure::Refused(secrets.redact(&reason)),
+            Failure::Sender(reason) => Failure::Sender(secrets.redact(&reason)),
         }
     }
 
@@ -54,7 +61,8 @@ impl Failure {
         match self {
             Failure::Transient { reason, .. }
             | Failure::Permanent(reason)
-            | Failure::Refused(reason) => reason,
+            | Failure::Refused(reason)
+            | Failure::Sender(reason) => reason,
         }
     }
 }

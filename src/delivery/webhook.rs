@@ -39,6 +39,9 @@ impl WebhookClient {
             }
         });
         let client = reqwest::Client::builder()
+            // A proxy from the environment would connect to the target for
+            // us, past the guard's resolver: webhooks go direct.
+            .no_proxy()
             .timeout(settings.webhook_timeout)
             .connect_timeout(settings.webhook_timeout.min(Duration::from_secs(10)))
             .redirect(policy)
@@ -92,15 +95,40 @@ impl WebhookClient {
         }
         let response = request.body(payload).send().await.map_err(|e| {
             // The guard's refusal surfaces as a connect error; it will not change.
-            let text = format!("{e:#}");
-            if text.contains("resolves only to") {
-                Failure::Permanent(refusal_sentence(&text))
-            } else {
-                Failure::transient(format!("HTTP: {}", error_chain(&e)))
+            match caused_by::<GuardRefusal>(&e) {
+                Some(refusal) => Failure::Permanent(refusal.0.clone()),
+                None => Failure::transient(format!("HTTP: {}", error_chain(&e))),
             }
         })?;
         classify(response.status(), response.headers())
     }
+}
+
+/// The SSRF guard's refusal of a name at DNS time, found again in the
+/// request's error by type (never by its text).
+#[derive(Debug)]
+struct GuardRefusal(String);
+
+impl std::fmt::Display for GuardRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for GuardRefusal {}
+
+/// The first error of type `E` in `e`'s source chain.
+fn caused_by<'e, E: std::error::Error + 'static>(
+    e: &'e (dyn std::error::Error + 'static),
+) -> Option<&'e E> {
+    let mut current = Some(e);
+    while let Some(error) = current {
+        if let Some(found) = error.downcast_ref::<E>() {
+            return Some(found);
+        }
+        current = error.source();
+    }
+    None
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -112,13 +140,6 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
-}
-
-fn refusal_sentence(text: &str) -> String {
-    text.split(": ")
-        .find(|p| p.contains("resolves only to"))
-        .unwrap_or(text)
-        .to_owned()
 }
 
 /// A header from the workflow, checked here: a name or value HTTP cannot
@@ -197,7 +218,7 @@ impl Resolve for GuardedResolver {
                 let why = format!(
                     "{host} resolves only to private, loopback or link-local addresses; add it to settings.webhooks.allow_hosts to call it"
                 );
-                return Err(why.into());
+                return Err(Box::new(GuardRefusal(why)) as Box<dyn std::error::Error + Send + Sync>);
             }
             Ok(Box::new(usable.into_iter()) as Addrs)
         })
@@ -238,12 +259,14 @@ fn refused_literal(url: &reqwest::Url, allow: &[String]) -> Option<String> {
 }
 
 /// Whether an address is on the public internet: not loopback, private,
-/// link-local (which holds the cloud metadata endpoint), shared, unique
-/// local, multicast or unspecified, also when written as IPv4-mapped IPv6.
+/// link-local (which holds the cloud metadata endpoint), shared, reserved,
+/// benchmarking, IETF protocol assignments, unique or site local,
+/// multicast or unspecified; IPv6 forms that carry an IPv4 address
+/// (mapped, compatible, translated, NAT64, 6to4) are judged by that address.
 pub fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
+            let [a, b, c, _] = v4.octets();
             !(v4.is_loopback()
                 || v4.is_private()
                 || v4.is_link_local()
@@ -252,10 +275,13 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || v4.is_broadcast()
                 || v4.is_documentation()
                 || a == 0
-                || (a == 100 && (64..128).contains(&b)))
+                || a >= 240
+                || (a == 100 && (64..128).contains(&b))
+                || (a == 198 && (18..20).contains(&b))
+                || (a == 192 && b == 0 && c == 0))
         }
         IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
+            if let Some(v4) = embedded_ipv4(v6) {
                 return is_public(IpAddr::V4(v4));
             }
             let first = v6.segments()[0];
@@ -263,8 +289,31 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || v6.is_unspecified()
                 || v6.is_multicast()
                 || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80)
+                || (first & 0xffc0) == 0xfe80
+                || (first & 0xffc0) == 0xfec0)
         }
+    }
+}
+
+/// The IPv4 address an IPv6 address stands for, in the forms a packet to
+/// it can reach an IPv4 host by: mapped (`::ffff:a.b.c.d`), compatible
+/// (`::a.b.c.d`), translated (`::ffff:0:a.b.c.d`), NAT64 (`64:ff9b::/96`)
+/// and 6to4 (`2002:AABB:CCDD::/48`).
+fn embedded_ipv4(v6: std::net::Ipv6Addr) -> Option<std::net::Ipv4Addr> {
+    let s = v6.segments();
+    let low = std::net::Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
+    match s {
+        [0, 0, 0, 0, 0, 0xffff, _, _] => Some(low),
+        [0, 0, 0, 0, 0, 0, _, _] if !v6.is_loopback() && !v6.is_unspecified() => Some(low),
+        [0, 0, 0, 0, 0xffff, 0, _, _] => Some(low),
+        [0x64, 0xff9b, 0, 0, 0, 0, _, _] => Some(low),
+        [0x2002, hi, lo, ..] => Some(std::net::Ipv4Addr::new(
+            (hi >> 8) as u8,
+            hi as u8,
+            (lo >> 8) as u8,
+            lo as u8,
+        )),
+        _ => None,
     }
 }
 
@@ -287,10 +336,31 @@ mod tests {
             "fe80::1",
             "::ffff:127.0.0.1",
             "::ffff:169.254.169.254",
+            "::127.0.0.1",
+            "::169.254.169.254",
+            "::ffff:0:10.0.0.1",
+            "64:ff9b::10.0.0.1",
+            "64:ff9b::a9fe:a9fe",
+            "2002:7f00:1::1",
+            "2002:a9fe:a9fe::",
+            "fec0::1",
+            "240.0.0.1",
+            "255.255.255.254",
+            "198.18.0.1",
+            "198.19.255.255",
+            "192.0.0.8",
         ] {
             assert!(!is_public(private.parse().unwrap()), "{private}");
         }
-        for public in ["93.184.216.34", "2606:4700::1111", "::ffff:8.8.8.8"] {
+        for public in [
+            "93.184.216.34",
+            "2606:4700::1111",
+            "::ffff:8.8.8.8",
+            "64:ff9b::808:808",
+            "2002:808:808::1",
+            "198.20.0.1",
+            "192.0.1.1",
+        ] {
             assert!(is_public(public.parse().unwrap()), "{public}");
         }
     }

@@ -501,10 +501,18 @@ fn suppress_on_opt_out(work: &mut Work) {
     let address = data
         .get("email")
         .or_else(|| work.record.fields.get("email"))
-        .and_then(Json::as_str)
-        .map(str::to_lowercase);
+        .and_then(Json::as_str);
+    let reason = match (work.event.event_type.as_str(), data.get("status")) {
+        ("email.bounced", Some(Json::String(status))) => format!("bounced ({status})"),
+        ("email.bounced", _) => "bounced".to_owned(),
+        _ => match data.get("via").and_then(Json::as_str) {
+            Some(via) => format!("unsubscribed ({via})"),
+            None => "unsubscribed".to_owned(),
+        },
+    };
     if let Some(address) = address {
-        work.changes.suppress.push(address);
+        let suppression = crate::state::Suppression::new(address, reason, work.now);
+        work.changes.suppress.push(suppression);
     }
 }
 

@@ -379,7 +379,11 @@ pub fn history_enrollments_suppression<S: Store>(s: &S) {
             messages: Default::default(),
             last_step: None,
         }],
-        suppress: vec!["Pat@Example.com".into()],
+        suppress: vec![Suppression::new(
+            "Pat <Pat@Example.com>",
+            "unsubscribed (link)",
+            at(0),
+        )],
         ..Changes::default()
     })
     .unwrap();
@@ -407,8 +411,27 @@ pub fn history_enrollments_suppression<S: Store>(s: &S) {
         s.enrollments(&key("deal", "D")).unwrap().is_empty(),
         "prefix of another id must not match"
     );
-    assert!(s.is_suppressed("pat@example.com").unwrap());
+    for spelling in [
+        "pat@example.com",
+        " PAT@example.com",
+        "<pat@example.com>",
+        "P <pat@Example.com>",
+    ] {
+        assert!(s.is_suppressed(spelling).unwrap(), "{spelling}");
+    }
     assert!(!s.is_suppressed("sam@example.com").unwrap());
+    let listed = s.suppressions(None, 10).unwrap();
+    assert_eq!(listed.items.len(), 1);
+    assert_eq!(listed.items[0].address, "pat@example.com");
+    assert_eq!(listed.items[0].reason, "unsubscribed (link)");
+    assert_eq!(listed.items[0].at, Some(at(0)));
+    s.commit(Changes {
+        unsuppress: vec!["Pat <PAT@example.com>".into()],
+        ..Changes::default()
+    })
+    .unwrap();
+    assert!(!s.is_suppressed("pat@example.com").unwrap());
+    assert!(s.suppressions(None, 10).unwrap().items.is_empty());
 }
 
 pub fn outbox_rows_round_trip<S: Store>(s: &S) {

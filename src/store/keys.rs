@@ -168,8 +168,18 @@ pub fn run(id: &str) -> Vec<u8> {
     join(&[RUN, id.as_bytes()])
 }
 
+/// The suppression of an address, keyed on its normalized spelling.
 pub fn suppressed(email: &str) -> Vec<u8> {
-    join(&[SUPPRESSED, email.to_lowercase().as_bytes()])
+    join(&[
+        SUPPRESSED,
+        crate::state::address::normalized(email).as_bytes(),
+    ])
+}
+
+/// Where suppressions were kept before addresses were normalized: the raw
+/// text lower-cased (`pat <pat@x>`). Still read and removed, never written.
+pub fn suppressed_as_written(email: &str) -> Vec<u8> {
+    join(&[SUPPRESSED, email.trim().to_lowercase().as_bytes()])
 }
 
 pub fn counter(name: &str) -> Vec<u8> {

@@ -764,7 +764,54 @@ impl RunPage<'_> {
 
 impl<B: Backend> SuppressionTable for KvStore<B> {
     fn is_suppressed(&self, email: &str) -> Result<bool, StoreError> {
-        Ok(self.backend.get(&keys::suppressed(email))?.is_some())
+        Ok(self.suppression(email)?.is_some())
+    }
+
+    fn suppression(&self, email: &str) -> Result<Option<Suppression>, StoreError> {
+        for key in [keys::suppressed(email), keys::suppressed_as_written(email)] {
+            if let Some(value) = self.backend.get(&key)? {
+                return Ok(Some(decode_suppression(&key, &value)));
+            }
+        }
+        Ok(None)
+    }
+
+    fn suppressions(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<Suppression>, StoreError> {
+        filtered_page(
+            self,
+            keys::SUPPRESSED,
+            after,
+            limit,
+            false,
+            |key, value| Ok(decode_suppression(key, value)),
+            |_| true,
+        )
+    }
+}
+
+/// Why and when an address was suppressed, as stored with it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SuppressionValue {
+    reason: String,
+    at: Option<DateTime<Utc>>,
+}
+
+/// A stored suppression; one from before reasons were kept has an empty value.
+fn decode_suppression(key: &[u8], value: &[u8]) -> Suppression {
+    let address = String::from_utf8_lossy(&key[keys::SUPPRESSED.len()..]).into_owned();
+    let stored: Option<SuppressionValue> = rmp_serde::from_slice(value).ok();
+    let (reason, at) = stored.map_or_else(
+        || ("(added before dealflow kept reasons)".to_owned(), None),
+        |v| (v.reason, v.at),
+    );
+    Suppression {
+        address,
+        reason,
+        at,
     }
 }
 
@@ -849,8 +896,19 @@ impl<B: Backend> Store for KvStore<B> {
         for notes in &changes.ledger {
             ledger::encode(notes, &mut w)?;
         }
-        for email in &changes.suppress {
-            w.push(KvWrite::Put(keys::suppressed(email), Vec::new()));
+        for s in &changes.suppress {
+            let value = SuppressionValue {
+                reason: s.reason.clone(),
+                at: s.at,
+            };
+            w.push(KvWrite::Put(
+                keys::suppressed(&s.address),
+                encode_value(&value)?,
+            ));
+        }
+        for email in &changes.unsuppress {
+            w.push(KvWrite::Delete(keys::suppressed(email)));
+            w.push(KvWrite::Delete(keys::suppressed_as_written(email)));
         }
         let mut writer = self.lock();
         let mut next = self.next_seq(*writer)?;

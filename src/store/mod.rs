@@ -30,7 +30,7 @@ pub use sled_backend::{DEFAULT_CACHE_MIB, SledBackend};
 
 use crate::state::{
     Enrollment, Event, NewEvent, OutboxEntry, OutboxStatus, Record, RecordKey, Run, ScoreEntry,
-    ScoreNotes, StageVisit, Task, TaskStatus, Timer,
+    ScoreNotes, StageVisit, Suppression, Task, TaskStatus, Timer,
 };
 use chrono::{DateTime, Utc};
 use std::future::Future;
@@ -40,7 +40,7 @@ use std::future::Future;
 pub enum StoreError {
     /// The data on disk cannot be read; dealflow refuses to start over it.
     #[error(
-        "the store at {path} is corrupt or unreadable ({reason}); dealflow will not start over it. Restore it from a backup, or move it aside to start empty"
+        "the store at {path} is corrupt or unreadable ({reason}); dealflow will not start over it. Keep the folder for inspection, restore the data folder from a backup (docs/operations.md), or move the folder aside to start empty"
     )]
     Corrupt {
         /// Where.
@@ -270,8 +270,18 @@ pub struct RunRow {
 
 /// Addresses that must never be emailed.
 pub trait SuppressionTable {
-    /// Whether an address is suppressed.
+    /// Whether an address (any spelling) is suppressed.
     fn is_suppressed(&self, email: &str) -> Result<bool, StoreError>;
+
+    /// The suppression of an address (any spelling), if there is one.
+    fn suppression(&self, email: &str) -> Result<Option<Suppression>, StoreError>;
+
+    /// Suppressions by address, at most `limit` after the `after` cursor.
+    fn suppressions(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<Suppression>, StoreError>;
 }
 
 /// Every contribution to every score.
@@ -317,7 +327,9 @@ pub struct Changes {
     /// Counters to set.
     pub counters: Vec<(String, u64)>,
     /// Addresses to suppress.
-    pub suppress: Vec<String>,
+    pub suppress: Vec<Suppression>,
+    /// Addresses to take off the suppression list (any spelling).
+    pub unsuppress: Vec<String>,
     /// Score contributions to record.
     pub ledger: Vec<ScoreNotes>,
     /// Events raised, appended to the log in the same commit.

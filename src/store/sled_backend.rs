@@ -80,26 +80,41 @@ impl SledBackend {
     pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
         let path = dir.display().to_string();
         let lock = lock(dir)?;
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(dir)
             .mode(sled::Mode::HighThroughput)
-            .cache_capacity(cache_bytes)
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Corruption { .. }
-                | sled::Error::Unsupported(_)
-                | sled::Error::ReportableBug(_) => StoreError::Corrupt {
-                    path: path.clone(),
-                    reason: e.to_string(),
-                },
-                other => StoreError::Backend(format!("cannot open the store at {path}: {other}")),
+            .cache_capacity(cache_bytes);
+        // sled asserts on some damaged files instead of answering an error:
+        // that is a corrupt store too, and must say so, not abort.
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()))
+            .map_err(|panic| StoreError::Corrupt {
+                path: path.clone(),
+                reason: format!("reading it failed inside sled: {}", panic_text(&panic)),
             })?;
+        let db = opened.map_err(|e| match e {
+            sled::Error::Corruption { .. }
+            | sled::Error::Unsupported(_)
+            | sled::Error::ReportableBug(_) => StoreError::Corrupt {
+                path: path.clone(),
+                reason: e.to_string(),
+            },
+            other => StoreError::Backend(format!("cannot open the store at {path}: {other}")),
+        })?;
         Ok(SledBackend {
             db,
             durability: Arc::default(),
             _lock: lock,
         })
     }
+}
+
+/// The message of a caught panic.
+fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> &str {
+    panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("a panic without a message")
 }
 
 impl Backend for SledBackend {

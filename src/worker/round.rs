@@ -78,7 +78,7 @@ impl<'a, S: Store> Round<'a, S> {
             self.counters.insert(name.clone(), *value);
         }
         self.suppressed
-            .extend(changes.suppress.iter().map(|e| e.to_lowercase()));
+            .extend(changes.suppress.iter().map(|s| s.address.clone()));
         // Everything else is kept as it comes (tasks were taken above).
         self.pending.append(changes);
         Ok(())
@@ -140,7 +140,9 @@ impl<S: Store> StateView for Round<'_, S> {
     }
 
     fn is_suppressed(&self, email: &str) -> Result<bool, StoreError> {
-        Ok(self.suppressed.contains(&email.to_lowercase())
+        Ok(self
+            .suppressed
+            .contains(&crate::state::address::normalized(email))
             || crate::store::SuppressionTable::is_suppressed(self.store, email)?)
     }
 

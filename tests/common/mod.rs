@@ -28,12 +28,20 @@ impl Daemon {
                 "RUST_LOG",
                 std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()),
             )
-            .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         for (k, v) in env {
             command.env(k, v);
         }
-        let mut child = command.spawn().expect("start dealflow");
+        Daemon::spawn(command)
+    }
+
+    /// Spawns a `dealflow run` command line (stdout piped) and waits for
+    /// the line that says where it listens.
+    pub fn spawn(mut command: Command) -> Daemon {
+        let mut child = command
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start dealflow");
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
         BufReader::new(stdout)

@@ -40,9 +40,26 @@ struct SmtpHandler {
 }
 
 impl mailin_embedded::Handler for SmtpHandler {
+    /// A sender `blocked@...` is refused at MAIL FROM, as a server refuses
+    /// an address the account may not send as.
+    fn mail(
+        &mut self,
+        _ip: std::net::IpAddr,
+        _domain: &str,
+        from: &str,
+    ) -> mailin_embedded::Response {
+        if from.starts_with("blocked@") {
+            return mailin_embedded::Response::custom(
+                550,
+                "5.7.1 Sender address rejected".to_owned(),
+            );
+        }
+        mailin_embedded::response::OK
+    }
+
     fn rcpt(&mut self, to: &str) -> mailin_embedded::Response {
         if to.starts_with("gone@") {
-            return mailin_embedded::response::NO_MAILBOX;
+            return mailin_embedded::Response::custom(550, "5.1.1 Mailbox unavailable".to_owned());
         }
         if to.starts_with("flaky@") {
             let mut attempts = self.attempts.lock().unwrap();

@@ -99,6 +99,19 @@ fn compile_event(at: &Located<TestEventSpec>, symbols: &Symbols, cx: &mut Cx) ->
     };
     let type_ok = check_event_type(&e.event_type, cx);
     let kind = &e.record.kind;
+    // As at the API: names become store keys, which NUL separates.
+    let names = [
+        kind.get().as_str(),
+        e.record.id.as_str(),
+        e.event_type.get().as_str(),
+    ];
+    if names.iter().any(|n| n.chars().any(char::is_control)) {
+        cx.error(
+            at,
+            "kinds, ids and event types are printable text (no control characters)",
+        );
+        return None;
+    }
     if !symbols.incomplete && !symbols.kinds.contains(kind.get()) {
         let hint = suggestion(kind.get(), symbols.kinds.iter().map(String::as_str));
         cx.warning(
