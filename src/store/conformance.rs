@@ -257,6 +257,20 @@ pub fn tasks_filter_and_count_open_by_owner<S: Store>(s: &S) {
         .map(|t| t.id)
         .collect();
     assert_eq!(ids, ["t2", "t3"]);
+    // A rep's open queue, through the open-task index: ben got t2 moved to him.
+    let bens = TaskFilter {
+        owner: Some("ben".into()),
+        status: Some(TaskStatus::Open),
+        ..TaskFilter::default()
+    };
+    let bens: Vec<String> = s
+        .tasks(&bens, None, 10)
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|t| t.id)
+        .collect();
+    assert_eq!(bens, ["t2"]);
     let unassigned = TaskFilter {
         owner: Some(String::new()),
         ..TaskFilter::default()
@@ -322,6 +336,23 @@ pub fn runs_newest_first_with_filters<S: Store>(s: &S) {
         }
     }
     assert_eq!(paged, ["0002-0-delivery", "0002-1", "0002-0", "0001-0"]);
+    // A forgotten row leaves its record's listing (and index) too.
+    let rows = s.run_rows_in_log_order(None, 10).unwrap();
+    let first = rows.iter().find(|r| r.record == key("lead", "L1")).unwrap();
+    s.commit(Changes {
+        runs_pruned: vec![first.id.clone()],
+        ..Changes::default()
+    })
+    .unwrap();
+    assert_eq!(
+        ids(s.runs(&l1, None, 10).unwrap()),
+        ["0002-0-delivery", "0002-1", "0002-0"]
+    );
+    let l2 = RunFilter {
+        record: Some(key("lead", "L2")),
+        ..RunFilter::default()
+    };
+    assert_eq!(ids(s.runs(&l2, None, 10).unwrap()), ["0003-0"]);
 }
 
 pub fn timers_come_due_in_order_and_can_be_deleted<S: Store>(s: &S) {
@@ -502,6 +533,38 @@ pub fn outbox_rows_round_trip<S: Store>(s: &S) {
         ids(s.outbox_matching(&filter, None, 10).unwrap().items),
         ["o1"]
     );
+    // By record, through the index: L1's rows only (not L10's), pages and
+    // the status filter as with a scan.
+    let mut other = row("o3", rows[0].delivery.clone());
+    other.record = key("lead", "L10");
+    let mut third = row("o4", rows[0].delivery.clone());
+    third.status = OutboxStatus::Sent;
+    s.commit(Changes {
+        outbox: vec![other, third],
+        ..Changes::default()
+    })
+    .unwrap();
+    let of_l1 = |status| OutboxFilter {
+        status,
+        record: Some(key("lead", "L1")),
+    };
+    assert_eq!(
+        ids(s.outbox_matching(&of_l1(None), None, 10).unwrap().items),
+        ["o1", "o2", "o4"]
+    );
+    let first = s.outbox_matching(&of_l1(None), None, 2).unwrap();
+    assert_eq!(first.next.as_deref(), Some("o2"));
+    let rest = s
+        .outbox_matching(&of_l1(None), first.next.as_deref(), 2)
+        .unwrap();
+    assert_eq!((ids(rest.items), rest.next), (vec!["o4".to_owned()], None));
+    assert_eq!(
+        ids(s
+            .outbox_matching(&of_l1(Some(OutboxStatus::Sent)), None, 10)
+            .unwrap()
+            .items),
+        ["o1", "o4"]
+    );
 }
 
 pub fn score_ledger_pages_newest_first<S: Store>(s: &S) {
@@ -631,7 +694,7 @@ async fn reopen(path: &std::path::Path) -> SledBackend {
     for _ in 0..100 {
         match SledBackend::open(path) {
             Ok(b) => return b,
-            Err(e) if e.to_string().contains("lock") => {
+            Err(e) if matches!(e, StoreError::InUse { .. }) || e.to_string().contains("lock") => {
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await
             }
             Err(e) => panic!("{e}"),
@@ -729,9 +792,57 @@ fn dealflow_4_and_5_stores_keep_their_scores_and_a_newer_store_is_refused() {
     backend
         .apply(vec![KvWrite::Put(
             keys::FORMAT.to_vec(),
-            b"dealflow-7".to_vec(),
+            b"dealflow-8".to_vec(),
         )])
         .unwrap();
     let err = KvStore::open(backend, "/data").err().unwrap();
-    assert!(err.to_string().contains("dealflow-7"), "{err}");
+    assert!(err.to_string().contains("dealflow-8"), "{err}");
+}
+
+#[test]
+fn a_dealflow_6_store_gets_its_outbox_and_runs_indexed_by_record() {
+    use crate::state::Delivery;
+    let row = OutboxEntry::pending(
+        "0000000000000007-intro".into(),
+        key("lead", "L1"),
+        Delivery::Webhook {
+            url: "https://h.example".into(),
+            method: "POST".into(),
+            headers: Vec::new(),
+            body: json!({}),
+            secret: None,
+        },
+        at(0),
+        "r".into(),
+    );
+    let stored_run = super::runs::encode(&[run("0001-0", "a", "L1")])
+        .unwrap()
+        .remove(0);
+    let backend = MemoryBackend::default();
+    backend
+        .apply(vec![
+            KvWrite::Put(keys::FORMAT.to_vec(), keys::FORMAT_VERSION_6.to_vec()),
+            KvWrite::Put(keys::outbox(&row.id), kv::encode_value(&row).unwrap()),
+            KvWrite::Put(stored_run.key, stored_run.value),
+        ])
+        .unwrap();
+    let store = KvStore::open(backend, "memory").unwrap();
+    let filter = OutboxFilter {
+        status: None,
+        record: Some(key("lead", "L1")),
+    };
+    assert_eq!(
+        store.outbox_matching(&filter, None, 10).unwrap().items,
+        [row]
+    );
+    let of_l1 = RunFilter {
+        record: Some(key("lead", "L1")),
+        ..RunFilter::default()
+    };
+    assert_eq!(store.runs(&of_l1, None, 10).unwrap().items.len(), 1);
+    let backend = store.into_backend();
+    assert_eq!(
+        backend.get(keys::FORMAT).unwrap().as_deref(),
+        Some(keys::FORMAT_VERSION)
+    );
 }

@@ -16,6 +16,8 @@ pub const STAGE_VISIT: &[u8] = b"sv\0";
 pub const STAGE_HISTORY: &[u8] = b"sh\0";
 pub const TASK: &[u8] = b"tk\0";
 pub const OUTBOX: &[u8] = b"ob\0";
+/// Outbox rows by record (`/v1/outbox?record=`), in row order.
+pub const OUTBOX_BY_RECORD: &[u8] = b"or\0";
 /// Outbox rows waiting for delivery, by when they are due.
 pub const OUTBOX_DUE: &[u8] = b"oq\0";
 /// Outbox rows being handed over right now (found here after a crash).
@@ -23,12 +25,17 @@ pub const OUTBOX_SENDING: &[u8] = b"os\0";
 pub const TIMER: &[u8] = b"tm\0";
 pub const ENROLLMENT: &[u8] = b"en\0";
 pub const RUN: &[u8] = b"rn\0";
+/// Run rows by record (`/v1/runs?record=`), in row order.
+pub const RUN_BY_RECORD: &[u8] = b"rr\0";
 pub const SUPPRESSED: &[u8] = b"sp\0";
 pub const COUNTER: &[u8] = b"ct\0";
 pub const SCORE_LEDGER: &[u8] = b"sl\0";
 
 /// The store format this build writes; a store with another is refused.
-pub const FORMAT_VERSION: &[u8] = b"dealflow-6";
+pub const FORMAT_VERSION: &[u8] = b"dealflow-7";
+/// The format before: no index of outbox rows or run rows by record, which
+/// opening builds; nothing else differs.
+pub const FORMAT_VERSION_6: &[u8] = b"dealflow-6";
 /// The format before: a score's parts as a list of names and one of
 /// points. Those records read as they are, so opening only moves the mark,
 /// which keeps an older build from misreading new records.
@@ -108,6 +115,37 @@ pub fn task(id: &str) -> Vec<u8> {
 
 pub fn outbox(id: &str) -> Vec<u8> {
     join(&[OUTBOX, id.as_bytes()])
+}
+
+/// The start of a record's outbox rows in [`OUTBOX_BY_RECORD`]: the id is
+/// followed by NUL, so `L1` never lists `L10`'s rows.
+pub fn outbox_by_record_prefix(record: &RecordKey) -> Vec<u8> {
+    join(&[
+        OUTBOX_BY_RECORD,
+        record.kind.as_bytes(),
+        b"\0",
+        record.id.as_bytes(),
+        b"\0",
+    ])
+}
+
+pub fn outbox_by_record(record: &RecordKey, id: &str) -> Vec<u8> {
+    join(&[&outbox_by_record_prefix(record), id.as_bytes()])
+}
+
+/// The start of a record's run rows in [`RUN_BY_RECORD`].
+pub fn run_by_record_prefix(record: &RecordKey) -> Vec<u8> {
+    join(&[
+        RUN_BY_RECORD,
+        record.kind.as_bytes(),
+        b"\0",
+        record.id.as_bytes(),
+        b"\0",
+    ])
+}
+
+pub fn run_by_record(record: &RecordKey, row: &str) -> Vec<u8> {
+    join(&[&run_by_record_prefix(record), row.as_bytes()])
 }
 
 pub fn outbox_due(due: DateTime<Utc>, id: &str) -> Vec<u8> {

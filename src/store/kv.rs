@@ -70,6 +70,7 @@ impl<B: Backend> KvStore<B> {
                     keys::FORMAT_VERSION_3,
                     keys::FORMAT_VERSION_4,
                     keys::FORMAT_VERSION_5,
+                    keys::FORMAT_VERSION_6,
                 ]
                 .contains(&&*mark) =>
             {
@@ -83,6 +84,8 @@ impl<B: Backend> KvStore<B> {
                 } else {
                     0
                 };
+                let outbox = index_outbox_by_record(&backend)?;
+                let indexed_runs = runs::index_by_record(&backend)?;
                 backend.apply(vec![KvWrite::Put(
                     keys::FORMAT.to_vec(),
                     keys::FORMAT_VERSION.to_vec(),
@@ -92,7 +95,9 @@ impl<B: Backend> KvStore<B> {
                     from = %String::from_utf8_lossy(&mark),
                     records,
                     runs,
-                    "Moved the store to format dealflow-6 (stage history per record, runs in a row per event, scores per model in one place, parts by rule position)."
+                    outbox,
+                    indexed_runs,
+                    "Moved the store to format dealflow-7 (stage history per record, runs in a row per event, scores per model in one place, parts by rule position, outbox rows indexed by record)."
                 );
             }
             Some(other) => {
@@ -317,6 +322,10 @@ impl<B: Backend> KvStore<B> {
         if row.status == OutboxStatus::Sending {
             writes.push(KvWrite::Put(keys::outbox_sending(&row.id), Vec::new()));
         }
+        writes.push(KvWrite::Put(
+            keys::outbox_by_record(&row.record, &row.id),
+            Vec::new(),
+        ));
         writes.push(KvWrite::Put(keys::outbox(&row.id), encode_value(row)?));
         Ok(())
     }
@@ -339,9 +348,78 @@ impl<B: Backend> KvStore<B> {
     }
 }
 
+/// Writes the by-record index of every outbox row (stores before
+/// `dealflow-7` have none); answers how many rows it indexed.
+fn index_outbox_by_record<B: Backend>(backend: &B) -> Result<usize, StoreError> {
+    const CHUNK: usize = 1_000;
+    let mut after: Option<Vec<u8>> = None;
+    let mut indexed = 0;
+    loop {
+        let chunk = backend.scan(keys::OUTBOX, after.as_deref(), CHUNK)?;
+        let exhausted = chunk.len() < CHUNK;
+        let mut writes = Vec::with_capacity(chunk.len());
+        for (key, value) in &chunk {
+            let row: OutboxEntry = decode_value(key, value)?;
+            writes.push(KvWrite::Put(
+                keys::outbox_by_record(&row.record, &row.id),
+                Vec::new(),
+            ));
+        }
+        indexed += writes.len();
+        backend.apply(writes)?;
+        after = chunk.last().map(|(key, _)| key.clone());
+        if exhausted {
+            return Ok(indexed);
+        }
+    }
+}
+
 /// The text after `prefix` in `key`, as a paging cursor.
 fn cursor_of(prefix: &[u8], key: &[u8]) -> String {
     String::from_utf8_lossy(&key[prefix.len().min(key.len())..]).into_owned()
+}
+
+/// Like [`filtered_page`], through an index: each key under `index` ends
+/// with an id whose item is stored under `table` + id. Pages, cursors and
+/// order (by id) are those of a scan of the table.
+fn indexed_page<B: Backend, T: DeserializeOwned>(
+    store: &KvStore<B>,
+    index: &[u8],
+    table: &[u8],
+    after: Option<&str>,
+    limit: usize,
+    keep: impl Fn(&T) -> bool,
+) -> Result<Page<T>, StoreError> {
+    const CHUNK: usize = 256;
+    let mut items = Vec::new();
+    let mut position = after.map(|a| keys::join(&[index, a.as_bytes()]));
+    loop {
+        let chunk = store.backend.scan(index, position.as_deref(), CHUNK)?;
+        let exhausted = chunk.len() < CHUNK;
+        for (key, _) in chunk {
+            let id = key[index.len()..].to_vec();
+            let row_key = keys::join(&[table, &id]);
+            position = Some(key);
+            // Indexed items are never deleted; one missing is skipped, not fatal.
+            let Some(value) = store.backend.get(&row_key)? else {
+                continue;
+            };
+            let item: T = decode_value(&row_key, &value)?;
+            if keep(&item) {
+                items.push(item);
+                if items.len() == limit {
+                    let next = String::from_utf8_lossy(&id).into_owned();
+                    return Ok(Page {
+                        items,
+                        next: Some(next),
+                    });
+                }
+            }
+        }
+        if exhausted {
+            return Ok(Page { items, next: None });
+        }
+    }
 }
 
 /// Scans `prefix` keeping items that pass `keep`, until `limit` are found.
@@ -522,23 +600,23 @@ impl<B: Backend> TaskTable for KvStore<B> {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Page<Task>, StoreError> {
-        filtered_page(
-            self,
-            keys::TASK,
-            after,
-            limit,
-            false,
-            decode_value,
-            |t: &Task| {
-                let owner_ok = filter
-                    .owner
-                    .as_deref()
-                    .is_none_or(|o| t.owner.as_deref().unwrap_or("") == o);
-                let status_ok = filter.status.is_none_or(|s| t.status == s);
-                let record_ok = filter.record.as_ref().is_none_or(|r| &t.record == r);
-                owner_ok && status_ok && record_ok
-            },
-        )
+        let keep = |t: &Task| {
+            let owner_ok = filter
+                .owner
+                .as_deref()
+                .is_none_or(|o| t.owner.as_deref().unwrap_or("") == o);
+            let status_ok = filter.status.is_none_or(|s| t.status == s);
+            let record_ok = filter.record.as_ref().is_none_or(|r| &t.record == r);
+            owner_ok && status_ok && record_ok
+        };
+        match (&filter.owner, filter.status) {
+            // A rep's queue from the open-task index, not a scan of every task.
+            (Some(owner), Some(TaskStatus::Open)) => {
+                let prefix = keys::join(&[OPEN_TASK, owner.as_bytes(), b"\0"]);
+                indexed_page(self, &prefix, keys::TASK, after, limit, keep)
+            }
+            _ => filtered_page(self, keys::TASK, after, limit, false, decode_value, keep),
+        }
     }
 
     fn open_task_count(&self, owner: &str) -> Result<usize, StoreError> {
@@ -558,18 +636,19 @@ impl<B: Backend> OutboxTable for KvStore<B> {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Page<OutboxEntry>, StoreError> {
-        filtered_page(
-            self,
-            keys::OUTBOX,
-            after,
-            limit,
-            false,
-            decode_value,
-            |o: &OutboxEntry| {
-                filter.status.is_none_or(|s| o.status == s)
-                    && filter.record.as_ref().is_none_or(|r| &o.record == r)
-            },
-        )
+        let keep = |o: &OutboxEntry| filter.status.is_none_or(|s| o.status == s);
+        match &filter.record {
+            // One record's rows from its index, not a scan of every row.
+            Some(record) => indexed_page(
+                self,
+                &keys::outbox_by_record_prefix(record),
+                keys::OUTBOX,
+                after,
+                limit,
+                keep,
+            ),
+            None => filtered_page(self, keys::OUTBOX, after, limit, false, decode_value, keep),
+        }
     }
 
     fn outbox_entry(&self, id: &str) -> Result<Option<OutboxEntry>, StoreError> {
@@ -684,6 +763,10 @@ impl<B: Backend> RunTable for KvStore<B> {
             limit,
             items: Vec::new(),
         };
+        // One record's rows come from its index, newest first; otherwise
+        // every row is read.
+        let index = filter.record.as_ref().map(keys::run_by_record_prefix);
+        let scanned = index.as_deref().unwrap_or(keys::RUN);
         let mut before = None;
         if let Some(cursor) = after.map(runs::Cursor::parse) {
             // The rest of the row the last page stopped in comes first.
@@ -695,14 +778,21 @@ impl<B: Backend> RunTable for KvStore<B> {
                     return Ok(page.finish(Some(next)));
                 }
             }
-            before = Some(key);
+            before = Some(keys::join(&[scanned, cursor.row.as_bytes()]));
         }
         loop {
-            let chunk = self.backend.scan_rev(keys::RUN, before.as_deref(), CHUNK)?;
+            let chunk = self.backend.scan_rev(scanned, before.as_deref(), CHUNK)?;
             let exhausted = chunk.len() < CHUNK;
             for (key, value) in chunk {
-                let row = runs::decode(&key, &value)?;
-                if let Some(next) = page.take_row(&cursor_of(keys::RUN, &key), row) {
+                let row = cursor_of(scanned, &key);
+                let runs = match &index {
+                    None => runs::decode(&key, &value)?,
+                    Some(_) => match self.backend.get(&keys::run(&row))? {
+                        Some(stored) => runs::decode(&keys::run(&row), &stored)?,
+                        None => Vec::new(),
+                    },
+                };
+                if let Some(next) = page.take_row(&row, runs) {
                     return Ok(page.finish(Some(next)));
                 }
                 before = Some(key);
@@ -881,11 +971,22 @@ impl<B: Backend> Store for KvStore<B> {
                 encode_value(e)?,
             ));
         }
-        for (key, row) in runs::encode(&changes.runs)? {
-            w.push(KvWrite::Put(key, row));
+        for row in runs::encode(&changes.runs)? {
+            let id = String::from_utf8_lossy(&row.key[keys::RUN.len()..]).into_owned();
+            w.push(KvWrite::Put(
+                keys::run_by_record(&row.record, &id),
+                Vec::new(),
+            ));
+            w.push(KvWrite::Put(row.key, row.value));
         }
         for id in &changes.runs_pruned {
-            w.push(KvWrite::Delete(keys::run(id)));
+            let key = keys::run(id);
+            // Its record names its index entry; pruning is rare and batched.
+            if let Some(value) = self.backend.get(&key)? {
+                let row = runs::decode_head(&key, &value)?;
+                w.push(KvWrite::Delete(keys::run_by_record(&row.record, id)));
+            }
+            w.push(KvWrite::Delete(key));
         }
         for (name, value) in &changes.counters {
             w.push(KvWrite::Put(

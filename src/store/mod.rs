@@ -266,6 +266,8 @@ pub struct RunRow {
     pub at: DateTime<Utc>,
     /// How many runs it holds.
     pub runs: usize,
+    /// The record its runs are about.
+    pub record: RecordKey,
 }
 
 /// Addresses that must never be emailed.

@@ -105,8 +105,13 @@ fn same_row(a: &Run, b: &Run) -> bool {
         && a.version == b.version
 }
 
-/// A row's key and value.
-pub type EncodedRow = (Vec<u8>, Vec<u8>);
+/// A row's key and value, and the record its runs are about (for the
+/// by-record index).
+pub struct EncodedRow {
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    pub record: RecordKey,
+}
 
 /// The rows for runs: each run of neighbours that share their event,
 /// record, version, time and id prefix becomes one row.
@@ -151,7 +156,11 @@ fn encode_row(runs: &[Run]) -> Result<EncodedRow, StoreError> {
             })
             .collect(),
     })?;
-    Ok((keys::run(&first.id), value))
+    Ok(EncodedRow {
+        key: keys::run(&first.id),
+        value,
+        record: first.record.clone(),
+    })
 }
 
 /// A row's id (its least run id) from its key.
@@ -200,6 +209,10 @@ pub fn decode(key: &[u8], value: &[u8]) -> Result<Vec<Run>, StoreError> {
 /// A row's id, time and size, without its runs (retention).
 #[derive(Deserialize)]
 struct StoredRowHead {
+    #[serde(rename = "k")]
+    kind: String,
+    #[serde(rename = "i")]
+    record: String,
     #[serde(rename = "at")]
     at_ms: i64,
     #[serde(rename = "g")]
@@ -213,7 +226,37 @@ pub fn decode_head(key: &[u8], value: &[u8]) -> Result<super::RunRow, StoreError
         id: row_id(key)?.to_owned(),
         at: from_millis(head.at_ms),
         runs: head.runs.len(),
+        record: RecordKey {
+            kind: head.kind,
+            id: head.record,
+        },
     })
+}
+
+/// Writes the by-record index of every run row (stores before
+/// `dealflow-7` have none); answers how many rows it indexed.
+pub fn index_by_record<B: Backend>(backend: &B) -> Result<usize, StoreError> {
+    const PAGE: usize = 4_096;
+    let mut indexed = 0;
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let page = backend.scan(keys::RUN, after.as_deref(), PAGE)?;
+        let done = page.len() < PAGE;
+        let mut writes = Vec::with_capacity(page.len());
+        for (key, value) in &page {
+            let row = decode_head(key, value)?;
+            writes.push(KvWrite::Put(
+                keys::run_by_record(&row.record, &row.id),
+                Vec::new(),
+            ));
+        }
+        indexed += writes.len();
+        backend.apply(writes)?;
+        if done {
+            return Ok(indexed);
+        }
+        after = page.into_iter().last().map(|(k, _)| k);
+    }
 }
 
 /// Where a page of runs (newest first) stopped: in the row `row`, at the
@@ -316,8 +359,8 @@ pub fn migrate_to_rows<B: Backend>(backend: &B) -> Result<u64, StoreError> {
             if decode(key, value).is_ok() {
                 continue;
             }
-            let (_, row) = encode_row(&[decode_older(key, value)?])?;
-            writes.push(KvWrite::Put(key.clone(), row));
+            let row = encode_row(&[decode_older(key, value)?])?;
+            writes.push(KvWrite::Put(key.clone(), row.value));
             moved += 1;
         }
         backend.apply(writes)?;
@@ -405,7 +448,7 @@ mod tests {
         late.event_type = "delivery".into();
         let runs = vec![run(7, "seq-intro"), run(7, "0003"), run(8, "0001"), late];
         let rows = encode(&runs).unwrap();
-        let keys: Vec<&[u8]> = rows.iter().map(|(k, _)| k.as_slice()).collect();
+        let keys: Vec<&[u8]> = rows.iter().map(|r| r.key.as_slice()).collect();
         assert_eq!(
             keys,
             [
@@ -414,20 +457,22 @@ mod tests {
                 &keys::run("0000000000000007-0000-00-delivery"),
             ]
         );
-        let (key, value) = &rows[0];
+        let (key, value) = (&rows[0].key, &rows[0].value);
+        assert_eq!(rows[0].record, runs[0].record);
         assert_eq!(
             decode(key, value).unwrap(),
             [runs[1].clone(), runs[0].clone()]
         );
         let head = decode_head(key, value).unwrap();
         assert_eq!((head.id.as_str(), head.runs), ("0000000000000007-0003", 2));
+        assert_eq!(head.record, runs[0].record);
         assert_eq!(head.at, runs[0].at);
     }
 
     #[test]
     fn a_row_is_well_under_the_size_of_its_runs_stored_one_by_one() {
         let runs: Vec<Run> = (0..11).map(|i| run(7, &format!("{i:04}"))).collect();
-        let row = encode(&runs).unwrap().remove(0).1.len();
+        let row = encode(&runs).unwrap().remove(0).value.len();
         let single: usize = runs.iter().map(|r| single_row(r).len()).sum();
         // Each run here has its own condition, saw and actions; only the
         // event, record, version and time are shared.
@@ -436,7 +481,7 @@ mod tests {
 
     #[test]
     fn a_broken_row_is_an_error_not_a_panic() {
-        let (_, value) = encode(&[run(1, "00")]).unwrap().remove(0);
+        let value = encode(&[run(1, "00")]).unwrap().remove(0).value;
         assert!(decode(b"xx\0anything", &value).is_err(), "not a run key");
         assert!(decode(&keys::run("r1"), b"\xff\x00garbage").is_err());
         assert!(
@@ -472,7 +517,7 @@ mod tests {
             // left them: already rows.
             for (i, r) in runs.iter().enumerate() {
                 let value = match i {
-                    ..1_000 => encode(std::slice::from_ref(r)).unwrap().remove(0).1,
+                    ..1_000 => encode(std::slice::from_ref(r)).unwrap().remove(0).value,
                     _ if format == keys::FORMAT_VERSION_2 => encode_value(r).unwrap(),
                     _ => single_row(r),
                 };
