@@ -731,3 +731,38 @@ async fn a_daemon_with_a_one_mib_store_cache_works() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(record["record"]["owner"], "ana@x.example");
 }
+
+#[test]
+fn a_damaged_store_stops_the_daemon_with_the_folder_and_what_to_do() {
+    let s = setup(&[], &[]);
+    let data = s._dir.path().join("data");
+    let flows = s._dir.path().join("flows");
+    s.daemon.kill();
+    // sled's settings file, overwritten: the store cannot be read.
+    std::fs::write(
+        data.join("store/conf"),
+        [0xffu8, 0x00, 0x13, 0x37].repeat(16),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dealflow"))
+        .args(["run", "--listen", "127.0.0.1:0", "--workflows"])
+        .arg(&flows)
+        .arg("--data")
+        .arg(&data)
+        .env_remove("DEALFLOW_TOKEN")
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("is corrupt or unreadable"), "{stderr}");
+    assert!(
+        stderr.contains(&data.join("store").display().to_string()),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("restore the data folder from a backup"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

@@ -47,8 +47,15 @@ pub fn run(options: RunOptions) -> anyhow::Result<ExitCode> {
     let store_dir = options.data.join("store");
     std::fs::create_dir_all(&store_dir)
         .with_context(|| format!("creating {}", store_dir.display()))?;
+    // A damaged store can make sled panic while opening; that is caught and
+    // reported with the folder and what to do, so its raw message (which
+    // the report repeats) is not printed first. Nothing else runs yet.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
     let backend =
-        SledBackend::open_with_cache(&store_dir, options.store_cache_mib.saturating_mul(1 << 20))?;
+        SledBackend::open_with_cache(&store_dir, options.store_cache_mib.saturating_mul(1 << 20));
+    std::panic::set_hook(default_hook);
+    let backend = backend?;
     let store = Arc::new(KvStore::open(backend, &store_dir.display().to_string())?);
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(serve(store, (workflows, loaded), token, options))?;

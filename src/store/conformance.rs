@@ -271,6 +271,19 @@ pub fn tasks_filter_and_count_open_by_owner<S: Store>(s: &S) {
         .map(|t| t.id)
         .collect();
     assert_eq!(bens, ["t2"]);
+    // Of any status, through the owner index: ana's completed t1 (t2 left her).
+    let anas = TaskFilter {
+        owner: Some("ana".into()),
+        ..TaskFilter::default()
+    };
+    let anas: Vec<(String, TaskStatus)> = s
+        .tasks(&anas, None, 10)
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|t| (t.id, t.status))
+        .collect();
+    assert_eq!(anas, [("t1".to_owned(), TaskStatus::Completed)]);
     let unassigned = TaskFilter {
         owner: Some(String::new()),
         ..TaskFilter::default()
@@ -800,7 +813,7 @@ fn dealflow_4_and_5_stores_keep_their_scores_and_a_newer_store_is_refused() {
 }
 
 #[test]
-fn a_dealflow_6_store_gets_its_outbox_and_runs_indexed_by_record() {
+fn a_dealflow_6_store_gets_its_outbox_runs_and_tasks_indexed() {
     use crate::state::Delivery;
     let row = OutboxEntry::pending(
         "0000000000000007-intro".into(),
@@ -824,6 +837,10 @@ fn a_dealflow_6_store_gets_its_outbox_and_runs_indexed_by_record() {
             KvWrite::Put(keys::FORMAT.to_vec(), keys::FORMAT_VERSION_6.to_vec()),
             KvWrite::Put(keys::outbox(&row.id), kv::encode_value(&row).unwrap()),
             KvWrite::Put(stored_run.key, stored_run.value),
+            KvWrite::Put(
+                keys::task("t1"),
+                kv::encode_value(&task("t1", Some("ana"), TaskStatus::Completed)).unwrap(),
+            ),
         ])
         .unwrap();
     let store = KvStore::open(backend, "memory").unwrap();
@@ -840,6 +857,11 @@ fn a_dealflow_6_store_gets_its_outbox_and_runs_indexed_by_record() {
         ..RunFilter::default()
     };
     assert_eq!(store.runs(&of_l1, None, 10).unwrap().items.len(), 1);
+    let anas = TaskFilter {
+        owner: Some("ana".into()),
+        ..TaskFilter::default()
+    };
+    assert_eq!(store.tasks(&anas, None, 10).unwrap().items.len(), 1);
     let backend = store.into_backend();
     assert_eq!(
         backend.get(keys::FORMAT).unwrap().as_deref(),

@@ -19,6 +19,9 @@ const ROWS_PER_READ: usize = 32;
 
 /// Index of open tasks by owner, so least-loaded assignment does not scan.
 const OPEN_TASK: &[u8] = b"ot\0";
+/// Every task by owner (`""` for unassigned), for `/v1/tasks?owner=` of
+/// any status.
+const OWNER_TASK: &[u8] = b"ow\0";
 
 /// The store: tables over a backend.
 pub struct KvStore<B: Backend> {
@@ -58,6 +61,10 @@ fn open_task_key(owner: &str, id: &str) -> Vec<u8> {
     keys::join(&[OPEN_TASK, owner.as_bytes(), b"\0", id.as_bytes()])
 }
 
+fn owner_task_key(owner: &str, id: &str) -> Vec<u8> {
+    keys::join(&[OWNER_TASK, owner.as_bytes(), b"\0", id.as_bytes()])
+}
+
 impl<B: Backend> KvStore<B> {
     /// Opens the tables on a backend, checking the store's format mark so a
     /// store of another program or version is refused rather than misread.
@@ -86,6 +93,7 @@ impl<B: Backend> KvStore<B> {
                 };
                 let outbox = index_outbox_by_record(&backend)?;
                 let indexed_runs = runs::index_by_record(&backend)?;
+                let indexed_tasks = index_tasks_by_owner(&backend)?;
                 backend.apply(vec![KvWrite::Put(
                     keys::FORMAT.to_vec(),
                     keys::FORMAT_VERSION.to_vec(),
@@ -97,7 +105,8 @@ impl<B: Backend> KvStore<B> {
                     runs,
                     outbox,
                     indexed_runs,
-                    "Moved the store to format dealflow-7 (stage history per record, runs in a row per event, scores per model in one place, parts by rule position, outbox rows indexed by record)."
+                    indexed_tasks,
+                    "Moved the store to format dealflow-7 (stage history per record, runs in a row per event, scores per model in one place, parts by rule position, outbox rows and runs indexed by record, tasks by owner)."
                 );
             }
             Some(other) => {
@@ -332,11 +341,14 @@ impl<B: Backend> KvStore<B> {
 
     fn stage_task(&self, task: &Task, writes: &mut Vec<KvWrite>) -> Result<(), StoreError> {
         if let Some(old) = self.get::<Task>(&keys::task(&task.id))? {
-            writes.push(KvWrite::Delete(open_task_key(
-                old.owner.as_deref().unwrap_or(""),
-                &old.id,
-            )));
+            let owner = old.owner.as_deref().unwrap_or("");
+            writes.push(KvWrite::Delete(open_task_key(owner, &old.id)));
+            writes.push(KvWrite::Delete(owner_task_key(owner, &old.id)));
         }
+        writes.push(KvWrite::Put(
+            owner_task_key(task.owner.as_deref().unwrap_or(""), &task.id),
+            Vec::new(),
+        ));
         if task.status == TaskStatus::Open {
             writes.push(KvWrite::Put(
                 open_task_key(task.owner.as_deref().unwrap_or(""), &task.id),
@@ -345,6 +357,30 @@ impl<B: Backend> KvStore<B> {
         }
         writes.push(KvWrite::Put(keys::task(&task.id), encode_value(task)?));
         Ok(())
+    }
+}
+
+/// Writes the by-owner index of every task (stores before `dealflow-7`
+/// have none); answers how many tasks it indexed.
+fn index_tasks_by_owner<B: Backend>(backend: &B) -> Result<usize, StoreError> {
+    const CHUNK: usize = 1_000;
+    let mut after: Option<Vec<u8>> = None;
+    let mut indexed = 0;
+    loop {
+        let chunk = backend.scan(keys::TASK, after.as_deref(), CHUNK)?;
+        let exhausted = chunk.len() < CHUNK;
+        let mut writes = Vec::with_capacity(chunk.len());
+        for (key, value) in &chunk {
+            let task: Task = decode_value(key, value)?;
+            let owner = task.owner.as_deref().unwrap_or("");
+            writes.push(KvWrite::Put(owner_task_key(owner, &task.id), Vec::new()));
+        }
+        indexed += writes.len();
+        backend.apply(writes)?;
+        after = chunk.last().map(|(key, _)| key.clone());
+        if exhausted {
+            return Ok(indexed);
+        }
     }
 }
 
@@ -609,13 +645,18 @@ impl<B: Backend> TaskTable for KvStore<B> {
             let record_ok = filter.record.as_ref().is_none_or(|r| &t.record == r);
             owner_ok && status_ok && record_ok
         };
-        match (&filter.owner, filter.status) {
-            // A rep's queue from the open-task index, not a scan of every task.
-            (Some(owner), Some(TaskStatus::Open)) => {
-                let prefix = keys::join(&[OPEN_TASK, owner.as_bytes(), b"\0"]);
+        // A person's tasks come from an owner index, not a scan of every task.
+        let index = match (&filter.owner, filter.status) {
+            (Some(owner), Some(TaskStatus::Open)) => Some((OPEN_TASK, owner)),
+            (Some(owner), _) => Some((OWNER_TASK, owner)),
+            (None, _) => None,
+        };
+        match index {
+            Some((table, owner)) => {
+                let prefix = keys::join(&[table, owner.as_bytes(), b"\0"]);
                 indexed_page(self, &prefix, keys::TASK, after, limit, keep)
             }
-            _ => filtered_page(self, keys::TASK, after, limit, false, decode_value, keep),
+            None => filtered_page(self, keys::TASK, after, limit, false, decode_value, keep),
         }
     }
 
