@@ -766,3 +766,30 @@ fn a_damaged_store_stops_the_daemon_with_the_folder_and_what_to_do() {
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[tokio::test]
+async fn a_store_whose_data_file_was_destroyed_is_not_started_empty() {
+    let s = setup(&[], &[]);
+    let (status, _) = s
+        .post("/v1/events", lead("L1", Some("e1")).to_string())
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    s.settle().await;
+    let data = s._dir.path().join("data");
+    let flows = s._dir.path().join("flows");
+    s.daemon.kill();
+    // sled reads a database file it cannot make sense of as an empty tree.
+    std::fs::write(data.join("store/db"), [0x5au8; 200]).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dealflow"))
+        .args(["run", "--listen", "127.0.0.1:0", "--workflows"])
+        .arg(&flows)
+        .arg("--data")
+        .arg(&data)
+        .env_remove("DEALFLOW_TOKEN")
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("reads as empty"), "{stderr}");
+}

@@ -28,6 +28,19 @@ pub struct SledBackend {
     /// Our own lock on the folder, held while the backend lives: sled locks
     /// too, but says so only in an error's text.
     _lock: std::fs::File,
+    /// Written beside sled's files once data was flushed (see [`HELD_DATA`]).
+    held_data: Arc<HeldData>,
+}
+
+/// A file beside sled's own, written after the first flush. sled opens a
+/// destroyed database file as an empty tree; with this file there, an
+/// empty tree means lost data, and the daemon must not start empty over it.
+const HELD_DATA: &str = "dealflow.held-data";
+
+/// Whether [`HELD_DATA`] is written, and where.
+struct HeldData {
+    path: std::path::PathBuf,
+    written: std::sync::atomic::AtomicBool,
 }
 
 /// The lock file in the store folder.
@@ -80,6 +93,10 @@ impl SledBackend {
     pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
         let path = dir.display().to_string();
         let lock = lock(dir)?;
+        let held_data = Arc::new(HeldData {
+            path: dir.join(HELD_DATA),
+            written: std::sync::atomic::AtomicBool::new(dir.join(HELD_DATA).exists()),
+        });
         let config = sled::Config::new()
             .path(dir)
             .mode(sled::Mode::HighThroughput)
@@ -100,11 +117,36 @@ impl SledBackend {
             },
             other => StoreError::Backend(format!("cannot open the store at {path}: {other}")),
         })?;
+        if held_data.written.load(Ordering::SeqCst) && db.is_empty() {
+            return Err(StoreError::Corrupt {
+                path,
+                reason: format!(
+                    "it held data ({HELD_DATA} says so) but reads as empty: its database file is damaged or was replaced"
+                ),
+            });
+        }
         Ok(SledBackend {
             db,
             durability: Arc::default(),
             _lock: lock,
+            held_data,
         })
+    }
+}
+
+impl HeldData {
+    /// Writes the file once, after data is durable. A failure is logged, not
+    /// fatal: the file only guards against a damaged store.
+    fn mark(&self) {
+        if self.written.load(Ordering::SeqCst) {
+            return;
+        }
+        match std::fs::write(&self.path, b"dealflow wrote data to this store\n") {
+            Ok(()) => self.written.store(true, Ordering::SeqCst),
+            Err(e) => {
+                tracing::warn!(error = %e, path = %self.path.display(), "Could not write the held-data marker.")
+            }
+        }
     }
 }
 
@@ -190,6 +232,7 @@ impl Backend for SledBackend {
     fn flush(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
         let db = self.db.clone();
         let group = self.durability.clone();
+        let held_data = self.held_data.clone();
         async move {
             let mine = group.applied.load(Ordering::SeqCst);
             let _running = group.running.lock().await;
@@ -197,10 +240,14 @@ impl Backend for SledBackend {
                 return Ok(());
             }
             let covered = group.applied.load(Ordering::SeqCst);
-            tokio::task::spawn_blocking(move || db.flush())
-                .await
-                .map_err(|e| StoreError::Backend(format!("flush thread failed: {e}")))?
-                .map_err(backend_error)?;
+            tokio::task::spawn_blocking(move || {
+                db.flush()?;
+                held_data.mark();
+                Ok::<_, sled::Error>(())
+            })
+            .await
+            .map_err(|e| StoreError::Backend(format!("flush thread failed: {e}")))?
+            .map_err(backend_error)?;
             group.flushed.fetch_max(covered, Ordering::SeqCst);
             Ok(())
         }
