@@ -732,6 +732,19 @@ async fn a_daemon_with_a_one_mib_store_cache_works() {
     assert_eq!(record["record"]["owner"], "ana@x.example");
 }
 
+/// `dealflow run` on a store expected to be refused: its whole output.
+fn run_to_exit(flows: &std::path::Path, data: &std::path::Path) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_dealflow"))
+        .args(["run", "--listen", "127.0.0.1:0", "--workflows"])
+        .arg(flows)
+        .arg("--data")
+        .arg(data)
+        .env_remove("DEALFLOW_TOKEN")
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn a_damaged_store_stops_the_daemon_with_the_folder_and_what_to_do() {
     let s = setup(&[], &[]);
@@ -744,15 +757,7 @@ fn a_damaged_store_stops_the_daemon_with_the_folder_and_what_to_do() {
         [0xffu8, 0x00, 0x13, 0x37].repeat(16),
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dealflow"))
-        .args(["run", "--listen", "127.0.0.1:0", "--workflows"])
-        .arg(&flows)
-        .arg("--data")
-        .arg(&data)
-        .env_remove("DEALFLOW_TOKEN")
-        .env("RUST_LOG", "off")
-        .output()
-        .unwrap();
+    let out = run_to_exit(&flows, &data);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("is corrupt or unreadable"), "{stderr}");
@@ -780,15 +785,7 @@ async fn a_store_whose_data_file_was_destroyed_is_not_started_empty() {
     s.daemon.kill();
     // sled reads a database file it cannot make sense of as an empty tree.
     std::fs::write(data.join("store/db"), [0x5au8; 200]).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dealflow"))
-        .args(["run", "--listen", "127.0.0.1:0", "--workflows"])
-        .arg(&flows)
-        .arg("--data")
-        .arg(&data)
-        .env_remove("DEALFLOW_TOKEN")
-        .env("RUST_LOG", "off")
-        .output()
-        .unwrap();
+    let out = run_to_exit(&flows, &data);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("reads as empty"), "{stderr}");

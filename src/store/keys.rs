@@ -117,16 +117,21 @@ pub fn outbox(id: &str) -> Vec<u8> {
     join(&[OUTBOX, id.as_bytes()])
 }
 
-/// The start of a record's outbox rows in [`OUTBOX_BY_RECORD`]: the id is
-/// followed by NUL, so `L1` never lists `L10`'s rows.
-pub fn outbox_by_record_prefix(record: &RecordKey) -> Vec<u8> {
+/// The start of a record's entries in a by-record index: the id is
+/// followed by NUL, so `L1` never lists `L10`'s.
+fn by_record_prefix(index: &[u8], record: &RecordKey) -> Vec<u8> {
     join(&[
-        OUTBOX_BY_RECORD,
+        index,
         record.kind.as_bytes(),
         b"\0",
         record.id.as_bytes(),
         b"\0",
     ])
+}
+
+/// The start of a record's outbox rows in [`OUTBOX_BY_RECORD`].
+pub fn outbox_by_record_prefix(record: &RecordKey) -> Vec<u8> {
+    by_record_prefix(OUTBOX_BY_RECORD, record)
 }
 
 pub fn outbox_by_record(record: &RecordKey, id: &str) -> Vec<u8> {
@@ -135,13 +140,7 @@ pub fn outbox_by_record(record: &RecordKey, id: &str) -> Vec<u8> {
 
 /// The start of a record's run rows in [`RUN_BY_RECORD`].
 pub fn run_by_record_prefix(record: &RecordKey) -> Vec<u8> {
-    join(&[
-        RUN_BY_RECORD,
-        record.kind.as_bytes(),
-        b"\0",
-        record.id.as_bytes(),
-        b"\0",
-    ])
+    by_record_prefix(RUN_BY_RECORD, record)
 }
 
 pub fn run_by_record(record: &RecordKey, row: &str) -> Vec<u8> {

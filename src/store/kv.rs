@@ -91,9 +91,21 @@ impl<B: Backend> KvStore<B> {
                 } else {
                     0
                 };
-                let outbox = index_outbox_by_record(&backend)?;
-                let indexed_runs = runs::index_by_record(&backend)?;
-                let indexed_tasks = index_tasks_by_owner(&backend)?;
+                let outbox = build_index(&backend, keys::OUTBOX, |key, value| {
+                    let row: OutboxEntry = decode_value(key, value)?;
+                    Ok(keys::outbox_by_record(&row.record, &row.id))
+                })?;
+                let indexed_runs = build_index(&backend, keys::RUN, |key, value| {
+                    let row = runs::decode_head(key, value)?;
+                    Ok(keys::run_by_record(&row.record, &row.id))
+                })?;
+                let indexed_tasks = build_index(&backend, keys::TASK, |key, value| {
+                    let task: Task = decode_value(key, value)?;
+                    Ok(owner_task_key(
+                        task.owner.as_deref().unwrap_or(""),
+                        &task.id,
+                    ))
+                })?;
                 backend.apply(vec![KvWrite::Put(
                     keys::FORMAT.to_vec(),
                     keys::FORMAT_VERSION.to_vec(),
@@ -318,9 +330,16 @@ impl<B: Backend> KvStore<B> {
     /// Writes an outbox row and keeps its delivery indexes in step: queued
     /// by due time while waiting, listed while being handed over.
     fn stage_outbox(&self, row: &OutboxEntry, writes: &mut Vec<KvWrite>) -> Result<(), StoreError> {
-        if let Some(old) = self.get::<OutboxEntry>(&keys::outbox(&row.id))? {
-            writes.push(KvWrite::Delete(keys::outbox_due(old.due_at(), &old.id)));
-            writes.push(KvWrite::Delete(keys::outbox_sending(&old.id)));
+        match self.get::<OutboxEntry>(&keys::outbox(&row.id))? {
+            Some(old) => {
+                writes.push(KvWrite::Delete(keys::outbox_due(old.due_at(), &old.id)));
+                writes.push(KvWrite::Delete(keys::outbox_sending(&old.id)));
+            }
+            // A row's record never changes: indexed once, when it is new.
+            None => writes.push(KvWrite::Put(
+                keys::outbox_by_record(&row.record, &row.id),
+                Vec::new(),
+            )),
         }
         if row.status.is_waiting() {
             writes.push(KvWrite::Put(
@@ -331,76 +350,50 @@ impl<B: Backend> KvStore<B> {
         if row.status == OutboxStatus::Sending {
             writes.push(KvWrite::Put(keys::outbox_sending(&row.id), Vec::new()));
         }
-        writes.push(KvWrite::Put(
-            keys::outbox_by_record(&row.record, &row.id),
-            Vec::new(),
-        ));
         writes.push(KvWrite::Put(keys::outbox(&row.id), encode_value(row)?));
         Ok(())
     }
 
     fn stage_task(&self, task: &Task, writes: &mut Vec<KvWrite>) -> Result<(), StoreError> {
-        if let Some(old) = self.get::<Task>(&keys::task(&task.id))? {
-            let owner = old.owner.as_deref().unwrap_or("");
-            writes.push(KvWrite::Delete(open_task_key(owner, &old.id)));
-            writes.push(KvWrite::Delete(owner_task_key(owner, &old.id)));
+        let owner = task.owner.as_deref().unwrap_or("");
+        let old = self.get::<Task>(&keys::task(&task.id))?;
+        let old_owner = old.as_ref().map(|o| o.owner.as_deref().unwrap_or(""));
+        if let Some(before) = old_owner {
+            writes.push(KvWrite::Delete(open_task_key(before, &task.id)));
         }
-        writes.push(KvWrite::Put(
-            owner_task_key(task.owner.as_deref().unwrap_or(""), &task.id),
-            Vec::new(),
-        ));
+        // The owner index changes only when the owner does.
+        if old_owner != Some(owner) {
+            if let Some(before) = old_owner {
+                writes.push(KvWrite::Delete(owner_task_key(before, &task.id)));
+            }
+            writes.push(KvWrite::Put(owner_task_key(owner, &task.id), Vec::new()));
+        }
         if task.status == TaskStatus::Open {
-            writes.push(KvWrite::Put(
-                open_task_key(task.owner.as_deref().unwrap_or(""), &task.id),
-                Vec::new(),
-            ));
+            writes.push(KvWrite::Put(open_task_key(owner, &task.id), Vec::new()));
         }
         writes.push(KvWrite::Put(keys::task(&task.id), encode_value(task)?));
         Ok(())
     }
 }
 
-/// Writes the by-owner index of every task (stores before `dealflow-7`
-/// have none); answers how many tasks it indexed.
-fn index_tasks_by_owner<B: Backend>(backend: &B) -> Result<usize, StoreError> {
+/// Writes an index entry for every item of `table` (stores before
+/// `dealflow-7` have the indexes that format added); `entry` names the
+/// index key of an item from its key and value. Answers how many it wrote.
+fn build_index<B: Backend>(
+    backend: &B,
+    table: &[u8],
+    entry: impl Fn(&[u8], &[u8]) -> Result<Vec<u8>, StoreError>,
+) -> Result<usize, StoreError> {
     const CHUNK: usize = 1_000;
     let mut after: Option<Vec<u8>> = None;
     let mut indexed = 0;
     loop {
-        let chunk = backend.scan(keys::TASK, after.as_deref(), CHUNK)?;
+        let chunk = backend.scan(table, after.as_deref(), CHUNK)?;
         let exhausted = chunk.len() < CHUNK;
-        let mut writes = Vec::with_capacity(chunk.len());
-        for (key, value) in &chunk {
-            let task: Task = decode_value(key, value)?;
-            let owner = task.owner.as_deref().unwrap_or("");
-            writes.push(KvWrite::Put(owner_task_key(owner, &task.id), Vec::new()));
-        }
-        indexed += writes.len();
-        backend.apply(writes)?;
-        after = chunk.last().map(|(key, _)| key.clone());
-        if exhausted {
-            return Ok(indexed);
-        }
-    }
-}
-
-/// Writes the by-record index of every outbox row (stores before
-/// `dealflow-7` have none); answers how many rows it indexed.
-fn index_outbox_by_record<B: Backend>(backend: &B) -> Result<usize, StoreError> {
-    const CHUNK: usize = 1_000;
-    let mut after: Option<Vec<u8>> = None;
-    let mut indexed = 0;
-    loop {
-        let chunk = backend.scan(keys::OUTBOX, after.as_deref(), CHUNK)?;
-        let exhausted = chunk.len() < CHUNK;
-        let mut writes = Vec::with_capacity(chunk.len());
-        for (key, value) in &chunk {
-            let row: OutboxEntry = decode_value(key, value)?;
-            writes.push(KvWrite::Put(
-                keys::outbox_by_record(&row.record, &row.id),
-                Vec::new(),
-            ));
-        }
+        let writes = chunk
+            .iter()
+            .map(|(key, value)| Ok(KvWrite::Put(entry(key, value)?, Vec::new())))
+            .collect::<Result<Vec<_>, StoreError>>()?;
         indexed += writes.len();
         backend.apply(writes)?;
         after = chunk.last().map(|(key, _)| key.clone());

@@ -233,32 +233,6 @@ pub fn decode_head(key: &[u8], value: &[u8]) -> Result<super::RunRow, StoreError
     })
 }
 
-/// Writes the by-record index of every run row (stores before
-/// `dealflow-7` have none); answers how many rows it indexed.
-pub fn index_by_record<B: Backend>(backend: &B) -> Result<usize, StoreError> {
-    const PAGE: usize = 4_096;
-    let mut indexed = 0;
-    let mut after: Option<Vec<u8>> = None;
-    loop {
-        let page = backend.scan(keys::RUN, after.as_deref(), PAGE)?;
-        let done = page.len() < PAGE;
-        let mut writes = Vec::with_capacity(page.len());
-        for (key, value) in &page {
-            let row = decode_head(key, value)?;
-            writes.push(KvWrite::Put(
-                keys::run_by_record(&row.record, &row.id),
-                Vec::new(),
-            ));
-        }
-        indexed += writes.len();
-        backend.apply(writes)?;
-        if done {
-            return Ok(indexed);
-        }
-        after = page.into_iter().last().map(|(k, _)| k);
-    }
-}
-
 /// Where a page of runs (newest first) stopped: in the row `row`, at the
 /// run at `index`. Written `ROW.INDEX`; a bare run id (a cursor from before
 /// rows) means its whole row was read.
