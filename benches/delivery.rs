@@ -154,8 +154,8 @@ async fn main() {
                     subject: format!("Quick question {i}"),
                     body: "Hi there,\n\nWould a **20-minute** call next week be worth it?\n\nAna"
                         .into(),
-                    format: "markdown".into(),
-                    to_prospect: true,
+                    format: dealflow::state::BodyFormat::Markdown,
+                    audience: dealflow::state::Audience::Prospect,
                     thread: None,
                     zone: None,
                 },

@@ -9,8 +9,10 @@ use serde_json::{Map, Value as Json};
 use std::collections::BTreeMap;
 
 pub mod address;
+mod builtin;
 mod scores;
 
+pub use builtin::BuiltinEvent;
 pub use scores::{ModelScore, RuleSlots, Scores};
 
 /// Which record an event or task concerns.
@@ -72,6 +74,31 @@ pub struct NewEvent {
     pub depth: u32,
 }
 
+impl NewEvent {
+    /// A built-in event dealflow raises from outside the engine (delivery,
+    /// inbound mail, a timer, the API), with no fields: data only.
+    pub fn raised(
+        event: BuiltinEvent,
+        record: RecordKey,
+        data: Json,
+        at: DateTime<Utc>,
+        id: Option<String>,
+    ) -> NewEvent {
+        NewEvent {
+            id,
+            event_type: event.name().to_owned(),
+            record,
+            fields: Map::new(),
+            data: match data {
+                Json::Object(map) => map,
+                _ => Map::new(),
+            },
+            occurred_at: at,
+            depth: 0,
+        }
+    }
+}
+
 /// A record: a lead, deal or any other kind.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(from = "StoredRecord")]
@@ -117,14 +144,6 @@ struct StoredRecord {
     stage_entered_at: Option<StoredTime>,
     #[serde(default)]
     scoring: Scores,
-    /// Scores as records kept them before `scoring` (dealflow-4 stores):
-    /// read, and written back as `scoring` with the record's next change.
-    #[serde(default)]
-    scores: BTreeMap<CompactString, f64>,
-    #[serde(default)]
-    score_parts: BTreeMap<CompactString, BTreeMap<CompactString, f64>>,
-    #[serde(default)]
-    scores_as_of: BTreeMap<CompactString, StoredTime>,
     #[serde(default)]
     stall_timer: Option<TimerRef>,
     created_at: StoredTime,
@@ -158,24 +177,7 @@ impl<'de> Deserialize<'de> for StoredTime {
 }
 
 impl From<StoredRecord> for Record {
-    fn from(mut r: StoredRecord) -> Self {
-        for (model, parts) in r.score_parts {
-            let as_of = r.scores_as_of.remove(&model).map(|t| t.0);
-            let parts = parts.iter().map(|(rule, points)| (rule.as_str(), *points));
-            let mut legacy = ModelScore::with_parts(0.0, as_of, parts);
-            legacy.score = r
-                .scores
-                .get(&model)
-                .copied()
-                .unwrap_or_else(|| legacy.sum());
-            r.scoring.insert(&model, legacy);
-        }
-        for (model, score) in r.scores {
-            if r.scoring.get(&model).is_none() {
-                r.scoring
-                    .insert(&model, ModelScore::with_parts(score, None, []));
-            }
-        }
+    fn from(r: StoredRecord) -> Self {
         Record {
             key: RecordKey {
                 kind: r.kind,
@@ -367,10 +369,12 @@ pub enum Delivery {
         subject: String,
         /// Body as rendered (Markdown, HTML or text per `format`).
         body: String,
-        /// `markdown`, `html` or `text`.
-        format: String,
-        /// Whether this goes to a prospect (unsubscribe headers, footer).
-        to_prospect: bool,
+        /// How `body` is written.
+        format: BodyFormat,
+        /// Who it is for; a prospect's email gets unsubscribe headers and
+        /// a footer, and is stopped by opt-outs. Shown as `to_prospect`.
+        #[serde(rename = "to_prospect", with = "audience_as_bool")]
+        audience: Audience,
         /// The outbox id of the message this one follows up in the same
         /// thread (In-Reply-To / References).
         #[serde(default)]
@@ -394,6 +398,46 @@ pub enum Delivery {
         #[serde(default)]
         secret: Option<String>,
     },
+}
+
+/// How an email body is written: from a template's extension, or
+/// Markdown for inline text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BodyFormat {
+    /// `.md`: Markdown, sent as HTML with a plain-text part.
+    Markdown,
+    /// `.html`: HTML, auto-escaped.
+    Html,
+    /// `.txt`: plain text.
+    Text,
+}
+
+/// Who an email is for: limits, stop checks and unsubscribe links treat
+/// touches to prospects and notices to the team differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audience {
+    /// A record's contact (sequences, `email:`).
+    Prospect,
+    /// A person of the team (`notify:`).
+    Team,
+}
+
+/// Stored and shown as `to_prospect: true|false`, as before it was typed.
+mod audience_as_bool {
+    use super::Audience;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(audience: &Audience, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bool(*audience == Audience::Prospect)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Audience, D::Error> {
+        Ok(match bool::deserialize(d)? {
+            true => Audience::Prospect,
+            false => Audience::Team,
+        })
+    }
 }
 
 /// Where an outbox row is in its life.
@@ -499,8 +543,8 @@ pub struct Enrollment {
     pub sequence: String,
     /// When it enrolled.
     pub enrolled_at: DateTime<Utc>,
-    /// `active`, `exited` or `completed`.
-    pub status: String,
+    /// Whether it runs, or how it ended.
+    pub status: EnrollmentStatus,
     /// Id of the next step to run.
     pub next_step: Option<String>,
     /// Why it ended.
@@ -525,8 +569,21 @@ pub struct Enrollment {
 impl Enrollment {
     /// Whether it still runs.
     pub fn is_active(&self) -> bool {
-        self.status == "active"
+        self.status == EnrollmentStatus::Active
     }
+}
+
+/// Whether an enrollment runs, or how it ended (stored and shown as
+/// `active`, `exited`, `completed`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EnrollmentStatus {
+    /// Its steps still run.
+    Active,
+    /// Stopped early (a reply, an unsubscribe, an `exit:` step, ...).
+    Exited,
+    /// Ran every step.
+    Completed,
 }
 
 /// Where a timer is kept, so the state that set it can delete it.
@@ -556,6 +613,42 @@ impl Timer {
             due_at: self.due_at,
             id: self.id.clone(),
         }
+    }
+}
+
+/// What set a timer, written as the first part of its id so the event it
+/// fires (whose id is the timer's) says where it came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimerKind {
+    /// A record sits in a stage (`stage.stalled`).
+    Stall,
+    /// A task is past due (`task.overdue`).
+    Overdue,
+    /// A sequence enrollment's next step is due.
+    Step,
+}
+
+impl TimerKind {
+    const ALL: [TimerKind; 3] = [TimerKind::Stall, TimerKind::Overdue, TimerKind::Step];
+
+    const fn prefix(self) -> &'static str {
+        match self {
+            TimerKind::Stall => "stall/",
+            TimerKind::Overdue => "overdue/",
+            TimerKind::Step => "step/",
+        }
+    }
+
+    /// A timer id of this kind; `rest` makes it unique.
+    pub fn id(self, rest: impl std::fmt::Display) -> String {
+        format!("{}{rest}", self.prefix())
+    }
+
+    /// The kind of a timer (or fired event) id, and the rest of the id.
+    pub fn of(id: &str) -> Option<(TimerKind, &str)> {
+        Self::ALL
+            .into_iter()
+            .find_map(|kind| id.strip_prefix(kind.prefix()).map(|rest| (kind, rest)))
     }
 }
 
@@ -602,6 +695,26 @@ pub struct Run {
     /// Set when the run failed as a whole (condition error, chain too deep).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// An event the engine could not handle (its record cannot be decoded,
+/// say), set aside with the error so the events after it go on. It stays
+/// in the log; this row says which one and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SetAsideEvent {
+    /// Its place in the log.
+    pub seq: u64,
+    /// Its id.
+    pub id: String,
+    /// Its type.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// The record it is about.
+    pub record: RecordKey,
+    /// What went wrong.
+    pub error: String,
+    /// When it was set aside.
+    pub at: DateTime<Utc>,
 }
 
 /// An address no workflow emails any more, why and since when.
@@ -659,33 +772,5 @@ mod tests {
                 .contains("input contains invalid characters"),
             "{err}"
         );
-    }
-
-    #[test]
-    fn a_record_with_scores_kept_the_dealflow_4_way_reads_them_as_scoring() {
-        let stored = serde_json::json!({
-            "kind": "lead", "id": "L1", "fields": {}, "owner": null, "pipeline": null,
-            "stage": null, "stage_entered_at": null,
-            "scores": { "fit": 2.5, "untouched": 0.0 },
-            "score_parts": { "fit": { "visit": 2.0, "form": 0.5 }, "orphan": { "visit": 4.0 } },
-            "scores_as_of": { "fit": "2026-03-04T00:00:00Z" },
-            "created_at": "2026-03-02T14:00:00Z", "updated_at": "2026-03-02T14:00:00Z",
-        });
-        let bytes = rmp_serde::to_vec_named(&stored).unwrap();
-        let record: Record = rmp_serde::from_slice(&bytes).unwrap();
-        let as_of = DateTime::parse_from_rfc3339("2026-03-04T00:00:00Z").unwrap();
-        let expected = [
-            (
-                "fit",
-                ModelScore::with_parts(2.5, Some(as_of.to_utc()), [("visit", 2.0), ("form", 0.5)]),
-            ),
-            (
-                "orphan",
-                ModelScore::with_parts(4.0, None, [("visit", 4.0)]),
-            ),
-            ("untouched", ModelScore::default()),
-        ];
-        let read: Vec<_> = record.scoring.iter().map(|(m, s)| (m, s.clone())).collect();
-        assert_eq!(read, expected);
     }
 }

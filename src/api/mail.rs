@@ -1,98 +1,17 @@
-//! Email-facing routes: the outbox listing, the unsubscribe page and its
-//! one-click POST (RFC 8058), and inbound mail (replies, bounces).
+//! Email-facing routes: the unsubscribe page and its one-click POST
+//! (RFC 8058), and inbound mail (replies, bounces, auto-replies).
 
-use super::routes::{Paging, record_param};
 use super::{ApiError, App};
-use crate::config::Workflows;
 use crate::delivery::inbound::{self, Inbound};
-use crate::delivery::message;
-use crate::delivery::unsubscribe::UnsubscribeKey;
-use crate::state::{Delivery, NewEvent, OutboxEntry, OutboxStatus, RecordKey};
-use crate::store::{Changes, OutboxFilter, Store};
+use crate::state::{BuiltinEvent, Delivery, NewEvent, OutboxEntry};
+use crate::store::{Changes, Store};
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
-use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::json;
 use std::sync::Arc;
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct OutboxQuery {
-    status: Option<String>,
-    record: Option<String>,
-    limit: Option<usize>,
-    after: Option<String>,
-}
-
-/// `GET /v1/outbox`: deliveries with their state, attempts and last error.
-pub(super) async fn get_outbox<S: Store>(
-    State(app): State<Arc<App<S>>>,
-    Query(q): Query<OutboxQuery>,
-) -> Result<Json<Value>, ApiError> {
-    let status = q
-        .status
-        .as_deref()
-        .map(|s| {
-            serde_json::from_value::<OutboxStatus>(json!(s)).map_err(|_| {
-                ApiError::bad_request(
-                    "invalid_query",
-                    format!("status must be pending, sending, sent, failed, dead, cancelled or held, not \"{s}\""),
-                )
-            })
-        })
-        .transpose()?;
-    let filter = OutboxFilter {
-        status,
-        record: record_param(q.record.as_deref())?,
-    };
-    let paging = Paging {
-        limit: q.limit,
-        after: q.after,
-    };
-    let page = app
-        .store
-        .outbox_matching(&filter, paging.after.as_deref(), paging.limit())?;
-    let workflows = app.workflows.load();
-    let rows: Vec<Value> = page
-        .items
-        .iter()
-        .map(|row| shown(row, &workflows, &app.unsubscribe))
-        .collect();
-    Ok(Json(json!({ "outbox": rows, "next": page.next })))
-}
-
-/// A row as the API shows it: an email's body as the recipient reads it,
-/// a webhook's headers as `{name, value}` objects, never a signing secret
-/// or another `${VAR}` value.
-fn shown(row: &OutboxEntry, workflows: &Workflows, key: &UnsubscribeKey) -> Value {
-    let mut shown = row.clone();
-    match &mut shown.delivery {
-        Delivery::Email { body, .. } => {
-            if let Some(sent) = message::body_as_sent(row, workflows, key) {
-                *body = sent;
-            }
-        }
-        Delivery::Webhook { secret, .. } => {
-            if secret.is_some() {
-                *secret = Some("(set)".to_owned());
-            }
-        }
-    }
-    let mut value = serde_json::to_value(&shown).unwrap_or(Value::Null);
-    if let Delivery::Webhook { headers, .. } = &row.delivery {
-        let named: Vec<Value> = headers
-            .iter()
-            .map(|(name, value)| json!({ "name": name, "value": value }))
-            .collect();
-        value["delivery"]["headers"] = Value::Array(named);
-    }
-    // A webhook's URL, headers and body were rendered with `${VAR}` values.
-    workflows.secrets.redact_json(&mut value);
-    value
-}
 
 /// The row and address an unsubscribe token stands for.
 fn unsubscribe_target<S: Store>(
@@ -155,12 +74,13 @@ pub(super) async fn unsubscribe<S: Store>(
         Err(r) => return *r,
     };
     let data = json!({ "email": to, "outbox_id": row.id, "step": row.step, "via": "link" });
-    let event = new_event(
-        "email.unsubscribed",
-        &row.record,
+    let unsubscribed = BuiltinEvent::EmailUnsubscribed;
+    let event = NewEvent::raised(
+        unsubscribed,
+        row.record.clone(),
         data,
-        &app,
-        Some(format!("email.unsubscribed/{}", row.id)),
+        app.clock.now(),
+        Some(format!("{unsubscribed}/{}", row.id)),
     );
     let suppression = crate::state::Suppression::new(&to, "unsubscribed (link)", app.clock.now());
     let changes = Changes {
@@ -178,28 +98,9 @@ pub(super) async fn unsubscribe<S: Store>(
     .into_response()
 }
 
-fn new_event<S: Store>(
-    event_type: &str,
-    record: &RecordKey,
-    data: Value,
-    app: &App<S>,
-    id: Option<String>,
-) -> NewEvent {
-    NewEvent {
-        id,
-        event_type: event_type.to_owned(),
-        record: record.clone(),
-        fields: Map::new(),
-        data: data.as_object().cloned().unwrap_or_default(),
-        occurred_at: app.clock.now(),
-        depth: 0,
-    }
-}
-
 async fn commit<S: Store>(app: &App<S>, changes: Changes) -> Result<(), ApiError> {
     app.store.commit(changes)?;
     app.store.flush().await?;
-    app.worker.wake();
     Ok(())
 }
 
@@ -242,20 +143,20 @@ pub(super) async fn post_inbound<S: Store>(
     };
     let (event_type, data) = match &message {
         Inbound::Reply { from, subject, .. } => (
-            "email.replied",
+            BuiltinEvent::EmailReplied,
             json!({ "email": to, "from": from, "subject": subject, "outbox_id": row.id, "step": row.step }),
         ),
         Inbound::Bounce { status, .. } => (
-            "email.bounced",
+            BuiltinEvent::EmailBounced,
             json!({ "email": to, "status": status, "outbox_id": row.id, "step": row.step }),
         ),
         // Recorded for reports, never counted as a reply.
         _ => (
-            "email.auto_replied",
+            BuiltinEvent::EmailAutoReplied,
             json!({ "email": to, "outbox_id": row.id, "step": row.step }),
         ),
     };
-    let event = new_event(event_type, &row.record, data, &app, None);
+    let event = NewEvent::raised(event_type, row.record.clone(), data, app.clock.now(), None);
     commit(
         &app,
         Changes {
@@ -266,7 +167,7 @@ pub(super) async fn post_inbound<S: Store>(
     .await?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "kind": kind, "matched": true, "event": event_type, "record": row.record.to_string() })),
+        Json(json!({ "kind": kind, "matched": true, "event": event_type.name(), "record": row.record.to_string() })),
     )
         .into_response())
 }

@@ -4,12 +4,20 @@
 //! worker's commands, or one atomic store commit.
 
 mod appender;
+mod auth;
 mod error;
 pub mod events;
+mod extract;
 mod mail;
+mod outbox;
+mod records;
+mod reports;
 mod routes;
+mod runs;
 mod server;
+mod status;
 mod suppressions;
+mod tasks;
 mod unnamed_kinds;
 
 pub use appender::Appender;
@@ -60,4 +68,6 @@ pub struct App<S: Store> {
     pub unnamed_kinds: UnnamedKinds,
     /// Delivery failures on the sender's side, shown in `/v1/status`.
     pub delivery_health: Arc<crate::delivery::health::DeliveryHealth>,
+    /// Whether the engine worker is retrying a failed round.
+    pub engine_health: Arc<crate::worker::health::EngineHealth>,
 }

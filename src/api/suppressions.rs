@@ -2,7 +2,7 @@
 //! and since when; an admin can take one off (a prospect who unsubscribed by
 //! mistake and asked to hear from us again).
 
-use super::routes::Paging;
+use super::extract::Paging;
 use super::{ApiError, App};
 use crate::store::{Changes, Store};
 use axum::Json;

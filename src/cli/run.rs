@@ -93,10 +93,12 @@ async fn serve(
         },
         cancel.clone(),
     );
+    let engine_health = Arc::new(worker::health::EngineHealth::default());
     let (handle, worker_task) = worker::spawn(
         store.clone(),
         workflows.clone(),
         clock.clone(),
+        engine_health.clone(),
         cancel.clone(),
     );
     let metrics = crate::telemetry::install();
@@ -132,6 +134,7 @@ async fn serve(
         unsubscribe,
         unnamed_kinds: Default::default(),
         delivery_health,
+        engine_health,
     });
     tracing::info!(%address, %version, rules, "Dealflow is running.");
     // Tests and scripts read this line to learn the port chosen by the OS.

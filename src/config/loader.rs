@@ -25,17 +25,7 @@ pub struct SourceFile {
     pub model: WorkflowFile,
 }
 
-/// The format of an email template, from its extension.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TemplateFormat {
-    /// `.md`: Markdown, sent as HTML with a plain-text part.
-    Markdown,
-    /// `.html`: HTML, auto-escaped.
-    Html,
-    /// `.txt`: plain text.
-    Text,
-}
+use crate::state::BodyFormat;
 
 /// A template file under `templates/`, split into front matter and body.
 #[derive(Debug)]
@@ -45,7 +35,7 @@ pub struct TemplateSource {
     /// Path relative to the workflow folder.
     pub path: PathBuf,
     /// Markdown, HTML or text.
-    pub format: TemplateFormat,
+    pub format: BodyFormat,
     /// `subject:` from the front matter.
     pub subject: Option<Text>,
     /// The body text after the front matter.
@@ -170,11 +160,11 @@ fn is_yaml(path: &Path) -> bool {
     )
 }
 
-fn template_format(path: &Path) -> Option<TemplateFormat> {
+fn template_format(path: &Path) -> Option<BodyFormat> {
     match path.extension().and_then(|e| e.to_str()) {
-        Some("md") => Some(TemplateFormat::Markdown),
-        Some("html") => Some(TemplateFormat::Html),
-        Some("txt") => Some(TemplateFormat::Text),
+        Some("md") => Some(BodyFormat::Markdown),
+        Some("html") => Some(BodyFormat::Html),
+        Some("txt") => Some(BodyFormat::Text),
         _ => None,
     }
 }

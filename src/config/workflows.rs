@@ -6,9 +6,9 @@
 
 use super::environment::Secrets;
 use super::expr::{Condition, Expressions, TextTemplate};
-use super::loader::TemplateFormat;
 use super::model::{CatchUp, OnStepRemoved, OnUncertain, Outcome, Strategy};
 use super::values::{HoursRange, RateLimit};
+use crate::state::BodyFormat;
 use crate::state::RuleSlots;
 use chrono::{NaiveDate, Weekday};
 use chrono_tz::Tz;
@@ -682,7 +682,7 @@ pub struct EmailTemplate {
     /// Base name.
     pub name: String,
     /// Markdown, HTML or text.
-    pub format: TemplateFormat,
+    pub format: BodyFormat,
     /// Subject from the front matter.
     pub subject: Option<TextTemplate>,
     /// Body.

@@ -20,15 +20,7 @@ pub struct SendLimits {
     contact: Option<(RateLimit, DefaultKeyedRateLimiter<String>)>,
 }
 
-/// Who an email is for: the limits treat touches to prospects and notices
-/// to the team differently.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Audience {
-    /// A record's contact (sequences, `email:`).
-    Prospect,
-    /// A person of the team (`notify:`).
-    Team,
-}
+pub use crate::state::Audience;
 
 /// An email the limits hold back, and for how long.
 #[derive(Debug, Clone, PartialEq)]

@@ -6,7 +6,7 @@
 
 use super::unsubscribe::UnsubscribeKey;
 use crate::config::Workflows;
-use crate::state::{Delivery, OutboxEntry};
+use crate::state::{Audience, BodyFormat, Delivery, OutboxEntry};
 use lettre::Message;
 use lettre::message::header::{ContentType, HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart, SinglePart};
@@ -58,7 +58,7 @@ pub fn build(
         subject,
         body,
         format,
-        to_prospect,
+        audience,
         thread,
         ..
     } = &row.delivery
@@ -67,7 +67,7 @@ pub fn build(
     };
     refuse_line_breaks("subject", subject)?;
     let domain = id_domain(workflows);
-    let sender = sender(from.as_deref(), *to_prospect, workflows)?;
+    let sender = sender(from.as_deref(), *audience, workflows)?;
     let id = message_id(&row.id, &domain);
     let mut builder = Message::builder()
         .from(sender.clone())
@@ -86,7 +86,7 @@ pub fn build(
     }
     let mut body = body.clone();
     let mut footer = None;
-    if *to_prospect {
+    if *audience == Audience::Prospect {
         let url = key.url(workflows, &row.id);
         body = key.sign_links(workflows, &row.id, &body);
         let mailto = format!(
@@ -105,10 +105,14 @@ pub fn build(
             url,
         });
     }
-    let message = match format.as_str() {
-        "text" => builder.singlepart(SinglePart::plain(with_text_footer(body, footer.as_ref()))),
-        "html" => builder.singlepart(SinglePart::html(with_html_footer(body, footer.as_ref()))),
-        _ => builder.multipart(markdown_parts(&body, footer.as_ref())),
+    let message = match format {
+        BodyFormat::Text => {
+            builder.singlepart(SinglePart::plain(with_text_footer(body, footer.as_ref())))
+        }
+        BodyFormat::Html => {
+            builder.singlepart(SinglePart::html(with_html_footer(body, footer.as_ref())))
+        }
+        BodyFormat::Markdown => builder.multipart(markdown_parts(&body, footer.as_ref())),
     }
     .map_err(|e| format!("cannot build the message: {e}"))?;
     Ok(Built {
@@ -128,32 +132,33 @@ pub fn body_as_sent(
     let Delivery::Email {
         body,
         format,
-        to_prospect,
+        audience,
         ..
     } = &row.delivery
     else {
         return None;
     };
+    let to_prospect = *audience == Audience::Prospect;
     let footer = to_prospect.then(|| Footer {
         postal: workflows.settings.postal_address.clone(),
         url: key.url(workflows, &row.id),
     });
-    let body = if *to_prospect {
+    let body = if to_prospect {
         key.sign_links(workflows, &row.id, body)
     } else {
         body.clone()
     };
-    Some(match format.as_str() {
-        "text" => with_text_footer(body, footer.as_ref()),
-        "html" => with_html_footer(body, footer.as_ref()),
-        _ => with_text_footer(unescape_html(&body), footer.as_ref()),
+    Some(match format {
+        BodyFormat::Text => with_text_footer(body, footer.as_ref()),
+        BodyFormat::Html => with_html_footer(body, footer.as_ref()),
+        BodyFormat::Markdown => with_text_footer(unescape_html(&body), footer.as_ref()),
     })
 }
 
 /// The owner (with the team's display name) or `settings.email.from`.
 fn sender(
     owner: Option<&str>,
-    to_prospect: bool,
+    audience: Audience,
     workflows: &Workflows,
 ) -> Result<Mailbox, String> {
     if let Some(email) = owner {
@@ -167,15 +172,16 @@ fn sender(
             .map_err(|e| format!("invalid sender address {email:?}: {e}"))?;
         return Ok(Mailbox::new(name, address));
     }
-    let from = workflows
-        .settings
-        .email_from
-        .as_deref()
-        .ok_or(if to_prospect {
-            "no sender: the record has no owner and settings.email.from is not set"
-        } else {
-            "no sender: team notices are sent from settings.email.from, which is not set"
-        })?;
+    let from =
+        workflows
+            .settings
+            .email_from
+            .as_deref()
+            .ok_or(if audience == Audience::Prospect {
+                "no sender: the record has no owner and settings.email.from is not set"
+            } else {
+                "no sender: team notices are sent from settings.email.from, which is not set"
+            })?;
     mailbox("from", from)
 }
 
@@ -271,28 +277,28 @@ pub(crate) mod tests {
     }
 
     /// An email delivery for tests.
-    pub fn email_to(to: &str, subject: &str, format: &str, to_prospect: bool) -> Delivery {
+    pub fn email_to(to: &str, subject: &str, format: BodyFormat, audience: Audience) -> Delivery {
         Delivery::Email {
             to: to.into(),
             cc: vec![],
             from: None,
             subject: subject.into(),
             body: "Hi &lt;b&gt;".into(),
-            format: format.into(),
-            to_prospect,
+            format,
+            audience,
             thread: None,
             zone: None,
         }
     }
 
-    fn email(to: &str, subject: &str, format: &str) -> OutboxEntry {
+    fn email(to: &str, subject: &str, format: BodyFormat) -> OutboxEntry {
         OutboxEntry::pending(
             "0000000000000001-x".into(),
             RecordKey {
                 kind: "lead".into(),
                 id: "L1".into(),
             },
-            email_to(to, subject, format, false),
+            email_to(to, subject, format, Audience::Team),
             chrono::DateTime::UNIX_EPOCH,
             "r".into(),
         )
@@ -307,7 +313,7 @@ pub(crate) mod tests {
             ("pat@p.example\r\nBcc: all@p.example", "Hi"),
             ("not an address", "Hi"),
         ] {
-            let err = build(&email(to, subject, "markdown"), &w, &key).err();
+            let err = build(&email(to, subject, BodyFormat::Markdown), &w, &key).err();
             assert!(err.is_some(), "{to:?} {subject:?} was accepted");
         }
     }
@@ -316,14 +322,14 @@ pub(crate) mod tests {
     fn text_templates_are_plain_and_html_templates_are_html() {
         let w = workflows();
         let key = UnsubscribeKey::from_bytes(&[1; 32]);
-        let text = build(&email("pat@p.example", "Hi", "text"), &w, &key).unwrap();
+        let text = build(&email("pat@p.example", "Hi", BodyFormat::Text), &w, &key).unwrap();
         let raw = String::from_utf8(text.message.formatted()).unwrap();
         assert!(raw.contains("Content-Type: text/plain"), "{raw}");
         assert!(
             !raw.contains("List-Unsubscribe"),
             "a team notice has no unsubscribe: {raw}"
         );
-        let html = build(&email("pat@p.example", "Hi", "html"), &w, &key).unwrap();
+        let html = build(&email("pat@p.example", "Hi", BodyFormat::Html), &w, &key).unwrap();
         assert!(
             String::from_utf8(html.message.formatted())
                 .unwrap()

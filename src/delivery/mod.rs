@@ -22,7 +22,9 @@ pub mod webhook;
 
 use crate::clock::Clock;
 use crate::config::Workflows;
-use crate::state::{ActionOutcome, Delivery, NewEvent, OutboxEntry, OutboxStatus, Run};
+use crate::state::{
+    ActionOutcome, Audience, BuiltinEvent, Delivery, NewEvent, OutboxEntry, OutboxStatus, Run,
+};
 use crate::store::{Changes, Store, StoreError};
 use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
@@ -30,7 +32,7 @@ use limits::SendLimits;
 use mailer::Mailer;
 use message::Built;
 use retry::Failure;
-use serde_json::{Map, Value as Json, json};
+use serde_json::{Value as Json, json};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,8 +44,10 @@ use webhook::WebhookClient;
 /// Rows handed over at once (emails go through the SMTP pool together).
 const BATCH: usize = 64;
 
-/// Longest idle sleep: new rows are noticed within this.
-const IDLE_POLL: Duration = Duration::from_millis(100);
+/// Longest idle sleep. The store rings when rows are written and the next
+/// due time is known, so this only bounds what nothing rings for: the wall
+/// clock jumping.
+const IDLE_CAP: Duration = Duration::from_secs(60);
 
 /// What the delivery worker needs.
 pub struct Outbox<S: Store> {
@@ -96,8 +100,16 @@ enum Handed {
     Failed(Failure),
 }
 
+/// A row being handed over, and how it went.
+type InFlight = JoinSet<(OutboxEntry, Handed)>;
+
 /// Starts the delivery worker; it stops when `cancel` fires, after the
 /// rows in hand are recorded.
+///
+/// Rows are handed over concurrently, up to [`BATCH`] at a time, and each
+/// is recorded as soon as it is done: a slow webhook holds up only itself.
+/// The worker sleeps until the store rings (outbox rows written) or the
+/// next row is due.
 pub fn spawn<S: Store>(
     outbox: Outbox<S>,
     cancel: CancellationToken,
@@ -107,44 +119,68 @@ pub fn spawn<S: Store>(
             tracing::error!(error = %e, "Could not look for interrupted sends.");
         }
         let mut channels: Option<Arc<Channels>> = None;
+        let mut running = InFlight::new();
         while !cancel.is_cancelled() {
             let snapshot = outbox.workflows.load_full();
-            if channels
-                .as_ref()
-                .is_none_or(|c| c.version != snapshot.version)
-            {
-                channels = Some(Arc::new(Channels::new(&snapshot, &outbox.data_dir)));
-            }
-            let Some(current) = channels.clone() else {
-                continue;
+            let current = match &channels {
+                Some(c) if c.version == snapshot.version => c.clone(),
+                _ => Arc::new(Channels::new(&snapshot, &outbox.data_dir)),
             };
-            let busy = match deliver_due(&outbox, &snapshot, current).await {
-                Ok(n) => n > 0,
+            channels = Some(current.clone());
+            let room = BATCH.saturating_sub(running.len());
+            let wait = match start_due(&outbox, &snapshot, current, room, &mut running).await {
+                Ok(_) if running.len() >= BATCH => None,
+                Ok(_) => Some(idle_wait(&outbox)),
                 Err(e) => {
                     tracing::error!(error = %e, "Delivering failed; retrying in a second.");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    false
+                    Some(Duration::from_secs(1))
                 }
             };
-            if !busy {
-                tokio::select! {
-                    _ = cancel.cancelled() => break,
-                    _ = tokio::time::sleep(idle_wait(&outbox)) => {}
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                Some(joined) = running.join_next(), if !running.is_empty() => {
+                    finish(&outbox, &snapshot, joined, &mut running).await;
                 }
+                _ = outbox.store.wakeups().outbox.notified(), if wait.is_some() => {}
+                _ = tokio::time::sleep(wait.unwrap_or_default()), if wait.is_some() => {}
             }
+        }
+        let snapshot = outbox.workflows.load_full();
+        while let Some(joined) = running.join_next().await {
+            finish(&outbox, &snapshot, joined, &mut running).await;
         }
         tracing::info!("Delivery worker stopped.");
     })
 }
 
+/// Records a finished hand-over together with any others already done.
+async fn finish<S: Store>(
+    outbox: &Outbox<S>,
+    workflows: &Workflows,
+    first: Result<(OutboxEntry, Handed), tokio::task::JoinError>,
+    running: &mut InFlight,
+) {
+    let mut done = Vec::new();
+    let mut take = |joined: Result<_, tokio::task::JoinError>| match joined {
+        Ok(pair) => done.push(pair),
+        Err(e) => {
+            tracing::error!(error = %e, "A delivery task failed; its row stays in sending until the next start.")
+        }
+    };
+    take(first);
+    while let Some(joined) = running.try_join_next() {
+        take(joined);
+    }
+    if let Err(e) = record(outbox, workflows, done).await {
+        tracing::error!(error = %e, "Recording deliveries failed; those rows stay in sending until the next start.");
+    }
+}
+
 fn idle_wait<S: Store>(outbox: &Outbox<S>) -> Duration {
     let now = outbox.clock.now();
     match outbox.store.next_outbox_due() {
-        Ok(Some(due)) => (due - now)
-            .to_std()
-            .unwrap_or(Duration::ZERO)
-            .min(IDLE_POLL),
-        _ => IDLE_POLL,
+        Ok(Some(due)) => (due - now).to_std().unwrap_or(Duration::ZERO).min(IDLE_CAP),
+        _ => IDLE_CAP,
     }
 }
 
@@ -181,20 +217,25 @@ async fn recover_interrupted<S: Store>(outbox: &Outbox<S>) -> Result<(), StoreEr
     Ok(())
 }
 
-/// One round: claim what is due, hand it over, record the results.
-async fn deliver_due<S: Store>(
+/// Claims up to `room` due rows and starts handing them over; answers how
+/// many it started.
+async fn start_due<S: Store>(
     outbox: &Outbox<S>,
     workflows: &Arc<Workflows>,
     channels: Arc<Channels>,
+    room: usize,
+    running: &mut InFlight,
 ) -> Result<usize, StoreError> {
+    if room == 0 {
+        return Ok(0);
+    }
     let now = outbox.clock.now();
-    let due = outbox.store.due_outbox(now, BATCH)?;
+    let due = outbox.store.due_outbox(now, room)?;
     if due.is_empty() {
         return Ok(0);
     }
-    let count = due.len();
     let jobs = claim(outbox, workflows, &channels, due, now).await?;
-    let mut running = JoinSet::new();
+    let started = jobs.len();
     for (row, job) in jobs {
         let channels = channels.clone();
         let timestamp = now.timestamp();
@@ -203,17 +244,7 @@ async fn deliver_due<S: Store>(
             (row, result)
         });
     }
-    let mut done = Vec::new();
-    while let Some(joined) = running.join_next().await {
-        match joined {
-            Ok(pair) => done.push(pair),
-            Err(e) => {
-                tracing::error!(error = %e, "A delivery task failed; its row stays in sending until the next start.")
-            }
-        }
-    }
-    record(outbox, workflows, done).await?;
-    Ok(count)
+    Ok(started)
 }
 
 /// Checks, builds and marks each due row; the `sending` marks are flushed
@@ -273,9 +304,7 @@ fn prepare(
     key: &UnsubscribeKey,
 ) -> Result<Job, Prepared> {
     match &row.delivery {
-        Delivery::Email {
-            to, to_prospect, ..
-        } => {
+        Delivery::Email { to, audience, .. } => {
             let built = message::build(row, workflows, key).map_err(Prepared::Broken)?;
             let from = built
                 .message
@@ -285,7 +314,7 @@ fn prepare(
                 .unwrap_or_default();
             channels
                 .limits
-                .check(&from, to, audience(*to_prospect))
+                .check(&from, to, *audience)
                 .map_err(Prepared::Deferred)?;
             Ok(Job::Email(Box::new(built)))
         }
@@ -293,19 +322,11 @@ fn prepare(
     }
 }
 
-fn audience(to_prospect: bool) -> limits::Audience {
-    if to_prospect {
-        limits::Audience::Prospect
-    } else {
-        limits::Audience::Team
-    }
-}
-
 /// Why an email must not go out any more, if it must not.
 fn stop_reason<S: Store>(store: &S, row: &OutboxEntry) -> Result<Option<String>, StoreError> {
     let Delivery::Email {
         to,
-        to_prospect: true,
+        audience: Audience::Prospect,
         ..
     } = &row.delivery
     else {
@@ -323,7 +344,7 @@ fn stop_reason<S: Store>(store: &S, row: &OutboxEntry) -> Result<Option<String>,
     if let (Some(sequence), Some(_)) = (sequence, &row.step) {
         let exited = store.enrollments(&row.record)?.into_iter().find(|e| {
             e.sequence == sequence
-                && e.status == "exited"
+                && e.status == crate::state::EnrollmentStatus::Exited
                 && e.ended_at.is_some_and(|t| t >= row.created_at)
         });
         if let Some(e) = exited.filter(|e| stops_sends(e.exit_reason.as_deref())) {
@@ -389,7 +410,7 @@ async fn record<S: Store>(
                 if let Delivery::Email {
                     to,
                     subject,
-                    to_prospect: true,
+                    audience: Audience::Prospect,
                     ..
                 } = &row.delivery
                 {
@@ -397,7 +418,9 @@ async fn record<S: Store>(
                         "to": to, "subject": subject, "message_id": message_id,
                         "outbox_id": row.id, "step": row.step, "sequence": sequence_of(&row),
                     });
-                    changes.events.push(event(&row, "email.sent", data, now));
+                    changes
+                        .events
+                        .push(event(&row, BuiltinEvent::EmailSent, data, now));
                 }
                 changes.outbox.push(row);
             }
@@ -427,7 +450,7 @@ async fn record<S: Store>(
                     Failure::Refused(_),
                     Delivery::Email {
                         to,
-                        to_prospect: true,
+                        audience: Audience::Prospect,
                         ..
                     },
                 ) = (&failure, &row.delivery)
@@ -435,7 +458,9 @@ async fn record<S: Store>(
                     // A refusal at hand-over is a hard bounce: the cadence
                     // stops and the address is suppressed, as for a DSN.
                     let data = json!({ "email": to, "status": "5.0.0", "reason": why, "outbox_id": row.id, "step": row.step });
-                    changes.events.push(event(&row, "email.bounced", data, now));
+                    changes
+                        .events
+                        .push(event(&row, BuiltinEvent::EmailBounced, data, now));
                 }
                 give_up(&mut changes, row, why, now);
             }
@@ -474,7 +499,9 @@ fn give_up(changes: &mut Changes, mut row: OutboxEntry, why: String, now: DateTi
         "rule": row.created_by, "action": action, "reason": why,
         "outbox_id": row.id, "step": row.step,
     });
-    changes.events.push(event(&row, "action.failed", data, now));
+    changes
+        .events
+        .push(event(&row, BuiltinEvent::ActionFailed, data, now));
     changes.outbox.push(row);
 }
 
@@ -489,16 +516,9 @@ fn sequence_of(row: &OutboxEntry) -> Option<&str> {
     row.created_by.strip_prefix("sequence:")
 }
 
-fn event(row: &OutboxEntry, event_type: &str, data: Json, now: DateTime<Utc>) -> NewEvent {
-    NewEvent {
-        id: Some(format!("{event_type}/{}", row.id)),
-        event_type: event_type.to_owned(),
-        record: row.record.clone(),
-        fields: Map::new(),
-        data: data.as_object().cloned().unwrap_or_default(),
-        occurred_at: now,
-        depth: 0,
-    }
+fn event(row: &OutboxEntry, event: BuiltinEvent, data: Json, now: DateTime<Utc>) -> NewEvent {
+    let id = format!("{event}/{}", row.id);
+    NewEvent::raised(event, row.record.clone(), data, now, Some(id))
 }
 
 #[cfg(test)]
@@ -536,7 +556,12 @@ mod tests {
                 kind: "lead".into(),
                 id: "L1".into(),
             },
-            crate::delivery::message::tests::email_to(to, "Hi", "markdown", true),
+            crate::delivery::message::tests::email_to(
+                to,
+                "Hi",
+                crate::state::BodyFormat::Markdown,
+                Audience::Prospect,
+            ),
             created_at,
             "sequence:cadence".into(),
         );
@@ -547,7 +572,13 @@ mod tests {
     async fn deliver(o: &Outbox<KvStore<MemoryBackend>>) {
         let w = o.workflows.load_full();
         let channels = Arc::new(Channels::new(&w, &o.data_dir));
-        deliver_due(o, &w, channels).await.unwrap();
+        let mut running = InFlight::new();
+        start_due(o, &w, channels, BATCH, &mut running)
+            .await
+            .unwrap();
+        while let Some(joined) = running.join_next().await {
+            finish(o, &w, joined, &mut running).await;
+        }
     }
 
     #[tokio::test]
@@ -567,7 +598,7 @@ mod tests {
             record: record.key.clone(),
             sequence: "cadence".into(),
             enrolled_at: now,
-            status: "exited".into(),
+            status: crate::state::EnrollmentStatus::Exited,
             next_step: None,
             exit_reason: Some("email.replied".into()),
             ended_at: Some(now),

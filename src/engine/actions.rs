@@ -8,7 +8,9 @@ use crate::config::workflows::{
     Action, Assignment, EmailAction, EmailContent, FieldValue, Handoff, JsonTemplate, NotifyAction,
     NotifyTarget, Rule, TaskAction, WebhookAction,
 };
-use crate::state::{ActionOutcome, Delivery, OutboxEntry, Run, Task, TaskStatus};
+use crate::state::{
+    ActionOutcome, Audience, BodyFormat, BuiltinEvent, Delivery, OutboxEntry, Run, Task, TaskStatus,
+};
 use crate::store::StoreError;
 use serde_json::{Value as Json, json};
 
@@ -141,7 +143,7 @@ pub(super) fn record_named_outcome(
             .secrets
             .redact(detail.as_deref().unwrap_or(""));
         work.raise(
-            "action.failed",
+            BuiltinEvent::ActionFailed,
             json!({ "rule": run.rule, "action": name, "reason": reason }),
         );
     }
@@ -287,7 +289,7 @@ fn queue_task(work: &mut Work, task: Task) {
         *work.open_tasks.entry(o.clone()).or_default() += 1;
     }
     work.raise(
-        "task.created",
+        BuiltinEvent::TaskCreated,
         json!({ "task_id": task.id, "title": task.title, "owner": task.owner, "step": task.step }),
     );
     super::timers::arm_overdue(work, &task);
@@ -352,7 +354,7 @@ fn handoff(work: &mut Work, h: &Handoff, origin: &Origin) -> Result<ActionResult
     };
     if !missing.is_empty() {
         work.raise(
-            "handoff.rejected",
+            BuiltinEvent::HandoffRejected,
             json!({ "to": to_name, "missing": missing }),
         );
         let list: Vec<&str> = missing.iter().map(|m| m.as_str()).collect();
@@ -386,7 +388,7 @@ fn handoff(work: &mut Work, h: &Handoff, origin: &Origin) -> Result<ActionResult
     task.from_handoff = true;
     queue_task(work, task);
     work.raise(
-        "handoff.completed",
+        BuiltinEvent::HandoffCompleted,
         json!({ "from": from, "to": receiver, "team": to_name, "note": note, "task_id": origin.id }),
     );
     Ok(Ok(Done::Ok(Some(format!("handed to {receiver}")))))
@@ -397,7 +399,7 @@ fn emit(work: &mut Work, event_type: &str, data: Option<&JsonTemplate>) -> Actio
         .map(|d| render_json(work, d))
         .transpose()?
         .unwrap_or(json!({}));
-    work.raise(event_type, data);
+    work.emit(event_type, data);
     Ok(Done::Ok(None))
 }
 
@@ -465,7 +467,7 @@ pub(super) fn email(
             subject: message.0,
             body: message.1,
             format: message.2,
-            to_prospect: true,
+            audience: Audience::Prospect,
             thread: origin.thread.clone(),
             zone: origin.zone.clone(),
         },
@@ -478,12 +480,12 @@ fn message(
     work: &mut Work,
     content: &EmailContent,
     extra: &[(&str, Json)],
-) -> Result<(String, String, String), Failure> {
+) -> Result<(String, String, BodyFormat), Failure> {
     match content {
         EmailContent::Inline { subject, body } => Ok((
             render(work, subject, extra)?,
             render(work, body, extra)?,
-            "markdown".to_owned(),
+            BodyFormat::Markdown,
         )),
         EmailContent::Template(name) => {
             let template = work
@@ -498,11 +500,7 @@ fn message(
                 .transpose()?
                 .unwrap_or_default();
             let body = render(work, &template.body, extra)?;
-            let format = serde_json::to_value(template.format)
-                .ok()
-                .and_then(|v| v.as_str().map(String::from))
-                .unwrap_or_default();
-            Ok((subject, body, format))
+            Ok((subject, body, template.format))
         }
     }
 }
@@ -535,7 +533,7 @@ fn notify(work: &mut Work, n: &NotifyAction, origin: &Origin) -> ActionResult {
     };
     let (template_subject, body, format) = match &n.template {
         Some(name) => message(work, &EmailContent::Template(name.clone()), &[])?,
-        None => (String::new(), String::new(), "markdown".to_owned()),
+        None => (String::new(), String::new(), BodyFormat::Markdown),
     };
     let subject = match &n.subject {
         Some(s) => render(work, s, &[])?,
@@ -555,7 +553,7 @@ fn notify(work: &mut Work, n: &NotifyAction, origin: &Origin) -> ActionResult {
             subject,
             body,
             format,
-            to_prospect: false,
+            audience: Audience::Team,
             thread: None,
             zone: None,
         },

@@ -17,6 +17,7 @@ pub use actions::unsubscribe_placeholder;
 pub use context::{record_json, time};
 
 use crate::config::Workflows;
+use crate::state::BuiltinEvent;
 use crate::state::{Enrollment, Event, NewEvent, Record, RecordKey, Run, StageVisit, Task};
 use crate::store::{Changes, StoreError};
 use chrono::{DateTime, Utc};
@@ -174,14 +175,21 @@ impl<'a> Work<'a> {
         })
     }
 
-    /// Raises an event on the same record, one level deeper in the chain.
-    pub fn raise(&mut self, event_type: &str, data: Json) {
+    /// Raises a built-in event on the same record, one level deeper in the
+    /// chain.
+    pub fn raise(&mut self, event: BuiltinEvent, data: Json) {
+        let record = self.record.key.clone();
+        self.raise_on(record, event.name(), data);
+    }
+
+    /// Raises an event a workflow names (`emit`) on the same record.
+    pub fn emit(&mut self, event_type: &str, data: Json) {
         let record = self.record.key.clone();
         self.raise_on(record, event_type, data);
     }
 
     /// Raises an event on a record, one level deeper in the chain.
-    pub fn raise_on(&mut self, record: RecordKey, event_type: &str, data: Json) {
+    fn raise_on(&mut self, record: RecordKey, event_type: &str, data: Json) {
         let data = match data {
             Json::Object(map) => map,
             _ => Map::new(),
@@ -255,7 +263,7 @@ impl<'a> Work<'a> {
         self.touch();
         timers::arm_stall(self, index as usize);
         self.raise(
-            "stage.changed",
+            BuiltinEvent::StageChanged,
             json!({ "from": from, "to": to, "days_in_previous": days_in_previous }),
         );
     }
@@ -306,7 +314,7 @@ impl<'a> Work<'a> {
             }
         } else {
             self.raise(
-                "stage.rejected",
+                BuiltinEvent::StageRejected,
                 json!({ "from": from, "to": to, "unmet": unmet }),
             );
             // A move to a stage that does not exist says nothing about the
@@ -400,7 +408,7 @@ impl<'a> Work<'a> {
         self.own_new_visits();
         if !self.updated_fields.is_empty() {
             let changed = std::mem::take(&mut self.updated_fields);
-            self.raise("record.updated", json!({ "changed": changed }));
+            self.raise(BuiltinEvent::RecordUpdated, json!({ "changed": changed }));
         }
         // Schedule slots run on a stand-in record that is never stored.
         if self.record_changed && self.record.key.kind != internal::SCHEDULE_KIND {
@@ -439,20 +447,28 @@ pub fn handle(
             schedule::run_for_record(&mut work)?;
             return Ok(work.finish());
         }
-        "stage.stalled" if !timers::on_stalled(&mut work) => return Ok(work.finish_stale()),
-        "stage.stalled" => work.update_open_visit(|visit| visit.stalls += 1),
-        "task.overdue" if !timers::on_overdue(&mut work)? => return Ok(work.finish_stale()),
+        _ => {}
+    }
+    let builtin = BuiltinEvent::named(&event.event_type);
+    match builtin {
+        Some(BuiltinEvent::StageStalled) if !timers::on_stalled(&mut work) => {
+            return Ok(work.finish_stale());
+        }
+        Some(BuiltinEvent::StageStalled) => work.update_open_visit(|visit| visit.stalls += 1),
+        Some(BuiltinEvent::TaskOverdue) if !timers::on_overdue(&mut work)? => {
+            return Ok(work.finish_stale());
+        }
         _ => {}
     }
     let created = work.created;
     let changed = work.merge_fields(&event.fields);
     work.changed_fields = changed.clone();
-    if created && event.event_type != "record.created" {
-        work.raise("record.created", json!({}));
-    } else if event.event_type != "record.updated" {
+    if created && builtin != Some(BuiltinEvent::RecordCreated) {
+        work.raise(BuiltinEvent::RecordCreated, json!({}));
+    } else if builtin != Some(BuiltinEvent::RecordUpdated) {
         work.note_updated(changed);
     }
-    apply_builtin(&mut work)?;
+    apply_builtin(&mut work, builtin)?;
     sequence::exit_on_event(&mut work);
     work.enter_pipeline_if_ready();
     scoring::apply(&mut work)?;
@@ -461,9 +477,9 @@ pub fn handle(
 }
 
 /// Built-in events that change state themselves before rules see them.
-fn apply_builtin(work: &mut Work) -> Result<(), StoreError> {
-    suppress_on_opt_out(work);
-    if work.event.event_type == "task.completed" {
+fn apply_builtin(work: &mut Work, builtin: Option<BuiltinEvent>) -> Result<(), StoreError> {
+    suppress_on_opt_out(work, builtin);
+    if builtin == Some(BuiltinEvent::TaskCompleted) {
         let id = work
             .event
             .data
@@ -484,27 +500,25 @@ fn apply_builtin(work: &mut Work) -> Result<(), StoreError> {
 
 /// An unsubscribe or a hard bounce puts the address on the suppression
 /// list, which every workflow's email is checked against.
-fn suppress_on_opt_out(work: &mut Work) {
+fn suppress_on_opt_out(work: &mut Work, builtin: Option<BuiltinEvent>) {
     let data = &work.event.data;
-    let soft_bounce = work.event.event_type == "email.bounced"
-        && data
-            .get("status")
-            .and_then(Json::as_str)
-            .is_some_and(|s| s.starts_with('4'));
-    if !matches!(
-        work.event.event_type.as_str(),
-        "email.unsubscribed" | "email.bounced"
-    ) || soft_bounce
-    {
+    let status = data.get("status").and_then(Json::as_str);
+    let opted_out = match builtin {
+        Some(BuiltinEvent::EmailUnsubscribed) => true,
+        // A 4.x.x bounce is temporary: the address may work tomorrow.
+        Some(BuiltinEvent::EmailBounced) => !status.is_some_and(|s| s.starts_with('4')),
+        _ => false,
+    };
+    if !opted_out {
         return;
     }
     let address = data
         .get("email")
         .or_else(|| work.record.fields.get("email"))
         .and_then(Json::as_str);
-    let reason = match (work.event.event_type.as_str(), data.get("status")) {
-        ("email.bounced", Some(Json::String(status))) => format!("bounced ({status})"),
-        ("email.bounced", _) => "bounced".to_owned(),
+    let reason = match (builtin, status) {
+        (Some(BuiltinEvent::EmailBounced), Some(status)) => format!("bounced ({status})"),
+        (Some(BuiltinEvent::EmailBounced), None) => "bounced".to_owned(),
         _ => match data.get("via").and_then(Json::as_str) {
             Some(via) => format!("unsubscribed ({via})"),
             None => "unsubscribed".to_owned(),

@@ -14,6 +14,7 @@
 use super::Work;
 use super::actions::{self, Done};
 use crate::config::workflows::{ScoreTrigger, ScoringModel};
+use crate::state::BuiltinEvent;
 use crate::state::{Event, Record, RecordKey, ScoreNote, ScoreNotes};
 use crate::store::StoreError;
 use chrono::{DateTime, Utc};
@@ -283,7 +284,7 @@ fn announce(
         return Ok(());
     }
     work.raise(
-        "score.changed",
+        BuiltinEvent::ScoreChanged,
         json!({ "model": model.name, "from": round1(before), "to": round1(after) }),
     );
     for threshold in model
@@ -292,7 +293,7 @@ fn announce(
         .filter(|t| before < t.at && after >= t.at)
     {
         work.raise(
-            "score.crossed",
+            BuiltinEvent::ScoreCrossed,
             json!({ "model": model.name, "threshold": threshold.name, "at": threshold.at, "score": round1(after) }),
         );
         let mut run = actions::new_run(

@@ -11,10 +11,12 @@ use super::timers;
 use super::{Work, internal};
 use crate::config::workflows::{Sequence, Step, StepKind};
 use crate::scheduler::window;
-use crate::state::{Enrollment, NewEvent, Run, Timer};
+use crate::state::BuiltinEvent;
+use crate::state::{Enrollment, EnrollmentStatus, NewEvent, Run, Timer, TimerKind};
 use crate::store::StoreError;
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json, json};
 use std::collections::VecDeque;
 
@@ -29,31 +31,54 @@ enum Resume {
     End(Ending),
 }
 
+/// A step timer's event data, as stored: `{"sequence": …, "resume": "start"
+/// | "step" (with `step`) | "complete" | "exit" (with `reason`)}`.
+#[derive(Serialize, Deserialize)]
+struct StepTimerData {
+    sequence: String,
+    #[serde(flatten)]
+    resume: ResumeData,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "resume", rename_all = "lowercase")]
+enum ResumeData {
+    Start,
+    Step { step: String },
+    Complete,
+    Exit { reason: String },
+}
+
 impl Resume {
     /// The timer event's data.
     fn to_json(&self, sequence: &str) -> Json {
-        match self {
-            Resume::Start => json!({ "sequence": sequence, "resume": "start" }),
-            Resume::Step(id) => json!({ "sequence": sequence, "resume": "step", "step": id }),
-            Resume::End(Ending::Completed) => json!({ "sequence": sequence, "resume": "complete" }),
-            Resume::End(Ending::Exit(reason)) => {
-                json!({ "sequence": sequence, "resume": "exit", "reason": reason })
-            }
-        }
+        let resume = match self.clone() {
+            Resume::Start => ResumeData::Start,
+            Resume::Step(step) => ResumeData::Step { step },
+            Resume::End(Ending::Completed) => ResumeData::Complete,
+            Resume::End(Ending::Exit(reason)) => ResumeData::Exit { reason },
+        };
+        let data = StepTimerData {
+            sequence: sequence.to_owned(),
+            resume,
+        };
+        serde_json::to_value(data).unwrap_or_default()
     }
 
+    /// Where a step timer's event resumes; data it cannot read (only a
+    /// timer set by another version could hold it) completes the enrollment.
     fn from_event(data: &Map<String, Json>) -> Resume {
-        let text = |k: &str| {
-            data.get(k)
-                .and_then(Json::as_str)
-                .unwrap_or_default()
-                .to_owned()
-        };
-        match text("resume").as_str() {
-            "start" => Resume::Start,
-            "step" => Resume::Step(text("step")),
-            "exit" => Resume::End(Ending::Exit(text("reason"))),
-            _ => Resume::End(Ending::Completed),
+        match serde_json::from_value::<StepTimerData>(Json::Object(data.clone())) {
+            Ok(StepTimerData { resume, .. }) => match resume {
+                ResumeData::Start => Resume::Start,
+                ResumeData::Step { step } => Resume::Step(step),
+                ResumeData::Complete => Resume::End(Ending::Completed),
+                ResumeData::Exit { reason } => Resume::End(Ending::Exit(reason)),
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "A step timer's data cannot be read; the enrollment completes.");
+                Resume::End(Ending::Completed)
+            }
         }
     }
 }
@@ -89,7 +114,7 @@ pub(super) fn enroll(work: &mut Work, sequence: &str) -> Done {
         record: work.record.key.clone(),
         sequence: sequence.to_owned(),
         enrolled_at: work.now,
-        status: "active".to_owned(),
+        status: EnrollmentStatus::Active,
         next_step: None,
         exit_reason: None,
         ended_at: None,
@@ -102,7 +127,10 @@ pub(super) fn enroll(work: &mut Work, sequence: &str) -> Done {
     // Shown on the record: the step it waits on (SPEC §7: the next with an id).
     enrollment.next_step = first_step_id(&definition.steps);
     save(work, enrollment);
-    work.raise("sequence.enrolled", json!({ "sequence": sequence }));
+    work.raise(
+        BuiltinEvent::SequenceEnrolled,
+        json!({ "sequence": sequence }),
+    );
     Done::Ok(Some(format!("enrolled in {sequence}")))
 }
 
@@ -145,14 +173,14 @@ pub(super) fn exit_on_event(work: &mut Work) {
 
 /// Ends an active enrollment with a reason.
 fn exit(work: &mut Work, sequence: &str, reason: &str) {
-    end(work, sequence, "exited", Some(reason));
+    end(work, sequence, EnrollmentStatus::Exited, Some(reason));
     work.raise(
-        "sequence.exited",
+        BuiltinEvent::SequenceExited,
         json!({ "sequence": sequence, "reason": reason }),
     );
 }
 
-fn end(work: &mut Work, sequence: &str, status: &str, reason: Option<&str>) {
+fn end(work: &mut Work, sequence: &str, status: EnrollmentStatus, reason: Option<&str>) {
     let Some(mut e) = work
         .enrollments
         .iter()
@@ -162,7 +190,7 @@ fn end(work: &mut Work, sequence: &str, status: &str, reason: Option<&str>) {
         return;
     };
     timers::cancel(work, e.timer.take());
-    e.status = status.to_owned();
+    e.status = status;
     e.exit_reason = reason.map(String::from);
     e.ended_at = Some(work.now);
     e.next_step = None;
@@ -183,13 +211,13 @@ fn save(work: &mut Work, enrollment: Enrollment) {
 /// Sets the enrollment's timer: resume like `resume` at `due`.
 fn wait_for(work: &mut Work, e: &mut Enrollment, resume: Resume, due: DateTime<Utc>) {
     timers::cancel(work, e.timer.take());
-    let id = format!(
-        "step/{}/{}/{}/{}",
+    let id = TimerKind::Step.id(format_args!(
+        "{}/{}/{}/{}",
         e.record,
         e.sequence,
         e.enrolled_at.timestamp_millis(),
         work.event.seq
-    );
+    ));
     let data = resume.to_json(&e.sequence);
     let timer = Timer {
         id,
@@ -258,8 +286,8 @@ pub(super) fn resume(work: &mut Work) -> Result<(), StoreError> {
     save(work, e);
     match ending {
         Some(Ending::Completed) => {
-            end(work, &name, "completed", None);
-            work.raise("sequence.completed", json!({ "sequence": name }));
+            end(work, &name, EnrollmentStatus::Completed, None);
+            work.raise(BuiltinEvent::SequenceCompleted, json!({ "sequence": name }));
         }
         Some(Ending::Exit(reason)) => exit(work, &name, &reason),
         None => {}
@@ -516,7 +544,7 @@ pub fn move_enrollment(
             if let Some(t) = e.timer.take() {
                 changes.timers_done.push((t.due_at, t.id));
             }
-            e.status = "exited".to_owned();
+            e.status = EnrollmentStatus::Exited;
             e.exit_reason = Some(reason.clone());
             e.ended_at = Some(now);
             e.next_step = None;

@@ -5,27 +5,16 @@
 //! its reason changes nothing.
 
 use super::Work;
-use crate::state::{NewEvent, Task, TaskStatus, Timer, TimerRef};
+use crate::state::{BuiltinEvent, NewEvent, Task, TaskStatus, Timer, TimerKind, TimerRef};
 use chrono::{DateTime, Utc};
-use serde_json::{Map, Value as Json, json};
+use serde_json::{Value as Json, json};
 
-const STALL: &str = "stall/";
-const OVERDUE: &str = "overdue/";
-
-/// A timer raising `event_type` with `data` on the work's record.
-fn timer(work: &Work, id: String, due_at: DateTime<Utc>, event_type: &str, data: Json) -> Timer {
+/// A timer raising `event` with `data` on the work's record.
+fn timer(work: &Work, id: String, due_at: DateTime<Utc>, event: BuiltinEvent, data: Json) -> Timer {
     Timer {
         id,
         due_at,
-        event: NewEvent {
-            id: None,
-            event_type: event_type.to_owned(),
-            record: work.record.key.clone(),
-            fields: Map::new(),
-            data: data.as_object().cloned().unwrap_or_default(),
-            occurred_at: due_at,
-            depth: 0,
-        },
+        event: NewEvent::raised(event, work.record.key.clone(), data, due_at, None),
     }
 }
 
@@ -57,7 +46,7 @@ fn schedule_stall(work: &mut Work, visit_index: usize, count: u64, after: std::t
         return;
     };
     let due = work.now + after;
-    let id = format!("{STALL}{}/{visit_index}/{count}", work.record.key);
+    let id = TimerKind::Stall.id(format_args!("{}/{visit_index}/{count}", work.record.key));
     let data = json!({
         "stage": work.record.stage,
         "pipeline": work.record.pipeline,
@@ -65,7 +54,7 @@ fn schedule_stall(work: &mut Work, visit_index: usize, count: u64, after: std::t
         "days_in_stage": (due - entered).num_days(),
         "visit": visit_index,
     });
-    let t = timer(work, id, due, "stage.stalled", data);
+    let t = timer(work, id, due, BuiltinEvent::StageStalled, data);
     work.record.stall_timer = Some(t.reference());
     work.touch();
     work.changes.timers.push(t);
@@ -81,7 +70,7 @@ fn current_stage<'w>(work: &Work<'w>) -> Option<&'w crate::config::workflows::St
 /// (the record never left that stage visit) and, if so, sets the repeat.
 /// Stalls posted from outside are taken as they are.
 pub fn on_stalled(work: &mut Work) -> bool {
-    if !work.event.id.starts_with(STALL) {
+    if !matches!(TimerKind::of(&work.event.id), Some((TimerKind::Stall, _))) {
         return true;
     }
     let current = work
@@ -116,13 +105,19 @@ pub fn on_stalled(work: &mut Work) -> bool {
 pub fn arm_overdue(work: &mut Work, task: &Task) {
     if let Some(due) = task.due_at {
         let data = json!({ "task_id": task.id, "title": task.title, "owner": task.owner, "due_at": super::time(due) });
-        let t = timer(work, overdue_id(&task.id), due, "task.overdue", data);
+        let t = timer(
+            work,
+            overdue_id(&task.id),
+            due,
+            BuiltinEvent::TaskOverdue,
+            data,
+        );
         work.changes.timers.push(t);
     }
 }
 
 fn overdue_id(task: &str) -> String {
-    format!("{OVERDUE}{task}")
+    TimerKind::Overdue.id(task)
 }
 
 /// Deletes a completed task's overdue timer.
@@ -140,7 +135,7 @@ pub fn disarm_overdue(work: &mut Work, task: &Task) {
 
 /// A `task.overdue` from a task timer applies while the task is open.
 pub fn on_overdue(work: &mut Work) -> Result<bool, crate::store::StoreError> {
-    let Some(task_id) = work.event.id.strip_prefix(OVERDUE) else {
+    let Some((TimerKind::Overdue, task_id)) = TimerKind::of(&work.event.id) else {
         return Ok(true);
     };
     Ok(work

@@ -153,7 +153,7 @@ mod tests {
             },
             sequence: "s".into(),
             enrolled_at: at,
-            status: "active".into(),
+            status: crate::state::EnrollmentStatus::Active,
             next_step: Some(step.into()),
             exit_reason: None,
             ended_at: None,

@@ -9,7 +9,7 @@ pub use pipeline::{PipelineReport, PipelineReportBuilder, quantile};
 pub use render::{Format, render_owners, render_pipeline, render_sequences};
 
 use crate::config::Workflows;
-use crate::state::{OutboxStatus, TaskStatus};
+use crate::state::{EnrollmentStatus, OutboxStatus, TaskStatus};
 use crate::store::{OutboxFilter, Store, StoreError, TaskFilter, for_each_item};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -198,10 +198,10 @@ pub fn sequences_report<S: Store>(
         |e| {
             let f = out.entry(e.sequence.clone()).or_default();
             f.enrolled += 1;
-            match e.status.as_str() {
-                "active" => f.active += 1,
-                "completed" => f.completed += 1,
-                _ => {
+            match e.status {
+                EnrollmentStatus::Active => f.active += 1,
+                EnrollmentStatus::Completed => f.completed += 1,
+                EnrollmentStatus::Exited => {
                     let reason = e.exit_reason.clone().unwrap_or_default();
                     if let Some(step) = &e.last_step {
                         f.steps.entry(step.clone()).or_default().count_exit(&reason);

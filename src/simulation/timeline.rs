@@ -158,12 +158,15 @@ fn delivery_fields(delivery: &Delivery) -> (&'static str, Option<Tz>, Map<String
             to,
             cc,
             subject,
-            to_prospect,
+            audience,
             zone,
             thread,
             ..
         } => (
-            if *to_prospect { "email" } else { "notify" },
+            match audience {
+                crate::state::Audience::Prospect => "email",
+                crate::state::Audience::Team => "notify",
+            },
             zone.as_deref().and_then(|z| z.parse::<Tz>().ok()),
             json!({ "to": to, "cc": cc, "subject": subject, "thread": thread }),
         ),

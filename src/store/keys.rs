@@ -10,8 +10,6 @@ pub const CURSOR: &[u8] = b"meta\0cursor";
 pub const NEXT_SEQ: &[u8] = b"meta\0next_seq";
 pub const FORMAT: &[u8] = b"meta\0format";
 pub const RECORD: &[u8] = b"rc\0";
-/// Stage visits, one key each: the `dealflow-2` layout, read only to migrate.
-pub const STAGE_VISIT: &[u8] = b"sv\0";
 /// Stage history, one key per record.
 pub const STAGE_HISTORY: &[u8] = b"sh\0";
 pub const TASK: &[u8] = b"tk\0";
@@ -30,24 +28,11 @@ pub const RUN_BY_RECORD: &[u8] = b"rr\0";
 pub const SUPPRESSED: &[u8] = b"sp\0";
 pub const COUNTER: &[u8] = b"ct\0";
 pub const SCORE_LEDGER: &[u8] = b"sl\0";
+/// Events the engine set aside, by sequence number.
+pub const SET_ASIDE: &[u8] = b"sa\0";
 
 /// The store format this build writes; a store with another is refused.
 pub const FORMAT_VERSION: &[u8] = b"dealflow-7";
-/// The format before: no index of outbox rows or run rows by record, which
-/// opening builds; nothing else differs.
-pub const FORMAT_VERSION_6: &[u8] = b"dealflow-6";
-/// The format before: a score's parts as a list of names and one of
-/// points. Those records read as they are, so opening only moves the mark,
-/// which keeps an older build from misreading new records.
-pub const FORMAT_VERSION_5: &[u8] = b"dealflow-5";
-/// Before that: scores in three maps on a record. Those records read as
-/// they are too.
-pub const FORMAT_VERSION_4: &[u8] = b"dealflow-4";
-/// Before that: also a key per run. Migrated on open.
-pub const FORMAT_VERSION_3: &[u8] = b"dealflow-3";
-/// Before that: also a key per stage visit. Migrated on open.
-pub const FORMAT_VERSION_2: &[u8] = b"dealflow-2";
-
 pub fn join(parts: &[&[u8]]) -> Vec<u8> {
     parts.concat()
 }
@@ -68,22 +53,6 @@ pub fn record(key: &RecordKey) -> Vec<u8> {
     join(&[&record_prefix(&key.kind), key.id.as_bytes()])
 }
 
-#[cfg(test)]
-pub fn stage_visit_prefix(key: &RecordKey) -> Vec<u8> {
-    join(&[
-        STAGE_VISIT,
-        key.kind.as_bytes(),
-        b"\0",
-        key.id.as_bytes(),
-        b"\0",
-    ])
-}
-
-#[cfg(test)]
-pub fn stage_visit(key: &RecordKey, index: u64) -> Vec<u8> {
-    join(&[&stage_visit_prefix(key), &index.to_be_bytes()])
-}
-
 pub fn stage_history(key: &RecordKey) -> Vec<u8> {
     join(&[STAGE_HISTORY, key.kind.as_bytes(), b"\0", key.id.as_bytes()])
 }
@@ -91,17 +60,6 @@ pub fn stage_history(key: &RecordKey) -> Vec<u8> {
 /// The record a stage history key belongs to.
 pub fn stage_history_record(key: &[u8]) -> Option<RecordKey> {
     let rest = key.strip_prefix(STAGE_HISTORY)?;
-    let split = rest.iter().position(|b| *b == 0)?;
-    Some(RecordKey {
-        kind: String::from_utf8(rest[..split].to_vec()).ok()?,
-        id: String::from_utf8(rest[split + 1..].to_vec()).ok()?,
-    })
-}
-
-/// The record a stage visit key belongs to.
-pub fn stage_visit_record(key: &[u8]) -> Option<RecordKey> {
-    let rest = key.strip_prefix(STAGE_VISIT)?;
-    let rest = rest.get(..rest.len().checked_sub(9)?)?; // "\0" + 8 index bytes
     let split = rest.iter().position(|b| *b == 0)?;
     Some(RecordKey {
         kind: String::from_utf8(rest[..split].to_vec()).ok()?,
@@ -213,10 +171,8 @@ pub fn suppressed(email: &str) -> Vec<u8> {
     ])
 }
 
-/// Where suppressions were kept before addresses were normalized: the raw
-/// text lower-cased (`pat <pat@x>`). Still read and removed, never written.
-pub fn suppressed_as_written(email: &str) -> Vec<u8> {
-    join(&[SUPPRESSED, email.trim().to_lowercase().as_bytes()])
+pub fn set_aside(seq: u64) -> Vec<u8> {
+    join(&[SET_ASIDE, &seq.to_be_bytes()])
 }
 
 pub fn counter(name: &str) -> Vec<u8> {

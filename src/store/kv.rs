@@ -33,12 +33,15 @@ pub struct KvStore<B: Backend> {
     writer: Mutex<Option<u64>>,
     /// The records written last, decoded.
     records: RecordCache,
+    wakeups: super::Wakeups,
 }
 
 /// Values are MessagePack with field names: self-describing like JSON (so
 /// free-form record fields round-trip), about half the size and faster.
 pub(super) fn encode_value<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
-    rmp_serde::to_vec_named(value).map_err(|e| StoreError::Backend(format!("encoding: {e}")))
+    rmp_serde::to_vec_named(value).map_err(|e| StoreError::Encode {
+        reason: e.to_string(),
+    })
 }
 
 pub(super) fn decode_value<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
@@ -61,7 +64,7 @@ fn open_task_key(owner: &str, id: &str) -> Vec<u8> {
     keys::join(&[OPEN_TASK, owner.as_bytes(), b"\0", id.as_bytes()])
 }
 
-fn owner_task_key(owner: &str, id: &str) -> Vec<u8> {
+pub(super) fn owner_task_key(owner: &str, id: &str) -> Vec<u8> {
     keys::join(&[OWNER_TASK, owner.as_bytes(), b"\0", id.as_bytes()])
 }
 
@@ -70,67 +73,7 @@ impl<B: Backend> KvStore<B> {
     /// store of another program or version is refused rather than misread.
     pub fn open(backend: B, path: &str) -> Result<Self, StoreError> {
         match backend.get(keys::FORMAT)? {
-            Some(mark) if mark == keys::FORMAT_VERSION => {}
-            Some(mark)
-                if [
-                    keys::FORMAT_VERSION_2,
-                    keys::FORMAT_VERSION_3,
-                    keys::FORMAT_VERSION_4,
-                    keys::FORMAT_VERSION_5,
-                    keys::FORMAT_VERSION_6,
-                ]
-                .contains(&&*mark) =>
-            {
-                let records = if mark == keys::FORMAT_VERSION_2 {
-                    history::migrate_from_visit_keys(&backend)?
-                } else {
-                    0
-                };
-                let runs = if [keys::FORMAT_VERSION_2, keys::FORMAT_VERSION_3].contains(&&*mark) {
-                    runs::migrate_to_rows(&backend)?
-                } else {
-                    0
-                };
-                let outbox = build_index(&backend, keys::OUTBOX, |key, value| {
-                    let row: OutboxEntry = decode_value(key, value)?;
-                    Ok(keys::outbox_by_record(&row.record, &row.id))
-                })?;
-                let indexed_runs = build_index(&backend, keys::RUN, |key, value| {
-                    let row = runs::decode_head(key, value)?;
-                    Ok(keys::run_by_record(&row.record, &row.id))
-                })?;
-                let indexed_tasks = build_index(&backend, keys::TASK, |key, value| {
-                    let task: Task = decode_value(key, value)?;
-                    Ok(owner_task_key(
-                        task.owner.as_deref().unwrap_or(""),
-                        &task.id,
-                    ))
-                })?;
-                backend.apply(vec![KvWrite::Put(
-                    keys::FORMAT.to_vec(),
-                    keys::FORMAT_VERSION.to_vec(),
-                )])?;
-                tracing::info!(
-                    path,
-                    from = %String::from_utf8_lossy(&mark),
-                    records,
-                    runs,
-                    outbox,
-                    indexed_runs,
-                    indexed_tasks,
-                    "Moved the store to format dealflow-7 (stage history per record, runs in a row per event, scores per model in one place, parts by rule position, outbox rows and runs indexed by record, tasks by owner)."
-                );
-            }
-            Some(other) => {
-                return Err(StoreError::Corrupt {
-                    path: path.to_owned(),
-                    reason: format!(
-                        "format mark is {:?}, expected {:?}",
-                        String::from_utf8_lossy(&other),
-                        String::from_utf8_lossy(keys::FORMAT_VERSION)
-                    ),
-                });
-            }
+            Some(mark) => super::migrations::upgrade(&backend, mark, path)?,
             None => {
                 if !backend.scan(b"", None, 1)?.is_empty() {
                     return Err(StoreError::Corrupt {
@@ -148,6 +91,7 @@ impl<B: Backend> KvStore<B> {
             backend,
             writer: Mutex::new(None),
             records: RecordCache::new(DEFAULT_RECORDS_KEPT),
+            wakeups: super::Wakeups::default(),
         })
     }
 
@@ -156,6 +100,15 @@ impl<B: Backend> KvStore<B> {
     pub fn keeping_records(mut self, records: usize) -> Self {
         self.records = RecordCache::new(records);
         self
+    }
+
+    /// Stores bytes that do not decode as the record `key`, as a damaged
+    /// disk or a bug might: for tests of what happens to its events.
+    #[cfg(test)]
+    pub(crate) fn spoil_record(&self, key: &RecordKey) {
+        self.backend
+            .apply(vec![KvWrite::Put(keys::record(key), vec![0xc1])])
+            .expect("memory writes do not fail");
     }
 
     /// The backend, for tests that look under the tables.
@@ -376,33 +329,6 @@ impl<B: Backend> KvStore<B> {
     }
 }
 
-/// Writes an index entry for every item of `table` (stores before
-/// `dealflow-7` have the indexes that format added); `entry` names the
-/// index key of an item from its key and value. Answers how many it wrote.
-fn build_index<B: Backend>(
-    backend: &B,
-    table: &[u8],
-    entry: impl Fn(&[u8], &[u8]) -> Result<Vec<u8>, StoreError>,
-) -> Result<usize, StoreError> {
-    const CHUNK: usize = 1_000;
-    let mut after: Option<Vec<u8>> = None;
-    let mut indexed = 0;
-    loop {
-        let chunk = backend.scan(table, after.as_deref(), CHUNK)?;
-        let exhausted = chunk.len() < CHUNK;
-        let writes = chunk
-            .iter()
-            .map(|(key, value)| Ok(KvWrite::Put(entry(key, value)?, Vec::new())))
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        indexed += writes.len();
-        backend.apply(writes)?;
-        after = chunk.last().map(|(key, _)| key.clone());
-        if exhausted {
-            return Ok(indexed);
-        }
-    }
-}
-
 /// The text after `prefix` in `key`, as a paging cursor.
 fn cursor_of(prefix: &[u8], key: &[u8]) -> String {
     String::from_utf8_lossy(&key[prefix.len().min(key.len())..]).into_owned()
@@ -498,6 +424,10 @@ impl<B: Backend> EventTable for KvStore<B> {
         let appended = self.stage_events(events, Ids::Deduplicate, &mut next, &mut writes)?;
         self.backend.apply(writes)?;
         *writer = Some(next);
+        drop(writer);
+        if appended.iter().any(|a| !a.duplicate) {
+            self.wakeups.events.notify_one();
+        }
         Ok(appended)
     }
 
@@ -892,12 +822,11 @@ impl<B: Backend> SuppressionTable for KvStore<B> {
     }
 
     fn suppression(&self, email: &str) -> Result<Option<Suppression>, StoreError> {
-        for key in [keys::suppressed(email), keys::suppressed_as_written(email)] {
-            if let Some(value) = self.backend.get(&key)? {
-                return Ok(Some(decode_suppression(&key, &value)));
-            }
-        }
-        Ok(None)
+        let key = keys::suppressed(email);
+        Ok(self
+            .backend
+            .get(&key)?
+            .map(|value| decode_suppression(&key, &value)))
     }
 
     fn suppressions(
@@ -964,6 +893,20 @@ impl<B: Backend> ScoreLedgerTable for KvStore<B> {
                 .collect(),
             next: page.next,
         })
+    }
+}
+
+impl<B: Backend> SetAsideTable for KvStore<B> {
+    fn set_aside_events(&self, limit: usize) -> Result<Vec<SetAsideEvent>, StoreError> {
+        self.backend
+            .scan_rev(keys::SET_ASIDE, None, limit)?
+            .into_iter()
+            .map(|(k, v)| decode_value(&k, &v))
+            .collect()
+    }
+
+    fn set_aside_count(&self, limit: usize) -> Result<usize, StoreError> {
+        self.backend.count(keys::SET_ASIDE, limit)
     }
 }
 
@@ -1041,10 +984,17 @@ impl<B: Backend> Store for KvStore<B> {
                 encode_value(&value)?,
             ));
         }
+        for event in &changes.set_aside {
+            w.push(KvWrite::Put(
+                keys::set_aside(event.seq),
+                encode_value(event)?,
+            ));
+        }
         for email in &changes.unsuppress {
             w.push(KvWrite::Delete(keys::suppressed(email)));
-            w.push(KvWrite::Delete(keys::suppressed_as_written(email)));
         }
+        let rings_worker = !changes.events.is_empty() || !changes.fired.is_empty();
+        let rings_delivery = !changes.outbox.is_empty();
         let mut writer = self.lock();
         let mut next = self.next_seq(*writer)?;
         if !changes.events.is_empty() {
@@ -1061,7 +1011,14 @@ impl<B: Backend> Store for KvStore<B> {
         }
         self.backend.apply(w)?;
         *writer = Some(next);
+        drop(writer);
         self.records.written(changes.records);
+        if rings_worker {
+            self.wakeups.events.notify_one();
+        }
+        if rings_delivery {
+            self.wakeups.outbox.notify_one();
+        }
         Ok(())
     }
 
@@ -1071,5 +1028,9 @@ impl<B: Backend> Store for KvStore<B> {
 
     fn size_on_disk(&self) -> u64 {
         self.backend.size_on_disk()
+    }
+
+    fn wakeups(&self) -> &super::Wakeups {
+        &self.wakeups
     }
 }

@@ -15,6 +15,7 @@ mod keys;
 mod kv;
 mod ledger;
 mod memory;
+mod migrations;
 mod record_cache;
 mod runs;
 mod sled_backend;
@@ -30,7 +31,7 @@ pub use sled_backend::{DEFAULT_CACHE_MIB, SledBackend};
 
 use crate::state::{
     Enrollment, Event, NewEvent, OutboxEntry, OutboxStatus, Record, RecordKey, Run, ScoreEntry,
-    ScoreNotes, StageVisit, Suppression, Task, TaskStatus, Timer,
+    ScoreNotes, SetAsideEvent, StageVisit, Suppression, Task, TaskStatus, Timer,
 };
 use chrono::{DateTime, Utc};
 use std::future::Future;
@@ -48,6 +49,18 @@ pub enum StoreError {
         /// What the backend said.
         reason: String,
     },
+    /// The store was written in a format this version cannot read.
+    #[error(
+        "the store at {path} has format {found:?}, which this version of dealflow cannot read (it reads {expected:?} and upgrades from the formats before it that were released); use the dealflow that wrote it, or restore a backup made by this version"
+    )]
+    Format {
+        /// Where.
+        path: String,
+        /// The format mark found.
+        found: String,
+        /// The format this build writes.
+        expected: String,
+    },
     /// Another process (a second daemon) has the store open.
     #[error(
         "the store at {path} is in use by another dealflow process (is a daemon already running with this --data?); stop it, or give this one another --data"
@@ -59,6 +72,12 @@ pub enum StoreError {
     /// The backend failed (disk full, permissions, ...).
     #[error("storage failed: {0}")]
     Backend(String),
+    /// A value could not be encoded for storage.
+    #[error("a value cannot be stored: {reason}")]
+    Encode {
+        /// Why.
+        reason: String,
+    },
     /// A stored value could not be decoded.
     #[error("stored value under {key} cannot be decoded: {reason}")]
     Decode {
@@ -67,6 +86,14 @@ pub enum StoreError {
         /// Why.
         reason: String,
     },
+}
+
+impl StoreError {
+    /// Whether the error is about the data itself (a value that cannot be
+    /// encoded or decoded), so trying again cannot help, unlike a disk.
+    pub fn is_about_data(&self) -> bool {
+        matches!(self, StoreError::Encode { .. } | StoreError::Decode { .. })
+    }
 }
 
 /// The result of appending one event to the log.
@@ -299,6 +326,14 @@ pub trait ScoreLedgerTable {
     ) -> Result<Page<ScoreEntry>, StoreError>;
 }
 
+/// Events the engine set aside.
+pub trait SetAsideTable {
+    /// The latest set-aside events, newest first, at most `limit`.
+    fn set_aside_events(&self, limit: usize) -> Result<Vec<SetAsideEvent>, StoreError>;
+    /// How many events were set aside, counting at most `limit`.
+    fn set_aside_count(&self, limit: usize) -> Result<usize, StoreError>;
+}
+
 /// Named counters (round-robin positions).
 pub trait CounterTable {
     /// A counter's value (0 if never set).
@@ -336,6 +371,8 @@ pub struct Changes {
     pub ledger: Vec<ScoreNotes>,
     /// Events raised, appended to the log in the same commit.
     pub events: Vec<NewEvent>,
+    /// Events the engine could not handle, set aside.
+    pub set_aside: Vec<SetAsideEvent>,
     /// Events of due timers, appended after `events`. The timer's deletion
     /// in the same commit is what makes each fire once, so their ids (the
     /// timers') skip the idempotency index that outside events go through:
@@ -359,11 +396,25 @@ impl Changes {
         self.runs_pruned.extend(other.runs_pruned);
         self.counters.extend(other.counters);
         self.suppress.extend(other.suppress);
+        self.unsuppress.extend(other.unsuppress);
         self.ledger.extend(other.ledger);
         self.events.extend(other.events);
         self.fired.extend(other.fired);
+        self.set_aside.extend(other.set_aside);
         self.handled = other.handled.or(self.handled);
     }
+}
+
+/// Rings the loops that read what commits write: the engine worker when
+/// events are appended, delivery when outbox rows are written. The store
+/// rings them itself, after the write, so no writer can forget to, and the
+/// loops sleep until something happens instead of polling.
+#[derive(Debug, Default)]
+pub struct Wakeups {
+    /// New events are in the log.
+    pub events: tokio::sync::Notify,
+    /// Outbox rows were written (new, retried, cancelled or recorded).
+    pub outbox: tokio::sync::Notify,
 }
 
 /// All tables, one atomic commit, and a flush.
@@ -379,6 +430,7 @@ pub trait Store:
     + SuppressionTable
     + CounterTable
     + ScoreLedgerTable
+    + SetAsideTable
     + Send
     + Sync
     + 'static
@@ -389,4 +441,6 @@ pub trait Store:
     fn flush(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Bytes on disk (0 in memory).
     fn size_on_disk(&self) -> u64;
+    /// What commits ring.
+    fn wakeups(&self) -> &Wakeups;
 }

@@ -9,7 +9,6 @@
 //!   field names and no repeated names.
 
 use super::StoreError;
-use super::backend::{Backend, KvWrite};
 use super::keys;
 use super::kv::{decode_value, encode_value};
 use crate::state::{ActionOutcome, RecordKey, Run};
@@ -263,92 +262,9 @@ impl std::fmt::Display for Cursor {
     }
 }
 
-/// The `dealflow-3` row: one run under its own id, every field its own.
-#[derive(Deserialize)]
-struct SingleRun {
-    #[serde(rename = "r")]
-    rule: String,
-    #[serde(rename = "e")]
-    event_id: String,
-    #[serde(rename = "t")]
-    event_type: String,
-    #[serde(rename = "k")]
-    kind: String,
-    #[serde(rename = "i")]
-    record: String,
-    #[serde(rename = "v")]
-    version: String,
-    #[serde(rename = "c", default)]
-    condition: Option<String>,
-    #[serde(rename = "m")]
-    matched: bool,
-    #[serde(rename = "s", default)]
-    saw: BTreeMap<String, Json>,
-    #[serde(rename = "a", default)]
-    actions: Vec<StoredOutcome<'static>>,
-    #[serde(rename = "at")]
-    at_ms: i64,
-    #[serde(rename = "x", default)]
-    error: Option<String>,
-}
-
-/// A run as an older store kept it: `dealflow-3` (one-letter names) or
-/// `dealflow-2` (named, with its id).
-fn decode_older(key: &[u8], value: &[u8]) -> Result<Run, StoreError> {
-    let Ok(s) = decode_value::<SingleRun>(key, value) else {
-        return decode_value(key, value);
-    };
-    Ok(Run {
-        id: row_id(key)?.to_owned(),
-        rule: s.rule,
-        event_id: s.event_id,
-        event_type: s.event_type,
-        record: RecordKey {
-            kind: s.kind,
-            id: s.record,
-        },
-        version: s.version,
-        condition: s.condition,
-        matched: s.matched,
-        saw: s.saw,
-        actions: s.actions.into_iter().map(ActionOutcome::from).collect(),
-        at: from_millis(s.at_ms),
-        error: s.error,
-    })
-}
-
-/// Rewrites an older store's runs (one key each) as rows of one, a page
-/// per batch: the key stays, as a row's key is its least run id. A row
-/// already rewritten is left alone, so a crash part way is finished by the
-/// next start.
-pub fn migrate_to_rows<B: Backend>(backend: &B) -> Result<u64, StoreError> {
-    const PAGE: usize = 4_096;
-    let mut moved = 0;
-    let mut after: Option<Vec<u8>> = None;
-    loop {
-        let page = backend.scan(keys::RUN, after.as_deref(), PAGE)?;
-        let done = page.len() < PAGE;
-        let mut writes = Vec::new();
-        for (key, value) in &page {
-            if decode(key, value).is_ok() {
-                continue;
-            }
-            let row = encode_row(&[decode_older(key, value)?])?;
-            writes.push(KvWrite::Put(key.clone(), row.value));
-            moved += 1;
-        }
-        backend.apply(writes)?;
-        if done {
-            return Ok(moved);
-        }
-        after = page.into_iter().last().map(|(k, _)| k);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{KvStore, MemoryBackend, RunFilter, RunTable};
 
     fn run(n: u64, suffix: &str) -> Run {
         Run {
@@ -381,41 +297,6 @@ mod tests {
         }
     }
 
-    /// The `dealflow-3` value of a run, as that version wrote it.
-    fn single_row(r: &Run) -> Vec<u8> {
-        #[derive(Serialize)]
-        struct V3<'a> {
-            r: &'a str,
-            e: &'a str,
-            t: &'a str,
-            k: &'a str,
-            i: &'a str,
-            v: &'a str,
-            c: &'a Option<String>,
-            m: bool,
-            s: &'a BTreeMap<String, Json>,
-            a: Vec<(&'a str, &'a str, &'a Option<String>)>,
-            at: i64,
-        }
-        encode_value(&V3 {
-            r: &r.rule,
-            e: &r.event_id,
-            t: &r.event_type,
-            k: &r.record.kind,
-            i: &r.record.id,
-            v: &r.version,
-            c: &r.condition,
-            m: r.matched,
-            s: &r.saw,
-            a: r.actions
-                .iter()
-                .map(|a| (a.action.as_str(), a.outcome.as_str(), &a.detail))
-                .collect(),
-            at: r.at.timestamp_millis(),
-        })
-        .unwrap()
-    }
-
     #[test]
     fn an_event_s_runs_share_one_row_that_reads_back_in_id_order() {
         let mut late = run(7, "0000-00-delivery");
@@ -444,16 +325,6 @@ mod tests {
     }
 
     #[test]
-    fn a_row_is_well_under_the_size_of_its_runs_stored_one_by_one() {
-        let runs: Vec<Run> = (0..11).map(|i| run(7, &format!("{i:04}"))).collect();
-        let row = encode(&runs).unwrap().remove(0).value.len();
-        let single: usize = runs.iter().map(|r| single_row(r).len()).sum();
-        // Each run here has its own condition, saw and actions; only the
-        // event, record, version and time are shared.
-        assert!(row * 4 < single * 3, "{row} vs {single}");
-    }
-
-    #[test]
     fn a_broken_row_is_an_error_not_a_panic() {
         let value = encode(&[run(1, "00")]).unwrap().remove(0).value;
         assert!(decode(b"xx\0anything", &value).is_err(), "not a run key");
@@ -479,32 +350,5 @@ mod tests {
                 index: 0
             }
         );
-    }
-
-    #[test]
-    fn older_stores_runs_become_rows_on_open() {
-        for format in [keys::FORMAT_VERSION_2, keys::FORMAT_VERSION_3] {
-            let backend = MemoryBackend::default();
-            let mut writes = vec![KvWrite::Put(keys::FORMAT.to_vec(), format.to_vec())];
-            let runs: Vec<Run> = (1..=5_000).map(|n| run(n, "0000")).collect();
-            // The first 1,000 as a crash part way through an earlier start
-            // left them: already rows.
-            for (i, r) in runs.iter().enumerate() {
-                let value = match i {
-                    ..1_000 => encode(std::slice::from_ref(r)).unwrap().remove(0).value,
-                    _ if format == keys::FORMAT_VERSION_2 => encode_value(r).unwrap(),
-                    _ => single_row(r),
-                };
-                writes.push(KvWrite::Put(keys::run(&r.id), value));
-            }
-            backend.apply(writes).unwrap();
-            let store = KvStore::open(backend, "memory").unwrap();
-            let mut read = store
-                .runs(&RunFilter::default(), None, 10_000)
-                .unwrap()
-                .items;
-            read.reverse();
-            assert_eq!(read, runs);
-        }
     }
 }

@@ -6,6 +6,7 @@
 //! any point replays from the last committed round: each event is handled
 //! exactly once.
 
+pub mod health;
 pub mod retention;
 mod round;
 
@@ -13,19 +14,21 @@ use crate::clock::Clock;
 use crate::config::Workflows;
 use crate::engine::{self, MoveResult};
 use crate::scheduler;
-use crate::state::{Event, RecordKey};
+use crate::state::{Event, RecordKey, SetAsideEvent};
 use crate::store::{Store, StoreError};
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 /// Events read from the log per round.
 const BATCH: usize = 256;
 
-/// Longest idle sleep.
-const IDLE_POLL: Duration = Duration::from_secs(1);
+/// Longest idle sleep. The worker is rung when events arrive and computes
+/// when the next timer or schedule slot is due, so this only bounds what
+/// nothing rings for: the wall clock jumping.
+const IDLE_CAP: Duration = Duration::from_secs(60);
 
 /// Handles every event after the cursor; answers how many were handled.
 /// Flushes once per round, before the caller hears about the progress.
@@ -36,9 +39,10 @@ pub async fn drain<S: Store>(
 ) -> Result<usize, StoreError> {
     let mut handled = 0;
     loop {
-        match next_round(store, workflows, clock).await? {
-            0 => return Ok(handled),
-            n => handled += n,
+        match next_round(store, workflows, clock, BATCH).await {
+            Ok(0) => return Ok(handled),
+            Ok(n) => handled += n,
+            Err(failure) => return Err(failure.error),
         }
     }
 }
@@ -52,40 +56,60 @@ pub fn drain_now<S: Store>(
 ) -> Result<usize, StoreError> {
     let mut handled = 0;
     loop {
-        match handle_next_round(store, workflows, clock)? {
-            0 => return Ok(handled),
-            n => handled += n,
+        match handle_next_round(store, workflows, clock, BATCH) {
+            Ok(0) => return Ok(handled),
+            Ok(n) => handled += n,
+            Err(failure) => return Err(failure.error),
         }
     }
 }
 
-/// Handles up to one round of events after the cursor, commits and flushes
-/// it; answers how many events it handled (0 when the log is caught up).
+/// A round that did not go through, and the events it held (none when the
+/// log itself could not be read).
+struct RoundFailure {
+    error: StoreError,
+    events: Vec<Event>,
+}
+
+/// Handles up to `limit` events after the cursor, commits and flushes them;
+/// answers how many it handled (0 when the log is caught up).
 async fn next_round<S: Store>(
     store: &S,
     workflows: &Workflows,
     clock: &dyn Clock,
-) -> Result<usize, StoreError> {
-    let handled = handle_next_round(store, workflows, clock)?;
+    limit: usize,
+) -> Result<usize, RoundFailure> {
+    let handled = handle_next_round(store, workflows, clock, limit)?;
     if handled > 0 {
-        store.flush().await?;
+        store.flush().await.map_err(|error| RoundFailure {
+            error,
+            events: Vec::new(),
+        })?;
     }
     Ok(handled)
 }
 
-/// Handles and commits up to one round of events after the cursor.
+/// Handles and commits up to `limit` events after the cursor.
 fn handle_next_round<S: Store>(
     store: &S,
     workflows: &Workflows,
     clock: &dyn Clock,
-) -> Result<usize, StoreError> {
-    let events = store.events_after(store.cursor()?, BATCH)?;
+    limit: usize,
+) -> Result<usize, RoundFailure> {
+    let unread = |error| RoundFailure {
+        error,
+        events: Vec::new(),
+    };
+    let cursor = store.cursor().map_err(unread)?;
+    let events = store.events_after(cursor, limit).map_err(unread)?;
     if events.is_empty() {
         return Ok(0);
     }
     // The engine is CPU work: keep it off the threads serving requests.
-    run_blocking(|| handle_round(store, workflows, clock, &events))?;
-    Ok(events.len())
+    match run_blocking(|| handle_round(store, workflows, clock, &events)) {
+        Ok(()) => Ok(events.len()),
+        Err(error) => Err(RoundFailure { error, events }),
+    }
 }
 
 /// Handles a round of events and commits them as one change.
@@ -104,6 +128,125 @@ fn handle_round<S: Store>(
     // Counted before the commit (no copy of the runs on this hot path); a
     // failed commit, which is retried, counts its runs twice.
     crate::telemetry::runs_committed(&changes.runs);
+    store.commit(changes)
+}
+
+/// How the worker goes on after rounds fail, so one event it cannot handle
+/// never stops the ones after it, and a failing disk is not hammered.
+struct Recovery {
+    /// Events up to this one are handled one at a time: a round failed
+    /// somewhere in them, and alone the culprit can be told apart.
+    one_by_one_through: u64,
+    /// Wait before trying again after a failure that may pass.
+    backoff: Duration,
+}
+
+/// First wait after a failure that may pass; doubled each time, up to
+/// [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// What to do after a round.
+enum NextStep {
+    /// Go on at once.
+    Continue,
+    /// Nothing to do: sleep until rung or something is due.
+    Idle,
+    /// Wait this long first (backing off).
+    Wait(Duration),
+}
+
+impl Recovery {
+    fn new() -> Self {
+        Recovery {
+            one_by_one_through: 0,
+            backoff: FIRST_BACKOFF,
+        }
+    }
+
+    /// How many events the next round may take, given the cursor.
+    fn round_size(&self, cursor: u64) -> usize {
+        if cursor < self.one_by_one_through {
+            1
+        } else {
+            BATCH
+        }
+    }
+
+    fn succeeded(&mut self, health: &health::EngineHealth) {
+        if self.backoff != FIRST_BACKOFF {
+            tracing::info!("Handling events works again.");
+            health.recovered();
+        }
+        self.backoff = FIRST_BACKOFF;
+    }
+
+    /// Decides what a failed round means: narrow it down, set its one event
+    /// aside (an error about the data comes back every time), or back off
+    /// (a disk error may pass; the event is never skipped for it).
+    fn failed<S: Store>(
+        &mut self,
+        store: &S,
+        failure: RoundFailure,
+        now: DateTime<Utc>,
+        health: &health::EngineHealth,
+    ) -> NextStep {
+        let RoundFailure { error, mut events } = failure;
+        if events.len() > 1 {
+            self.one_by_one_through = events.last().map_or(0, |e| e.seq);
+            tracing::warn!(error = %error, events = events.len(), "A round of events failed; handling them one at a time to find the one at fault.");
+            return NextStep::Continue;
+        }
+        if let (Some(event), true) = (events.pop(), error.is_about_data()) {
+            match set_aside(store, event, &error, now) {
+                Ok(()) => return NextStep::Continue,
+                Err(e) => return self.back_off(&e, now, health),
+            }
+        }
+        self.back_off(&error, now, health)
+    }
+
+    fn back_off(
+        &mut self,
+        error: &StoreError,
+        now: DateTime<Utc>,
+        health: &health::EngineHealth,
+    ) -> NextStep {
+        let wait = self.backoff;
+        tracing::error!(error = %error, retry_in = ?wait, "Handling events failed; trying again.");
+        health.failed(
+            now,
+            &error.to_string(),
+            now + chrono::Duration::from_std(wait).unwrap_or_default(),
+        );
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        NextStep::Wait(wait)
+    }
+}
+
+/// Records an event the engine cannot handle and moves the cursor past it,
+/// in one commit, so the events after it are handled.
+fn set_aside<S: Store>(
+    store: &S,
+    event: Event,
+    error: &StoreError,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    tracing::error!(seq = event.seq, id = %event.id, r#type = %event.event_type, error = %error,
+        "An event cannot be handled; it is set aside (see /v1/status) and the events after it go on.");
+    metrics::counter!("dealflow_events_set_aside_total").increment(1);
+    let changes = crate::store::Changes {
+        handled: Some(event.seq),
+        set_aside: vec![SetAsideEvent {
+            seq: event.seq,
+            id: event.id,
+            event_type: event.event_type,
+            record: event.record,
+            error: error.to_string(),
+            at: now,
+        }],
+        ..Default::default()
+    };
     store.commit(changes)
 }
 
@@ -141,17 +284,11 @@ pub enum Command {
 /// Handle to the running worker.
 #[derive(Clone)]
 pub struct WorkerHandle {
-    wake: Arc<Notify>,
     commands: mpsc::Sender<Command>,
     handled: watch::Receiver<u64>,
 }
 
 impl WorkerHandle {
-    /// Tells the worker new events are in the log.
-    pub fn wake(&self) {
-        self.wake.notify_one();
-    }
-
     /// Sends a command and waits for its answer.
     pub async fn send(&self, command: Command) -> Result<(), StoreError> {
         self.commands
@@ -172,54 +309,66 @@ pub fn spawn<S: Store>(
     store: Arc<S>,
     workflows: Arc<arc_swap::ArcSwap<Workflows>>,
     clock: Arc<dyn Clock>,
+    health: Arc<health::EngineHealth>,
     cancel: CancellationToken,
 ) -> (WorkerHandle, tokio::task::JoinHandle<()>) {
-    let wake = Arc::new(Notify::new());
     let (commands, mut inbox) = mpsc::channel(64);
     let initial = store.cursor().unwrap_or(0);
     let (progress, handled) = watch::channel(initial);
-    let handle = WorkerHandle {
-        wake: wake.clone(),
-        commands,
-        handled,
-    };
+    let handle = WorkerHandle { commands, handled };
     let task = tokio::spawn(async move {
         let mut next_prune = clock.now();
+        let mut recovery = Recovery::new();
         loop {
             let snapshot = workflows.load_full();
-            if let Err(e) = scheduler::fire_due(store.as_ref(), &snapshot, clock.now()) {
-                tracing::error!(error = %e, "Firing due timers failed; retrying in a second.");
-            }
+            let fire_failed = scheduler::fire_due(store.as_ref(), &snapshot, clock.now())
+                .err()
+                .map(|e| recovery.back_off(&e, clock.now(), &health));
             if clock.now() >= next_prune {
                 next_prune = prune(store.as_ref(), &snapshot, clock.as_ref());
             }
-            let handled = match next_round(store.as_ref(), &snapshot, clock.as_ref()).await {
-                Ok(n) => n,
-                Err(e) => {
-                    tracing::error!(error = %e, "Handling events failed; retrying in a second.");
-                    0
-                }
-            };
+            let size = recovery.round_size(store.cursor().unwrap_or(0));
+            let (handled, step) =
+                match next_round(store.as_ref(), &snapshot, clock.as_ref(), size).await {
+                    Ok(0) => (0, fire_failed.unwrap_or(NextStep::Idle)),
+                    Ok(n) => {
+                        recovery.succeeded(&health);
+                        (n, NextStep::Continue)
+                    }
+                    Err(failure) => {
+                        let step = recovery.failed(store.as_ref(), failure, clock.now(), &health);
+                        (0, step)
+                    }
+                };
             let cursor = store.cursor().unwrap_or(0);
             let _ = progress.send(cursor);
             if handled > 0 {
                 // One line per batch: a sign of life an operator can follow
                 // without a line per event under load.
                 tracing::info!(events = handled, through = cursor, "Handled events.");
-                // Commands wait at most one round, however busy the log is.
-                while let Ok(command) = inbox.try_recv() {
-                    run_command(store.as_ref(), &workflows, clock.as_ref(), command).await;
-                }
-                if cancel.is_cancelled() {
-                    break;
-                }
-                continue;
             }
+            let wait = match step {
+                NextStep::Wait(wait) => wait,
+                NextStep::Continue => {
+                    // Commands wait at most one round, however busy the log is.
+                    while let Ok(command) = inbox.try_recv() {
+                        run_command(store.as_ref(), &workflows, clock.as_ref(), command).await;
+                    }
+                    if cancel.is_cancelled() {
+                        break;
+                    }
+                    continue;
+                }
+                NextStep::Idle => {
+                    let until_prune = (next_prune - clock.now()).to_std().unwrap_or_default();
+                    idle_wait(store.as_ref(), &snapshot, clock.as_ref()).min(until_prune)
+                }
+            };
             tokio::select! {
                 _ = cancel.cancelled() => break,
-                _ = wake.notified() => {}
+                _ = store.wakeups().events.notified(), if recovery.backoff == FIRST_BACKOFF => {}
                 Some(command) = inbox.recv() => run_command(store.as_ref(), &workflows, clock.as_ref(), command).await,
-                _ = tokio::time::sleep(idle_wait(store.as_ref(), &snapshot, clock.as_ref())) => {}
+                _ = tokio::time::sleep(wait) => {}
             }
         }
         tracing::info!("Engine worker stopped.");
@@ -245,15 +394,19 @@ fn prune<S: Store>(store: &S, workflows: &Workflows, clock: &dyn Clock) -> DateT
 }
 
 /// How long the worker may sleep: until the next timer or schedule slot is
-/// due, at most a second (timers are only added by this worker, so it never
-/// misses an earlier one; the cap bounds the delay of anything unforeseen).
+/// due (timers are only added by this worker, so it never misses an earlier
+/// one), at most [`IDLE_CAP`].
 fn idle_wait<S: Store>(store: &S, workflows: &Workflows, clock: &dyn Clock) -> Duration {
     let now = clock.now();
     let until_due = match scheduler::next_due(store, workflows, now) {
         Ok(Some(due)) => (due - now).to_std().unwrap_or(Duration::ZERO),
-        Ok(None) | Err(_) => IDLE_POLL,
+        Ok(None) => IDLE_CAP,
+        Err(e) => {
+            tracing::warn!(error = %e, "Could not read when the next timer is due; looking again in a second.");
+            Duration::from_secs(1)
+        }
     };
-    until_due.min(IDLE_POLL)
+    until_due.min(IDLE_CAP)
 }
 
 async fn run_command<S: Store>(
@@ -323,4 +476,85 @@ async fn move_now<S: Store>(
     store.commit(changes)?;
     store.flush().await?;
     Ok(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::SystemClock;
+    use crate::state::NewEvent;
+    use crate::store::{EventTable, KvStore, MemoryBackend, RecordTable, SetAsideTable};
+
+    fn event(id: &str, record: &str) -> NewEvent {
+        NewEvent {
+            id: Some(id.to_owned()),
+            event_type: "lead.created".to_owned(),
+            record: RecordKey {
+                kind: "lead".to_owned(),
+                id: record.to_owned(),
+            },
+            fields: serde_json::Map::from_iter([("name".to_owned(), "Pat".into())]),
+            data: Default::default(),
+            occurred_at: SystemClock.now(),
+            depth: 0,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_event_that_cannot_be_handled_is_set_aside_and_the_rest_go_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let (workflows, diagnostics) =
+            crate::config::load(dir.path(), &std::collections::HashMap::new());
+        let workflows = workflows.unwrap_or_else(|| panic!("{diagnostics:#?}"));
+        let store = Arc::new(KvStore::open(MemoryBackend::default(), "memory").unwrap());
+        let poisoned = RecordKey {
+            kind: "lead".to_owned(),
+            id: "L2".to_owned(),
+        };
+        store.spoil_record(&poisoned);
+        let appended = store
+            .append_events(vec![
+                event("e1", "L1"),
+                event("e2", "L2"),
+                event("e3", "L3"),
+            ])
+            .unwrap();
+        let health = Arc::new(health::EngineHealth::default());
+        let cancel = CancellationToken::new();
+        let (handle, task) = spawn(
+            store.clone(),
+            Arc::new(arc_swap::ArcSwap::from_pointee(workflows)),
+            Arc::new(SystemClock),
+            health.clone(),
+            cancel.clone(),
+        );
+        tokio::time::timeout(Duration::from_secs(10), handle.handled(appended[2].seq))
+            .await
+            .expect("the events after the poisoned one are handled");
+        cancel.cancel();
+        task.await.unwrap();
+
+        let set_aside = store.set_aside_events(10).unwrap();
+        assert_eq!(set_aside.len(), 1, "{set_aside:?}");
+        assert_eq!(set_aside[0].seq, appended[1].seq);
+        assert_eq!(set_aside[0].record, poisoned);
+        assert!(
+            set_aside[0].error.contains("cannot be decoded"),
+            "{}",
+            set_aside[0].error
+        );
+        assert_eq!(store.set_aside_count(100).unwrap(), 1);
+        for handled in ["L1", "L3"] {
+            let key = RecordKey {
+                kind: "lead".to_owned(),
+                id: handled.to_owned(),
+            };
+            assert!(
+                store.record(&key).unwrap().is_some(),
+                "{handled} was handled"
+            );
+        }
+        assert!(store.cursor().unwrap() >= appended[2].seq);
+        assert_eq!(health.status()["state"], "running");
+    }
 }

@@ -24,29 +24,7 @@ use context::Cx;
 use std::collections::HashMap;
 
 /// Event types dealflow raises itself (SPEC §3.5).
-pub const BUILTIN_EVENTS: &[&str] = &[
-    "record.created",
-    "record.updated",
-    "stage.changed",
-    "stage.rejected",
-    "stage.stalled",
-    "score.changed",
-    "score.crossed",
-    "email.sent",
-    "email.replied",
-    "email.bounced",
-    "email.unsubscribed",
-    "task.created",
-    "task.completed",
-    "task.overdue",
-    "sequence.enrolled",
-    "sequence.exited",
-    "sequence.completed",
-    "handoff.completed",
-    "handoff.rejected",
-    "action.failed",
-    "email.auto_replied",
-];
+pub const BUILTIN_EVENTS: &[&str] = crate::state::BuiltinEvent::NAMES;
 
 /// Record fields dealflow keeps; workflows and events cannot set them
 /// (`owner` is the exception SPEC §7 allows).

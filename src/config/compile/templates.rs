@@ -3,8 +3,9 @@
 use super::context::{Cx, Scope};
 use super::symbols::Symbols;
 use crate::config::expr::Escaping;
-use crate::config::loader::{SourceSet, TemplateFormat};
+use crate::config::loader::SourceSet;
 use crate::config::workflows::EmailTemplate;
+use crate::state::BodyFormat;
 use std::collections::BTreeMap;
 
 /// Names a template file may read: it can be used by any rule, sequence or
@@ -29,8 +30,8 @@ pub fn compile(set: &SourceSet, symbols: &Symbols, cx: &mut Cx) -> BTreeMap<Stri
     for t in &set.templates {
         cx.enter_file(&t.path, "");
         let escaping = match t.format {
-            TemplateFormat::Text => Escaping::None,
-            TemplateFormat::Markdown | TemplateFormat::Html => Escaping::Html,
+            BodyFormat::Text => Escaping::None,
+            BodyFormat::Markdown | BodyFormat::Html => Escaping::Html,
         };
         let subject = t
             .subject

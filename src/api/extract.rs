@@ -1,0 +1,45 @@
+//! What many routes take from a request: paging and record keys.
+
+use super::ApiError;
+use crate::state::RecordKey;
+use serde::Deserialize;
+
+/// Largest page of a listing.
+pub(super) const MAX_PAGE: usize = 500;
+
+/// `?limit=&after=` of every listing.
+#[derive(Deserialize)]
+pub(super) struct Paging {
+    pub limit: Option<usize>,
+    pub after: Option<String>,
+}
+
+/// `?record=KIND/ID`.
+pub(super) fn record_param(text: Option<&str>) -> Result<Option<RecordKey>, ApiError> {
+    let Some(text) = text else { return Ok(None) };
+    let (kind, id) = text.split_once('/').ok_or_else(|| {
+        ApiError::bad_request("invalid_query", "record must be KIND/ID, e.g. lead/L1")
+    })?;
+    record_key(kind.to_owned(), id.to_owned()).map(Some)
+}
+
+/// A record named in a path or query. Control characters are refused as
+/// at ingest: they can never name a stored record, and NUL separates the
+/// parts of store keys.
+pub(super) fn record_key(kind: String, id: String) -> Result<RecordKey, ApiError> {
+    if let Some(c) =
+        super::events::control_character(&kind).or_else(|| super::events::control_character(&id))
+    {
+        return Err(ApiError::bad_request(
+            "invalid_record",
+            format!("a record's kind and id are printable text, not {c:?}"),
+        ));
+    }
+    Ok(RecordKey { kind, id })
+}
+
+impl Paging {
+    pub(super) fn limit(&self) -> usize {
+        self.limit.unwrap_or(100).clamp(1, MAX_PAGE)
+    }
+}

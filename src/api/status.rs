@@ -1,0 +1,110 @@
+//! How the daemon is doing: `/v1/status`, `/v1/workflows`, `/v1/reload`
+//! and Prometheus `/metrics`.
+
+use super::{ApiError, App};
+use crate::engine::time;
+use crate::store::Store;
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+/// `GET /metrics`: Prometheus text format.
+pub(super) async fn get_metrics<S: Store>(
+    State(app): State<Arc<App<S>>>,
+) -> Result<Response, ApiError> {
+    let Some(handle) = app.metrics.clone() else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "metrics_unavailable",
+            "no metrics recorder is installed in this process",
+        ));
+    };
+    let workflows = app.workflows.load_full();
+    let store = app.store.clone();
+    let now = app.clock.now();
+    let text = tokio::task::spawn_blocking(move || {
+        crate::telemetry::render(&handle, store.as_ref(), &workflows, now)
+    })
+    .await
+    .map_err(|e| crate::store::StoreError::Backend(e.to_string()))?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
+}
+
+/// `GET /v1/workflows`: the running set described for `dealflow plan`.
+pub(super) async fn get_workflows<S: Store>(
+    State(app): State<Arc<App<S>>>,
+) -> Result<Json<Value>, ApiError> {
+    let workflows = app.workflows.load_full();
+    let store = app.store.clone();
+    let summary = tokio::task::spawn_blocking(move || {
+        crate::reload::plan::running_summary(&workflows, store.as_ref())
+    })
+    .await
+    .map_err(|e| crate::store::StoreError::Backend(e.to_string()))??;
+    Ok(Json(serde_json::to_value(summary).unwrap_or(Value::Null)))
+}
+
+/// `POST /v1/reload`: the same reload a saved file or SIGHUP asks for.
+pub(super) async fn post_reload<S: Store>(
+    State(app): State<Arc<App<S>>>,
+) -> Result<Response, ApiError> {
+    use crate::reload::Outcome;
+    match app.reloader.reload().await {
+        Some(Outcome::Reloaded { version, moved }) => Ok(Json(
+            json!({ "version": version, "changed": true, "enrollments_moved": moved }),
+        )
+        .into_response()),
+        Some(Outcome::Unchanged { version }) => {
+            Ok(Json(json!({ "version": version, "changed": false })).into_response())
+        }
+        Some(Outcome::Failed(e)) => {
+            Err(
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "reload_failed", e.message)
+                    .with(json!({ "diagnostics": e.diagnostics })),
+            )
+        }
+        None => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "reload_unavailable",
+            "the reload loop has stopped",
+        )),
+    }
+}
+
+pub(super) async fn get_status<S: Store>(
+    State(app): State<Arc<App<S>>>,
+) -> Result<Json<Value>, ApiError> {
+    let workflows = app.workflows.load();
+    let reload = app.reload.get();
+    Ok(Json(json!({
+        "version": workflows.version,
+        "loaded_at": time(reload.loaded_at),
+        "workflows": app.workflows_dir,
+        "files": workflows.files,
+        "last_reload_error": reload.last_error,
+        "reloads": { "succeeded": reload.succeeded, "failed": reload.failed },
+        "events_stored": app.store.last_seq()?,
+        "events_handled": app.store.cursor()?,
+        "store_bytes": app.store.size_on_disk(),
+        "unnamed_kinds": app.unnamed_kinds.listing(&workflows),
+        "deliveries": app.delivery_health.status(),
+        "engine": engine_status(&app)?,
+    })))
+}
+
+/// The worker's state and the events it set aside (the latest few).
+fn engine_status<S: Store>(app: &App<S>) -> Result<Value, ApiError> {
+    const SHOWN: usize = 10;
+    let mut status = app.engine_health.status();
+    let set_aside = json!({
+        "count": app.store.set_aside_count(100_000)?,
+        "latest": app.store.set_aside_events(SHOWN)?,
+    });
+    if let Some(fields) = status.as_object_mut() {
+        fields.insert("set_aside".to_owned(), set_aside);
+    }
+    Ok(status)
+}
