@@ -600,3 +600,45 @@ rules:
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     assert!(proxy.hits().is_empty(), "a webhook went through the proxy");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_webhook_holds_up_only_itself() {
+    // `/slow` never answers while the test runs; `/fast` answers at once.
+    let app = axum::Router::new()
+        .route("/slow", axum::routing::post(|| std::future::pending::<()>()))
+        .route("/fast", axum::routing::post(|| async { "ok" }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hooks = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let yaml = format!(
+        r#"
+settings:
+  webhooks: {{ allow_hosts: ["127.0.0.1"], timeout: 60s }}
+rules:
+  - name: tell-both
+    for: lead
+    on: crm.sync
+    do:
+      - webhook: {{ url: "{hooks}/slow", body: {{}} }}
+      - webhook: {{ url: "{hooks}/fast", body: {{}} }}
+"#
+    );
+    let (_dir, _daemon, url) = start(&yaml);
+    send(&url, "crm.sync", "L1", json!({})).await;
+    let rows = eventually(20, "the fast webhook recorded as sent", || async {
+        let rows = outbox(&url, "record=lead/L1").await;
+        rows.iter()
+            .any(|r| r["status"] == "sent")
+            .then_some(rows)
+    })
+    .await;
+    let status_of = |path: &str| {
+        rows.iter()
+            .find(|r| r["delivery"]["url"].as_str().is_some_and(|u| u.ends_with(path)))
+            .map(|r| r["status"].clone())
+    };
+    assert_eq!(status_of("/fast"), Some(json!("sent")), "{rows:?}");
+    assert_eq!(status_of("/slow"), Some(json!("sending")), "{rows:?}");
+}
