@@ -327,7 +327,13 @@ async fn a_reply_stops_the_cadence_and_an_out_of_office_does_not() {
     let reply = format!(
         "From: Pat <pat@p.example>\r\nSubject: Re: Hello\r\nIn-Reply-To: {id}\r\nReferences: {id}\r\n\r\nLet's talk.\r\n"
     );
-    assert_eq!(post(reply).await["event"], "email.replied");
+    let reply = format!("Message-ID: <r1@p.example>\r\n{reply}");
+    let first = post(reply.clone()).await;
+    assert_eq!(first["event"], "email.replied");
+    assert_eq!(first["duplicate"], false, "{first}");
+    // A mail webhook that delivers the same message again adds nothing.
+    let again = post(reply).await;
+    assert_eq!(again["duplicate"], true, "{again}");
     let junk = reqwest::Client::new()
         .post(format!("{url}/v1/inbound/email"))
         .body("")
@@ -605,7 +611,7 @@ rules:
 async fn a_slow_webhook_holds_up_only_itself() {
     // `/slow` never answers while the test runs; `/fast` answers at once.
     let app = axum::Router::new()
-        .route("/slow", axum::routing::post(|| std::future::pending::<()>()))
+        .route("/slow", axum::routing::post(std::future::pending::<()>))
         .route("/fast", axum::routing::post(|| async { "ok" }));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let hooks = format!("http://{}", listener.local_addr().unwrap());
@@ -629,14 +635,16 @@ rules:
     send(&url, "crm.sync", "L1", json!({})).await;
     let rows = eventually(20, "the fast webhook recorded as sent", || async {
         let rows = outbox(&url, "record=lead/L1").await;
-        rows.iter()
-            .any(|r| r["status"] == "sent")
-            .then_some(rows)
+        rows.iter().any(|r| r["status"] == "sent").then_some(rows)
     })
     .await;
     let status_of = |path: &str| {
         rows.iter()
-            .find(|r| r["delivery"]["url"].as_str().is_some_and(|u| u.ends_with(path)))
+            .find(|r| {
+                r["delivery"]["url"]
+                    .as_str()
+                    .is_some_and(|u| u.ends_with(path))
+            })
             .map(|r| r["status"].clone())
     };
     assert_eq!(status_of("/fast"), Some(json!("sent")), "{rows:?}");

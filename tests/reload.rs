@@ -323,6 +323,12 @@ async fn plan_shows_what_a_reload_would_change_and_whether_it_is_refused() {
     assert!(text.contains("rules:\n  + extra"), "{text}");
     assert!(text.contains("continue at c (renamed_from)"), "{text}");
     assert!(text.ends_with("The reload would be accepted.\n"), "{text}");
+    // The daemon compiles the folder: its errors come back with positions.
+    let broken = plan(SEQUENCE.replace("steps:", "stepz:")).await;
+    let text = String::from_utf8_lossy(&broken.stdout).into_owned();
+    assert_eq!(broken.status.code(), Some(1), "{text}");
+    assert!(text.starts_with("The reload would fail: "), "{text}");
+    assert!(text.contains("flows.yaml:"), "{text}");
 }
 
 #[tokio::test]

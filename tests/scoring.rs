@@ -173,10 +173,13 @@ async fn a_reload_that_reorders_and_adds_rules_keeps_each_rules_points() {
 
     // The stored record keeps its parts laid out by the old rules; the new
     // rules put a rule first and swap the others.
+    let before = get_json(&format!("{url}/v1/status")).await["version"].clone();
     std::fs::write(flows.join("flows.yaml"), fit_model(&[demo, form, visit])).unwrap();
+    // The watcher may reload the saved file before this request does: then
+    // the answer is `changed: false`, with the new version either way.
     let (status, body) = post_json(&format!("{url}/v1/reload"), json!({})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body["changed"], true, "{body}");
+    assert_ne!(body["version"], before, "{body}");
     send(&url, "L1", "page.viewed").await;
     let parts = [("form".to_owned(), 20.0), ("visit".to_owned(), 20.0)];
     assert_eq!(fit_parts(&url, "L1", 40.0).await, parts);

@@ -156,18 +156,17 @@ pub(super) async fn post_inbound<S: Store>(
             json!({ "email": to, "outbox_id": row.id, "step": row.step }),
         ),
     };
-    let event = NewEvent::raised(event_type, row.record.clone(), data, app.clock.now(), None);
-    commit(
-        &app,
-        Changes {
-            events: vec![event],
-            ..Changes::default()
-        },
-    )
-    .await?;
+    // The same message delivered twice (webhooks retry) is one event.
+    let id = inbound::message_id(&body).map(|m| format!("{event_type}/<{m}>"));
+    let event = NewEvent::raised(event_type, row.record.clone(), data, app.clock.now(), id);
+    let appended = app.appender.append(vec![event]).await?;
+    let duplicate = appended.first().is_some_and(|a| a.duplicate);
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "kind": kind, "matched": true, "event": event_type.name(), "record": row.record.to_string() })),
+        Json(json!({
+            "kind": kind, "matched": true, "event": event_type.name(),
+            "record": row.record.to_string(), "duplicate": duplicate,
+        })),
     )
         .into_response())
 }

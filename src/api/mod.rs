@@ -10,6 +10,7 @@ pub mod events;
 mod extract;
 mod mail;
 mod outbox;
+mod plan;
 mod records;
 mod reports;
 mod routes;

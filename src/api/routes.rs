@@ -31,7 +31,7 @@ pub fn router<S: Store>(app: Arc<App<S>>) -> Router {
         .route("/runs", get(super::runs::get_runs::<S>))
         .route("/status", get(super::status::get_status::<S>))
         .route("/reload", post(super::status::post_reload::<S>))
-        .route("/workflows", get(super::status::get_workflows::<S>))
+        .route("/plan", post(super::plan::post_plan::<S>))
         .route("/reports/{name}", get(super::reports::get_report::<S>))
         .route("/outbox", get(super::outbox::get_outbox::<S>))
         .route("/inbound/email", post(super::mail::post_inbound::<S>))

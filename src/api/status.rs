@@ -1,4 +1,4 @@
-//! How the daemon is doing: `/v1/status`, `/v1/workflows`, `/v1/reload`
+//! How the daemon is doing: `/v1/status`, `/v1/reload`
 //! and Prometheus `/metrics`.
 
 use super::{ApiError, App};
@@ -31,20 +31,6 @@ pub(super) async fn get_metrics<S: Store>(
     .await
     .map_err(|e| crate::store::StoreError::Backend(e.to_string()))?;
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
-}
-
-/// `GET /v1/workflows`: the running set described for `dealflow plan`.
-pub(super) async fn get_workflows<S: Store>(
-    State(app): State<Arc<App<S>>>,
-) -> Result<Json<Value>, ApiError> {
-    let workflows = app.workflows.load_full();
-    let store = app.store.clone();
-    let summary = tokio::task::spawn_blocking(move || {
-        crate::reload::plan::running_summary(&workflows, store.as_ref())
-    })
-    .await
-    .map_err(|e| crate::store::StoreError::Backend(e.to_string()))??;
-    Ok(Json(serde_json::to_value(summary).unwrap_or(Value::Null)))
 }
 
 /// `POST /v1/reload`: the same reload a saved file or SIGHUP asks for.

@@ -46,9 +46,9 @@ impl Daemon {
         })
     }
 
-    /// GETs a JSON answer.
-    pub fn get(&self, path: &str) -> anyhow::Result<Value> {
-        self.call(reqwest::Method::GET, path, |r| r)
+    /// POSTs a JSON body and answers the JSON answer.
+    pub fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        self.call(reqwest::Method::POST, path, |r| r.json(body))
     }
 
     fn request(
@@ -78,15 +78,44 @@ fn check_url(url: &str) -> anyhow::Result<()> {
     )
 }
 
-/// Answers the daemon's JSON, or fails with its error message.
+/// A request the daemon answered with an error status.
+#[derive(Debug)]
+pub struct Refused {
+    /// The status.
+    pub status: reqwest::StatusCode,
+    /// The error's message, then its diagnostics, one per line.
+    pub message: String,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the daemon answered {}: {}", self.status, self.message)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+/// Answers the daemon's JSON, or fails with its error ([`Refused`]).
 async fn answer(response: reqwest::Response) -> anyhow::Result<Value> {
     let status = response.status();
     let body: Value = response.json().await.unwrap_or(Value::Null);
-    if !status.is_success() {
-        let message = body["error"]["message"].as_str().unwrap_or("no message");
-        bail!("the daemon answered {status}: {message}");
+    if status.is_success() {
+        return Ok(body);
     }
-    Ok(body)
+    let mut message = body["error"]["message"]
+        .as_str()
+        .unwrap_or("no message")
+        .to_owned();
+    for line in body["error"]["diagnostics"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+    {
+        message.push('\n');
+        message.push_str(line);
+    }
+    Err(Refused { status, message }.into())
 }
 
 /// `k=v` pairs of `--field` or `--data`: JSON values (numbers, true,

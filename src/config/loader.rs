@@ -6,6 +6,7 @@ use super::diagnostic::{Diagnostics, Position, relative_to, suggestion};
 use super::environment::{Environment, Secrets, referenced_variables};
 use super::interpolation;
 use super::model::{Text, WorkflowFile};
+use crate::state::BodyFormat;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -24,8 +25,6 @@ pub struct SourceFile {
     /// Its sections.
     pub model: WorkflowFile,
 }
-
-use crate::state::BodyFormat;
 
 /// A template file under `templates/`, split into front matter and body.
 #[derive(Debug)]
@@ -119,7 +118,7 @@ fn hex_prefix(digest: &[u8]) -> String {
 
 /// Workflow YAML anywhere below the root, and templates under `templates/`,
 /// sorted so loading is deterministic. Hidden folders (`.git`) are skipped.
-fn workflow_paths(root: &Path, diags: &mut Diagnostics) -> Vec<PathBuf> {
+pub fn workflow_paths(root: &Path, diags: &mut Diagnostics) -> Vec<PathBuf> {
     let mut paths = Vec::new();
     let walker = walkdir::WalkDir::new(root)
         .follow_links(true)

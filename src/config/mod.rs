@@ -12,7 +12,9 @@ pub mod expr;
 pub mod interpolation;
 pub mod loader;
 pub mod model;
+pub mod send_window;
 pub mod values;
+pub mod webhook_hosts;
 pub mod workflows;
 
 pub use workflows::Workflows;

@@ -40,6 +40,15 @@ pub enum Inbound {
 /// this scan long).
 const MAX_CANDIDATES: usize = 20;
 
+/// The `Message-ID` of a raw message (without angle brackets), when it has
+/// a printable one: a mail webhook that delivers the same message twice is
+/// recognised by it.
+pub fn message_id(raw: &[u8]) -> Option<String> {
+    let message = MessageParser::default().parse(raw)?;
+    let id = message.message_id()?.trim();
+    (!id.is_empty() && !id.chars().any(char::is_control)).then(|| id.to_owned())
+}
+
 /// Classifies a raw RFC 822 message; `None` when it cannot be parsed.
 pub fn classify(raw: &[u8]) -> Option<Inbound> {
     let message = MessageParser::default().parse(raw)?;
@@ -189,6 +198,7 @@ mod tests {
     #[test]
     fn garbage_is_not_a_message() {
         assert_eq!(classify(b""), None);
+        assert_eq!(message_id(b""), None);
         assert_eq!(classify(&[0xff, 0xfe, 0x00, 0x13]), None);
     }
 }

@@ -8,6 +8,7 @@
 mod actions;
 mod context;
 mod pipeline;
+pub mod reload_plan;
 mod schedule;
 pub mod scoring;
 pub mod sequence;

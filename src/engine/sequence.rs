@@ -9,8 +9,8 @@
 use super::actions::{self, ActionResult, Done, Origin};
 use super::timers;
 use super::{Work, internal};
+use crate::config::send_window as window;
 use crate::config::workflows::{Sequence, Step, StepKind};
-use crate::scheduler::window;
 use crate::state::BuiltinEvent;
 use crate::state::{Enrollment, EnrollmentStatus, NewEvent, Run, Timer, TimerKind};
 use crate::store::StoreError;

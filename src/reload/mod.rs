@@ -6,8 +6,6 @@
 //! A failed reload changes nothing and stays visible in `/v1/status` until
 //! a good one.
 
-pub mod migrate;
-pub mod plan;
 mod watch;
 
 pub use watch::{DEBOUNCE, files_fingerprint, watch};

@@ -1,5 +1,5 @@
-//! Time: durable timers (sequence waits, stalls, overdue tasks), cron
-//! schedules and send windows.
+//! Time: durable timers (sequence waits, stalls, overdue tasks) and cron
+//! schedules (send windows are calendars: `config::send_window`).
 //!
 //! Timers are rows ordered by due time. Firing one appends the event it
 //! carries to the log (its id is the timer's id, so it can never be appended
@@ -9,7 +9,6 @@
 //! schedule simply stops and a reloaded one continues from its last slot.
 
 pub mod schedule;
-pub mod window;
 
 use crate::config::Workflows;
 use crate::config::workflows::RuleTrigger;

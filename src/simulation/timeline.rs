@@ -2,8 +2,8 @@
 //! they happened, read back from the simulation's store.
 
 use crate::config::Workflows;
+use crate::delivery::message;
 use crate::delivery::unsubscribe::UnsubscribeKey;
-use crate::delivery::{message, webhook};
 use crate::engine::internal;
 use crate::state::{Delivery, OutboxEntry, RecordKey};
 use crate::store::{EventTable, OutboxTable, Page, StoreError, TaskFilter, TaskTable};
@@ -146,9 +146,10 @@ fn would_fail(row: &OutboxEntry, workflows: &Workflows) -> Option<String> {
             let key = UnsubscribeKey::from_bytes(&[0; 32]);
             message::build(row, workflows, &key).err()
         }
-        Delivery::Webhook { url, .. } => {
-            webhook::refused_without_dns(url, &workflows.settings.webhook_allow_hosts)
-        }
+        Delivery::Webhook { url, .. } => crate::config::webhook_hosts::refused_without_dns(
+            url,
+            &workflows.settings.webhook_allow_hosts,
+        ),
     }
 }
 

@@ -440,18 +440,21 @@ async fn swap<S: Store>(
     clock: &dyn Clock,
 ) -> Result<usize, String> {
     let old = workflows.load_full();
-    let moves = crate::reload::migrate::plan(&old, &new, store).map_err(|e| e.to_string())?;
+    let plan = engine::reload_plan::plan(&old, &new, store).map_err(|e| e.to_string())?;
+    if let Some(refused) = plan.refusal() {
+        return Err(refused);
+    }
     let now = clock.now();
     let mut changes = crate::store::Changes::default();
-    for (enrollment, to) in &moves {
+    for (enrollment, to) in &plan.moves {
         changes.append(engine::sequence::move_enrollment(enrollment, to, now));
     }
-    if !moves.is_empty() {
+    if !plan.moves.is_empty() {
         store.commit(changes).map_err(|e| e.to_string())?;
         store.flush().await.map_err(|e| e.to_string())?;
     }
     workflows.store(new);
-    Ok(moves.len())
+    Ok(plan.moves.len())
 }
 
 async fn move_now<S: Store>(

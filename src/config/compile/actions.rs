@@ -338,7 +338,7 @@ pub fn webhook(
         cx.error(&w.url, "webhook url must start with http:// or https://");
     }
     if let Some(why) = static_host(w.url.get()).and_then(|base| {
-        crate::delivery::webhook::refused_without_dns(&base, &symbols.webhook_allow_hosts)
+        crate::config::webhook_hosts::refused_without_dns(&base, &symbols.webhook_allow_hosts)
     }) {
         cx.warning(&w.url, format!("every call will fail: {why}"));
     }
