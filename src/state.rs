@@ -1,6 +1,10 @@
 //! The durable state dealflow keeps: events, records, stage history, tasks,
 //! outbox rows, timers, enrollments, runs. Shared by the engine (which
 //! computes it), the store (which keeps it) and the API (which shows it).
+//!
+//! Owns: the durable types and the vocabulary the daemon raises
+//! ([`BuiltinEvent`], [`TimerKind`]). Never: depends on any other module of
+//! dealflow.
 
 use chrono::{DateTime, Utc};
 use compact_str::CompactString;

@@ -41,7 +41,7 @@ impl Appender {
 
     /// Appends `events` in order; answers once they are durable.
     pub async fn append(&self, events: Vec<NewEvent>) -> Result<Vec<Appended>, StoreError> {
-        let stopped = || StoreError::Backend("the event log is shutting down".to_owned());
+        let stopped = || StoreError::Stopped("the event log");
         let (answer, answered) = oneshot::channel();
         self.queue
             .send(Request { events, answer })

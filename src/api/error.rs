@@ -40,10 +40,27 @@ impl ApiError {
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }
+
+    /// 500: blocking work for the request panicked or was cancelled.
+    pub fn task_failed(e: tokio::task::JoinError) -> Self {
+        tracing::error!(error = %e, "Work for a request failed.");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the request's work failed; nothing was changed",
+        )
+    }
 }
 
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
+        if let crate::store::StoreError::Stopped(_) = e {
+            return Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                e.to_string(),
+            );
+        }
         tracing::error!(error = %e, "Store failed while answering a request.");
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -2,6 +2,10 @@
 //! JSON error bodies. Every shape is documented in `docs/API.md`.
 //! Handlers never change state themselves except through the event log, the
 //! worker's commands, or one atomic store commit.
+//!
+//! Owns: HTTP shapes, auth, request limits. Never: runs workflow logic (the
+//! engine does), sends anything (delivery does), or answers before what it
+//! acknowledges is durable.
 
 mod appender;
 mod auth;

@@ -61,7 +61,7 @@ pub(super) async fn post_plan<S: Store>(
         Ok(json!({ "text": plan.to_string(), "refused": plan.refusal().is_some(), "plan": plan }))
     })
     .await
-    .map_err(|e| crate::store::StoreError::Backend(e.to_string()))??;
+    .map_err(super::ApiError::task_failed)??;
     Ok(Json(answer))
 }
 

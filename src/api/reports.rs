@@ -57,7 +57,7 @@ pub(super) async fn get_report<S: Store>(
         })
     })
     .await
-    .map_err(|e| crate::store::StoreError::Backend(e.to_string()))??;
+    .map_err(super::ApiError::task_failed)??;
     if report.is_null() {
         return Err(ApiError::not_found(
             "no such report; there are pipeline, sequences and owners",

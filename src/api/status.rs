@@ -29,7 +29,7 @@ pub(super) async fn get_metrics<S: Store>(
         crate::telemetry::render(&handle, store.as_ref(), &workflows, now)
     })
     .await
-    .map_err(|e| crate::store::StoreError::Backend(e.to_string()))?;
+    .map_err(ApiError::task_failed)?;
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 

@@ -1,5 +1,8 @@
 //! The `dealflow` command line: argument parsing and one file per command.
 //! Commands only wire library parts together; the work lives in the library.
+//!
+//! Owns: arguments, exit codes, terminal output. Never: holds logic a
+//! daemon or a test would need (it could not reach it here).
 
 mod client;
 mod init;

@@ -103,21 +103,24 @@ async fn serve(
     );
     let metrics = crate::telemetry::install();
     let status = Arc::new(ReloadStatus::new(clock.now()));
-    let (reloader, _reload_task) = reload::spawn(reload::ReloadContext {
-        dir: options.workflows.to_path_buf(),
-        workflows: workflows.clone(),
-        worker: handle.clone(),
-        status: status.clone(),
-        clock: clock.clone(),
-        public_url,
-    });
+    let (reloader, reload_task) = reload::spawn(
+        reload::ReloadContext {
+            dir: options.workflows.to_path_buf(),
+            workflows: workflows.clone(),
+            worker: handle.clone(),
+            status: status.clone(),
+            clock: clock.clone(),
+            public_url,
+        },
+        cancel.clone(),
+    );
     let watcher = reload::watch(
         options.workflows.to_path_buf(),
         loaded,
         reloader.clone(),
         cancel.clone(),
     );
-    reload_on_sighup(reloader.clone());
+    let sighup_task = reload_on_sighup(reloader.clone(), cancel.clone());
     let app = Arc::new(App {
         store: store.clone(),
         appender: crate::api::Appender::start(store.clone()),
@@ -152,29 +155,74 @@ async fn serve(
     )
     .await;
     cancel.cancel();
-    let _ = worker_task.await;
-    let _ = delivery_task.await;
-    let _ = watcher.await;
+    join_all(vec![
+        ("engine worker", worker_task),
+        ("delivery", delivery_task),
+        ("folder watcher", watcher),
+        ("reload loop", reload_task),
+        ("SIGHUP listener", sighup_task),
+    ])
+    .await;
     crate::store::Store::flush(store.as_ref()).await?;
     tracing::info!("Dealflow stopped.");
     Ok(())
 }
 
+/// Longest wait for the daemon's tasks to finish what they hold on stop.
+const STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Waits for every task of the daemon to finish, in one tracker, naming
+/// any that does not within [`STOP_WAIT`] (the store is flushed anyway).
+async fn join_all(tasks: Vec<(&'static str, tokio::task::JoinHandle<()>)>) {
+    let tracker = tokio_util::task::TaskTracker::new();
+    for (name, task) in tasks {
+        tracker.spawn(async move {
+            if let Err(e) = task.await {
+                tracing::error!(task = name, error = %e, "A task of the daemon failed.");
+            }
+        });
+    }
+    tracker.close();
+    if tokio::time::timeout(STOP_WAIT, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(waited = ?STOP_WAIT, "Some tasks did not stop in time; stopping anyway.");
+    }
+}
+
 /// SIGHUP asks for the same reload as a saved file or `POST /v1/reload`.
-fn reload_on_sighup(reloader: reload::Reloader) {
-    #[cfg(unix)]
+fn reload_on_sighup(
+    reloader: reload::Reloader,
+    cancel: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let Ok(mut hangup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        else {
-            return;
-        };
-        while hangup.recv().await.is_some() {
-            tracing::info!("SIGHUP: reloading the workflows.");
-            reloader.request();
+        #[cfg(unix)]
+        {
+            let Ok(mut hangup) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            else {
+                return;
+            };
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    signal = hangup.recv() => {
+                        if signal.is_none() {
+                            return;
+                        }
+                        tracing::info!("SIGHUP: reloading the workflows.");
+                        reloader.request();
+                    }
+                }
+            }
         }
-    });
-    #[cfg(not(unix))]
-    let _ = reloader;
+        #[cfg(not(unix))]
+        {
+            let _ = reloader;
+            cancel.cancelled().await;
+        }
+    })
 }
 
 async fn wait_for_stop_signal() {

@@ -10,6 +10,10 @@
 //! handed over its stop conditions are checked again (unsubscribed, bounced,
 //! enrollment exited), so only an email already handed over can still
 //! arrive after a prospect stops the cadence.
+//!
+//! Owns: the outbox rows' life after the engine queued them, transports,
+//! limits, unsubscribe links. Never: decides what to send (the engine does)
+//! or starts a hand-over before its `sending` mark is flushed.
 
 pub mod health;
 pub mod inbound;

@@ -4,6 +4,11 @@
 //! Pure: it performs no I/O and reads no clock. It reads state through
 //! [`StateView`] and answers [`Changes`] that the caller commits atomically,
 //! so the daemon, `simulate` and the tests all run exactly this code.
+//!
+//! Owns: what an event means (rules, gating, sequences, scoring, timers to
+//! set) and what a new workflow set means for running state
+//! ([`reload_plan`]). Never: performs I/O, reads a clock, commits, or
+//! depends on the worker, the scheduler, delivery or the API.
 
 mod actions;
 mod context;

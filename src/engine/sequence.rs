@@ -327,7 +327,12 @@ fn run_steps<'s>(
                     Ok(false) => otherwise,
                     Err(err) => {
                         let why = format!("condition failed: {err}");
-                        actions::record_named_outcome(work, run, step_name(step, "if"), Err(why));
+                        actions::record_named_outcome(
+                            work,
+                            run,
+                            step_name(step, "if"),
+                            Err(why.into()),
+                        )?;
                         return Ok(Some(Ending::Exit("failed".to_owned())));
                     }
                 };
@@ -350,15 +355,15 @@ fn run_steps<'s>(
                                 work,
                                 run,
                                 step_name(step, "email"),
-                                Err(why),
-                            );
+                                Err(why.into()),
+                            )?;
                             return Ok(Some(Ending::Exit("failed".to_owned())));
                         }
                     }
                 }
                 let (kind, result) = run_step(work, definition, e, step, &id, zone)?;
                 let failed =
-                    actions::record_named_outcome(work, run, step_name(step, kind), result);
+                    actions::record_named_outcome(work, run, step_name(step, kind), result)?;
                 if failed {
                     return Ok(Some(Ending::Exit("failed".to_owned())));
                 }
@@ -407,7 +412,8 @@ fn send_zone(work: &mut Work, definition: &Sequence, run: &mut Run) -> Option<Tz
             let why = format!(
                 "recipient_timezone is \"{text}\", which is not a time zone; the send window's zone was used"
             );
-            actions::record_named_outcome(
+            // A skipped outcome carries no store error: nothing to pass on.
+            let _ = actions::record_named_outcome(
                 work,
                 run,
                 "recipient_timezone".to_owned(),
@@ -441,14 +447,14 @@ fn run_step(
                 .thread
                 .as_ref()
                 .and_then(|t| e.messages.get(t).cloned());
-            let result = actions::email(work, action, &origin)?;
+            let result = actions::email_step(work, action, &origin);
             if matches!(result, Ok(Done::Ok(_))) {
                 e.messages.insert(id.to_owned(), origin.id.clone());
             }
             ("email", result)
         }
-        StepKind::Task(action) => ("task", actions::task(work, action, &origin)),
-        StepKind::Webhook(action) => ("webhook", actions::webhook(work, action, &origin)),
+        StepKind::Task(action) => ("task", actions::task_step(work, action, &origin)),
+        StepKind::Webhook(action) => ("webhook", actions::webhook_step(work, action, &origin)),
         _ => ("step", Ok(Done::Skipped("not an action step".to_owned()))),
     })
 }

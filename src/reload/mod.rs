@@ -5,6 +5,10 @@
 //! set between two rounds, so no event is ever evaluated against a mix.
 //! A failed reload changes nothing and stays visible in `/v1/status` until
 //! a good one.
+//!
+//! Owns: noticing changes and the reload's status. Never: decides what a new
+//! set changes (the engine's [`crate::engine::reload_plan`]) or swaps the
+//! set itself (the worker does, between rounds).
 
 mod watch;
 
@@ -135,11 +139,22 @@ pub struct ReloadContext {
     pub public_url: String,
 }
 
-/// Starts the reload loop.
-pub fn spawn(context: ReloadContext) -> (Reloader, tokio::task::JoinHandle<()>) {
+/// Starts the reload loop; it stops when `cancel` fires, after the reload
+/// in hand.
+pub fn spawn(
+    context: ReloadContext,
+    cancel: tokio_util::sync::CancellationToken,
+) -> (Reloader, tokio::task::JoinHandle<()>) {
     let (tx, mut rx) = mpsc::unbounded_channel::<Option<oneshot::Sender<Outcome>>>();
     let task = tokio::spawn(async move {
-        while let Some(first) = rx.recv().await {
+        loop {
+            let first = tokio::select! {
+                _ = cancel.cancelled() => break,
+                request = rx.recv() => match request {
+                    Some(first) => first,
+                    None => break,
+                },
+            };
             // Requests queued meanwhile are answered by this one reload: a
             // burst of saves is one compile.
             let mut waiting = vec![first];

@@ -1,6 +1,8 @@
 //! Reports (SPEC §4 `dealflow report`, §5 `/v1/reports/pipeline`): what
 //! the stored history says about the process. Each report is computed from
 //! the store in one pass and rendered as JSON, a terminal table or CSV.
+//!
+//! Owns: reading history into figures. Never: writes to the store.
 
 pub mod pipeline;
 mod render;

@@ -7,6 +7,9 @@
 //! it like any other event. Cost follows what is due, never what waits.
 //! Schedules keep only the last slot they handled (a counter), so a removed
 //! schedule simply stops and a reloaded one continues from its last slot.
+//!
+//! Owns: turning due time into logged events. Never: handles those events
+//! (the engine does, through the worker) or reads the wall clock itself.
 
 pub mod schedule;
 

@@ -2,6 +2,9 @@
 //! over an in-memory store, jumping from one due moment to the next, with
 //! nothing sent. `dealflow simulate` prints the timeline; `dealflow test`
 //! matches it against a workflow file's expectations.
+//!
+//! Owns: the virtual clock loop and the timeline. Never: sends, touches a
+//! disk store, or runs engine code of its own.
 
 mod timeline;
 pub mod workflow_test;

@@ -7,6 +7,10 @@
 //! backend is an addition, not a rewrite. Every change of one event's
 //! handling is one atomic [`Changes`] commit; [`Store::flush`] makes it
 //! durable before anything is acknowledged.
+//!
+//! Owns: keys, encodings, indexes and format upgrades ([`migrations`]); it
+//! rings the loops that wait for commits ([`Wakeups`]). Never: decides what
+//! to write (callers do) or depends on the engine, the worker or the API.
 
 mod backend;
 mod events;
@@ -69,9 +73,18 @@ pub enum StoreError {
         /// Where.
         path: String,
     },
-    /// The backend failed (disk full, permissions, ...).
-    #[error("storage failed: {0}")]
-    Backend(String),
+    /// The backend failed (disk full, permissions, ...), with its cause.
+    #[error("storage failed: {what}{}", cause_text(.source))]
+    Backend {
+        /// What was being done.
+        what: String,
+        /// The backend's own error, kept for the log and for callers that
+        /// look down the chain.
+        source: Option<std::sync::Arc<dyn std::error::Error + Send + Sync>>,
+    },
+    /// A part of the daemon a request needs has stopped: it is shutting down.
+    #[error("{0} has stopped (the daemon is shutting down)")]
+    Stopped(&'static str),
     /// A value could not be encoded for storage.
     #[error("a value cannot be stored: {reason}")]
     Encode {
@@ -88,7 +101,34 @@ pub enum StoreError {
     },
 }
 
+/// `: CAUSE` after a backend error's own words, when it has a cause.
+fn cause_text(source: &Option<std::sync::Arc<dyn std::error::Error + Send + Sync>>) -> String {
+    source
+        .as_ref()
+        .map(|e| format!(": {e}"))
+        .unwrap_or_default()
+}
+
 impl StoreError {
+    /// A backend failure doing `what`, caused by `source`.
+    pub fn backend(
+        what: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        StoreError::Backend {
+            what: what.into(),
+            source: Some(std::sync::Arc::new(source)),
+        }
+    }
+
+    /// A backend failure with no cause beyond these words.
+    pub fn backend_said(what: impl Into<String>) -> Self {
+        StoreError::Backend {
+            what: what.into(),
+            source: None,
+        }
+    }
+
     /// Whether the error is about the data itself (a value that cannot be
     /// encoded or decoded), so trying again cannot help, unlike a disk.
     pub fn is_about_data(&self) -> bool {

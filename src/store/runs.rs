@@ -122,7 +122,9 @@ fn encode_row(runs: &[Run]) -> Result<EncodedRow, StoreError> {
     let mut runs: Vec<&Run> = runs.iter().collect();
     runs.sort_by(|a, b| a.id.cmp(&b.id));
     let Some(first) = runs.first() else {
-        return Err(StoreError::Backend("a row of no runs".to_owned()));
+        return Err(StoreError::Encode {
+            reason: "a row of no runs".to_owned(),
+        });
     };
     let prefix = id_prefix(&first.id).len();
     let value = encode_value(&StoredRow {

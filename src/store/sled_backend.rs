@@ -54,16 +54,16 @@ fn lock(dir: &Path) -> Result<std::fs::File, StoreError> {
         .truncate(false)
         .write(true)
         .open(&path)
-        .map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", path.display())))?;
+        .map_err(|e| StoreError::backend(format!("cannot open {}", path.display()), e))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::InUse {
             path: dir.display().to_string(),
         }),
-        Err(std::fs::TryLockError::Error(e)) => Err(StoreError::Backend(format!(
-            "cannot lock {}: {e}",
-            path.display()
-        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(StoreError::backend(
+            format!("cannot lock {}", path.display()),
+            e,
+        )),
     }
 }
 
@@ -79,7 +79,7 @@ struct GroupFlush {
 }
 
 fn backend_error(e: sled::Error) -> StoreError {
-    StoreError::Backend(e.to_string())
+    StoreError::backend("sled", e)
 }
 
 impl SledBackend {
@@ -115,7 +115,7 @@ impl SledBackend {
                 path: path.clone(),
                 reason: e.to_string(),
             },
-            other => StoreError::Backend(format!("cannot open the store at {path}: {other}")),
+            other => StoreError::backend(format!("cannot open the store at {path}"), other),
         })?;
         if held_data.written.load(Ordering::SeqCst) && db.is_empty() {
             return Err(StoreError::Corrupt {
@@ -246,7 +246,7 @@ impl Backend for SledBackend {
                 Ok::<_, sled::Error>(())
             })
             .await
-            .map_err(|e| StoreError::Backend(format!("flush thread failed: {e}")))?
+            .map_err(|e| StoreError::backend("the flush thread failed", e))?
             .map_err(backend_error)?;
             group.flushed.fetch_max(covered, Ordering::SeqCst);
             Ok(())

@@ -5,6 +5,10 @@
 //! the cursor moves in the same commit as the state it produced, a crash at
 //! any point replays from the last committed round: each event is handled
 //! exactly once.
+//!
+//! Owns: the order of events, rounds, commits and the swap of workflow sets.
+//! Never: decides what an event means (the engine does) or stops for one
+//! event it cannot handle (it is set aside, counted and shown).
 
 pub mod health;
 pub mod retention;
@@ -294,7 +298,7 @@ impl WorkerHandle {
         self.commands
             .send(command)
             .await
-            .map_err(|_| StoreError::Backend("the engine worker has stopped".to_owned()))
+            .map_err(|_| StoreError::Stopped("the engine worker"))
     }
 
     /// Waits until the event at `seq` has been handled.

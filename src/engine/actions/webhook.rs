@@ -1,0 +1,36 @@
+//! `webhook:` queues an HTTP call, by default with the event and record.
+
+use super::{ActionError, ActionResult, Done, Origin, queue_delivery, render, render_json};
+use crate::config::workflows::WebhookAction;
+use crate::engine::{Work, context};
+use crate::state::Delivery;
+use serde_json::json;
+
+pub(crate) fn webhook(work: &mut Work, w: &WebhookAction, origin: &Origin) -> ActionResult {
+    let url = render(work, &w.url, &[])?;
+    let headers = w
+        .headers
+        .iter()
+        .map(|(k, v)| render(work, v, &[]).map(|v| (k.clone(), v)))
+        .collect::<Result<Vec<(String, String)>, ActionError>>()?;
+    let body = match &w.body {
+        Some(b) => render_json(work, b)?,
+        None => json!({
+            "event": context::event_json(work.event),
+            "record": context::record_json(&work.record, work.workflows, work.now),
+            "rule": origin.rule,
+        }),
+    };
+    queue_delivery(
+        work,
+        origin,
+        Delivery::Webhook {
+            url: url.clone(),
+            method: w.method.clone(),
+            headers,
+            body,
+            secret: w.secret.clone(),
+        },
+    );
+    Ok(Done::Ok(Some(format!("webhook to {url} queued"))))
+}
