@@ -107,13 +107,19 @@ enum Handed {
 /// A row being handed over, and how it went.
 type InFlight = JoinSet<(OutboxEntry, Handed)>;
 
+/// Longest a finished hand-over waits to be recorded with others: each
+/// record is a flushed commit, and one per row would cost a flush per row.
+const RECORD_WAIT: Duration = Duration::from_millis(20);
+
 /// Starts the delivery worker; it stops when `cancel` fires, after the
 /// rows in hand are recorded.
 ///
-/// Rows are handed over concurrently, up to [`BATCH`] at a time, and each
-/// is recorded as soon as it is done: a slow webhook holds up only itself.
-/// The worker sleeps until the store rings (outbox rows written) or the
-/// next row is due.
+/// Rows are handed over concurrently, up to [`BATCH`] at a time. Each is
+/// recorded within [`RECORD_WAIT`] of finishing, with the others finished
+/// by then, so a slow webhook holds up only itself. Claims are made in
+/// groups (when at least half the slots are free) for the same reason as
+/// records. The worker sleeps until the store rings (outbox rows written)
+/// or the next row is due.
 pub fn spawn<S: Store>(
     outbox: Outbox<S>,
     cancel: CancellationToken,
@@ -124,6 +130,8 @@ pub fn spawn<S: Store>(
         }
         let mut channels: Option<Arc<Channels>> = None;
         let mut running = InFlight::new();
+        let mut finished = Vec::new();
+        let mut record_by: Option<tokio::time::Instant> = None;
         while !cancel.is_cancelled() {
             let snapshot = outbox.workflows.load_full();
             let current = match &channels {
@@ -132,41 +140,54 @@ pub fn spawn<S: Store>(
             };
             channels = Some(current.clone());
             let room = BATCH.saturating_sub(running.len());
-            let wait = match start_due(&outbox, &snapshot, current, room, &mut running).await {
-                Ok(_) if running.len() >= BATCH => None,
-                Ok(_) => Some(idle_wait(&outbox)),
-                Err(e) => {
-                    tracing::error!(error = %e, "Delivering failed; retrying in a second.");
-                    Some(Duration::from_secs(1))
+            let claimable = running.is_empty() || room >= BATCH / 2;
+            let wait = if !claimable {
+                None
+            } else {
+                match start_due(&outbox, &snapshot, current, room, &mut running).await {
+                    Ok(_) if running.len() > BATCH / 2 => None,
+                    Ok(_) => Some(idle_wait(&outbox)),
+                    Err(e) => {
+                        tracing::error!(error = %e, "Delivering failed; retrying in a second.");
+                        Some(Duration::from_secs(1))
+                    }
                 }
             };
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 Some(joined) = running.join_next(), if !running.is_empty() => {
-                    finish(&outbox, &snapshot, joined, &mut running).await;
+                    take_finished(joined, &mut running, &mut finished);
+                    let deadline = *record_by.get_or_insert_with(|| tokio::time::Instant::now() + RECORD_WAIT);
+                    if finished.len() >= BATCH / 2 || running.is_empty() || tokio::time::Instant::now() >= deadline {
+                        record_by = None;
+                        record_finished(&outbox, &snapshot, std::mem::take(&mut finished)).await;
+                    }
+                }
+                _ = tokio::time::sleep_until(record_by.unwrap_or_else(tokio::time::Instant::now)), if record_by.is_some() => {
+                    record_by = None;
+                    record_finished(&outbox, &snapshot, std::mem::take(&mut finished)).await;
                 }
                 _ = outbox.store.wakeups().outbox.notified(), if wait.is_some() => {}
                 _ = tokio::time::sleep(wait.unwrap_or_default()), if wait.is_some() => {}
             }
         }
-        let snapshot = outbox.workflows.load_full();
         while let Some(joined) = running.join_next().await {
-            finish(&outbox, &snapshot, joined, &mut running).await;
+            take_finished(joined, &mut running, &mut finished);
         }
+        let snapshot = outbox.workflows.load_full();
+        record_finished(&outbox, &snapshot, finished).await;
         tracing::info!("Delivery worker stopped.");
     })
 }
 
-/// Records a finished hand-over together with any others already done.
-async fn finish<S: Store>(
-    outbox: &Outbox<S>,
-    workflows: &Workflows,
+/// Moves a finished hand-over, and any others already done, to `finished`.
+fn take_finished(
     first: Result<(OutboxEntry, Handed), tokio::task::JoinError>,
     running: &mut InFlight,
+    finished: &mut Vec<(OutboxEntry, Handed)>,
 ) {
-    let mut done = Vec::new();
     let mut take = |joined: Result<_, tokio::task::JoinError>| match joined {
-        Ok(pair) => done.push(pair),
+        Ok(pair) => finished.push(pair),
         Err(e) => {
             tracing::error!(error = %e, "A delivery task failed; its row stays in sending until the next start.")
         }
@@ -175,7 +196,18 @@ async fn finish<S: Store>(
     while let Some(joined) = running.try_join_next() {
         take(joined);
     }
-    if let Err(e) = record(outbox, workflows, done).await {
+}
+
+/// Records finished hand-overs in one commit.
+async fn record_finished<S: Store>(
+    outbox: &Outbox<S>,
+    workflows: &Workflows,
+    finished: Vec<(OutboxEntry, Handed)>,
+) {
+    if finished.is_empty() {
+        return;
+    }
+    if let Err(e) = record(outbox, workflows, finished).await {
         tracing::error!(error = %e, "Recording deliveries failed; those rows stay in sending until the next start.");
     }
 }
@@ -580,9 +612,11 @@ mod tests {
         start_due(o, &w, channels, BATCH, &mut running)
             .await
             .unwrap();
+        let mut finished = Vec::new();
         while let Some(joined) = running.join_next().await {
-            finish(o, &w, joined, &mut running).await;
+            take_finished(joined, &mut running, &mut finished);
         }
+        record_finished(o, &w, finished).await;
     }
 
     #[tokio::test]

@@ -185,30 +185,25 @@ pub fn plan<S: EnrollmentTable + RecordTable>(
         to_version: new.version.clone(),
         ..ReloadPlan::default()
     };
-    let rules = |w: &Workflows| -> BTreeMap<String, (Option<String>, String)> {
-        w.rules
-            .iter()
-            .map(|r| (r.name.clone(), (r.kind.clone(), digest(r))))
-            .collect()
-    };
+    let rules = |w: &Workflows| digests(w.rules.iter().map(|r| (&r.name, r.kind.as_ref(), r)));
     plan.rules = item_changes(&rules(old), &rules(new), &mut records)?;
-    let pipelines = |w: &Workflows| -> BTreeMap<String, (Option<String>, String)> {
-        w.pipelines
-            .values()
-            .map(|p| (p.name.clone(), (Some(p.kind.clone()), digest(p))))
-            .collect()
-    };
+    let pipelines =
+        |w: &Workflows| digests(w.pipelines.values().map(|p| (&p.name, Some(&p.kind), p)));
     plan.pipelines = item_changes(&pipelines(old), &pipelines(new), &mut records)?;
-    let scoring = |w: &Workflows| -> BTreeMap<String, (Option<String>, String)> {
-        w.scoring
-            .iter()
-            .map(|m| (m.name.clone(), (Some(m.kind.clone()), digest(m))))
-            .collect()
-    };
+    let scoring = |w: &Workflows| digests(w.scoring.iter().map(|m| (&m.name, Some(&m.kind), m)));
     plan.scoring = item_changes(&scoring(old), &scoring(new), &mut records)?;
     let waiting = waiting_enrollments(old, new, store, &mut plan.moves)?;
     plan.sequences = sequence_changes(old, new, &waiting);
     Ok(plan)
+}
+
+/// Name → (record kind, digest) of named items.
+fn digests<'w, T: fmt::Debug + 'w>(
+    items: impl Iterator<Item = (&'w String, Option<&'w String>, &'w T)>,
+) -> BTreeMap<String, (Option<String>, String)> {
+    items
+        .map(|(name, kind, item)| (name.clone(), (kind.cloned(), digest(item))))
+        .collect()
 }
 
 /// A digest of an item's compiled form.
