@@ -116,10 +116,11 @@ const RECORD_WAIT: Duration = Duration::from_millis(20);
 ///
 /// Rows are handed over concurrently, up to [`BATCH`] at a time. Each is
 /// recorded within [`RECORD_WAIT`] of finishing, with the others finished
-/// by then, so a slow webhook holds up only itself. Claims are made in
-/// groups (when at least half the slots are free) for the same reason as
-/// records. The worker sleeps until the store rings (outbox rows written)
-/// or the next row is due.
+/// by then, so a slow webhook holds up only itself. Recording and claiming
+/// the next rows share one flushed commit, and claims wait for half the
+/// slots to be free: a flush per row would slow ingest, whose `202`s wait
+/// on the same disk. The worker sleeps until the store rings (outbox rows
+/// written) or the next row is due.
 pub fn spawn<S: Store>(
     outbox: Outbox<S>,
     cancel: CancellationToken,
@@ -131,6 +132,7 @@ pub fn spawn<S: Store>(
         let mut channels: Option<Arc<Channels>> = None;
         let mut running = InFlight::new();
         let mut finished = Vec::new();
+        let mut record_now = false;
         let mut record_by: Option<tokio::time::Instant> = None;
         while !cancel.is_cancelled() {
             let snapshot = outbox.workflows.load_full();
@@ -140,17 +142,24 @@ pub fn spawn<S: Store>(
             };
             channels = Some(current.clone());
             let room = BATCH.saturating_sub(running.len());
-            let claimable = running.is_empty() || room >= BATCH / 2;
-            let wait = if !claimable {
-                None
+            let room = if running.is_empty() || room >= BATCH / 2 {
+                room
             } else {
-                match start_due(&outbox, &snapshot, current, room, &mut running).await {
-                    Ok(_) if running.len() > BATCH / 2 => None,
-                    Ok(_) => Some(idle_wait(&outbox)),
-                    Err(e) => {
-                        tracing::error!(error = %e, "Delivering failed; retrying in a second.");
-                        Some(Duration::from_secs(1))
-                    }
+                0
+            };
+            let recorded = if record_now {
+                record_now = false;
+                record_by = None;
+                std::mem::take(&mut finished)
+            } else {
+                Vec::new()
+            };
+            let wait = match step(&outbox, &snapshot, current, recorded, room, &mut running).await {
+                Ok(()) if running.len() > BATCH / 2 => None,
+                Ok(()) => Some(idle_wait(&outbox)),
+                Err(e) => {
+                    tracing::error!(error = %e, "Delivering failed; retrying in a second.");
+                    Some(Duration::from_secs(1))
                 }
             };
             tokio::select! {
@@ -158,14 +167,12 @@ pub fn spawn<S: Store>(
                 Some(joined) = running.join_next(), if !running.is_empty() => {
                     take_finished(joined, &mut running, &mut finished);
                     let deadline = *record_by.get_or_insert_with(|| tokio::time::Instant::now() + RECORD_WAIT);
-                    if finished.len() >= BATCH / 2 || running.is_empty() || tokio::time::Instant::now() >= deadline {
-                        record_by = None;
-                        record_finished(&outbox, &snapshot, std::mem::take(&mut finished)).await;
-                    }
+                    record_now = finished.len() >= BATCH / 2
+                        || running.is_empty()
+                        || tokio::time::Instant::now() >= deadline;
                 }
                 _ = tokio::time::sleep_until(record_by.unwrap_or_else(tokio::time::Instant::now)), if record_by.is_some() => {
-                    record_by = None;
-                    record_finished(&outbox, &snapshot, std::mem::take(&mut finished)).await;
+                    record_now = true;
                 }
                 _ = outbox.store.wakeups().outbox.notified(), if wait.is_some() => {}
                 _ = tokio::time::sleep(wait.unwrap_or_default()), if wait.is_some() => {}
@@ -175,7 +182,10 @@ pub fn spawn<S: Store>(
             take_finished(joined, &mut running, &mut finished);
         }
         let snapshot = outbox.workflows.load_full();
-        record_finished(&outbox, &snapshot, finished).await;
+        let current = Arc::new(Channels::new(&snapshot, &outbox.data_dir));
+        if let Err(e) = step(&outbox, &snapshot, current, finished, 0, &mut running).await {
+            tracing::error!(error = %e, "Recording deliveries failed; those rows stay in sending until the next start.");
+        }
         tracing::info!("Delivery worker stopped.");
     })
 }
@@ -195,20 +205,6 @@ fn take_finished(
     take(first);
     while let Some(joined) = running.try_join_next() {
         take(joined);
-    }
-}
-
-/// Records finished hand-overs in one commit.
-async fn record_finished<S: Store>(
-    outbox: &Outbox<S>,
-    workflows: &Workflows,
-    finished: Vec<(OutboxEntry, Handed)>,
-) {
-    if finished.is_empty() {
-        return;
-    }
-    if let Err(e) = record(outbox, workflows, finished).await {
-        tracing::error!(error = %e, "Recording deliveries failed; those rows stay in sending until the next start.");
     }
 }
 
@@ -253,25 +249,29 @@ async fn recover_interrupted<S: Store>(outbox: &Outbox<S>) -> Result<(), StoreEr
     Ok(())
 }
 
-/// Claims up to `room` due rows and starts handing them over; answers how
-/// many it started.
-async fn start_due<S: Store>(
+/// One flushed commit: records `finished` hand-overs and claims up to
+/// `room` due rows, then (the `sending` marks durable) starts handing the
+/// claimed rows over.
+async fn step<S: Store>(
     outbox: &Outbox<S>,
     workflows: &Arc<Workflows>,
     channels: Arc<Channels>,
+    finished: Vec<(OutboxEntry, Handed)>,
     room: usize,
     running: &mut InFlight,
-) -> Result<usize, StoreError> {
-    if room == 0 {
-        return Ok(0);
-    }
+) -> Result<(), StoreError> {
     let now = outbox.clock.now();
-    let due = outbox.store.due_outbox(now, room)?;
-    if due.is_empty() {
-        return Ok(0);
+    let mut changes = record(outbox, workflows, finished);
+    let due = match room {
+        0 => Vec::new(),
+        _ => outbox.store.due_outbox(now, room)?,
+    };
+    let jobs = claim(outbox, workflows, &channels, due, now, &mut changes)?;
+    if changes.outbox.is_empty() {
+        return Ok(());
     }
-    let jobs = claim(outbox, workflows, &channels, due, now).await?;
-    let started = jobs.len();
+    outbox.store.commit(changes)?;
+    outbox.store.flush().await?;
     for (row, job) in jobs {
         let channels = channels.clone();
         let timestamp = now.timestamp();
@@ -280,19 +280,19 @@ async fn start_due<S: Store>(
             (row, result)
         });
     }
-    Ok(started)
+    Ok(())
 }
 
-/// Checks, builds and marks each due row; the `sending` marks are flushed
-/// before this returns, i.e. before anything is handed over.
-async fn claim<S: Store>(
+/// Checks, builds and marks each due row into `changes`; the caller flushes
+/// the `sending` marks before anything is handed over.
+fn claim<S: Store>(
     outbox: &Outbox<S>,
     workflows: &Workflows,
     channels: &Channels,
     due: Vec<OutboxEntry>,
     now: DateTime<Utc>,
+    changes: &mut Changes,
 ) -> Result<Vec<(OutboxEntry, Job)>, StoreError> {
-    let mut changes = Changes::default();
     let mut jobs = Vec::new();
     for mut row in due {
         if let Some(why) = stop_reason(outbox.store.as_ref(), &row)? {
@@ -314,7 +314,7 @@ async fn claim<S: Store>(
                 continue;
             }
             Err(Prepared::Broken(why)) => {
-                give_up(&mut changes, row, workflows.secrets.redact(&why), now);
+                give_up(changes, row, workflows.secrets.redact(&why), now);
                 continue;
             }
         };
@@ -323,8 +323,6 @@ async fn claim<S: Store>(
         changes.outbox.push(row.clone());
         jobs.push((row, job));
     }
-    outbox.store.commit(changes)?;
-    outbox.store.flush().await?;
     Ok(jobs)
 }
 
@@ -419,12 +417,12 @@ async fn hand_over(row: &OutboxEntry, job: &Job, channels: &Channels, now: i64) 
     }
 }
 
-/// Writes each row's outcome, and the events it causes, in one commit.
-async fn record<S: Store>(
+/// Each row's outcome, and the events it causes, as changes to commit.
+fn record<S: Store>(
     outbox: &Outbox<S>,
     workflows: &Workflows,
     done: Vec<(OutboxEntry, Handed)>,
-) -> Result<(), StoreError> {
+) -> Changes {
     let now = outbox.clock.now();
     let mut changes = Changes::default();
     for (mut row, result) in done {
@@ -502,8 +500,7 @@ async fn record<S: Store>(
             }
         }
     }
-    outbox.store.commit(changes)?;
-    outbox.store.flush().await
+    changes
 }
 
 /// Marks a row dead, visible in run history and as `action.failed`.
@@ -609,14 +606,16 @@ mod tests {
         let w = o.workflows.load_full();
         let channels = Arc::new(Channels::new(&w, &o.data_dir));
         let mut running = InFlight::new();
-        start_due(o, &w, channels, BATCH, &mut running)
+        step(o, &w, channels.clone(), Vec::new(), BATCH, &mut running)
             .await
             .unwrap();
         let mut finished = Vec::new();
         while let Some(joined) = running.join_next().await {
             take_finished(joined, &mut running, &mut finished);
         }
-        record_finished(o, &w, finished).await;
+        step(o, &w, channels, finished, 0, &mut running)
+            .await
+            .unwrap();
     }
 
     #[tokio::test]
