@@ -656,13 +656,42 @@ impl TimerKind {
     }
 }
 
+/// How an action ended (stored and shown as its lowercase name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// It did its work.
+    Ok,
+    /// It failed: the run stops and `action.failed` is raised.
+    Failed,
+    /// A gate said no (a stage move, a handoff missing a field).
+    Refused,
+    /// Nothing to do (already so, suppressed, ...).
+    Skipped,
+    /// Delivery gave up on its outbox row.
+    Dead,
+}
+
+impl Outcome {
+    /// The name runs, metrics and reports use.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Failed => "failed",
+            Outcome::Refused => "refused",
+            Outcome::Skipped => "skipped",
+            Outcome::Dead => "dead",
+        }
+    }
+}
+
 /// How one action of a run ended.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ActionOutcome {
     /// Action kind (`task`, `set`, ...).
     pub action: String,
-    /// `ok`, `failed`, `refused` or `skipped`.
-    pub outcome: String,
+    /// How it ended.
+    pub outcome: Outcome,
     /// What happened, in a sentence.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,

@@ -36,13 +36,17 @@ pub fn event_ingested(event_type: &str, workflows: &Workflows) {
 pub fn runs_committed(runs: &[Run]) {
     for run in runs {
         counter!("dealflow_rule_runs_total", "rule" => run.rule.clone()).increment(1);
-        let failed = run.error.is_some() || run.actions.iter().any(|a| a.outcome == "failed");
+        let failed = run.error.is_some()
+            || run
+                .actions
+                .iter()
+                .any(|a| a.outcome == crate::state::Outcome::Failed);
         if failed {
             counter!("dealflow_rule_failures_total", "rule" => run.rule.clone()).increment(1);
         }
         for a in &run.actions {
             let action = a.action.split(' ').next().unwrap_or_default().to_owned();
-            counter!("dealflow_actions_total", "action" => action, "outcome" => a.outcome.clone())
+            counter!("dealflow_actions_total", "action" => action, "outcome" => a.outcome.name())
                 .increment(1);
         }
     }

@@ -522,7 +522,7 @@ fn give_up(changes: &mut Changes, mut row: OutboxEntry, why: String, now: DateTi
         saw: Default::default(),
         actions: vec![ActionOutcome {
             action: action.to_owned(),
-            outcome: "dead".to_owned(),
+            outcome: crate::state::Outcome::Dead,
             detail: Some(why.clone()),
         }],
         at: now,

@@ -243,7 +243,7 @@ fn a_failing_action_stops_its_run_reports_and_spares_other_rules() {
         1,
         "set after the failed email must not run"
     );
-    assert_eq!(run.actions[0].outcome, "failed");
+    assert_eq!(run.actions[0].outcome, crate::state::Outcome::Failed);
     assert!(
         run.actions[0]
             .detail
@@ -285,7 +285,7 @@ fn a_handoff_without_context_is_refused_with_the_missing_fields() {
     let b = Bench::new();
     b.send("mql", "lead", "L1", json!({ "email": "a@p.example" }));
     let run = &b.runs("hand-to-sdr")[0];
-    assert_eq!(run.actions[0].outcome, "refused");
+    assert_eq!(run.actions[0].outcome, crate::state::Outcome::Refused);
     assert_eq!(run.actions[0].detail.as_deref(), Some("missing company"));
     let rejected = b
         .store
@@ -480,7 +480,7 @@ fn a_move_action_in_a_rule_is_gated_too() {
         json!({ "icp_fit": "strong", "pain": "x" }),
     );
     let run = &b.runs("move-deal")[0];
-    assert_eq!(run.actions[0].outcome, "refused");
+    assert_eq!(run.actions[0].outcome, crate::state::Outcome::Refused);
     assert_eq!(b.record("deal", "D1").stage.as_deref(), Some("qualified"));
 }
 

@@ -11,7 +11,7 @@
 use super::StoreError;
 use super::keys;
 use super::kv::{decode_value, encode_value};
-use crate::state::{ActionOutcome, RecordKey, Run};
+use crate::state::{ActionOutcome, Outcome, RecordKey, Run};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
@@ -63,7 +63,7 @@ struct StoredRun<'a> {
 #[derive(Serialize, Deserialize)]
 struct StoredOutcome<'a>(
     Cow<'a, str>,
-    Cow<'a, str>,
+    Outcome,
     #[serde(default)] Option<Cow<'a, str>>,
 );
 
@@ -71,7 +71,7 @@ impl From<StoredOutcome<'_>> for ActionOutcome {
     fn from(StoredOutcome(action, outcome, detail): StoredOutcome) -> Self {
         ActionOutcome {
             action: action.into_owned(),
-            outcome: outcome.into_owned(),
+            outcome,
             detail: owned(detail),
         }
     }
@@ -145,13 +145,7 @@ fn encode_row(runs: &[Run]) -> Result<EncodedRow, StoreError> {
                 actions: run
                     .actions
                     .iter()
-                    .map(|a| {
-                        StoredOutcome(
-                            Cow::Borrowed(&a.action),
-                            Cow::Borrowed(&a.outcome),
-                            text(&a.detail),
-                        )
-                    })
+                    .map(|a| StoredOutcome(Cow::Borrowed(&a.action), a.outcome, text(&a.detail)))
                     .collect(),
                 error: text(&run.error),
             })
@@ -285,12 +279,12 @@ mod tests {
             actions: vec![
                 ActionOutcome {
                     action: "set".into(),
-                    outcome: "ok".into(),
+                    outcome: Outcome::Ok,
                     detail: Some("seen = true".into()),
                 },
                 ActionOutcome {
                     action: "task".into(),
-                    outcome: "failed".into(),
+                    outcome: Outcome::Failed,
                     detail: None,
                 },
             ],

@@ -22,7 +22,7 @@ pub(super) use webhook::webhook as webhook_step;
 use super::{MoveResult, Work, context};
 use crate::config::expr::TextTemplate;
 use crate::config::workflows::{Action, JsonTemplate, Rule};
-use crate::state::{ActionOutcome, BuiltinEvent, Delivery, OutboxEntry, Run};
+use crate::state::{ActionOutcome, BuiltinEvent, Delivery, OutboxEntry, Outcome, Run};
 use crate::store::StoreError;
 use serde_json::{Value as Json, json};
 
@@ -166,10 +166,10 @@ pub(super) fn record_named_outcome(
     result: ActionResult,
 ) -> Result<bool, StoreError> {
     let (outcome, detail, failed) = match result {
-        Ok(Done::Ok(detail)) => ("ok", detail, false),
-        Ok(Done::Refused(why)) => ("refused", Some(why), false),
-        Ok(Done::Skipped(why)) => ("skipped", Some(why), false),
-        Err(ActionError::Failed(why)) => ("failed", Some(why), true),
+        Ok(Done::Ok(detail)) => (Outcome::Ok, detail, false),
+        Ok(Done::Refused(why)) => (Outcome::Refused, Some(why), false),
+        Ok(Done::Skipped(why)) => (Outcome::Skipped, Some(why), false),
+        Err(ActionError::Failed(why)) => (Outcome::Failed, Some(why), true),
         Err(ActionError::Store(e)) => return Err(e),
     };
     if failed {
@@ -184,7 +184,7 @@ pub(super) fn record_named_outcome(
     }
     run.actions.push(ActionOutcome {
         action: name,
-        outcome: outcome.to_owned(),
+        outcome,
         detail: detail.map(|d| work.workflows.secrets.redact(&d)),
     });
     Ok(failed)
