@@ -1,4 +1,5 @@
-//! What many routes take from a request: paging and record keys.
+//! What many routes share: paging, record keys, and the one way a handler
+//! runs work that reads whole tables.
 
 use super::ApiError;
 use crate::state::RecordKey;
@@ -42,4 +43,16 @@ impl Paging {
     pub(super) fn limit(&self) -> usize {
         self.limit.unwrap_or(100).clamp(1, MAX_PAGE)
     }
+}
+
+/// Runs work that reads whole tables (a report, the metrics' gauges, a
+/// plan) on the blocking pool, so it never stalls the threads serving other
+/// requests. Reads of one key or one page run inline: the store serves them
+/// from memory (the policy is written down in `store`'s module head).
+pub(super) async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(ApiError::task_failed)
 }

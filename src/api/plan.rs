@@ -40,7 +40,7 @@ pub(super) async fn post_plan<S: Store>(
     }
     let running = app.workflows.load_full();
     let store = app.store.clone();
-    let answer = tokio::task::spawn_blocking(move || {
+    let answer = super::extract::blocking(move || {
         let dir = folder.path();
         let (new, diagnostics) =
             crate::config::load(dir, &crate::config::environment::ProcessEnvironment);
@@ -60,8 +60,7 @@ pub(super) async fn post_plan<S: Store>(
         let plan = crate::engine::reload_plan::plan(&running, &new, store.as_ref())?;
         Ok(json!({ "text": plan.to_string(), "refused": plan.refusal().is_some(), "plan": plan }))
     })
-    .await
-    .map_err(super::ApiError::task_failed)??;
+    .await??;
     Ok(Json(answer))
 }
 

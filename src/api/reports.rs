@@ -43,7 +43,7 @@ pub(super) async fn get_report<S: Store>(
         return Err(ApiError::not_found(format!("no pipeline {p}")));
     }
     let store = app.store.clone();
-    let report = tokio::task::spawn_blocking(move || -> Result<Value, crate::store::StoreError> {
+    let report = super::extract::blocking(move || -> Result<Value, crate::store::StoreError> {
         let store = store.as_ref();
         Ok(match name.as_str() {
             "pipeline" => {
@@ -56,8 +56,7 @@ pub(super) async fn get_report<S: Store>(
             _ => Value::Null,
         })
     })
-    .await
-    .map_err(super::ApiError::task_failed)??;
+    .await??;
     if report.is_null() {
         return Err(ApiError::not_found(
             "no such report; there are pipeline, sequences and owners",

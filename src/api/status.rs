@@ -25,11 +25,10 @@ pub(super) async fn get_metrics<S: Store>(
     let workflows = app.workflows.load_full();
     let store = app.store.clone();
     let now = app.clock.now();
-    let text = tokio::task::spawn_blocking(move || {
+    let text = super::extract::blocking(move || {
         crate::telemetry::render(&handle, store.as_ref(), &workflows, now)
     })
-    .await
-    .map_err(ApiError::task_failed)?;
+    .await?;
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 

@@ -8,6 +8,12 @@
 //! handling is one atomic [`Changes`] commit; [`Store::flush`] makes it
 //! durable before anything is acknowledged.
 //!
+//! Blocking from async code, one policy: a read of one key or one page runs
+//! inline (sled serves it from memory); work that reads whole tables runs
+//! on the blocking pool (`api::extract::blocking`); the worker's rounds
+//! (engine and commit) run under `block_in_place`; a flush runs on the
+//! blocking pool ([`SledBackend`]'s flush), never on an async worker thread.
+//!
 //! Owns: keys, encodings, indexes and format upgrades ([`migrations`]); it
 //! rings the loops that wait for commits ([`Wakeups`]). Never: decides what
 //! to write (callers do) or depends on the engine, the worker or the API.
