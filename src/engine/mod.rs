@@ -45,6 +45,9 @@ pub mod internal {
     pub const SCHEDULE: &str = "dealflow.schedule";
     /// A schedule rule's run for one record of its `for_each`.
     pub const SCHEDULE_RUN: &str = "dealflow.schedule_run";
+    /// A gated stage move asked for through the API (handled at once by the
+    /// worker, never stored).
+    pub const MOVE_REQUESTED: &str = "stage.move_requested";
     /// The record kind of schedule slots (never stored).
     pub const SCHEDULE_KIND: &str = "dealflow.schedule";
 }

@@ -555,18 +555,13 @@ pub fn move_enrollment(
             e.ended_at = Some(now);
             e.next_step = None;
             e.next_at = None;
-            changes.events.push(NewEvent {
-                id: None,
-                event_type: "sequence.exited".to_owned(),
-                record: e.record.clone(),
-                fields: Map::new(),
-                data: json!({ "sequence": e.sequence, "reason": reason })
-                    .as_object()
-                    .cloned()
-                    .unwrap_or_default(),
-                occurred_at: now,
-                depth: 0,
-            });
+            changes.events.push(NewEvent::raised(
+                BuiltinEvent::SequenceExited,
+                e.record.clone(),
+                json!({ "sequence": e.sequence, "reason": reason }),
+                now,
+                None,
+            ));
             changes.enrollments.push(e);
             return changes;
         }

@@ -370,3 +370,58 @@ rules:
         email.fields
     );
 }
+
+/// Every event a run of the default workflows raises, beyond the ones sent
+/// in, is a built-in type, an internal one, or one an `emit:` names: the
+/// types say so at each raising site, and this runs them all.
+#[test]
+fn every_event_the_daemon_raises_is_a_builtin_type() {
+    use crate::config::workflows::Action;
+    use crate::store::{EventTable, KvStore, MemoryBackend};
+    let folder = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("workflows");
+    let (w, diagnostics) = crate::config::load(&folder, &std::collections::HashMap::new());
+    let w = w.unwrap_or_else(|| panic!("{diagnostics:#?}"));
+    let emitted: std::collections::HashSet<&str> = w
+        .rules
+        .iter()
+        .flat_map(|r| r.actions.iter())
+        .chain(
+            w.scoring
+                .iter()
+                .flat_map(|m| m.thresholds.iter().flat_map(|t| t.actions.iter())),
+        )
+        .filter_map(|a| match a {
+            Action::Emit { event_type, .. } => Some(event_type.as_str()),
+            _ => None,
+        })
+        .collect();
+    let start = t("2026-03-02T08:00:00Z");
+    let sent: Vec<&String> = w.trigger_index.keys().collect();
+    let mut events = Vec::new();
+    for (i, event_type) in sent.iter().enumerate() {
+        for kind in &w.kinds {
+            let fields = json!({ "email": format!("p{i}@p.example"), "name": "Pat", "company": "Acme", "employees": 500, "country": "US", "title": "VP Sales" });
+            let at = start + Duration::minutes(i as i64);
+            events.push(event(at, event_type, &format!("{kind}/R{i}"), fields));
+        }
+    }
+    assert!(events.len() > 5, "the default workflows name triggers");
+    let store = KvStore::open(MemoryBackend::default(), "memory").unwrap();
+    super::run_on(&store, &w, start, events, start + Duration::days(60)).unwrap();
+    let raised: Vec<String> = store
+        .events_after(0, usize::MAX)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event_type)
+        .filter(|t| !sent.contains(&t))
+        .collect();
+    assert!(raised.iter().any(|t| t == "record.created"), "{raised:?}");
+    for t in &raised {
+        assert!(
+            crate::state::BuiltinEvent::is_builtin(t)
+                || t.starts_with(crate::engine::internal::PREFIX)
+                || emitted.contains(t.as_str()),
+            "{t} is raised but not a built-in type"
+        );
+    }
+}

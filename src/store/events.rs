@@ -5,10 +5,10 @@
 //! two events the engine raises for a new record were a third of the keys it
 //! left behind). A row of one is a plain event, as every row was before.
 
-use super::StoreError;
-use super::backend::KvWrite;
+use super::backend::{Backend, KvWrite};
 use super::keys;
-use super::kv::{decode_value, encode_value};
+use super::kv::{KvStore, ROWS_PER_READ, decode_value, encode_value};
+use super::*;
 use crate::state::Event;
 
 /// Events per row at most. A sled leaf holds up to 16 keys whatever their
@@ -57,6 +57,182 @@ pub fn last_seq(key: &[u8], value: &[u8]) -> Option<u64> {
         _ => 1,
     };
     first.checked_add(len.checked_sub(1)?)
+}
+
+/// How an event's id is treated when it is appended.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Ids {
+    /// An id seen before makes the event a duplicate (outside events).
+    Deduplicate,
+    /// The id is unique by construction (a fired timer's).
+    Unique,
+}
+
+impl<B: Backend> KvStore<B> {
+    /// Gives each new event a sequence number and writes them, skipping ids
+    /// already in the log (or earlier in the same batch).
+    pub(super) fn stage_events(
+        &self,
+        events: Vec<NewEvent>,
+        ids: Ids,
+        next: &mut u64,
+        writes: &mut Vec<KvWrite>,
+    ) -> Result<Vec<Appended>, StoreError> {
+        let mut seen_here: std::collections::HashMap<String, u64> =
+            std::collections::HashMap::new();
+        let mut out = Vec::with_capacity(events.len());
+        let mut stored = Vec::with_capacity(events.len());
+        let deduplicate = ids == Ids::Deduplicate;
+        for e in events {
+            if let Some(id) = e.id.as_ref().filter(|_| deduplicate) {
+                let earlier = match seen_here.get(id) {
+                    Some(seq) => Some(*seq),
+                    None => self
+                        .backend
+                        .get(&keys::event_id(id))?
+                        .and_then(|b| keys::read_u64(&b)),
+                };
+                if let Some(seq) = earlier {
+                    out.push(Appended {
+                        id: id.clone(),
+                        seq,
+                        duplicate: true,
+                    });
+                    continue;
+                }
+            }
+            let seq = *next;
+            *next += 1;
+            let id = e.id.clone().unwrap_or_else(|| format!("gen-{seq}"));
+            stored.push(Event {
+                seq,
+                id: id.clone(),
+                event_type: e.event_type,
+                record: e.record,
+                fields: e.fields,
+                data: e.data,
+                occurred_at: e.occurred_at,
+                depth: e.depth,
+            });
+            if deduplicate && e.id.is_some() {
+                writes.push(KvWrite::Put(
+                    keys::event_id(&id),
+                    seq.to_be_bytes().to_vec(),
+                ));
+                seen_here.insert(id.clone(), seq);
+            }
+            out.push(Appended {
+                id,
+                seq,
+                duplicate: false,
+            });
+        }
+        writes.extend(encode(&stored)?);
+        writes.push(KvWrite::Put(
+            keys::NEXT_SEQ.to_vec(),
+            next.to_be_bytes().to_vec(),
+        ));
+        Ok(out)
+    }
+}
+
+impl<B: Backend> EventTable for KvStore<B> {
+    fn append_events(&self, events: Vec<NewEvent>) -> Result<Vec<Appended>, StoreError> {
+        let mut writer = self.lock();
+        let mut next = self.next_seq(*writer)?;
+        let mut writes = Vec::new();
+        let appended = self.stage_events(events, Ids::Deduplicate, &mut next, &mut writes)?;
+        self.backend.apply(writes)?;
+        *writer = Some(next);
+        drop(writer);
+        if appended.iter().any(|a| !a.duplicate) {
+            self.wakeups.events.notify_one();
+        }
+        Ok(appended)
+    }
+
+    fn events_after(&self, seq: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
+        let mut out = Vec::new();
+        let mut take = |key: &[u8], value: &[u8]| -> Result<bool, StoreError> {
+            let row = decode(key, value)?;
+            out.extend(
+                row.into_iter()
+                    .filter(|e| e.seq > seq)
+                    .take(limit - out.len()),
+            );
+            Ok(out.len() == limit)
+        };
+        // The row holding `seq + 1` may start at or before `seq`. Most often
+        // it ends at `seq` (the worker read it all last round), and its
+        // length says so without decoding it again.
+        let next = keys::event(seq.saturating_add(1));
+        if let Some((key, value)) = self.backend.scan_rev(keys::EVENT, Some(&next), 1)?.first()
+            && last_seq(key, value).is_none_or(|last| last > seq)
+            && take(key, value)?
+        {
+            return Ok(out);
+        }
+        let mut after = keys::event(seq);
+        loop {
+            let chunk = self
+                .backend
+                .scan(keys::EVENT, Some(&after), ROWS_PER_READ)?;
+            let exhausted = chunk.len() < ROWS_PER_READ;
+            for (key, value) in chunk {
+                if take(&key, &value)? {
+                    return Ok(out);
+                }
+                after = key;
+            }
+            if exhausted {
+                return Ok(out);
+            }
+        }
+    }
+
+    fn last_seq(&self) -> Result<u64, StoreError> {
+        let next = self
+            .backend
+            .get(keys::NEXT_SEQ)?
+            .and_then(|b| keys::read_u64(&b));
+        Ok(next.map_or(0, |n| n.saturating_sub(1)))
+    }
+
+    fn cursor(&self) -> Result<u64, StoreError> {
+        Ok(self
+            .backend
+            .get(keys::CURSOR)?
+            .and_then(|b| keys::read_u64(&b))
+            .unwrap_or(0))
+    }
+}
+
+impl<B: Backend> SetAsideTable for KvStore<B> {
+    fn set_aside_events(&self, limit: usize) -> Result<Vec<SetAsideEvent>, StoreError> {
+        self.backend
+            .scan_rev(keys::SET_ASIDE, None, limit)?
+            .into_iter()
+            .map(|(k, v)| decode_value(&k, &v))
+            .collect()
+    }
+
+    fn set_aside_count(&self, limit: usize) -> Result<usize, StoreError> {
+        self.backend.count(keys::SET_ASIDE, limit)
+    }
+}
+
+/// Writes events the engine set aside, by sequence number.
+pub(super) fn stage_set_aside(
+    events: &[SetAsideEvent],
+    w: &mut Vec<KvWrite>,
+) -> Result<(), StoreError> {
+    for event in events {
+        w.push(KvWrite::Put(
+            keys::set_aside(event.seq),
+            encode_value(event)?,
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -3,12 +3,15 @@
 //! (not per visit) and integer times make that scan about three times
 //! cheaper, and the engine reads a record's history with one get.
 
-use super::StoreError;
-use super::kv::{decode_value, encode_value};
+use super::backend::{Backend, KvWrite};
+use super::kv::{KvStore, decode_value, encode_value};
+use super::*;
 use crate::state::StageVisit;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::collections::HashMap;
+use std::collections::hash_map::Entry as MapEntry;
 
 /// One visit as stored. Short field names keep the value small; the API
 /// shape is [`StageVisit`].
@@ -82,6 +85,65 @@ pub fn decode(key: &[u8], bytes: &[u8]) -> Result<Vec<StageVisit>, StoreError> {
 /// order (as one key per visit would have taken them).
 pub fn by_index(visits: Vec<StageVisit>) -> BTreeMap<u64, StageVisit> {
     (0u64..).zip(visits).collect()
+}
+
+impl<B: Backend> KvStore<B> {
+    /// Folds visit writes into each record's stored history. Only the
+    /// engine worker writes history, so reading it here is not racy.
+    pub(super) fn stage_history_writes(
+        &self,
+        visits: &[(RecordKey, u64, StageVisit)],
+        writes: &mut Vec<KvWrite>,
+    ) -> Result<(), StoreError> {
+        let mut histories: HashMap<&RecordKey, BTreeMap<u64, StageVisit>> = HashMap::new();
+        for (record, index, visit) in visits {
+            let history = match histories.entry(record) {
+                MapEntry::Occupied(e) => e.into_mut(),
+                MapEntry::Vacant(e) => e.insert(by_index(self.stage_history(record)?)),
+            };
+            history.insert(*index, visit.clone());
+        }
+        for (record, visits) in histories {
+            let visits: Vec<StageVisit> = visits.into_values().collect();
+            writes.push(KvWrite::Put(keys::stage_history(record), encode(&visits)?));
+        }
+        Ok(())
+    }
+}
+
+impl<B: Backend> StageHistoryTable for KvStore<B> {
+    fn stage_history(&self, key: &RecordKey) -> Result<Vec<StageVisit>, StoreError> {
+        let key = keys::stage_history(key);
+        match self.backend.get(&key)? {
+            Some(value) => decode(&key, &value),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    fn each_stage_history(
+        &self,
+        visit: &mut dyn FnMut(RecordKey, Vec<StageVisit>),
+    ) -> Result<(), StoreError> {
+        const PAGE: usize = 1_024;
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let page = self
+                .backend
+                .scan(keys::STAGE_HISTORY, after.as_deref(), PAGE)?;
+            let done = page.len() < PAGE;
+            for (key, value) in &page {
+                let record = keys::stage_history_record(key).ok_or_else(|| StoreError::Decode {
+                    key: String::from_utf8_lossy(key).into_owned(),
+                    reason: "not a stage history key".to_owned(),
+                })?;
+                visit(record, decode(key, value)?);
+            }
+            if done {
+                return Ok(());
+            }
+            after = page.into_iter().last().map(|(k, _)| k);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -2,11 +2,11 @@
 //! ordered by the event's log position and the entry's place in it. The
 //! record and model are in the key, so the value holds only the rest.
 
-use super::backend::KvWrite;
+use super::backend::{Backend, KvWrite};
 use super::keys;
-use super::kv::encode_value;
+use super::kv::{KvStore, decode_value, encode_value, filtered_page};
+use super::*;
 use crate::state::{RecordKey, ScoreEntry, ScoreNotes};
-use crate::store::StoreError;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -61,6 +61,34 @@ impl StoredEntry<String> {
             event_id: self.event_id,
             seq: self.seq,
         }
+    }
+}
+
+impl<B: Backend> ScoreLedgerTable for KvStore<B> {
+    fn score_ledger(
+        &self,
+        key: &RecordKey,
+        model: &str,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<ScoreEntry>, StoreError> {
+        let page = filtered_page(
+            self,
+            &keys::score_ledger_prefix(key, model),
+            before,
+            limit,
+            true,
+            decode_value,
+            |_: &StoredEntry<String>| true,
+        )?;
+        Ok(Page {
+            items: page
+                .items
+                .into_iter()
+                .map(|e| e.into_entry(key, model))
+                .collect(),
+            next: page.next,
+        })
     }
 }
 

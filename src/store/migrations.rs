@@ -8,8 +8,9 @@
 use super::StoreError;
 use super::backend::{Backend, KvWrite};
 use super::keys;
-use super::kv::{decode_value, owner_task_key};
+use super::kv::decode_value;
 use super::runs;
+use super::tasks::owner_task_key;
 use crate::state::{OutboxEntry, Task};
 
 /// One step from a format to the next.

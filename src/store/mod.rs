@@ -19,6 +19,7 @@
 //! to write (callers do) or depends on the engine, the worker or the API.
 
 mod backend;
+mod enrollments;
 mod events;
 mod history;
 mod keys;
@@ -26,9 +27,14 @@ mod kv;
 mod ledger;
 mod memory;
 mod migrations;
+mod outbox;
 mod record_cache;
+mod records;
 mod runs;
 mod sled_backend;
+mod suppressions;
+mod tasks;
+mod timers;
 
 #[cfg(test)]
 mod conformance;

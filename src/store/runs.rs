@@ -8,9 +8,10 @@
 //!   once; each run keeps its id after the shared `SEQ-` prefix, one-letter
 //!   field names and no repeated names.
 
-use super::StoreError;
+use super::backend::{Backend, KvWrite};
 use super::keys;
-use super::kv::{decode_value, encode_value};
+use super::kv::{KvStore, cursor_of, decode_value, encode_value};
+use super::*;
 use crate::state::{ActionOutcome, Outcome, RecordKey, Run};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -255,6 +256,141 @@ impl Cursor {
 impl std::fmt::Display for Cursor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}.{}", self.row, self.index)
+    }
+}
+
+impl<B: Backend> RunTable for KvStore<B> {
+    fn runs(
+        &self,
+        filter: &RunFilter,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<Run>, StoreError> {
+        const CHUNK: usize = 64;
+        let mut page = RunPage {
+            filter,
+            limit,
+            items: Vec::new(),
+        };
+        // One record's rows come from its index, newest first; otherwise
+        // every row is read.
+        let index = filter.record.as_ref().map(keys::run_by_record_prefix);
+        let scanned = index.as_deref().unwrap_or(keys::RUN);
+        let mut before = None;
+        if let Some(cursor) = after.map(Cursor::parse) {
+            // The rest of the row the last page stopped in comes first.
+            let key = keys::run(&cursor.row);
+            if let Some(value) = self.backend.get(&key)? {
+                let mut rest = decode(&key, &value)?;
+                rest.truncate(cursor.index);
+                if let Some(next) = page.take_row(&cursor.row, rest) {
+                    return Ok(page.finish(Some(next)));
+                }
+            }
+            before = Some(keys::join(&[scanned, cursor.row.as_bytes()]));
+        }
+        loop {
+            let chunk = self.backend.scan_rev(scanned, before.as_deref(), CHUNK)?;
+            let exhausted = chunk.len() < CHUNK;
+            for (key, value) in chunk {
+                let row = cursor_of(scanned, &key);
+                let runs = match &index {
+                    None => decode(&key, &value)?,
+                    Some(_) => match self.backend.get(&keys::run(&row))? {
+                        Some(stored) => decode(&keys::run(&row), &stored)?,
+                        None => Vec::new(),
+                    },
+                };
+                if let Some(next) = page.take_row(&row, runs) {
+                    return Ok(page.finish(Some(next)));
+                }
+                before = Some(key);
+            }
+            if exhausted {
+                return Ok(page.finish(None));
+            }
+        }
+    }
+
+    fn run_rows_in_log_order(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<RunRow>, StoreError> {
+        let after = after.map(keys::run);
+        self.backend
+            .scan(keys::RUN, after.as_deref(), limit)?
+            .iter()
+            .map(|(key, value)| decode_head(key, value))
+            .collect()
+    }
+}
+
+/// A page of runs being gathered, newest first, a row at a time.
+struct RunPage<'a> {
+    filter: &'a RunFilter,
+    limit: usize,
+    items: Vec<Run>,
+}
+
+impl RunPage<'_> {
+    /// Takes a row's runs, newest first, that pass the filter; answers the
+    /// cursor to go on from once the page is full.
+    fn take_row(&mut self, row: &str, runs: Vec<Run>) -> Option<Cursor> {
+        for (index, run) in runs.into_iter().enumerate().rev() {
+            let keep = self.filter.record.as_ref().is_none_or(|k| &run.record == k)
+                && self.filter.rule.as_deref().is_none_or(|n| run.rule == n);
+            if keep {
+                self.items.push(run);
+                if self.items.len() >= self.limit {
+                    return Some(Cursor {
+                        row: row.to_owned(),
+                        index,
+                    });
+                }
+            }
+        }
+        None
+    }
+
+    fn finish(self, next: Option<Cursor>) -> Page<Run> {
+        Page {
+            items: self.items,
+            next: next.map(|c| c.to_string()),
+        }
+    }
+}
+
+/// Writes runs as rows, each indexed by its record.
+pub(super) fn stage(runs: &[Run], w: &mut Vec<KvWrite>) -> Result<(), StoreError> {
+    for row in encode(runs)? {
+        let id = String::from_utf8_lossy(&row.key[keys::RUN.len()..]).into_owned();
+        w.push(KvWrite::Put(
+            keys::run_by_record(&row.record, &id),
+            Vec::new(),
+        ));
+        w.push(KvWrite::Put(row.key, row.value));
+    }
+    Ok(())
+}
+
+impl<B: Backend> KvStore<B> {
+    /// Deletes rows of runs past retention, and their index entries.
+    pub(super) fn stage_pruned_runs(
+        &self,
+        pruned: &[String],
+        w: &mut Vec<KvWrite>,
+    ) -> Result<(), StoreError> {
+        for id in pruned {
+            let key = keys::run(id);
+            // Its record names its index entry; pruning is rare and batched.
+            if let Some(value) = self.backend.get(&key)? {
+                let row = decode_head(&key, &value)?;
+                w.push(KvWrite::Delete(keys::run_by_record(&row.record, id)));
+            }
+            w.push(KvWrite::Delete(key));
+        }
+        Ok(())
     }
 }
 

@@ -472,7 +472,7 @@ async fn move_now<S: Store>(
     let request = Event {
         seq: 0,
         id: format!("stage-move-{record}-{to}"),
-        event_type: "stage.move_requested".to_owned(),
+        event_type: engine::internal::MOVE_REQUESTED.to_owned(),
         record: record.clone(),
         fields: Default::default(),
         data: serde_json::Map::from_iter([("to".to_owned(), serde_json::Value::from(to))]),

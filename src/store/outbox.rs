@@ -1,0 +1,102 @@
+//! Outbox rows, with their delivery indexes kept in step on every write:
+//! waiting rows by due time, rows being handed over, and rows by record.
+
+use super::backend::{Backend, KvWrite};
+use super::keys;
+use super::kv::{KvStore, decode_value, encode_value, filtered_page, indexed_page};
+use super::*;
+
+impl<B: Backend> KvStore<B> {
+    /// Writes an outbox row and keeps its delivery indexes in step: queued
+    /// by due time while waiting, listed while being handed over.
+    pub(super) fn stage_outbox(
+        &self,
+        row: &OutboxEntry,
+        writes: &mut Vec<KvWrite>,
+    ) -> Result<(), StoreError> {
+        match self.get::<OutboxEntry>(&keys::outbox(&row.id))? {
+            Some(old) => {
+                writes.push(KvWrite::Delete(keys::outbox_due(old.due_at(), &old.id)));
+                writes.push(KvWrite::Delete(keys::outbox_sending(&old.id)));
+            }
+            // A row's record never changes: indexed once, when it is new.
+            None => writes.push(KvWrite::Put(
+                keys::outbox_by_record(&row.record, &row.id),
+                Vec::new(),
+            )),
+        }
+        if row.status.is_waiting() {
+            writes.push(KvWrite::Put(
+                keys::outbox_due(row.due_at(), &row.id),
+                Vec::new(),
+            ));
+        }
+        if row.status == OutboxStatus::Sending {
+            writes.push(KvWrite::Put(keys::outbox_sending(&row.id), Vec::new()));
+        }
+        writes.push(KvWrite::Put(keys::outbox(&row.id), encode_value(row)?));
+        Ok(())
+    }
+}
+
+impl<B: Backend> OutboxTable for KvStore<B> {
+    fn outbox(&self, after: Option<&str>, limit: usize) -> Result<Page<OutboxEntry>, StoreError> {
+        self.outbox_matching(&OutboxFilter::default(), after, limit)
+    }
+
+    fn outbox_matching(
+        &self,
+        filter: &OutboxFilter,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<OutboxEntry>, StoreError> {
+        let keep = |o: &OutboxEntry| filter.status.is_none_or(|s| o.status == s);
+        match &filter.record {
+            // One record's rows from its index, not a scan of every row.
+            Some(record) => indexed_page(
+                self,
+                &keys::outbox_by_record_prefix(record),
+                keys::OUTBOX,
+                after,
+                limit,
+                keep,
+            ),
+            None => filtered_page(self, keys::OUTBOX, after, limit, false, decode_value, keep),
+        }
+    }
+
+    fn outbox_entry(&self, id: &str) -> Result<Option<OutboxEntry>, StoreError> {
+        self.get(&keys::outbox(id))
+    }
+
+    fn due_outbox(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<OutboxEntry>, StoreError> {
+        let mut rows = Vec::new();
+        for (key, _) in self.scan_due(keys::OUTBOX_DUE, now, limit)? {
+            let id = String::from_utf8_lossy(&key[keys::OUTBOX_DUE.len() + 8..]).into_owned();
+            rows.extend(self.outbox_entry(&id)?);
+        }
+        Ok(rows)
+    }
+
+    fn next_outbox_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        Ok(self
+            .backend
+            .scan(keys::OUTBOX_DUE, None, 1)?
+            .first()
+            .and_then(|(k, _)| keys::outbox_due_ms(k))
+            .and_then(|ms| DateTime::from_timestamp_millis(ms as i64)))
+    }
+
+    fn waiting_outbox(&self, limit: usize) -> Result<usize, StoreError> {
+        self.backend.count(keys::OUTBOX_DUE, limit)
+    }
+
+    fn sending_outbox(&self, limit: usize) -> Result<Vec<OutboxEntry>, StoreError> {
+        let mut rows = Vec::new();
+        for (key, _) in self.backend.scan(keys::OUTBOX_SENDING, None, limit)? {
+            let id = String::from_utf8_lossy(&key[keys::OUTBOX_SENDING.len()..]).into_owned();
+            rows.extend(self.outbox_entry(&id)?);
+        }
+        Ok(rows)
+    }
+}
