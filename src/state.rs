@@ -553,6 +553,9 @@ pub struct Enrollment {
     pub next_step: Option<String>,
     /// Why it ended.
     pub exit_reason: Option<String>,
+    /// Who or what ended it early (exited enrollments only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_cause: Option<ExitCause>,
     /// When it ended.
     pub ended_at: Option<DateTime<Utc>>,
     /// The timer it waits on (a wait, or a closed send window).
@@ -574,6 +577,31 @@ impl Enrollment {
     /// Whether it still runs.
     pub fn is_active(&self) -> bool {
         self.status == EnrollmentStatus::Active
+    }
+}
+
+/// Who or what ended an enrollment early: the prospect's or a person's
+/// doing stops the emails it had queued; the sequence's own ending does
+/// not (its `exit:` step comes after its own sends).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExitCause {
+    /// An event of the sequence's `exit_on` (a reply, an unsubscribe, ...).
+    Event,
+    /// A rule or a person (`unenroll`).
+    Unenrolled,
+    /// An `exit:` step of the sequence.
+    Step,
+    /// A step failed.
+    Failed,
+    /// A reload changed or removed the definition.
+    Definition,
+}
+
+impl ExitCause {
+    /// Whether emails the enrollment had queued must not go out.
+    pub fn stops_queued_sends(self) -> bool {
+        matches!(self, ExitCause::Event | ExitCause::Unenrolled)
     }
 }
 

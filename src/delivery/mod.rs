@@ -381,7 +381,7 @@ fn stop_reason<S: Store>(store: &S, row: &OutboxEntry) -> Result<Option<String>,
                 && e.status == crate::state::EnrollmentStatus::Exited
                 && e.ended_at.is_some_and(|t| t >= row.created_at)
         });
-        if let Some(e) = exited.filter(|e| stops_sends(e.exit_reason.as_deref())) {
+        if let Some(e) = exited.filter(stops_sends) {
             return Ok(Some(format!(
                 "the enrollment in {sequence} exited ({}) before it was sent",
                 e.exit_reason.unwrap_or_default()
@@ -393,8 +393,9 @@ fn stop_reason<S: Store>(store: &S, row: &OutboxEntry) -> Result<Option<String>,
 
 /// Exits caused by the prospect or a person stop queued sends; an `exit:`
 /// step of the sequence itself comes after its own sends.
-fn stops_sends(reason: Option<&str>) -> bool {
-    reason.is_some_and(|r| r.contains('.') || r == "unenrolled")
+fn stops_sends(e: &crate::state::Enrollment) -> bool {
+    e.exit_cause
+        .is_some_and(crate::state::ExitCause::stops_queued_sends)
 }
 
 async fn hand_over(row: &OutboxEntry, job: &Job, channels: &Channels, now: i64) -> Handed {
@@ -638,6 +639,7 @@ mod tests {
             status: crate::state::EnrollmentStatus::Exited,
             next_step: None,
             exit_reason: Some("email.replied".into()),
+            exit_cause: Some(crate::state::ExitCause::Event),
             ended_at: Some(now),
             timer: None,
             next_at: None,
@@ -666,6 +668,47 @@ mod tests {
             assert_eq!(r.status, OutboxStatus::Cancelled, "{r:?}");
         }
         assert!(!dir.path().join("outbox").exists(), "nothing was written");
+    }
+
+    #[tokio::test]
+    async fn the_sequences_own_exit_step_lets_its_queued_email_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = outbox(dir.path());
+        let now = o.clock.now();
+        let record = crate::state::Record::new(
+            RecordKey {
+                kind: "lead".into(),
+                id: "L1".into(),
+            },
+            now,
+        );
+        // `exit: moved.on` after the last email: a reason with a dot is not
+        // an event, and the step is the sequence's own ending.
+        let exited = Enrollment {
+            record: record.key.clone(),
+            sequence: "cadence".into(),
+            enrolled_at: now,
+            status: crate::state::EnrollmentStatus::Exited,
+            next_step: None,
+            exit_reason: Some("moved.on".into()),
+            exit_cause: Some(crate::state::ExitCause::Step),
+            ended_at: Some(now),
+            timer: None,
+            next_at: None,
+            messages: Default::default(),
+            last_step: None,
+        };
+        o.store
+            .commit(Changes {
+                records: vec![record],
+                outbox: vec![row("r1", "pat@p.example", now)],
+                enrollments: vec![exited],
+                ..Changes::default()
+            })
+            .unwrap();
+        deliver(&o).await;
+        let r = o.store.outbox_entry("r1").unwrap().unwrap();
+        assert_eq!(r.status, OutboxStatus::Sent, "{r:?}");
     }
 
     #[tokio::test]

@@ -550,6 +550,7 @@ mod tests {
             status: crate::state::EnrollmentStatus::Active,
             next_step: Some(step.into()),
             exit_reason: None,
+            exit_cause: None,
             ended_at: None,
             timer: Some(TimerRef {
                 due_at: at,

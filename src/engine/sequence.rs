@@ -12,7 +12,7 @@ use super::{Work, internal};
 use crate::config::send_window as window;
 use crate::config::workflows::{Sequence, Step, StepKind};
 use crate::state::BuiltinEvent;
-use crate::state::{Enrollment, EnrollmentStatus, NewEvent, Run, Timer, TimerKind};
+use crate::state::{Enrollment, EnrollmentStatus, ExitCause, NewEvent, Run, Timer, TimerKind};
 use crate::store::StoreError;
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
@@ -56,7 +56,7 @@ impl Resume {
             Resume::Start => ResumeData::Start,
             Resume::Step(step) => ResumeData::Step { step },
             Resume::End(Ending::Completed) => ResumeData::Complete,
-            Resume::End(Ending::Exit(reason)) => ResumeData::Exit { reason },
+            Resume::End(Ending::Exit(reason, _)) => ResumeData::Exit { reason },
         };
         let data = StepTimerData {
             sequence: sequence.to_owned(),
@@ -73,7 +73,8 @@ impl Resume {
                 ResumeData::Start => Resume::Start,
                 ResumeData::Step { step } => Resume::Step(step),
                 ResumeData::Complete => Resume::End(Ending::Completed),
-                ResumeData::Exit { reason } => Resume::End(Ending::Exit(reason)),
+                // Only an `exit:` step after waits is stored this way.
+                ResumeData::Exit { reason } => Resume::End(Ending::Exit(reason, ExitCause::Step)),
             },
             Err(e) => {
                 tracing::warn!(error = %e, "A step timer's data cannot be read; the enrollment completes.");
@@ -86,7 +87,7 @@ impl Resume {
 #[derive(Debug, Clone, PartialEq)]
 enum Ending {
     Completed,
-    Exit(String),
+    Exit(String, ExitCause),
 }
 
 /// The `enroll` action.
@@ -117,6 +118,7 @@ pub(super) fn enroll(work: &mut Work, sequence: &str) -> Done {
         status: EnrollmentStatus::Active,
         next_step: None,
         exit_reason: None,
+        exit_cause: None,
         ended_at: None,
         timer: None,
         next_at: None,
@@ -146,7 +148,7 @@ pub(super) fn unenroll(work: &mut Work, sequence: Option<&str>) -> Done {
         return Done::Skipped("not enrolled".to_owned());
     }
     for name in &names {
-        exit(work, name, "unenrolled");
+        exit(work, name, "unenrolled", ExitCause::Unenrolled);
     }
     Done::Ok(Some(format!("left {}", names.join(", "))))
 }
@@ -167,20 +169,30 @@ pub(super) fn exit_on_event(work: &mut Work) {
         .map(|e| e.sequence.clone())
         .collect();
     for name in leaving {
-        exit(work, &name, &event_type);
+        exit(work, &name, &event_type, ExitCause::Event);
     }
 }
 
 /// Ends an active enrollment with a reason.
-fn exit(work: &mut Work, sequence: &str, reason: &str) {
-    end(work, sequence, EnrollmentStatus::Exited, Some(reason));
+fn exit(work: &mut Work, sequence: &str, reason: &str, cause: ExitCause) {
+    end(
+        work,
+        sequence,
+        EnrollmentStatus::Exited,
+        Some((reason, cause)),
+    );
     work.raise(
         BuiltinEvent::SequenceExited,
         json!({ "sequence": sequence, "reason": reason }),
     );
 }
 
-fn end(work: &mut Work, sequence: &str, status: EnrollmentStatus, reason: Option<&str>) {
+fn end(
+    work: &mut Work,
+    sequence: &str,
+    status: EnrollmentStatus,
+    reason: Option<(&str, ExitCause)>,
+) {
     let Some(mut e) = work
         .enrollments
         .iter()
@@ -191,7 +203,8 @@ fn end(work: &mut Work, sequence: &str, status: EnrollmentStatus, reason: Option
     };
     timers::cancel(work, e.timer.take());
     e.status = status;
-    e.exit_reason = reason.map(String::from);
+    e.exit_reason = reason.map(|(why, _)| why.to_owned());
+    e.exit_cause = reason.map(|(_, cause)| cause);
     e.ended_at = Some(work.now);
     e.next_step = None;
     e.next_at = None;
@@ -267,7 +280,7 @@ pub(super) fn resume(work: &mut Work) -> Result<(), StoreError> {
     let workflows = work.workflows;
     let Some(definition) = workflows.sequences.get(&name) else {
         save(work, e);
-        exit(work, &name, "definition_removed");
+        exit(work, &name, "definition_removed", ExitCause::Definition);
         return Ok(());
     };
     let mut run = actions::new_run(work, &format!("seq-{name}"), format!("sequence:{name}"));
@@ -279,7 +292,10 @@ pub(super) fn resume(work: &mut Work) -> Result<(), StoreError> {
         Resume::Step(id) => match continuation(&definition.steps, &id) {
             Some(steps) => run_steps(work, definition, &mut e, &mut run, steps.into())?,
             // Reload removed the step (issue: reload decides before this happens).
-            None => Some(Ending::Exit("definition_changed".to_owned())),
+            None => Some(Ending::Exit(
+                "definition_changed".to_owned(),
+                ExitCause::Definition,
+            )),
         },
         Resume::End(ending) => Some(ending),
     };
@@ -289,7 +305,7 @@ pub(super) fn resume(work: &mut Work) -> Result<(), StoreError> {
             end(work, &name, EnrollmentStatus::Completed, None);
             work.raise(BuiltinEvent::SequenceCompleted, json!({ "sequence": name }));
         }
-        Some(Ending::Exit(reason)) => exit(work, &name, &reason),
+        Some(Ending::Exit(reason, cause)) => exit(work, &name, &reason, cause),
         None => {}
     }
     work.changes.runs.push(run);
@@ -315,7 +331,9 @@ fn run_steps<'s>(
                 wait_for(work, e, resume, due);
                 return Ok(None);
             }
-            StepKind::Exit(reason) => return Ok(Some(Ending::Exit(reason.clone()))),
+            StepKind::Exit(reason) => {
+                return Ok(Some(Ending::Exit(reason.clone(), ExitCause::Step)));
+            }
             StepKind::Branch {
                 condition,
                 then,
@@ -333,7 +351,7 @@ fn run_steps<'s>(
                             step_name(step, "if"),
                             Err(why.into()),
                         )?;
-                        return Ok(Some(Ending::Exit("failed".to_owned())));
+                        return Ok(Some(Ending::Exit("failed".to_owned(), ExitCause::Failed)));
                     }
                 };
                 for s in taken.iter().rev() {
@@ -357,7 +375,7 @@ fn run_steps<'s>(
                                 step_name(step, "email"),
                                 Err(why.into()),
                             )?;
-                            return Ok(Some(Ending::Exit("failed".to_owned())));
+                            return Ok(Some(Ending::Exit("failed".to_owned(), ExitCause::Failed)));
                         }
                     }
                 }
@@ -365,7 +383,7 @@ fn run_steps<'s>(
                 let failed =
                     actions::record_named_outcome(work, run, step_name(step, kind), result)?;
                 if failed {
-                    return Ok(Some(Ending::Exit("failed".to_owned())));
+                    return Ok(Some(Ending::Exit("failed".to_owned(), ExitCause::Failed)));
                 }
             }
         }
@@ -472,7 +490,12 @@ fn after_waits<'s>(
                 due += wait_of(next);
                 queue.pop_front();
             }
-            StepKind::Exit(reason) => return (due, Resume::End(Ending::Exit(reason.clone()))),
+            StepKind::Exit(reason) => {
+                return (
+                    due,
+                    Resume::End(Ending::Exit(reason.clone(), ExitCause::Step)),
+                );
+            }
             _ => match &next.id {
                 Some(id) => return (due, Resume::Step(id.clone())),
                 None => return (due, Resume::End(Ending::Completed)),
@@ -552,6 +575,7 @@ pub fn move_enrollment(
             }
             e.status = EnrollmentStatus::Exited;
             e.exit_reason = Some(reason.clone());
+            e.exit_cause = Some(ExitCause::Definition);
             e.ended_at = Some(now);
             e.next_step = None;
             e.next_at = None;

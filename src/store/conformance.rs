@@ -417,6 +417,7 @@ pub fn history_enrollments_suppression<S: Store>(s: &S) {
             status: crate::state::EnrollmentStatus::Active,
             next_step: Some("intro".into()),
             exit_reason: None,
+            exit_cause: None,
             ended_at: None,
             timer: None,
             next_at: None,
