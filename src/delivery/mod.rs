@@ -175,7 +175,7 @@ pub fn spawn<S: Store>(
                     record_now = true;
                 }
                 _ = outbox.store.wakeups().outbox.notified(), if wait.is_some() => {}
-                _ = tokio::time::sleep(wait.unwrap_or_default()), if wait.is_some() => {}
+                _ = outbox.clock.sleep(wait.unwrap_or_default()), if wait.is_some() => {}
             }
         }
         while let Some(joined) = running.join_next().await {

@@ -372,7 +372,7 @@ pub fn spawn<S: Store>(
                 _ = cancel.cancelled() => break,
                 _ = store.wakeups().events.notified(), if recovery.backoff == FIRST_BACKOFF => {}
                 Some(command) = inbox.recv() => run_command(store.as_ref(), &workflows, clock.as_ref(), command).await,
-                _ = tokio::time::sleep(wait) => {}
+                _ = clock.sleep(wait) => {}
             }
         }
         tracing::info!("Engine worker stopped.");
@@ -563,5 +563,50 @@ mod tests {
         }
         assert!(store.cursor().unwrap() >= appended[2].seq);
         assert_eq!(health.status()["state"], "running");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_worker_sleeps_on_its_clock_so_a_test_can_move_a_day_at_once() {
+        let workflows = crate::config::load_for_tests(
+            "sequences:\n  - name: s\n    for: lead\n    steps:\n      - wait: 1d\n      - { id: call, task: { title: call } }\nrules:\n  - name: r\n    for: lead\n    on: lead.created\n    do: [ { enroll: s } ]\n",
+        );
+        let start = chrono::DateTime::parse_from_rfc3339("2026-03-02T08:00:00Z")
+            .unwrap()
+            .to_utc();
+        let clock = Arc::new(crate::clock::ManualClock::new(start));
+        let store = Arc::new(KvStore::open(MemoryBackend::default(), "memory").unwrap());
+        let cancel = CancellationToken::new();
+        let (handle, task) = spawn(
+            store.clone(),
+            Arc::new(arc_swap::ArcSwap::from_pointee(workflows)),
+            clock.clone(),
+            Arc::new(health::EngineHealth::default()),
+            cancel.clone(),
+        );
+        let mut lead = event("e1", "L1");
+        lead.occurred_at = start;
+        let appended = store.append_events(vec![lead]).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), handle.handled(appended[0].seq))
+            .await
+            .expect("the event is handled");
+        let open = |store: &KvStore<MemoryBackend>| {
+            crate::store::TaskTable::tasks(store, &Default::default(), None, 10)
+                .unwrap()
+                .items
+                .len()
+        };
+        assert_eq!(open(&store), 0, "the wait has not passed");
+        // A day passes on the worker's clock, not on the wall's.
+        clock.advance(chrono::Duration::days(1));
+        let called = async {
+            while open(&store) == 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), called)
+            .await
+            .expect("the step after the wait ran once the clock moved");
+        cancel.cancel();
+        task.await.unwrap();
     }
 }
