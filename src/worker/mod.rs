@@ -576,7 +576,7 @@ mod tests {
         let clock = Arc::new(crate::clock::ManualClock::new(start));
         let store = Arc::new(KvStore::open(MemoryBackend::default(), "memory").unwrap());
         let cancel = CancellationToken::new();
-        let (handle, task) = spawn(
+        let (_handle, task) = spawn(
             store.clone(),
             Arc::new(arc_swap::ArcSwap::from_pointee(workflows)),
             clock.clone(),
@@ -585,10 +585,20 @@ mod tests {
         );
         let mut lead = event("e1", "L1");
         lead.occurred_at = start;
-        let appended = store.append_events(vec![lead]).unwrap();
-        tokio::time::timeout(Duration::from_secs(10), handle.handled(appended[0].seq))
+        store.append_events(vec![lead]).unwrap();
+        let next_timer = |store: &KvStore<MemoryBackend>| {
+            crate::store::TimerTable::next_timer(store)
+                .unwrap()
+                .map(|t| t.due_at)
+        };
+        let waiting = async {
+            while next_timer(&store) != Some(start + chrono::Duration::days(1)) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), waiting)
             .await
-            .expect("the event is handled");
+            .expect("the enrollment waits a day");
         let open = |store: &KvStore<MemoryBackend>| {
             crate::store::TaskTable::tasks(store, &Default::default(), None, 10)
                 .unwrap()
