@@ -619,33 +619,40 @@ mod tests {
             .unwrap();
     }
 
-    #[tokio::test]
-    async fn an_unsubscribe_or_exit_after_queueing_cancels_the_send() {
-        let dir = tempfile::tempdir().unwrap();
-        let o = outbox(dir.path());
-        let now = o.clock.now();
-        let record = crate::state::Record::new(
-            RecordKey {
-                kind: "lead".into(),
-                id: "L1".into(),
-            },
-            now,
-        );
-        // Queued, then the prospect unsubscribed (one row) or replied (the other).
+    /// Lead L1 and its enrollment in `cadence`, exited at `now`.
+    fn exited_lead(
+        now: DateTime<Utc>,
+        reason: &str,
+        cause: crate::state::ExitCause,
+    ) -> (crate::state::Record, Enrollment) {
+        let key = RecordKey {
+            kind: "lead".into(),
+            id: "L1".into(),
+        };
         let exited = Enrollment {
-            record: record.key.clone(),
+            record: key.clone(),
             sequence: "cadence".into(),
             enrolled_at: now,
             status: crate::state::EnrollmentStatus::Exited,
             next_step: None,
-            exit_reason: Some("email.replied".into()),
-            exit_cause: Some(crate::state::ExitCause::Event),
+            exit_reason: Some(reason.into()),
+            exit_cause: Some(cause),
             ended_at: Some(now),
             timer: None,
             next_at: None,
             messages: Default::default(),
             last_step: None,
         };
+        (crate::state::Record::new(key, now), exited)
+    }
+
+    #[tokio::test]
+    async fn an_unsubscribe_or_exit_after_queueing_cancels_the_send() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = outbox(dir.path());
+        let now = o.clock.now();
+        // Queued, then the prospect unsubscribed (one row) or replied (the other).
+        let (record, exited) = exited_lead(now, "email.replied", crate::state::ExitCause::Event);
         o.store
             .commit(Changes {
                 records: vec![record],
@@ -675,29 +682,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let o = outbox(dir.path());
         let now = o.clock.now();
-        let record = crate::state::Record::new(
-            RecordKey {
-                kind: "lead".into(),
-                id: "L1".into(),
-            },
-            now,
-        );
         // `exit: moved.on` after the last email: a reason with a dot is not
         // an event, and the step is the sequence's own ending.
-        let exited = Enrollment {
-            record: record.key.clone(),
-            sequence: "cadence".into(),
-            enrolled_at: now,
-            status: crate::state::EnrollmentStatus::Exited,
-            next_step: None,
-            exit_reason: Some("moved.on".into()),
-            exit_cause: Some(crate::state::ExitCause::Step),
-            ended_at: Some(now),
-            timer: None,
-            next_at: None,
-            messages: Default::default(),
-            last_step: None,
-        };
+        let (record, exited) = exited_lead(now, "moved.on", crate::state::ExitCause::Step);
         o.store
             .commit(Changes {
                 records: vec![record],

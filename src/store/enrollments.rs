@@ -19,21 +19,25 @@ impl<B: Backend> EnrollmentTable for KvStore<B> {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Page<Enrollment>, StoreError> {
-        filtered_page(
-            self,
-            keys::ENROLLMENT,
-            after,
-            limit,
-            false,
-            decode_value,
-            |_: &Enrollment| true,
-        )
+        self.enrollments_where(after, limit, |_| true)
     }
 
     fn active_enrollments(
         &self,
         after: Option<&str>,
         limit: usize,
+    ) -> Result<Page<Enrollment>, StoreError> {
+        self.enrollments_where(after, limit, Enrollment::is_active)
+    }
+}
+
+impl<B: Backend> KvStore<B> {
+    /// Enrollments that `keep` keeps, a page at a time in key order.
+    fn enrollments_where(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+        keep: fn(&Enrollment) -> bool,
     ) -> Result<Page<Enrollment>, StoreError> {
         filtered_page(
             self,
@@ -42,7 +46,7 @@ impl<B: Backend> EnrollmentTable for KvStore<B> {
             limit,
             false,
             decode_value,
-            Enrollment::is_active,
+            keep,
         )
     }
 }
