@@ -158,7 +158,7 @@ pub fn spawn<S: Store>(
                 Ok(()) if running.len() > BATCH / 2 => None,
                 Ok(()) => Some(idle_wait(&outbox)),
                 Err(e) => {
-                    tracing::error!(error = %e, "Delivering failed; retrying in a second.");
+                    tracing::error!(error = %e, "Delivering failed (rows it was recording stay in sending until the next start); retrying in a second.");
                     Some(Duration::from_secs(1))
                 }
             };

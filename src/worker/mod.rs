@@ -334,7 +334,14 @@ pub fn spawn<S: Store>(
             let size = recovery.round_size(store.cursor().unwrap_or(0));
             let (handled, step) =
                 match next_round(store.as_ref(), &snapshot, clock.as_ref(), size).await {
-                    Ok(0) => (0, fire_failed.unwrap_or(NextStep::Idle)),
+                    Ok(0) => match fire_failed {
+                        Some(step) => (0, step),
+                        None => {
+                            // Caught up after a failure: not retrying any more.
+                            recovery.succeeded(&health);
+                            (0, NextStep::Idle)
+                        }
+                    },
                     Ok(n) => {
                         recovery.succeeded(&health);
                         (n, NextStep::Continue)
@@ -618,5 +625,37 @@ mod tests {
             .expect("the step after the wait ran once the clock moved");
         cancel.cancel();
         task.await.unwrap();
+    }
+
+    #[test]
+    fn a_failure_that_may_pass_backs_off_and_shows_until_the_worker_catches_up() {
+        let store = KvStore::open(MemoryBackend::default(), "memory").unwrap();
+        let health = health::EngineHealth::default();
+        let mut recovery = Recovery::new();
+        let now = SystemClock.now();
+        let disk = || RoundFailure {
+            error: StoreError::backend_said("disk full"),
+            events: Vec::new(),
+        };
+        let waits: Vec<Duration> = (0..7)
+            .map(|_| match recovery.failed(&store, disk(), now, &health) {
+                NextStep::Wait(wait) => wait,
+                _ => panic!("a disk error is waited out, never skipped"),
+            })
+            .collect();
+        assert_eq!(waits[0], FIRST_BACKOFF);
+        assert_eq!(waits[1], FIRST_BACKOFF * 2);
+        assert_eq!(waits[6], MAX_BACKOFF);
+        assert_eq!(health.status()["state"], "retrying");
+        assert!(
+            health.status()["last_error"]
+                .as_str()
+                .unwrap()
+                .contains("disk full")
+        );
+        assert_eq!(store.set_aside_count(10).unwrap(), 0, "nothing set aside");
+        recovery.succeeded(&health);
+        assert_eq!(health.status()["state"], "running");
+        assert_eq!(recovery.backoff, FIRST_BACKOFF);
     }
 }
