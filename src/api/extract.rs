@@ -3,6 +3,9 @@
 
 use super::ApiError;
 use crate::state::RecordKey;
+use axum::extract::{FromRequestParts, Path};
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 /// Largest page of a listing.
@@ -27,7 +30,7 @@ pub(super) fn record_param(text: Option<&str>) -> Result<Option<RecordKey>, ApiE
 /// A record named in a path or query. Control characters are refused as
 /// at ingest: they can never name a stored record, and NUL separates the
 /// parts of store keys.
-pub(super) fn record_key(kind: String, id: String) -> Result<RecordKey, ApiError> {
+fn record_key(kind: String, id: String) -> Result<RecordKey, ApiError> {
     if let Some(c) =
         super::events::control_character(&kind).or_else(|| super::events::control_character(&id))
     {
@@ -37,6 +40,23 @@ pub(super) fn record_key(kind: String, id: String) -> Result<RecordKey, ApiError
         ));
     }
     Ok(RecordKey { kind, id })
+}
+
+/// The record a `/records/{kind}/{id}` path names, checked like every
+/// record key (see [`record_key`]).
+pub(super) struct RecordPath(pub RecordKey);
+
+impl<S: Send + Sync> FromRequestParts<S> for RecordPath {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
+        let Path((kind, id)) = Path::<(String, String)>::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        record_key(kind, id)
+            .map(RecordPath)
+            .map_err(IntoResponse::into_response)
+    }
 }
 
 impl Paging {

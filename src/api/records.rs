@@ -1,7 +1,7 @@
 //! `/v1/records/{kind}/{id}`: a record with its history, tasks and scores,
 //! its score ledger, and gated stage moves.
 
-use super::extract::{MAX_PAGE, Paging, record_key};
+use super::extract::{MAX_PAGE, Paging, RecordPath};
 use super::{ApiError, App};
 use crate::engine::{MoveResult, record_json};
 use crate::state::TaskStatus;
@@ -10,7 +10,7 @@ use crate::store::TaskFilter;
 use crate::worker::Command;
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -18,9 +18,8 @@ use std::sync::Arc;
 
 pub(super) async fn get_record<S: Store>(
     State(app): State<Arc<App<S>>>,
-    Path((kind, id)): Path<(String, String)>,
+    RecordPath(key): RecordPath,
 ) -> Result<Json<Value>, ApiError> {
-    let key = record_key(kind, id)?;
     let record = app
         .store
         .record(&key)?
@@ -86,10 +85,9 @@ pub(super) struct LedgerQuery {
 /// `GET /v1/records/{kind}/{id}/ledger?model=`: every contribution, newest first.
 pub(super) async fn get_ledger<S: Store>(
     State(app): State<Arc<App<S>>>,
-    Path((kind, id)): Path<(String, String)>,
+    RecordPath(key): RecordPath,
     Query(q): Query<LedgerQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let key = record_key(kind, id)?;
     let paging = Paging {
         limit: q.limit,
         after: q.after,
@@ -108,7 +106,7 @@ pub(super) struct StageRequest {
 
 pub(super) async fn post_stage<S: Store>(
     State(app): State<Arc<App<S>>>,
-    Path((kind, id)): Path<(String, String)>,
+    RecordPath(record): RecordPath,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let request: StageRequest = serde_json::from_slice(&body).map_err(|e| {
@@ -117,7 +115,6 @@ pub(super) async fn post_stage<S: Store>(
             format!("expected {{\"to\": STAGE}}: {e}"),
         )
     })?;
-    let record = record_key(kind, id)?;
     let (reply, answer) = tokio::sync::oneshot::channel();
     app.worker
         .send(Command::Move {
