@@ -1,4 +1,4 @@
-//! What many routes share: paging, record keys, and the one way a handler
+//! What many routes share: page sizes, record keys, and the one way a handler
 //! runs work that reads whole tables.
 
 use super::ApiError;
@@ -6,17 +6,9 @@ use crate::state::RecordKey;
 use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
 
 /// Largest page of a listing.
 pub(super) const MAX_PAGE: usize = 500;
-
-/// `?limit=&after=` of every listing.
-#[derive(Deserialize)]
-pub(super) struct Paging {
-    pub limit: Option<usize>,
-    pub after: Option<String>,
-}
 
 /// `?record=KIND/ID`.
 pub(super) fn record_param(text: Option<&str>) -> Result<Option<RecordKey>, ApiError> {
@@ -59,10 +51,10 @@ impl<S: Send + Sync> FromRequestParts<S> for RecordPath {
     }
 }
 
-impl Paging {
-    pub(super) fn limit(&self) -> usize {
-        self.limit.unwrap_or(100).clamp(1, MAX_PAGE)
-    }
+/// A listing's page size from its `?limit=`: 100 unless asked, at most
+/// [`MAX_PAGE`]. (`?after=` is each listing's own cursor, passed as is.)
+pub(super) fn page_limit(limit: Option<usize>) -> usize {
+    limit.unwrap_or(100).clamp(1, MAX_PAGE)
 }
 
 /// Runs work that reads whole tables (a report, the metrics' gauges, a

@@ -1,7 +1,7 @@
 //! `/v1/outbox`: deliveries with their state, attempts and last error,
 //! shown as the recipient reads them and without secrets.
 
-use super::extract::{Paging, record_param};
+use super::extract::{page_limit, record_param};
 use super::{ApiError, App};
 use crate::config::Workflows;
 use crate::delivery::message;
@@ -44,13 +44,9 @@ pub(super) async fn get_outbox<S: Store>(
         status,
         record: record_param(q.record.as_deref())?,
     };
-    let paging = Paging {
-        limit: q.limit,
-        after: q.after,
-    };
     let page = app
         .store
-        .outbox_matching(&filter, paging.after.as_deref(), paging.limit())?;
+        .outbox_matching(&filter, q.after.as_deref(), page_limit(q.limit))?;
     let workflows = app.workflows.load();
     let rows: Vec<Value> = page
         .items

@@ -1,7 +1,7 @@
 //! `/v1/records/{kind}/{id}`: a record with its history, tasks and scores,
 //! its score ledger, and gated stage moves.
 
-use super::extract::{MAX_PAGE, Paging, RecordPath};
+use super::extract::{MAX_PAGE, RecordPath, page_limit};
 use super::{ApiError, App};
 use crate::engine::{MoveResult, record_json};
 use crate::state::TaskStatus;
@@ -88,13 +88,9 @@ pub(super) async fn get_ledger<S: Store>(
     RecordPath(key): RecordPath,
     Query(q): Query<LedgerQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let paging = Paging {
-        limit: q.limit,
-        after: q.after,
-    };
     let page = app
         .store
-        .score_ledger(&key, &q.model, paging.after.as_deref(), paging.limit())?;
+        .score_ledger(&key, &q.model, q.after.as_deref(), page_limit(q.limit))?;
     Ok(Json(json!({ "ledger": page.items, "next": page.next })))
 }
 

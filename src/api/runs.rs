@@ -1,6 +1,6 @@
 //! `/v1/runs`: what each rule saw and did, newest first.
 
-use super::extract::{Paging, record_param};
+use super::extract::{page_limit, record_param};
 use super::{ApiError, App};
 use crate::store::RunFilter;
 use crate::store::Store;
@@ -27,13 +27,9 @@ pub(super) async fn get_runs<S: Store>(
         record: record_param(q.record.as_deref())?,
         rule: q.rule,
     };
-    let paging = Paging {
-        limit: q.limit,
-        after: q.after,
-    };
     let page = app
         .store
-        .runs(&filter, paging.after.as_deref(), paging.limit())?;
+        .runs(&filter, q.after.as_deref(), page_limit(q.limit))?;
     let mut runs = json!(page.items);
     // Runs of a version that is no longer loaded were masked when written
     // (the engine redacts details); this catches what the running one knows.

@@ -2,7 +2,7 @@
 //! and since when; an admin can take one off (a prospect who unsubscribed by
 //! mistake and asked to hear from us again).
 
-use super::extract::Paging;
+use super::extract::page_limit;
 use super::{ApiError, App};
 use crate::store::{Changes, Store};
 use axum::Json;
@@ -23,13 +23,9 @@ pub(super) async fn list<S: Store>(
     State(app): State<Arc<App<S>>>,
     Query(q): Query<SuppressionQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let paging = Paging {
-        limit: q.limit,
-        after: q.after,
-    };
     let page = app
         .store
-        .suppressions(paging.after.as_deref(), paging.limit())?;
+        .suppressions(q.after.as_deref(), page_limit(q.limit))?;
     Ok(Json(
         json!({ "suppressions": page.items, "next": page.next }),
     ))

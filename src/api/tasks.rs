@@ -1,6 +1,6 @@
 //! `/v1/tasks`: listing by owner and status, and completing a task.
 
-use super::extract::Paging;
+use super::extract::page_limit;
 use super::{ApiError, App};
 use crate::state::TaskStatus;
 use crate::store::Store;
@@ -48,13 +48,9 @@ pub(super) async fn get_tasks<S: Store>(
         status,
         record: None,
     };
-    let paging = Paging {
-        limit: q.limit,
-        after: q.after,
-    };
     let page = app
         .store
-        .tasks(&filter, paging.after.as_deref(), paging.limit())?;
+        .tasks(&filter, q.after.as_deref(), page_limit(q.limit))?;
     Ok(Json(json!({ "tasks": page.items, "next": page.next })))
 }
 

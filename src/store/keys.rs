@@ -75,8 +75,8 @@ pub fn outbox(id: &str) -> Vec<u8> {
     join(&[OUTBOX, id.as_bytes()])
 }
 
-/// The start of a record's entries in a by-record index: the id is
-/// followed by NUL, so `L1` never lists `L10`'s.
+/// The start of a record's entries in a table or index keyed by record
+/// first: the id is followed by NUL, so `L1` never lists `L10`'s.
 fn by_record_prefix(index: &[u8], record: &RecordKey) -> Vec<u8> {
     join(&[
         index,
@@ -127,13 +127,7 @@ pub fn timer(due: DateTime<Utc>, id: &str) -> Vec<u8> {
 }
 
 pub fn enrollment_prefix(key: &RecordKey) -> Vec<u8> {
-    join(&[
-        ENROLLMENT,
-        key.kind.as_bytes(),
-        b"\0",
-        key.id.as_bytes(),
-        b"\0",
-    ])
+    by_record_prefix(ENROLLMENT, key)
 }
 
 pub fn enrollment(key: &RecordKey, sequence: &str) -> Vec<u8> {
@@ -142,11 +136,7 @@ pub fn enrollment(key: &RecordKey, sequence: &str) -> Vec<u8> {
 
 pub fn score_ledger_prefix(key: &RecordKey, model: &str) -> Vec<u8> {
     join(&[
-        SCORE_LEDGER,
-        key.kind.as_bytes(),
-        b"\0",
-        key.id.as_bytes(),
-        b"\0",
+        &by_record_prefix(SCORE_LEDGER, key),
         model.as_bytes(),
         b"\0",
     ])

@@ -331,7 +331,8 @@ pub fn spawn<S: Store>(
             if clock.now() >= next_prune {
                 next_prune = prune(store.as_ref(), &snapshot, clock.as_ref());
             }
-            let size = recovery.round_size(store.cursor().unwrap_or(0));
+            // The cursor as this worker last moved it (only it moves it).
+            let size = recovery.round_size(*progress.borrow());
             let (handled, step) =
                 match next_round(store.as_ref(), &snapshot, clock.as_ref(), size).await {
                     Ok(0) => match fire_failed {
