@@ -4,7 +4,8 @@
 //! - `config` reads a workflow folder and compiles it into an immutable
 //!   [`config::Workflows`] (the one path for `validate`, startup and reload);
 //! - `api` takes events over HTTP and appends them to the log in `store`
-//!   (durable before the `202`);
+//!   (durable before the `202`); `intake` checks them first, and verifies
+//!   and maps the payloads other tools post to a source (`/hooks/NAME`);
 //! - `worker` is the single writer: it feeds logged events in order to the
 //!   pure `engine` and commits what the engine answers, cursor included;
 //! - `delivery` hands outbox rows to a mail server or a webhook, once, with
@@ -18,7 +19,8 @@
 //!
 //! - `reload` watches the folder and swaps a new, valid set in whole;
 //! - `report` computes pipeline, sequence and owner reports from the store;
-//! - `telemetry` records Prometheus metrics.
+//! - `telemetry` records Prometheus metrics; `signature` is the one HMAC
+//!   code, for webhooks sent and payloads received.
 #![forbid(unsafe_code)]
 
 pub mod api;
@@ -27,9 +29,11 @@ pub mod clock;
 pub mod config;
 pub mod delivery;
 pub mod engine;
+pub mod intake;
 pub mod reload;
 pub mod report;
 pub mod scheduler;
+pub mod signature;
 pub mod simulation;
 pub mod state;
 pub mod store;

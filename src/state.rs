@@ -778,6 +778,54 @@ pub struct SetAsideEvent {
     pub at: DateTime<Utc>,
 }
 
+/// A verified payload a source could not map to events, kept with why,
+/// to be replayed after the workflows are fixed (SPEC §3.10).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RejectedPayload {
+    /// Unique within its source; sorts by arrival.
+    pub id: String,
+    /// The source it was posted to.
+    pub source: String,
+    /// When it arrived.
+    pub received_at: DateTime<Utc>,
+    /// Why it could not be mapped, the last time it was tried.
+    pub reason: String,
+    /// The body, exactly as received.
+    #[serde(with = "serde_bytes_as_text")]
+    pub body: Vec<u8>,
+    /// Its headers (lower-case names), without the ones carrying secrets.
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// The sender's delivery id, when its scheme signs one.
+    pub delivery_id: Option<String>,
+}
+
+/// A body stored as text when it is UTF-8 (nearly always: JSON), else as
+/// bytes; read back either way.
+mod serde_bytes_as_text {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(untagged)]
+    enum Stored {
+        Text(String),
+        Bytes(Vec<u8>),
+    }
+
+    pub fn serialize<S: Serializer>(body: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        match std::str::from_utf8(body) {
+            Ok(text) => Stored::Text(text.to_owned()).serialize(s),
+            Err(_) => Stored::Bytes(body.to_vec()).serialize(s),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        Ok(match Stored::deserialize(d)? {
+            Stored::Text(text) => text.into_bytes(),
+            Stored::Bytes(bytes) => bytes,
+        })
+    }
+}
+
 /// An address no workflow emails any more, why and since when.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Suppression {

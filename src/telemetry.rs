@@ -57,6 +57,40 @@ pub fn delivery(kind: &'static str, outcome: &'static str) {
     counter!("dealflow_deliveries_total", "kind" => kind, "outcome" => outcome).increment(1);
 }
 
+/// A source's delivery, at each step: `received`, `verified`, `rejected`
+/// (with the refusal or mapping reason), and the events it gave.
+pub fn source(name: &str, step: SourceStep) {
+    let source = name.to_owned();
+    match step {
+        SourceStep::Received => {
+            counter!("dealflow_source_received_total", "source" => source).increment(1)
+        }
+        SourceStep::Verified => {
+            counter!("dealflow_source_verified_total", "source" => source).increment(1)
+        }
+        SourceStep::Rejected(reason) => {
+            counter!("dealflow_source_rejected_total", "source" => source, "reason" => reason)
+                .increment(1)
+        }
+        SourceStep::Events(n) => {
+            counter!("dealflow_source_events_total", "source" => source).increment(n)
+        }
+    }
+}
+
+/// What happened to a source's delivery (see [`source`]).
+#[derive(Debug, Clone, Copy)]
+pub enum SourceStep {
+    /// It arrived.
+    Received,
+    /// Its signature or token held.
+    Verified,
+    /// Refused or kept unmapped, with a fixed label saying why.
+    Rejected(&'static str),
+    /// It gave this many events.
+    Events(u64),
+}
+
 /// A timer fired, `lateness` after it was due.
 pub fn timer_fired(lateness: chrono::Duration) {
     counter!("dealflow_timers_fired_total").increment(1);

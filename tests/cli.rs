@@ -7,6 +7,17 @@ fn dealflow(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_dealflow"))
         .args(args)
         .env_remove("SMTP_URL")
+        // The signing secrets examples/sources names, as an admin sets them.
+        .envs(
+            [
+                "CALENDLY_SIGNING_KEY",
+                "TYPEFORM_SECRET",
+                "CALCOM_SECRET",
+                "HUBSPOT_HOOK_TOKEN",
+                "STRIPE_WEBHOOK_SECRET",
+            ]
+            .map(|name| (name, "test-secret")),
+        )
         .output()
         .expect("run dealflow")
 }
@@ -119,6 +130,7 @@ fn test_passes_on_the_default_workflows_and_every_example() {
         "examples/starter",
         "examples/insurance-agency",
         "examples/service-business",
+        "examples/sources",
     ] {
         let out = dealflow(&["test", &repo(dir)]);
         let stdout = String::from_utf8_lossy(&out.stdout);

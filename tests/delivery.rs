@@ -262,7 +262,7 @@ async fn webhooks_retry_with_one_identity_and_a_valid_signature() {
         last.header("webhook-id").unwrap(),
         String::from_utf8_lossy(&last.body)
     );
-    let expected = dealflow::delivery::webhook::sign(
+    let expected = dealflow::signature::standard_sign(
         "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
         &last.header("webhook-id").unwrap(),
         timestamp.parse().unwrap(),

@@ -67,7 +67,16 @@ fn manual() -> Vec<PathBuf> {
 
 /// The environment the examples are validated with (they name these).
 fn env() -> HashMap<String, String> {
-    HashMap::from([("SMTP_URL".to_owned(), "smtp://127.0.0.1:2525".to_owned())])
+    let secrets = [
+        "CALENDLY_SIGNING_KEY",
+        "GITHUB_WEBHOOK_SECRET",
+        "BILLING_WEBHOOK_SECRET",
+        "FORMS_TOKEN",
+    ]
+    .map(|name| (name.to_owned(), format!("test-{name}")));
+    let mut env = HashMap::from(secrets);
+    env.insert("SMTP_URL".to_owned(), "smtp://127.0.0.1:2525".to_owned());
+    env
 }
 
 #[test]

@@ -23,8 +23,8 @@ pub(super) fn record_param(text: Option<&str>) -> Result<Option<RecordKey>, ApiE
 /// at ingest: they can never name a stored record, and NUL separates the
 /// parts of store keys.
 fn record_key(kind: String, id: String) -> Result<RecordKey, ApiError> {
-    if let Some(c) =
-        super::events::control_character(&kind).or_else(|| super::events::control_character(&id))
+    if let Some(c) = crate::intake::event::control_character(&kind)
+        .or_else(|| crate::intake::event::control_character(&id))
     {
         return Err(ApiError::bad_request(
             "invalid_record",

@@ -10,7 +10,7 @@
 mod appender;
 mod auth;
 mod error;
-pub mod events;
+mod events;
 mod extract;
 mod mail;
 mod outbox;
@@ -20,6 +20,7 @@ mod reports;
 mod routes;
 mod runs;
 mod server;
+mod sources;
 mod status;
 mod suppressions;
 mod tasks;

@@ -35,6 +35,14 @@ pub fn router<S: Store>(app: Arc<App<S>>) -> Router {
         .route("/reports/{name}", get(super::reports::get_report::<S>))
         .route("/outbox", get(super::outbox::get_outbox::<S>))
         .route("/inbound/email", post(super::mail::post_inbound::<S>))
+        .route(
+            "/sources/{name}/rejected",
+            get(super::sources::get_rejected::<S>),
+        )
+        .route(
+            "/sources/{name}/rejected/{id}/replay",
+            post(super::sources::replay::<S>),
+        )
         .route("/suppressions", get(super::suppressions::list::<S>))
         .route(
             "/suppressions/{address}",
@@ -50,6 +58,8 @@ pub fn router<S: Store>(app: Arc<App<S>>) -> Router {
             "/u/{token}",
             get(super::mail::unsubscribe_page::<S>).post(super::mail::unsubscribe::<S>),
         )
+        // Verified by each source's own scheme, not the bearer token.
+        .route("/hooks/{name}", post(super::sources::post_hook::<S>))
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(super::status::get_metrics::<S>))
         .fallback(|| async { StatusCode::NOT_FOUND })

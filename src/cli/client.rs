@@ -260,6 +260,89 @@ pub fn remove_suppression(daemon: &Daemon, address: &str) -> anyhow::Result<Exit
     Ok(ExitCode::SUCCESS)
 }
 
+/// Every payload a source keeps, a page at a time.
+fn each_rejected(
+    daemon: &Daemon,
+    name: &str,
+    mut each: impl FnMut(&Value) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let path = format!("/v1/sources/{}/rejected", path_segment(name));
+    let mut after: Option<String> = None;
+    loop {
+        let query: Vec<(&str, String)> = std::iter::once(("limit", "100".to_owned()))
+            .chain(after.clone().map(|a| ("after", a)))
+            .collect();
+        let body = daemon.call(reqwest::Method::GET, &path, |r| r.query(&query))?;
+        for payload in body["rejected"].as_array().into_iter().flatten() {
+            each(payload)?;
+        }
+        after = body["next"].as_str().map(String::from);
+        if after.is_none() {
+            return Ok(());
+        }
+    }
+}
+
+/// `dealflow sources rejected NAME`: what a source kept, and why.
+pub fn rejected(daemon: &Daemon, name: &str) -> anyhow::Result<ExitCode> {
+    let mut lines = Vec::new();
+    each_rejected(daemon, name, |p| {
+        lines.push(format!(
+            "{:<24}  {:<20}  {}",
+            p["id"].as_str().unwrap_or(""),
+            short_time(p["received_at"].as_str()),
+            p["reason"].as_str().unwrap_or("")
+        ));
+        Ok(())
+    })?;
+    if lines.is_empty() {
+        println!("Source {name} keeps no payloads.");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{:<24}  {:<20}  REASON", "ID", "RECEIVED");
+    super::print_lines(lines.into_iter())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `dealflow sources replay NAME`: maps every kept payload again, one by
+/// one, printing each as it goes.
+pub fn replay(daemon: &Daemon, name: &str) -> anyhow::Result<ExitCode> {
+    let (mut replayed, mut events, mut still) = (0, 0, 0);
+    each_rejected(daemon, name, |p| {
+        let id = p["id"].as_str().unwrap_or_default();
+        let path = format!(
+            "/v1/sources/{}/rejected/{}/replay",
+            path_segment(name),
+            path_segment(id)
+        );
+        match daemon.post(&path, &json!({})) {
+            Ok(answer) => {
+                let n = answer["events"].as_u64().unwrap_or(0);
+                println!("{id}: replayed, {n} event(s)");
+                replayed += 1;
+                events += n;
+                Ok(())
+            }
+            Err(e) => match e.downcast_ref::<Refused>() {
+                Some(refused) if refused.status == reqwest::StatusCode::UNPROCESSABLE_ENTITY => {
+                    println!("{id}: {}", refused.message);
+                    still += 1;
+                    Ok(())
+                }
+                _ => Err(e),
+            },
+        }
+    })?;
+    println!(
+        "{replayed} payload(s) replayed into {events} event(s); {still} still cannot be mapped."
+    );
+    Ok(if still == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
 /// `id` percent-encoded for one path segment.
 fn path_segment(id: &str) -> String {
     id.bytes()

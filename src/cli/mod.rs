@@ -156,6 +156,16 @@ pub enum Command {
         #[arg(long, global = true)]
         url: Option<String>,
     },
+    /// A running daemon's sources: the payloads each kept because they
+    /// could not be mapped, and replaying them after a fix.
+    Sources {
+        /// `rejected NAME` or `replay NAME`.
+        #[command(subcommand)]
+        action: SourcesAction,
+        /// The daemon (default $DEALFLOW_URL, else http://127.0.0.1:8080).
+        #[arg(long, global = true)]
+        url: Option<String>,
+    },
     /// List open tasks of a running daemon, or complete one.
     Tasks {
         /// `complete ID`; without it, the open tasks are listed.
@@ -180,6 +190,22 @@ pub enum SuppressionsAction {
     Remove {
         /// The address (any spelling: `Pat <pat@x.example>` is pat@x.example).
         address: String,
+    },
+}
+
+/// What `dealflow sources` does.
+#[derive(Debug, Subcommand)]
+pub enum SourcesAction {
+    /// List the payloads a source kept, with why each could not be mapped.
+    Rejected {
+        /// The source's name.
+        name: String,
+    },
+    /// Map every payload a source kept again, under the running workflows;
+    /// exit 1 if some still cannot be mapped.
+    Replay {
+        /// The source's name.
+        name: String,
     },
 }
 
@@ -329,6 +355,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     client::remove_suppression(&daemon, &address)
                 }
                 None => client::suppressions(&daemon),
+            }
+        }
+        Command::Sources { action, url } => {
+            let daemon = client::Daemon::from_env(url)?;
+            match action {
+                SourcesAction::Rejected { name } => client::rejected(&daemon, &name),
+                SourcesAction::Replay { name } => client::replay(&daemon, &name),
             }
         }
         Command::Tasks {

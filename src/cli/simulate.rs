@@ -2,9 +2,9 @@
 //! `.jsonl` file, a dated timeline out; nothing is sent.
 
 use super::load_workflows;
-use crate::api::events::parse_event;
 use crate::clock::{Clock, SystemClock};
 use crate::config::values::parse_offset;
+use crate::intake::event::parse_event;
 use crate::simulation::{self, TimedEvent};
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};

@@ -58,8 +58,13 @@ fn shown_path(dir: &Path, file: &Path) -> std::path::PathBuf {
 }
 
 fn summary(w: &Workflows, warnings: usize) -> String {
+    // Named only when there are some, so folders without any read as before.
+    let sources = match w.sources.len() {
+        0 => String::new(),
+        n => format!(", {n} sources"),
+    };
     format!(
-        "ok: {} rules, {} sequences, {} pipelines, {} scoring models, {} templates, {} tests in {} files (version {}); {warnings} warning(s)",
+        "ok: {} rules, {} sequences, {} pipelines, {} scoring models, {} templates{sources}, {} tests in {} files (version {}); {warnings} warning(s)",
         w.rules.len(),
         w.sequences.len(),
         w.pipelines.len(),

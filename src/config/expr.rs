@@ -46,6 +46,30 @@ pub struct TextTemplate {
     origin: Option<Position>,
 }
 
+/// A compiled expression whose value is kept as JSON (a source's
+/// `for_each`, and a field that is one `{{ ... }}`), stored as a template
+/// rendering the value with `tojson`.
+#[derive(Clone)]
+pub struct ValueExpr {
+    /// The expression as written.
+    pub source: String,
+    key: String,
+}
+
+impl std::fmt::Debug for ValueExpr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("ValueExpr").field(&self.source).finish()
+    }
+}
+
+/// The expression of a text that is exactly one `{{ ... }}`, if it is.
+pub fn single_expression(text: &str) -> Option<&str> {
+    let inner = text.trim().strip_prefix("{{")?.strip_suffix("}}")?;
+    let whole = !inner.contains("{{") && !inner.contains("}}") && !inner.contains("{%");
+    let inner = inner.trim();
+    (whole && !inner.is_empty() && !inner.starts_with('-')).then_some(inner)
+}
+
 impl TextTemplate {
     /// This template, remembered as starting at `origin`.
     pub fn at(mut self, origin: Position) -> Self {
@@ -215,6 +239,49 @@ impl Expressions {
             },
             names,
         ))
+    }
+
+    /// Compiles an expression whose value is wanted as JSON; answers the
+    /// names it reads from outside.
+    pub fn value(&mut self, source: &str) -> Result<(ValueExpr, BTreeSet<String>), SyntaxProblem> {
+        let expr = self
+            .env
+            .compile_expression(source)
+            .map_err(syntax_problem)?;
+        let names = outside_names(expr.undeclared_variables(false));
+        self.known_filters(source, Syntax::Expression)?;
+        let key = self.next_key(".value");
+        // `tojson` writes a missing value as null; rendering the expression
+        // itself instead makes that the error naming what is missing.
+        let wrapped = format!(
+            "{{% set value = ({source}\n) %}}{{% if value is undefined %}}{{{{ {source}\n }}}}{{% else %}}{{{{ value | tojson }}}}{{% endif %}}"
+        );
+        self.env
+            .add_template_owned(key.clone(), wrapped)
+            .map_err(syntax_problem)?;
+        let source = source.to_owned();
+        Ok((ValueExpr { source, key }, names))
+    }
+
+    /// Evaluates a value expression to JSON; a missing value is an error.
+    pub fn value_of(
+        &self,
+        expr: &ValueExpr,
+        context: &Value,
+    ) -> Result<serde_json::Value, EvalError> {
+        let compiled = self
+            .env
+            .get_template(&expr.key)
+            .map_err(|e| EvalError(e.to_string()))?;
+        let rendered = compiled
+            .render(context)
+            .map_err(|e| EvalError(describe(&e)))?;
+        serde_json::from_str(&rendered).map_err(|e| {
+            EvalError(format!(
+                "`{}` gave a value that is not JSON: {e}",
+                expr.source
+            ))
+        })
     }
 
     /// Evaluates a condition; a missing value is false.

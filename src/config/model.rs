@@ -97,6 +97,9 @@ pub struct WorkflowFile {
     /// Lead-scoring models.
     #[serde(default)]
     pub scoring: Vec<ScoringSpec>,
+    /// Webhooks from other tools, mapped to events.
+    #[serde(default)]
+    pub sources: Vec<SourceSpec>,
     /// Workflow tests run by `dealflow test`.
     #[serde(default)]
     pub tests: Vec<TestSpec>,
@@ -628,6 +631,95 @@ pub struct ThresholdSpec {
     pub actions: Vec<Located<ActionSpec>>,
 }
 
+/// `sources:` item: a webhook served at `POST /hooks/NAME`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSpec {
+    /// Unique name; the path is `/hooks/NAME`.
+    pub name: Text,
+    /// How a delivery is proved to come from the sender, or `none`.
+    pub verify: Option<Located<NameOr<VerifySpec>>>,
+    /// Events a payload gives (zero, one or several).
+    #[serde(default)]
+    pub events: Vec<Located<SourceEventSpec>>,
+}
+
+/// `verify:` of a source.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerifySpec {
+    /// `hmac`, `timestamped`, `standard` or `token`.
+    pub scheme: Located<VerifyScheme>,
+    /// The header carrying the signature or token.
+    pub header: Option<Text>,
+    /// The shared secret; use `${VAR}`.
+    pub secret: Option<Text>,
+    /// Text before the signature in the header, e.g. `sha256=` (hmac).
+    pub prefix: Option<Text>,
+    /// How the signature is written: `hex` (default) or `base64` (hmac).
+    pub encoding: Option<Located<SignatureEncoding>>,
+    /// Oldest timestamp accepted (timestamped, standard; default 5m).
+    pub tolerance: Option<Text>,
+}
+
+/// How a source's deliveries are verified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum VerifyScheme {
+    /// HMAC-SHA256 of the raw body in a header (GitHub, Typeform, Cal.com).
+    Hmac,
+    /// `t=TIMESTAMP,v1=HEX` over `TIMESTAMP.BODY` (Stripe, Calendly).
+    Timestamped,
+    /// Standard Webhooks (`webhook-id`, `webhook-timestamp`, `webhook-signature`).
+    Standard,
+    /// A shared secret in a header or `?token=`.
+    Token,
+}
+
+/// How an HMAC signature is written in its header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SignatureEncoding {
+    /// Lower- or upper-case hexadecimal.
+    Hex,
+    /// Standard base64.
+    Base64,
+}
+
+/// One event a source's payload may give.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SourceEventSpec {
+    /// Only when this holds (an expression over `payload`, `headers`).
+    #[serde(rename = "if")]
+    pub condition: Option<Text>,
+    /// One event per item of this list (an expression), as `item`.
+    pub for_each: Option<Text>,
+    /// Event type (a template).
+    #[serde(rename = "type")]
+    pub event_type: Text,
+    /// Idempotency key (a template): a redelivered payload is a duplicate.
+    pub id: Option<Text>,
+    /// The record it happened to; kind and id are templates.
+    pub record: SourceRecordSpec,
+    /// Record fields; a value that is one `{{ ... }}` keeps its JSON type.
+    #[serde(default)]
+    pub fields: BTreeMap<String, Located<Json>>,
+    /// Event data; a value that is one `{{ ... }}` keeps its JSON type.
+    #[serde(default)]
+    pub data: BTreeMap<String, Located<Json>>,
+}
+
+/// `record:` of a source event.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SourceRecordSpec {
+    /// Record kind (a template).
+    pub kind: Text,
+    /// Record id (a template).
+    pub id: Text,
+}
+
 /// `tests:` item.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -648,7 +740,7 @@ pub struct TestSpec {
     pub expect_not: Vec<Located<BTreeMap<String, Json>>>,
 }
 
-/// An event of a test or simulation.
+/// An event of a test or simulation, or a payload posted to a source.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TestEventSpec {
@@ -658,12 +750,19 @@ pub struct TestEventSpec {
     pub id: Option<String>,
     /// Event type.
     #[serde(rename = "type")]
-    pub event_type: Text,
+    pub event_type: Option<Text>,
     /// The record it happened to.
-    pub record: RecordRefSpec,
+    pub record: Option<RecordRefSpec>,
     /// Event data.
     #[serde(default)]
     pub data: BTreeMap<String, Json>,
+    /// A source to post `payload` to, instead of an event (not signed).
+    pub source: Option<Text>,
+    /// The JSON body posted to `source`.
+    pub payload: Option<Located<Json>>,
+    /// Headers posted with `payload` (lower-case names).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
 }
 
 /// `{kind, id, fields}` of a test event.

@@ -5,8 +5,8 @@
 //! beyond the run-time errors SPEC §3.1 allows (missing values, type errors).
 
 use super::environment::Secrets;
-use super::expr::{Condition, Expressions, TextTemplate};
-use super::model::{CatchUp, OnStepRemoved, OnUncertain, Outcome, Strategy};
+use super::expr::{Condition, Expressions, TextTemplate, ValueExpr};
+use super::model::{CatchUp, OnStepRemoved, OnUncertain, Outcome, SignatureEncoding, Strategy};
 use super::values::{HoursRange, RateLimit};
 use crate::state::BodyFormat;
 use crate::state::RuleSlots;
@@ -44,6 +44,8 @@ pub struct Workflows {
     pub scoring: Vec<ScoringModel>,
     /// Email templates by base name.
     pub templates: BTreeMap<String, EmailTemplate>,
+    /// Webhooks from other tools, by name.
+    pub sources: BTreeMap<String, Source>,
     /// Workflow tests.
     pub tests: Vec<WorkflowTest>,
     /// Values from the environment, masked in every message.
@@ -374,6 +376,24 @@ pub struct JsonTemplate {
     pub strings: BTreeMap<String, TextTemplate>,
 }
 
+impl JsonTemplate {
+    /// The value with its string leaves rendered in `scope`.
+    pub fn render(
+        &self,
+        expressions: &Expressions,
+        scope: &minijinja::Value,
+    ) -> Result<Json, super::expr::EvalError> {
+        let mut value = self.value.clone();
+        for (pointer, text) in &self.strings {
+            let rendered = expressions.render(text, scope)?;
+            if let Some(slot) = value.pointer_mut(pointer) {
+                *slot = Json::String(rendered);
+            }
+        }
+        Ok(value)
+    }
+}
+
 /// Where an email's content comes from.
 #[derive(Debug, Clone)]
 pub enum EmailContent {
@@ -689,6 +709,98 @@ pub struct EmailTemplate {
     pub body: TextTemplate,
 }
 
+/// A source: a webhook from another tool, mapped to events (SPEC §3.10).
+#[derive(Debug)]
+pub struct Source {
+    /// Unique name; served at `POST /hooks/NAME`.
+    pub name: String,
+    /// How a delivery is proved to come from the sender.
+    pub verify: Verification,
+    /// The events a payload may give, in order.
+    pub events: Vec<SourceEvent>,
+}
+
+/// A shared secret, never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SigningSecret(pub String);
+
+impl std::fmt::Debug for SigningSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SigningSecret(..)")
+    }
+}
+
+/// How a source's deliveries are verified before anything is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verification {
+    /// Nothing is checked (`verify: none`; validation warns).
+    None,
+    /// HMAC-SHA256 of the raw body in `header`, after `prefix`.
+    Hmac {
+        /// The header with the signature.
+        header: String,
+        /// Text before the signature, e.g. `sha256=`.
+        prefix: String,
+        /// Hex or base64.
+        encoding: SignatureEncoding,
+        /// The key.
+        secret: SigningSecret,
+    },
+    /// `t=TIMESTAMP,v1=HEX` in `header`, over `TIMESTAMP.BODY`.
+    Timestamped {
+        /// The header with the signature.
+        header: String,
+        /// The key.
+        secret: SigningSecret,
+        /// Oldest timestamp accepted.
+        tolerance: Duration,
+    },
+    /// Standard Webhooks.
+    Standard {
+        /// The key (`whsec_` base64, or the text's bytes).
+        secret: SigningSecret,
+        /// Oldest timestamp accepted.
+        tolerance: Duration,
+    },
+    /// A shared secret in `header`, or in `?token=` when no header is named.
+    Token {
+        /// The header with the token.
+        header: Option<String>,
+        /// The token.
+        secret: SigningSecret,
+    },
+}
+
+/// One event a source's payload may give.
+#[derive(Debug)]
+pub struct SourceEvent {
+    /// Only when this holds.
+    pub condition: Option<Condition>,
+    /// One event per item of this list, as `item`.
+    pub for_each: Option<ValueExpr>,
+    /// Event type.
+    pub event_type: TextTemplate,
+    /// Idempotency key.
+    pub id: Option<TextTemplate>,
+    /// Record kind.
+    pub kind: TextTemplate,
+    /// Record id.
+    pub record_id: TextTemplate,
+    /// Record fields.
+    pub fields: Vec<(String, MappedValue)>,
+    /// Event data.
+    pub data: Vec<(String, MappedValue)>,
+}
+
+/// A value of a source event's `fields` or `data`.
+#[derive(Debug)]
+pub enum MappedValue {
+    /// One `{{ ... }}`: its value, with its JSON type.
+    Value(ValueExpr),
+    /// Anything else: a JSON value whose strings are templates.
+    Json(JsonTemplate),
+}
+
 /// A workflow test.
 #[derive(Debug, Clone)]
 pub struct WorkflowTest {
@@ -696,14 +808,42 @@ pub struct WorkflowTest {
     pub name: String,
     /// Start of the virtual clock.
     pub start: chrono::DateTime<chrono::FixedOffset>,
-    /// Events with their offsets from the start.
-    pub events: Vec<TestEvent>,
+    /// Events and payloads with their offsets from the start.
+    pub events: Vec<TestInput>,
     /// Clock runs until start + this.
     pub until: Duration,
     /// Expected timeline entries, in order: (entry kind, fields to match).
     pub expect: Vec<(String, Json)>,
     /// Entries that must not appear.
     pub expect_not: Vec<(String, Json)>,
+}
+
+/// What a workflow test feeds in at one moment.
+#[derive(Debug, Clone)]
+pub enum TestInput {
+    /// An event, as posted to `/v1/events`.
+    Event(TestEvent),
+    /// A payload posted to a source (not signed).
+    Payload {
+        /// Offset from the start.
+        at: Duration,
+        /// The source's name.
+        source: String,
+        /// The JSON body.
+        payload: Json,
+        /// Headers, lower-case names.
+        headers: BTreeMap<String, String>,
+    },
+}
+
+impl TestInput {
+    /// Offset from the start.
+    pub fn at(&self) -> Duration {
+        match self {
+            TestInput::Event(e) => e.at,
+            TestInput::Payload { at, .. } => *at,
+        }
+    }
 }
 
 /// An event of a workflow test.

@@ -7,11 +7,7 @@ use super::retry::Failure;
 use crate::config::webhook_hosts::{is_allowed, is_public, refused_literal};
 use crate::config::workflows::Settings;
 use crate::state::{Delivery, OutboxEntry};
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
-use hmac::{Hmac, KeyInit, Mac};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
-use sha2::Sha256;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -89,7 +85,7 @@ impl WebhookClient {
             request = request.header(name, value);
         }
         if let Some(secret) = secret {
-            let signature = sign(secret, &row.id, now, &payload);
+            let signature = crate::signature::standard_sign(secret, &row.id, now, &payload);
             request = request
                 .header("webhook-timestamp", now.to_string())
                 .header("webhook-signature", signature);
@@ -184,21 +180,6 @@ fn classify(
     Err(Failure::Permanent(reason))
 }
 
-/// `v1,BASE64(HMAC-SHA256(key, "id.timestamp.body"))` (Standard Webhooks);
-/// a `whsec_` secret is base64, any other is used as its UTF-8 bytes.
-pub fn sign(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> String {
-    let key = secret
-        .strip_prefix("whsec_")
-        .and_then(|b| STANDARD.decode(b).ok())
-        .unwrap_or_else(|| secret.as_bytes().to_vec());
-    let Ok(mut mac) = <Hmac<Sha256> as KeyInit>::new_from_slice(&key) else {
-        return String::new();
-    };
-    mac.update(format!("{id}.{timestamp}.").as_bytes());
-    mac.update(body);
-    format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
-}
-
 /// Resolves names, keeping only public addresses for hosts not allowed.
 struct GuardedResolver {
     allow: Arc<Vec<String>>,
@@ -229,15 +210,6 @@ impl Resolve for GuardedResolver {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn signatures_follow_standard_webhooks() {
-        // The Standard Webhooks reference example.
-        let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-        let body = br#"{"test": 2432232314}"#;
-        let signature = sign(secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body);
-        assert_eq!(signature, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
-    }
 
     #[test]
     fn headers_http_cannot_carry_are_permanent_failures() {

@@ -4,7 +4,7 @@
 
 use super::{TimedEvent, Timeline};
 use crate::config::Workflows;
-use crate::config::workflows::WorkflowTest;
+use crate::config::workflows::{TestInput, WorkflowTest};
 use crate::state::{NewEvent, RecordKey};
 use crate::store::StoreError;
 use chrono::{DateTime, Utc};
@@ -38,18 +38,62 @@ pub async fn run_all(workflows: &Workflows) -> Result<Vec<Outcome>, StoreError> 
 
 async fn run_one(workflows: &Workflows, test: &WorkflowTest) -> Result<Outcome, StoreError> {
     let start = test.start.with_timezone(&Utc);
-    let events = test
-        .events
-        .iter()
-        .enumerate()
-        .map(|(i, e)| timed_event(start, i, e))
-        .collect();
+    let mut events = Vec::new();
+    for (i, input) in test.events.iter().enumerate() {
+        match input {
+            TestInput::Event(e) => events.push(timed_event(start, i, e)),
+            TestInput::Payload { .. } => match mapped(workflows, start, input) {
+                Ok(mapped) => events.extend(mapped),
+                Err(failure) => {
+                    return Ok(Outcome {
+                        name: test.name.clone(),
+                        failures: vec![failure],
+                    });
+                }
+            },
+        }
+    }
     let until = start + chrono::Duration::from_std(test.until).unwrap_or(chrono::Duration::MAX);
     let timeline = super::run(workflows, start, events, until).await?;
     Ok(Outcome {
         name: test.name.clone(),
         failures: check(test, &timeline),
     })
+}
+
+/// The events a test's payload gives through its source, as the daemon
+/// would map it (not verified: tests post unsigned).
+fn mapped(
+    workflows: &Workflows,
+    start: DateTime<Utc>,
+    input: &TestInput,
+) -> Result<Vec<TimedEvent>, String> {
+    let TestInput::Payload {
+        at,
+        source,
+        payload,
+        headers,
+    } = input
+    else {
+        return Ok(Vec::new());
+    };
+    let at = start + chrono::Duration::from_std(*at).unwrap_or(chrono::Duration::MAX);
+    let Some(found) = workflows.sources.get(source) else {
+        return Err(format!("no source is called \"{source}\""));
+    };
+    let body = payload.to_string();
+    let verified = crate::intake::verify::Verified::default();
+    let events =
+        crate::intake::mapping::map(workflows, found, body.as_bytes(), headers, &verified, at)
+            .map_err(|e| {
+                format!(
+                    "the payload posted to source \"{source}\" would be kept as unmappable: {e}"
+                )
+            })?;
+    Ok(events
+        .into_iter()
+        .map(|event| TimedEvent { at, event })
+        .collect())
 }
 
 fn timed_event(

@@ -30,6 +30,8 @@ pub const COUNTER: &[u8] = b"ct\0";
 pub const SCORE_LEDGER: &[u8] = b"sl\0";
 /// Events the engine set aside, by sequence number.
 pub const SET_ASIDE: &[u8] = b"sa\0";
+/// Payloads a source could not map, by source then id.
+pub const REJECTED: &[u8] = b"rj\0";
 
 /// The store format this build writes; a store with another is refused.
 pub const FORMAT_VERSION: &[u8] = b"dealflow-7";
@@ -159,6 +161,16 @@ pub fn suppressed(email: &str) -> Vec<u8> {
         SUPPRESSED,
         crate::state::address::normalized(email).as_bytes(),
     ])
+}
+
+/// The start of a source's rejected payloads (source names are printable
+/// words, so NUL ends one unambiguously).
+pub fn rejected_prefix(source: &str) -> Vec<u8> {
+    join(&[REJECTED, source.as_bytes(), b"\0"])
+}
+
+pub fn rejected(source: &str, id: &str) -> Vec<u8> {
+    join(&[&rejected_prefix(source), id.as_bytes()])
 }
 
 pub fn set_aside(seq: u64) -> Vec<u8> {

@@ -11,7 +11,7 @@ use super::ledger;
 use super::record_cache::{DEFAULT_RECORDS_KEPT, RecordCache};
 use super::runs;
 use super::*;
-use super::{enrollments, events, records, suppressions, timers};
+use super::{enrollments, events, records, rejected, suppressions, timers};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::sync::Mutex;
@@ -296,6 +296,7 @@ impl<B: Backend> Store for KvStore<B> {
         }
         suppressions::stage(&changes.suppress, &changes.unsuppress, &mut w)?;
         events::stage_set_aside(&changes.set_aside, &mut w)?;
+        rejected::stage(&changes.rejected, &changes.replayed, &mut w)?;
         let rings_worker = !changes.events.is_empty() || !changes.fired.is_empty();
         let rings_delivery = !changes.outbox.is_empty();
         let mut writer = self.lock();

@@ -30,6 +30,7 @@ mod migrations;
 mod outbox;
 mod record_cache;
 mod records;
+mod rejected;
 mod runs;
 mod sled_backend;
 mod suppressions;
@@ -46,8 +47,8 @@ pub use record_cache::DEFAULT_RECORDS_KEPT;
 pub use sled_backend::{DEFAULT_CACHE_MIB, SledBackend};
 
 use crate::state::{
-    Enrollment, Event, NewEvent, OutboxEntry, OutboxStatus, Record, RecordKey, Run, ScoreEntry,
-    ScoreNotes, SetAsideEvent, StageVisit, Suppression, Task, TaskStatus, Timer,
+    Enrollment, Event, NewEvent, OutboxEntry, OutboxStatus, Record, RecordKey, RejectedPayload,
+    Run, ScoreEntry, ScoreNotes, SetAsideEvent, StageVisit, Suppression, Task, TaskStatus, Timer,
 };
 use chrono::{DateTime, Utc};
 use std::future::Future;
@@ -386,6 +387,25 @@ pub trait SetAsideTable {
     fn set_aside_count(&self, limit: usize) -> Result<usize, StoreError>;
 }
 
+/// Payloads sources could not map (SPEC §3.10), kept to be replayed.
+pub trait RejectedPayloadTable {
+    /// A source's kept payloads, oldest first, a page at a time.
+    fn rejected_payloads(
+        &self,
+        source: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<RejectedPayload>, StoreError>;
+    /// One kept payload.
+    fn rejected_payload(
+        &self,
+        source: &str,
+        id: &str,
+    ) -> Result<Option<RejectedPayload>, StoreError>;
+    /// How many payloads a source has kept, counting at most `limit`.
+    fn rejected_count(&self, source: &str, limit: usize) -> Result<usize, StoreError>;
+}
+
 /// Named counters (round-robin positions).
 pub trait CounterTable {
     /// A counter's value (0 if never set).
@@ -425,6 +445,10 @@ pub struct Changes {
     pub events: Vec<NewEvent>,
     /// Events the engine could not handle, set aside.
     pub set_aside: Vec<SetAsideEvent>,
+    /// Payloads a source could not map, kept (or kept again, with a new reason).
+    pub rejected: Vec<RejectedPayload>,
+    /// Kept payloads replayed: (source, id).
+    pub replayed: Vec<(String, String)>,
     /// Events of due timers, appended after `events`. The timer's deletion
     /// in the same commit is what makes each fire once, so their ids (the
     /// timers') skip the idempotency index that outside events go through:
@@ -453,6 +477,8 @@ impl Changes {
         self.events.extend(other.events);
         self.fired.extend(other.fired);
         self.set_aside.extend(other.set_aside);
+        self.rejected.extend(other.rejected);
+        self.replayed.extend(other.replayed);
         self.handled = other.handled.or(self.handled);
     }
 }
@@ -483,6 +509,7 @@ pub trait Store:
     + CounterTable
     + ScoreLedgerTable
     + SetAsideTable
+    + RejectedPayloadTable
     + Send
     + Sync
     + 'static

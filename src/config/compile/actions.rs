@@ -390,7 +390,11 @@ pub fn webhook(
 }
 
 /// Compiles the string leaves of a JSON value as templates.
-fn json_template(value: &Located<Json>, scope: &Scope, cx: &mut Cx) -> Option<JsonTemplate> {
+pub(super) fn json_template(
+    value: &Located<Json>,
+    scope: &Scope,
+    cx: &mut Cx,
+) -> Option<JsonTemplate> {
     let mut strings = BTreeMap::new();
     let mut ok = true;
     let mut leaves = Vec::new();
@@ -411,7 +415,7 @@ fn json_template(value: &Located<Json>, scope: &Scope, cx: &mut Cx) -> Option<Js
 }
 
 /// A text at the position of `at` (nested JSON values carry no positions).
-fn relocate(at: &Located<Json>, text: String) -> Text {
+pub(super) fn relocate(at: &Located<Json>, text: String) -> Text {
     Located(serde_saphyr::Spanned {
         value: text,
         referenced: at.0.referenced,

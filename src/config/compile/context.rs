@@ -3,7 +3,9 @@
 
 use crate::config::diagnostic::{Diagnostics, Position, suggestion};
 use crate::config::environment::Secrets;
-use crate::config::expr::{Condition, Escaping, Expressions, SyntaxProblem, TextTemplate};
+use crate::config::expr::{
+    Condition, Escaping, Expressions, SyntaxProblem, TextTemplate, ValueExpr,
+};
 use crate::config::model::Located;
 use crate::config::values;
 use std::collections::BTreeSet;
@@ -37,6 +39,19 @@ impl Scope {
             names: ["event", "now"].into_iter().map(String::from).collect(),
             open: false,
         }
+    }
+
+    /// Scope of a source's mapping: the payload, its headers and `now`,
+    /// and `item` under `for_each`.
+    pub fn source(for_each: bool) -> Scope {
+        let mut names: BTreeSet<String> = ["payload", "headers", "now"]
+            .into_iter()
+            .map(String::from)
+            .collect();
+        if for_each {
+            names.insert("item".to_owned());
+        }
+        Scope { names, open: false }
     }
 
     /// This scope accepting every name, when `unsure` (see `open`).
@@ -152,6 +167,28 @@ impl<'a> Cx<'a> {
                 .names_in_scope(text, &names, scope)
                 .then_some(condition),
             Err(problem) => {
+                self.syntax_error(text, "expression", &problem);
+                None
+            }
+        }
+    }
+
+    /// Compiles an expression whose value is kept as JSON and checks the
+    /// names it reads. `source` is the expression inside `text`.
+    pub fn value_expr(
+        &mut self,
+        text: &Located<String>,
+        source: &str,
+        scope: &Scope,
+    ) -> Option<ValueExpr> {
+        match self.exprs.value(source) {
+            Ok((expr, names)) => self.names_in_scope(text, &names, scope).then_some(expr),
+            Err(problem) => {
+                let offset = text.get().find(source).unwrap_or(0);
+                let problem = SyntaxProblem {
+                    offset: problem.offset.map(|o| o + offset),
+                    ..problem
+                };
                 self.syntax_error(text, "expression", &problem);
                 None
             }

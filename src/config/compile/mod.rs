@@ -13,6 +13,7 @@ mod rules;
 mod scoring;
 mod sequences;
 mod settings;
+mod sources;
 mod symbols;
 mod templates;
 mod workflow_tests;
@@ -54,7 +55,8 @@ pub fn compile(set: SourceSet, diags: &mut Diagnostics) -> Option<Workflows> {
     let sequences = sequences::compile(&set, &symbols, &calendars, &mut cx);
     let rules = rules::compile(&set, &symbols, &settings, &mut cx);
     let scoring = scoring::compile(&set, &symbols, &mut cx);
-    let tests = workflow_tests::compile(&set, &symbols, &mut cx);
+    let sources = sources::compile(&set, &mut cx);
+    let tests = workflow_tests::compile(&set, &symbols, &sources, &mut cx);
     symbols.warn_unused(&mut cx);
     if cx.failed() {
         let _ = cx.finish();
@@ -78,6 +80,7 @@ pub fn compile(set: SourceSet, diags: &mut Diagnostics) -> Option<Workflows> {
         sequences,
         scoring,
         templates,
+        sources,
         tests,
         secrets: set.secrets.clone(),
         trigger_index,

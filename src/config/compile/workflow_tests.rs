@@ -7,7 +7,7 @@ use super::symbols::Symbols;
 use crate::config::diagnostic::suggestion;
 use crate::config::loader::SourceSet;
 use crate::config::model::{Located, TestEventSpec, TestSpec, Text};
-use crate::config::workflows::{TestEvent, WorkflowTest};
+use crate::config::workflows::{Source, TestEvent, TestInput, WorkflowTest};
 use serde_json::Value as Json;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -45,18 +45,28 @@ const ENTRY_FIELDS: &[(&str, &[&str])] = &[
 const DEFAULT_UNTIL: Duration = Duration::from_secs(30 * 86_400);
 
 /// Compiles every workflow test.
-pub fn compile(set: &SourceSet, symbols: &Symbols, cx: &mut Cx) -> Vec<WorkflowTest> {
+pub fn compile(
+    set: &SourceSet,
+    symbols: &Symbols,
+    sources: &BTreeMap<String, Source>,
+    cx: &mut Cx,
+) -> Vec<WorkflowTest> {
     let mut out = Vec::new();
     for file in &set.files {
         cx.enter_file(&file.path, &file.text);
         for spec in &file.model.tests {
-            out.extend(compile_test(spec, symbols, cx));
+            out.extend(compile_test(spec, symbols, sources, cx));
         }
     }
     out
 }
 
-fn compile_test(spec: &TestSpec, symbols: &Symbols, cx: &mut Cx) -> Option<WorkflowTest> {
+fn compile_test(
+    spec: &TestSpec,
+    symbols: &Symbols,
+    sources: &BTreeMap<String, Source>,
+    cx: &mut Cx,
+) -> Option<WorkflowTest> {
     let start = cx.parsed(&spec.start, |s| {
         chrono::DateTime::parse_from_rfc3339(s).map_err(|_| {
             format!(
@@ -74,10 +84,10 @@ fn compile_test(spec: &TestSpec, symbols: &Symbols, cx: &mut Cx) -> Option<Workf
             format!("test \"{}\" has no events", spec.name.get()),
         );
     }
-    let events: Vec<Option<TestEvent>> = spec
+    let events: Vec<Option<TestInput>> = spec
         .events
         .iter()
-        .map(|e| compile_event(e, symbols, cx))
+        .map(|e| compile_input(e, symbols, sources, cx))
         .collect();
     let expect = expectations(&spec.expect, cx);
     let expect_not = expectations(&spec.expect_not, cx);
@@ -91,23 +101,68 @@ fn compile_test(spec: &TestSpec, symbols: &Symbols, cx: &mut Cx) -> Option<Workf
     })
 }
 
-fn compile_event(at: &Located<TestEventSpec>, symbols: &Symbols, cx: &mut Cx) -> Option<TestEvent> {
+/// An event, or a payload posted to a source.
+fn compile_input(
+    at: &Located<TestEventSpec>,
+    symbols: &Symbols,
+    sources: &BTreeMap<String, Source>,
+    cx: &mut Cx,
+) -> Option<TestInput> {
     let e = at.get();
     let offset = match &e.at {
         None => Some(Duration::ZERO),
         Some(t) => cx.parsed(t, crate::config::values::parse_offset),
     };
-    let type_ok = check_event_type(&e.event_type, cx);
-    let kind = &e.record.kind;
+    match (&e.source, &e.payload, &e.event_type, &e.record) {
+        (Some(source), Some(payload), None, None) if e.id.is_none() && e.data.is_empty() => {
+            let known = sources.contains_key(source.get());
+            if !known && !symbols.incomplete {
+                let hint = suggestion(source.get(), sources.keys().map(String::as_str));
+                cx.error(
+                    source,
+                    format!("no source is called \"{}\"{hint}", source.get()),
+                );
+            }
+            Some(TestInput::Payload {
+                at: offset?,
+                source: source.get().clone(),
+                payload: payload.get().clone(),
+                headers: e.headers.clone(),
+            })
+            .filter(|_| known)
+        }
+        (None, None, Some(event_type), Some(record)) if e.headers.is_empty() => {
+            compile_event(e, event_type, record, offset, symbols, cx).map(TestInput::Event)
+        }
+        _ => {
+            cx.error(
+                at,
+                "a test event is either { type, record, data } or { source, payload } (a payload posted to a source)",
+            );
+            None
+        }
+    }
+}
+
+fn compile_event(
+    e: &TestEventSpec,
+    event_type: &Text,
+    record: &crate::config::model::RecordRefSpec,
+    offset: Option<Duration>,
+    symbols: &Symbols,
+    cx: &mut Cx,
+) -> Option<TestEvent> {
+    let type_ok = check_event_type(event_type, cx);
+    let kind = &record.kind;
     // As at the API: names become store keys, which NUL separates.
     let names = [
         kind.get().as_str(),
-        e.record.id.as_str(),
-        e.event_type.get().as_str(),
+        record.id.as_str(),
+        event_type.get().as_str(),
     ];
     if names.iter().any(|n| n.chars().any(char::is_control)) {
         cx.error(
-            at,
+            event_type,
             "kinds, ids and event types are printable text (no control characters)",
         );
         return None;
@@ -125,10 +180,10 @@ fn compile_event(at: &Located<TestEventSpec>, symbols: &Symbols, cx: &mut Cx) ->
     Some(TestEvent {
         at: offset?,
         id: e.id.clone(),
-        event_type: e.event_type.get().clone(),
+        event_type: event_type.get().clone(),
         kind: kind.get().clone(),
-        record_id: e.record.id.clone(),
-        fields: e.record.fields.clone(),
+        record_id: record.id.clone(),
+        fields: record.fields.clone(),
         data: e.data.clone(),
     })
     .filter(|_| type_ok)

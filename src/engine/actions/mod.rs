@@ -248,14 +248,10 @@ pub(super) fn render(
 
 /// Renders the strings of a JSON template in place.
 fn render_json(work: &mut Work, template: &JsonTemplate) -> Result<Json, ActionError> {
-    let mut value = template.value.clone();
-    for (pointer, text) in &template.strings {
-        let rendered = render(work, text, &[])?;
-        if let Some(slot) = value.pointer_mut(pointer) {
-            *slot = Json::String(rendered);
-        }
-    }
-    Ok(value)
+    let scope = work.scope(&[]);
+    template
+        .render(&work.workflows.expressions, &scope)
+        .map_err(|e| ActionError::Failed(e.to_string()))
 }
 
 /// Queues an outbox row for delivery, identified by the action's origin.
