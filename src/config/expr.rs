@@ -173,21 +173,48 @@ impl Expressions {
         &mut self,
         source: &str,
     ) -> Result<(Condition, BTreeSet<String>), SyntaxProblem> {
-        // Compiled as an expression first, so errors point into the source
-        // as written; the wrapping template below cannot fail after that.
+        let (key, names) = self.expression(source, ".cond", |source| {
+            format!("{{% if ({source}\n) %}}1{{% endif %}}")
+        })?;
+        let source = source.to_owned();
+        Ok((Condition { source, key }, names))
+    }
+
+    /// Compiles an expression whose value is wanted as JSON; answers the
+    /// names it reads from outside.
+    pub fn value(&mut self, source: &str) -> Result<(ValueExpr, BTreeSet<String>), SyntaxProblem> {
+        // `tojson` writes a missing value as null; rendering the expression
+        // itself instead makes that the error naming what is missing.
+        let (key, names) = self.expression(source, ".value", |source| {
+            format!(
+                "{{% set value = ({source}\n) %}}{{% if value is undefined %}}{{{{ {source}\n }}}}{{% else %}}{{{{ value | tojson }}}}{{% endif %}}"
+            )
+        })?;
+        let source = source.to_owned();
+        Ok((ValueExpr { source, key }, names))
+    }
+
+    /// Compiles an expression, stored as the template `wrap` makes of it;
+    /// answers its key and the names it reads from outside. Compiled as an
+    /// expression first, so errors point into the source as written; the
+    /// wrapping template cannot fail after that.
+    fn expression(
+        &mut self,
+        source: &str,
+        suffix: &str,
+        wrap: impl FnOnce(&str) -> String,
+    ) -> Result<(String, BTreeSet<String>), SyntaxProblem> {
         let expr = self
             .env
             .compile_expression(source)
             .map_err(syntax_problem)?;
         let names = outside_names(expr.undeclared_variables(false));
         self.known_filters(source, Syntax::Expression)?;
-        let key = self.next_key(".cond");
-        let wrapped = format!("{{% if ({source}\n) %}}1{{% endif %}}");
+        let key = self.next_key(suffix);
         self.env
-            .add_template_owned(key.clone(), wrapped)
+            .add_template_owned(key.clone(), wrap(source))
             .map_err(syntax_problem)?;
-        let source = source.to_owned();
-        Ok((Condition { source, key }, names))
+        Ok((key, names))
     }
 
     /// Refuses a filter minijinja does not have: it compiles, and only
@@ -239,28 +266,6 @@ impl Expressions {
             },
             names,
         ))
-    }
-
-    /// Compiles an expression whose value is wanted as JSON; answers the
-    /// names it reads from outside.
-    pub fn value(&mut self, source: &str) -> Result<(ValueExpr, BTreeSet<String>), SyntaxProblem> {
-        let expr = self
-            .env
-            .compile_expression(source)
-            .map_err(syntax_problem)?;
-        let names = outside_names(expr.undeclared_variables(false));
-        self.known_filters(source, Syntax::Expression)?;
-        let key = self.next_key(".value");
-        // `tojson` writes a missing value as null; rendering the expression
-        // itself instead makes that the error naming what is missing.
-        let wrapped = format!(
-            "{{% set value = ({source}\n) %}}{{% if value is undefined %}}{{{{ {source}\n }}}}{{% else %}}{{{{ value | tojson }}}}{{% endif %}}"
-        );
-        self.env
-            .add_template_owned(key.clone(), wrapped)
-            .map_err(syntax_problem)?;
-        let source = source.to_owned();
-        Ok((ValueExpr { source, key }, names))
     }
 
     /// Evaluates a value expression to JSON; a missing value is an error.

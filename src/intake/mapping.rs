@@ -241,3 +241,154 @@ fn short(value: &Json) -> String {
         None => text,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const FLOWS: &str = r#"
+sources:
+  - name: forms
+    verify: none
+    events:
+      - if: payload.kind == "one"
+        type: "form.{{ payload.what }}"
+        id: "{{ payload.id }}"
+        record: { kind: "{{ payload.record_kind }}", id: "{{ payload.email | lower }}" }
+        fields: { email: "{{ payload.email }}", seats: "{{ payload.seats }}", note: "n: {{ payload.note | default('') }}" }
+      - for_each: payload.items
+        type: item.seen
+        id: "{{ payload.id }}/{{ item.id }}"
+        record: { kind: lead, id: "{{ item.id }}" }
+        data: { value: "{{ item.value }}" }
+"#;
+
+    /// Compiled once: the property tests map thousands of payloads.
+    static WORKFLOWS: std::sync::LazyLock<Workflows> =
+        std::sync::LazyLock::new(|| crate::config::load_for_tests(FLOWS));
+
+    fn map_text(workflows: &Workflows, body: &[u8]) -> Result<Vec<NewEvent>, Unmappable> {
+        let source = &workflows.sources["forms"];
+        let now = DateTime::UNIX_EPOCH;
+        map(
+            workflows,
+            source,
+            body,
+            &Headers::new(),
+            &Verified::default(),
+            now,
+        )
+    }
+
+    #[test]
+    fn one_payload_gives_none_one_or_many_events_with_typed_values() {
+        let workflows = &*WORKFLOWS;
+        let body = br#"{"kind": "one", "what": "sent", "id": "p1", "record_kind": "lead", "email": "Pat@X.example", "seats": 3,
+            "items": [{"id": "a", "value": 1}, {"id": "b", "value": [2]}]}"#;
+        let events = map_text(workflows, body).unwrap();
+        let shown: Vec<(String, Option<String>, String)> = events
+            .iter()
+            .map(|e| (e.event_type.clone(), e.id.clone(), e.record.id.clone()))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                (
+                    "form.sent".into(),
+                    Some("forms/form.sent/p1".into()),
+                    "pat@x.example".into()
+                ),
+                (
+                    "item.seen".into(),
+                    Some("forms/item.seen/p1/a".into()),
+                    "a".into()
+                ),
+                (
+                    "item.seen".into(),
+                    Some("forms/item.seen/p1/b".into()),
+                    "b".into()
+                ),
+            ]
+        );
+        assert_eq!(events[0].fields["seats"], json!(3));
+        assert_eq!(events[0].fields["note"], json!("n: "));
+        assert_eq!(events[2].data["value"], json!([2]));
+        let none = map_text(workflows, br#"{"kind": "other", "items": []}"#).unwrap();
+        assert!(none.is_empty());
+    }
+
+    #[test]
+    fn what_cannot_be_mapped_says_why() {
+        let workflows = &*WORKFLOWS;
+        let cases: [(&[u8], &str); 5] = [
+            (b"{", "the body is not JSON"),
+            (br#"{"kind": "one", "items": []}"#, "events[0]: "),
+            (br#"{"kind": "x", "items": 5}"#, "for_each `payload.items` gave 5, not a list"),
+            (br#"{"kind": "x", "id": "p", "items": [{"id": "", "value": 1}]}"#, "events[1] item 0 is not a valid event: \"record.id\" must not be empty"),
+            (br#"{"kind": "one", "what": "x", "id": "p", "record_kind": "le\nad", "email": "e", "seats": 1, "items": []}"#, "must not hold control characters"),
+        ];
+        for (body, expected) in cases {
+            let why = map_text(workflows, body).unwrap_err().to_string();
+            assert!(
+                why.contains(expected),
+                "{}: {why}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    fn arbitrary_json() -> impl Strategy<Value = Json> {
+        let leaf = prop_oneof![
+            Just(Json::Null),
+            any::<bool>().prop_map(Json::from),
+            any::<i64>().prop_map(Json::from),
+            any::<f64>().prop_map(Json::from),
+            ".{0,12}".prop_map(Json::from),
+            Just(Json::from("one")),
+        ];
+        leaf.prop_recursive(5, 48, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..5).prop_map(Json::from),
+                prop::collection::btree_map(
+                    prop::sample::select(vec![
+                        "kind",
+                        "what",
+                        "id",
+                        "record_kind",
+                        "email",
+                        "seats",
+                        "note",
+                        "items",
+                        "value",
+                        "x"
+                    ])
+                    .prop_map(String::from),
+                    inner,
+                    0..8
+                )
+                .prop_map(|m| Json::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
+        /// Any payload maps or is kept with a reason; never a panic, and
+        /// every event it gives would pass `POST /v1/events`.
+        #[test]
+        fn any_payload_is_mapped_or_kept_never_a_panic(payload in arbitrary_json()) {
+            if let Ok(events) = map_text(&WORKFLOWS, payload.to_string().as_bytes()) {
+                for e in events {
+                    prop_assert!(!e.record.id.trim().is_empty() && !e.record.kind.trim().is_empty());
+                    prop_assert!(e.id.as_deref().is_none_or(|id| id.len() <= 256));
+                }
+            }
+        }
+
+        #[test]
+        fn any_bytes_are_mapped_or_kept_never_a_panic(body in prop::collection::vec(any::<u8>(), 0..300)) {
+            let _ = map_text(&WORKFLOWS, &body);
+        }
+    }
+}
