@@ -30,6 +30,7 @@ pub mod config;
 pub mod delivery;
 pub mod engine;
 pub mod intake;
+pub mod mailbox;
 pub mod reload;
 pub mod report;
 pub mod scheduler;

@@ -799,6 +799,22 @@ pub struct RejectedPayload {
     pub delivery_id: Option<String>,
 }
 
+/// Where dealflow is in an IMAP mailbox: stored in the same commit as the
+/// events its messages raised, so each message is handled once across
+/// crashes (SPEC §3.11).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailboxPosition {
+    /// The mailbox's name.
+    pub name: String,
+    /// The folder's UIDVALIDITY when `last_uid` was read; another value
+    /// means the UIDs were renumbered and the folder is read again.
+    pub uid_validity: u32,
+    /// The last UID handled.
+    pub last_uid: u32,
+    /// When the last message was handled.
+    pub last_handled_at: Option<DateTime<Utc>>,
+}
+
 /// A body stored as text when it is UTF-8 (nearly always: JSON), else as
 /// bytes; read back either way.
 mod serde_bytes_as_text {

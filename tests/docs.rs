@@ -72,6 +72,7 @@ fn env() -> HashMap<String, String> {
         "GITHUB_WEBHOOK_SECRET",
         "BILLING_WEBHOOK_SECRET",
         "FORMS_TOKEN",
+        "IMAP_PASSWORD",
     ]
     .map(|name| (name.to_owned(), format!("test-{name}")));
     let mut env = HashMap::from(secrets);

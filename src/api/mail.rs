@@ -3,7 +3,7 @@
 
 use super::{ApiError, App};
 use crate::delivery::inbound::{self, Inbound};
-use crate::state::{BuiltinEvent, Delivery, NewEvent, OutboxEntry};
+use crate::state::{Delivery, OutboxEntry};
 use crate::store::{Changes, Store};
 use axum::Json;
 use axum::body::Bytes;
@@ -73,21 +73,7 @@ pub(super) async fn unsubscribe<S: Store>(
         Ok(found) => found,
         Err(r) => return *r,
     };
-    let data = json!({ "email": to, "outbox_id": row.id, "step": row.step, "via": "link" });
-    let unsubscribed = BuiltinEvent::EmailUnsubscribed;
-    let event = NewEvent::raised(
-        unsubscribed,
-        row.record.clone(),
-        data,
-        app.clock.now(),
-        Some(format!("{unsubscribed}/{}", row.id)),
-    );
-    let suppression = crate::state::Suppression::new(&to, "unsubscribed (link)", app.clock.now());
-    let changes = Changes {
-        suppress: vec![suppression],
-        events: vec![event],
-        ..Changes::default()
-    };
+    let changes = crate::delivery::unsubscribe::unsubscribed(&row, &to, "link", app.clock.now());
     if let Err(e) = commit(&app, changes).await {
         return e.into_response();
     }
@@ -121,51 +107,25 @@ pub(super) async fn post_inbound<S: Store>(
         let matched = answer.status() == StatusCode::OK;
         return Ok(Json(json!({ "kind": "unsubscribe", "matched": matched })).into_response());
     }
-    let (kind, candidates) = match &message {
-        Inbound::Reply { candidates, .. } => ("reply", candidates),
-        Inbound::AutoReply { candidates } => ("auto_reply", candidates),
-        Inbound::Bounce { candidates, .. } => ("bounce", candidates),
-        Inbound::Unsubscribe { .. } => ("unsubscribe", &Vec::new()),
+    let kind = match &message {
+        Inbound::Reply { .. } => "reply",
+        Inbound::AutoReply { .. } => "auto_reply",
+        Inbound::Bounce { .. } => "bounce",
+        Inbound::Unsubscribe { .. } => "unsubscribe",
     };
-    let mut ours = None;
-    for id in candidates {
-        if let Some(row) = app.store.outbox_entry(id)? {
-            ours = Some(row);
-            break;
-        }
-    }
-    let Some(row) = ours else {
+    let event = inbound::our_message(app.store.as_ref(), &message)?
+        .and_then(|row| inbound::event_for(&body, &message, &row, app.clock.now()));
+    let Some(event) = event else {
         return Ok(Json(json!({ "kind": kind, "matched": false })).into_response());
     };
-    let to = match &row.delivery {
-        Delivery::Email { to, .. } => to.clone(),
-        Delivery::Webhook { .. } => String::new(),
-    };
-    let (event_type, data) = match &message {
-        Inbound::Reply { from, subject, .. } => (
-            BuiltinEvent::EmailReplied,
-            json!({ "email": to, "from": from, "subject": subject, "outbox_id": row.id, "step": row.step }),
-        ),
-        Inbound::Bounce { status, .. } => (
-            BuiltinEvent::EmailBounced,
-            json!({ "email": to, "status": status, "outbox_id": row.id, "step": row.step }),
-        ),
-        // Recorded for reports, never counted as a reply.
-        _ => (
-            BuiltinEvent::EmailAutoReplied,
-            json!({ "email": to, "outbox_id": row.id, "step": row.step }),
-        ),
-    };
-    // The same message delivered twice (webhooks retry) is one event.
-    let id = inbound::message_id(&body).map(|m| format!("{event_type}/<{m}>"));
-    let event = NewEvent::raised(event_type, row.record.clone(), data, app.clock.now(), id);
+    let (event_type, record) = (event.event_type.clone(), event.record.to_string());
     let appended = app.appender.append(vec![event]).await?;
     let duplicate = appended.first().is_some_and(|a| a.duplicate);
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({
-            "kind": kind, "matched": true, "event": event_type.name(),
-            "record": row.record.to_string(), "duplicate": duplicate,
+            "kind": kind, "matched": true, "event": event_type,
+            "record": record, "duplicate": duplicate,
         })),
     )
         .into_response())

@@ -74,6 +74,8 @@ pub struct App<S: Store> {
     pub unnamed_kinds: UnnamedKinds,
     /// Delivery failures on the sender's side, shown in `/v1/status`.
     pub delivery_health: Arc<crate::delivery::health::DeliveryHealth>,
+    /// What each IMAP mailbox is doing, shown in `/v1/status`.
+    pub mailbox_health: Arc<crate::mailbox::health::MailboxHealth>,
     /// Whether the engine worker is retrying a failed round.
     pub engine_health: Arc<crate::worker::health::EngineHealth>,
 }

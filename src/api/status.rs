@@ -76,6 +76,7 @@ pub(super) async fn get_status<S: Store>(
         "store_bytes": app.store.size_on_disk(),
         "unnamed_kinds": app.unnamed_kinds.listing(&workflows),
         "deliveries": app.delivery_health.status(),
+        "mailboxes": app.mailbox_health.status(app.clock.now()),
         "engine": engine_status(&app)?,
     })))
 }

@@ -231,6 +231,12 @@ pub enum LogFormat {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // async-imap traces every command it sends, LOGIN and its password
+    // among them: that target stays silent whatever RUST_LOG asks.
+    let filter = match "async_imap::imap_stream=off".parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
+    };
     // Colour codes only for a person at a terminal: in a log file or
     // journald they are noise around every level and field.
     let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());

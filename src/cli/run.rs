@@ -93,6 +93,17 @@ async fn serve(
         },
         cancel.clone(),
     );
+    let mailbox_health = Arc::new(crate::mailbox::health::MailboxHealth::default());
+    let mailbox_task = crate::mailbox::spawn(
+        crate::mailbox::Watchers {
+            store: store.clone(),
+            workflows: workflows.clone(),
+            clock: clock.clone(),
+            key: unsubscribe.clone(),
+            health: mailbox_health.clone(),
+        },
+        cancel.clone(),
+    );
     let engine_health = Arc::new(worker::health::EngineHealth::default());
     let (handle, worker_task) = worker::spawn(
         store.clone(),
@@ -137,6 +148,7 @@ async fn serve(
         unsubscribe,
         unnamed_kinds: Default::default(),
         delivery_health,
+        mailbox_health,
         engine_health,
     });
     tracing::info!(%address, %version, rules, "Dealflow is running.");
@@ -158,6 +170,7 @@ async fn serve(
     join_all(vec![
         ("engine worker", worker_task),
         ("delivery", delivery_task),
+        ("mailboxes", mailbox_task),
         ("folder watcher", watcher),
         ("reload loop", reload_task),
         ("SIGHUP listener", sighup_task),

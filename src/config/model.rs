@@ -121,6 +121,38 @@ pub struct SettingsSpec {
     pub retry: Option<RetrySpec>,
     /// How long run history is kept (default 90d).
     pub keep_runs: Option<Text>,
+    /// IMAP mailboxes to read replies, bounces and auto-replies from.
+    #[serde(default)]
+    pub mailboxes: Vec<MailboxSpec>,
+}
+
+/// `settings.mailboxes` item.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MailboxSpec {
+    /// Unique name, shown in `/v1/status`.
+    pub name: Text,
+    /// `imaps://USER:PASSWORD@HOST[:PORT]/FOLDER`, `imap://...?tls=required`
+    /// (STARTTLS), or plain `imap://` (loopback only); use `${VAR}` for the password.
+    pub url: Text,
+    /// Which messages are replies: `thread` (default) or `thread_or_sender`.
+    #[serde(rename = "match")]
+    pub matching: Option<Located<MatchMode>>,
+    /// What to do with a message once handled: `leave` (default), `mark_seen`
+    /// or `move:FOLDER`.
+    pub after: Option<Text>,
+    /// How often to look when IDLE is not offered, and as a safety net (default 60s).
+    pub poll: Option<Text>,
+}
+
+/// Which messages of a mailbox count as replies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MatchMode {
+    /// Only messages naming one of our messages (`In-Reply-To`, `References`).
+    Thread,
+    /// Those, and messages from the address of a record in an active enrollment.
+    ThreadOrSender,
 }
 
 /// `settings.email`.

@@ -6,7 +6,9 @@
 
 use super::environment::Secrets;
 use super::expr::{Condition, Expressions, TextTemplate, ValueExpr};
-use super::model::{CatchUp, OnStepRemoved, OnUncertain, Outcome, SignatureEncoding, Strategy};
+use super::model::{
+    CatchUp, MatchMode, OnStepRemoved, OnUncertain, Outcome, SignatureEncoding, Strategy,
+};
 use super::values::{HoursRange, RateLimit};
 use crate::state::BodyFormat;
 use crate::state::RuleSlots;
@@ -114,6 +116,74 @@ pub struct Settings {
     pub retry: RetryPolicy,
     /// How long run history is kept.
     pub keep_runs: Duration,
+    /// IMAP mailboxes read for replies, bounces and auto-replies.
+    pub mailboxes: Vec<Mailbox>,
+}
+
+/// An IMAP mailbox dealflow watches (SPEC §3.11).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mailbox {
+    /// Unique name.
+    pub name: String,
+    /// The server's host name or address.
+    pub host: String,
+    /// Its port.
+    pub port: u16,
+    /// How the connection is protected.
+    pub security: MailSecurity,
+    /// Login name.
+    pub user: String,
+    /// Password (never shown).
+    pub password: SigningSecret,
+    /// The folder read, e.g. `INBOX`.
+    pub folder: String,
+    /// Which messages count as replies.
+    pub matching: MatchMode,
+    /// What is done with a handled message.
+    pub after: AfterHandled,
+    /// How often to look when IDLE is not offered, and as a safety net.
+    pub poll: Duration,
+}
+
+impl Mailbox {
+    /// The mailbox's address as logs and `/v1/status` may show it: no password.
+    pub fn shown(&self) -> String {
+        let scheme = match self.security {
+            MailSecurity::Tls => "imaps",
+            MailSecurity::StartTls | MailSecurity::Plain => "imap",
+        };
+        let tls = if self.security == MailSecurity::StartTls {
+            "?tls=required"
+        } else {
+            ""
+        };
+        format!(
+            "{scheme}://{}@{}:{}/{}{tls}",
+            self.user, self.host, self.port, self.folder
+        )
+    }
+}
+
+/// How an IMAP connection is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MailSecurity {
+    /// TLS from the first byte (`imaps://`, port 993).
+    Tls,
+    /// Plain, then STARTTLS before login (`imap://...?tls=required`).
+    StartTls,
+    /// No TLS (`imap://`): loopback only.
+    Plain,
+}
+
+/// What is done with a message of a mailbox once it is handled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AfterHandled {
+    /// Nothing: it stays as it was.
+    Leave,
+    /// It is flagged `\Seen`.
+    MarkSeen,
+    /// It is moved to this folder.
+    Move(String),
 }
 
 impl Default for Settings {
@@ -130,6 +200,7 @@ impl Default for Settings {
             webhook_timeout: Duration::from_secs(10),
             retry: RetryPolicy::default(),
             keep_runs: Duration::from_secs(90 * 86_400),
+            mailboxes: Vec::new(),
         }
     }
 }

@@ -3,7 +3,11 @@
 //! out-of-office auto-reply, or an unsubscribe by mail.
 
 use super::message::row_id_of;
+use crate::state::{BuiltinEvent, Delivery, NewEvent, OutboxEntry};
+use crate::store::{OutboxTable, StoreError};
+use chrono::{DateTime, Utc};
 use mail_parser::{HeaderValue, MessageParser, MimeHeaders};
+use serde_json::json;
 
 /// What an inbound message is.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,6 +51,95 @@ pub fn message_id(raw: &[u8]) -> Option<String> {
     let message = MessageParser::default().parse(raw)?;
     let id = message.message_id()?.trim();
     (!id.is_empty() && !id.chars().any(char::is_control)).then(|| id.to_owned())
+}
+
+/// The outbox row of ours an inbound message names, if any.
+pub fn our_message<S: OutboxTable + ?Sized>(
+    store: &S,
+    message: &Inbound,
+) -> Result<Option<OutboxEntry>, StoreError> {
+    let candidates = match message {
+        Inbound::Reply { candidates, .. }
+        | Inbound::AutoReply { candidates }
+        | Inbound::Bounce { candidates, .. } => candidates,
+        Inbound::Unsubscribe { .. } => return Ok(None),
+    };
+    for id in candidates {
+        if let Some(row) = store.outbox_entry(id)? {
+            return Ok(Some(row));
+        }
+    }
+    Ok(None)
+}
+
+/// The event an inbound message raises on the record of our message
+/// `row`: one code path for `POST /v1/inbound/email` and mailboxes. Its id
+/// comes from the message's own `Message-ID`, so the same message read
+/// twice (a webhook's retry, a rescanned mailbox) is one event.
+pub fn event_for(
+    raw: &[u8],
+    message: &Inbound,
+    row: &OutboxEntry,
+    now: DateTime<Utc>,
+) -> Option<NewEvent> {
+    let to = match &row.delivery {
+        Delivery::Email { to, .. } => to.clone(),
+        Delivery::Webhook { .. } => String::new(),
+    };
+    let message_id = message_id(raw);
+    let (event_type, data) = match message {
+        Inbound::Reply { from, subject, .. } => (
+            BuiltinEvent::EmailReplied,
+            json!({ "email": to, "from": from, "subject": subject, "outbox_id": row.id, "step": row.step,
+                    "snippet": snippet(raw), "message_id": message_id }),
+        ),
+        Inbound::Bounce { status, .. } => (
+            BuiltinEvent::EmailBounced,
+            json!({ "email": to, "status": status, "outbox_id": row.id, "step": row.step }),
+        ),
+        // Recorded for reports, never counted as a reply.
+        Inbound::AutoReply { .. } => (
+            BuiltinEvent::EmailAutoReplied,
+            json!({ "email": to, "outbox_id": row.id, "step": row.step }),
+        ),
+        Inbound::Unsubscribe { .. } => return None,
+    };
+    let id = message_id.map(|m| format!("{event_type}/<{m}>"));
+    Some(NewEvent::raised(
+        event_type,
+        row.record.clone(),
+        data,
+        now,
+        id,
+    ))
+}
+
+/// Characters of a reply's new text kept as `event.snippet`.
+const SNIPPET_CHARS: usize = 500;
+
+/// The first lines of what the sender wrote: quoted text (`> ...`, from the
+/// "On ... wrote:" line or an "Original Message" divider on) and the
+/// signature (after `-- `) removed, whitespace collapsed.
+pub fn snippet(raw: &[u8]) -> Option<String> {
+    let message = MessageParser::default().parse(raw)?;
+    let text = message.body_text(0)?;
+    let mut kept = Vec::new();
+    for line in text.lines() {
+        let trimmed = line.trim();
+        let lower = trimmed.to_ascii_lowercase();
+        let quote_starts = (lower.starts_with("on ") && lower.ends_with("wrote:"))
+            || lower.starts_with("-----original message")
+            || (lower.starts_with("from:") && !kept.is_empty());
+        if trimmed == "--" || line == "-- " || quote_starts {
+            break;
+        }
+        if !trimmed.starts_with('>') && !trimmed.is_empty() {
+            kept.push(trimmed.to_owned());
+        }
+    }
+    let joined = kept.join(" ");
+    let cut: String = joined.chars().take(SNIPPET_CHARS).collect();
+    (!cut.is_empty()).then_some(cut)
 }
 
 /// Classifies a raw RFC 822 message; `None` when it cannot be parsed.
@@ -193,6 +286,20 @@ mod tests {
             "{candidates:?}"
         );
         assert_eq!(status.as_deref(), Some("5.1.1"));
+    }
+
+    #[test]
+    fn a_snippet_is_the_new_text_only() {
+        let raw = "From: Pat <pat@p.example>\r\nSubject: Re: Hi\r\nMessage-ID: <m@p>\r\n\r\nSounds good,\r\ncall me Tuesday.\r\n\r\n-- \r\nPat Lee, CFO\r\n";
+        assert_eq!(
+            snippet(raw.as_bytes()).as_deref(),
+            Some("Sounds good, call me Tuesday.")
+        );
+        let quoted = "From: a@p\r\nSubject: Re\r\n\r\nYes please.\r\nOn Mon, 2 Mar 2026 at 09:00, Ana <ana@us.example> wrote:\r\n> Would a call help?\r\n";
+        assert_eq!(snippet(quoted.as_bytes()).as_deref(), Some("Yes please."));
+        let outlook = "From: a@p\r\nSubject: RE\r\n\r\nNot now.\r\n-----Original Message-----\r\nFrom: Ana\r\n";
+        assert_eq!(snippet(outlook.as_bytes()).as_deref(), Some("Not now."));
+        assert_eq!(snippet(b"From: a@p\r\n\r\n> only quoted\r\n"), None);
     }
 
     #[test]

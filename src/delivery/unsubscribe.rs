@@ -132,6 +132,28 @@ fn restrict(_: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// What an unsubscribe from the message `row` (sent to `to`) changes: the
+/// address suppressed at once, and `email.unsubscribed` on the record, in
+/// one commit. `via` says how (`link`, `mail`).
+pub fn unsubscribed(
+    row: &crate::state::OutboxEntry,
+    to: &str,
+    via: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> crate::store::Changes {
+    use crate::state::{BuiltinEvent, NewEvent, Suppression};
+    let data =
+        serde_json::json!({ "email": to, "outbox_id": row.id, "step": row.step, "via": via });
+    let unsubscribed = BuiltinEvent::EmailUnsubscribed;
+    let id = Some(format!("{unsubscribed}/{}", row.id));
+    let event = NewEvent::raised(unsubscribed, row.record.clone(), data, now, id);
+    crate::store::Changes {
+        suppress: vec![Suppression::new(to, format!("unsubscribed ({via})"), now)],
+        events: vec![event],
+        ..crate::store::Changes::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

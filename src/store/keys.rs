@@ -30,6 +30,8 @@ pub const COUNTER: &[u8] = b"ct\0";
 pub const SCORE_LEDGER: &[u8] = b"sl\0";
 /// Events the engine set aside, by sequence number.
 pub const SET_ASIDE: &[u8] = b"sa\0";
+/// Where each IMAP mailbox was read up to, by name.
+pub const MAILBOX: &[u8] = b"mb\0";
 /// Payloads a source could not map, by source then id.
 pub const REJECTED: &[u8] = b"rj\0";
 
@@ -171,6 +173,10 @@ pub fn rejected_prefix(source: &str) -> Vec<u8> {
 
 pub fn rejected(source: &str, id: &str) -> Vec<u8> {
     join(&[&rejected_prefix(source), id.as_bytes()])
+}
+
+pub fn mailbox(name: &str) -> Vec<u8> {
+    join(&[MAILBOX, name.as_bytes()])
 }
 
 pub fn set_aside(seq: u64) -> Vec<u8> {

@@ -297,6 +297,7 @@ impl<B: Backend> Store for KvStore<B> {
         suppressions::stage(&changes.suppress, &changes.unsuppress, &mut w)?;
         events::stage_set_aside(&changes.set_aside, &mut w)?;
         rejected::stage(&changes.rejected, &changes.replayed, &mut w)?;
+        rejected::stage_positions(&changes.mailbox_positions, &mut w)?;
         let rings_worker = !changes.events.is_empty() || !changes.fired.is_empty();
         let rings_delivery = !changes.outbox.is_empty();
         let mut writer = self.lock();

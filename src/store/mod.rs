@@ -47,8 +47,9 @@ pub use record_cache::DEFAULT_RECORDS_KEPT;
 pub use sled_backend::{DEFAULT_CACHE_MIB, SledBackend};
 
 use crate::state::{
-    Enrollment, Event, NewEvent, OutboxEntry, OutboxStatus, Record, RecordKey, RejectedPayload,
-    Run, ScoreEntry, ScoreNotes, SetAsideEvent, StageVisit, Suppression, Task, TaskStatus, Timer,
+    Enrollment, Event, MailboxPosition, NewEvent, OutboxEntry, OutboxStatus, Record, RecordKey,
+    RejectedPayload, Run, ScoreEntry, ScoreNotes, SetAsideEvent, StageVisit, Suppression, Task,
+    TaskStatus, Timer,
 };
 use chrono::{DateTime, Utc};
 use std::future::Future;
@@ -406,6 +407,12 @@ pub trait RejectedPayloadTable {
     fn rejected_count(&self, source: &str, limit: usize) -> Result<usize, StoreError>;
 }
 
+/// Where each IMAP mailbox was read up to.
+pub trait MailboxPositionTable {
+    /// A mailbox's position, if it was ever read.
+    fn mailbox_position(&self, name: &str) -> Result<Option<MailboxPosition>, StoreError>;
+}
+
 /// Named counters (round-robin positions).
 pub trait CounterTable {
     /// A counter's value (0 if never set).
@@ -449,6 +456,8 @@ pub struct Changes {
     pub rejected: Vec<RejectedPayload>,
     /// Kept payloads replayed: (source, id).
     pub replayed: Vec<(String, String)>,
+    /// Mailbox positions reached by the messages behind `events`.
+    pub mailbox_positions: Vec<MailboxPosition>,
     /// Events of due timers, appended after `events`. The timer's deletion
     /// in the same commit is what makes each fire once, so their ids (the
     /// timers') skip the idempotency index that outside events go through:
@@ -479,6 +488,7 @@ impl Changes {
         self.set_aside.extend(other.set_aside);
         self.rejected.extend(other.rejected);
         self.replayed.extend(other.replayed);
+        self.mailbox_positions.extend(other.mailbox_positions);
         self.handled = other.handled.or(self.handled);
     }
 }
@@ -510,6 +520,7 @@ pub trait Store:
     + ScoreLedgerTable
     + SetAsideTable
     + RejectedPayloadTable
+    + MailboxPositionTable
     + Send
     + Sync
     + 'static

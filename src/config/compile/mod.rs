@@ -8,6 +8,7 @@
 mod actions;
 mod completeness;
 mod context;
+mod mailboxes;
 mod pipelines;
 mod rules;
 mod scoring;

@@ -28,6 +28,7 @@ pub fn compile_settings(set: &SourceSet, cx: &mut Cx) -> Settings {
         webhooks,
         retry,
         keep_runs,
+        mailboxes,
     } = spec;
     // Empty is unset, so `${DEALFLOW_PUBLIC_URL:-}` can leave the default.
     if let Some(url) = public_url.as_ref().filter(|u| !u.get().is_empty()) {
@@ -89,6 +90,7 @@ pub fn compile_settings(set: &SourceSet, cx: &mut Cx) -> Settings {
     {
         out.keep_runs = d;
     }
+    out.mailboxes = super::mailboxes::compile(mailboxes, cx);
     out
 }
 
