@@ -12,7 +12,7 @@ const SALES: &str = "sales@acme.example";
 const ANA: &str = "ana@acme.example";
 const PASSWORD: &str = "imap-canary-pw-5d1e";
 
-fn flows(dovecot: &Dovecot, outbox: &str, matching: &str, password_var: &str) -> String {
+fn flows(dovecot: &Dovecot, outbox: &str, options: &str, password_var: &str) -> String {
     format!(
         r#"
 settings:
@@ -22,8 +22,8 @@ settings:
   mailboxes:
     - name: sales
       url: "{url}"
-      match: {matching}
       poll: 2s
+      {options}
 team:
   people:
     - {{ email: ana@acme.example }}
@@ -53,13 +53,21 @@ struct Setup {
 }
 
 impl Setup {
-    fn start(matching: &str) -> Setup {
-        let dovecot = Dovecot::start(&[(SALES, PASSWORD), (ANA, PASSWORD)]);
+    /// A Dovecot with two accounts and a daemon reading `sales` with
+    /// these extra mailbox `options` (YAML lines).
+    fn start(options: &str) -> Setup {
+        Setup::on(
+            Dovecot::start(&[(SALES, PASSWORD), (ANA, PASSWORD)]),
+            options,
+        )
+    }
+
+    fn on(dovecot: Dovecot, options: &str) -> Setup {
         let outbox = tempfile::tempdir().unwrap().keep();
         let (dir, flows_dir) = workflow_dir(&flows(
             &dovecot,
             &outbox.display().to_string(),
-            matching,
+            options,
             "IMAP_PASSWORD",
         ));
         let mut setup = Setup {
@@ -148,7 +156,7 @@ fn out_of_office(to_message: &str, id: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replies_bounces_and_auto_replies_in_the_mailbox_become_events() {
-    let s = Setup::start("thread");
+    let s = Setup::start("after: move:Processed");
     let pat = s.enroll("L1", "Pat", "pat@prospect.example").await;
     let sam = s.enroll("L2", "Sam", "sam@prospect.example").await;
     let kim = s.enroll("L3", "Kim", "kim@prospect.example").await;
@@ -210,12 +218,20 @@ async fn replies_bounces_and_auto_replies_in_the_mailbox_become_events() {
     let status = s.mailbox().await;
     assert_eq!(status["state"], "idle", "{status}");
     assert_eq!(status["handled"], 4, "{status}");
+    // `after: move:` moved the four it handled, and only those.
+    assert_eq!(
+        (
+            s.dovecot.count(SALES, ".Processed"),
+            s.dovecot.count(SALES, "")
+        ),
+        (4, 1)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reply_from_another_address_counts_only_with_thread_or_sender() {
     for (matching, counts) in [("thread", false), ("thread_or_sender", true)] {
-        let s = Setup::start(matching);
+        let s = Setup::start(&format!("match: {matching}"));
         s.enroll("L1", "Pat", "pat@prospect.example").await;
         // From her phone: no In-Reply-To, but from the lead's address.
         s.dovecot.deliver(SALES, "From: Pat <Pat@Prospect.example>\nSubject: saw your note\nMessage-ID: <phone1@prospect.example>\n\nCall me after 3.\n");
@@ -235,8 +251,8 @@ async fn a_reply_from_another_address_counts_only_with_thread_or_sender() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_message_is_handled_once_across_a_kill_9() {
-    let mut s = Setup::start("thread");
+async fn a_message_is_handled_once_across_a_kill_9_and_a_renumbered_folder() {
+    let mut s = Setup::start("match: thread");
     let pat = s.enroll("L1", "Pat", "pat@prospect.example").await;
     s.dovecot.deliver(
         SALES,
@@ -261,6 +277,77 @@ async fn a_message_is_handled_once_across_a_kill_9() {
         1,
         "{tasks:?}"
     );
+
+    // The server renumbers the folder (a new UIDVALIDITY: Dovecot makes
+    // one when its UID list and index are gone): dealflow reads it all again
+    // at its next start, and the reply it handled is a duplicate.
+    let sam = s.enroll("L2", "Sam", "sam@prospect.example").await;
+    s.dovecot.stop();
+    s.daemon.take().unwrap().kill();
+    for entry in std::fs::read_dir(s.dovecot.maildir(SALES))
+        .unwrap()
+        .flatten()
+    {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("dovecot") {
+            std::fs::remove_file(entry.path()).unwrap();
+        }
+    }
+    s.dovecot.deliver(
+        SALES,
+        &reply(
+            "sam@prospect.example",
+            &sam,
+            "r10@prospect.example",
+            "Me too.",
+        ),
+    );
+    s.dovecot.run();
+    s.run();
+    s.wait_exit("L2", "email.replied").await;
+    let status = s.mailbox().await;
+    assert_eq!(status["handled"], 2, "read again from the start: {status}");
+    let tasks = common::task_titles(&s.url(), "open").await;
+    let pats = tasks.iter().filter(|t| t.starts_with("Answer Pat")).count();
+    assert_eq!(pats, 1, "{tasks:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_without_idle_is_polled() {
+    let s = Setup::on(
+        Dovecot::start_with(&[(SALES, PASSWORD)], false),
+        "after: mark_seen",
+    );
+    let pat = s.enroll("L1", "Pat", "pat@prospect.example").await;
+    eventually(20, "polling", || async {
+        (s.mailbox().await["state"] == "polling").then_some(())
+    })
+    .await;
+    s.dovecot.deliver(
+        SALES,
+        &reply(
+            "pat@prospect.example",
+            &pat,
+            "p1@prospect.example",
+            "Polled.",
+        ),
+    );
+    s.wait_exit("L1", "email.replied").await;
+    // `after: mark_seen` flagged it: Maildir keeps the flag in the file name.
+    let seen = eventually(10, "the seen flag", || async {
+        let names: Vec<String> = std::fs::read_dir(s.dovecot.maildir(SALES).join("cur"))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names
+            .into_iter()
+            .find(|n| n.contains(":2,") && n.ends_with('S'))
+    })
+    .await;
+    assert!(seen.contains("dealflow-test"), "{seen}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -271,7 +358,7 @@ async fn a_wrong_password_and_an_outage_are_shown_and_survived() {
     let (dir, flows_dir) = workflow_dir(&flows(
         &dovecot,
         &outbox.path().display().to_string(),
-        "thread",
+        "match: thread",
         "IMAP_PASSWORD",
     ));
     let wrong = "wrong-canary-pw-77c3";
@@ -306,7 +393,7 @@ async fn a_wrong_password_and_an_outage_are_shown_and_survived() {
     assert!(!log.contains(wrong), "the password is in the log");
 
     // The server goes away and comes back: error, then idle, then a reply read.
-    let mut s = Setup::start("thread");
+    let mut s = Setup::start("match: thread");
     let pat = s.enroll("L1", "Pat", "pat@prospect.example").await;
     eventually(20, "idle", || async {
         (s.mailbox().await["state"] == "idle").then_some(())
@@ -334,7 +421,7 @@ async fn a_wrong_password_and_an_outage_are_shown_and_survived() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn odd_messages_are_skipped_and_never_block_the_mailbox() {
-    let s = Setup::start("thread");
+    let s = Setup::start("match: thread");
     let pat = s.enroll("L1", "Pat", "pat@prospect.example").await;
     // No From at all; binary junk; a 6 MB attachment; a reply without a
     // Message-ID (named by its place in the folder instead).

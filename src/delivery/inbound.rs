@@ -233,17 +233,41 @@ fn is_auto_reply(message: &mail_parser::Message) -> bool {
     if header("Precedence").is_some_and(|v| matches!(v.as_str(), "auto_reply" | "bulk" | "junk")) {
         return true;
     }
-    let subject = message.subject().unwrap_or_default().to_ascii_lowercase();
-    [
-        "automatic reply",
-        "auto:",
-        "out of office",
-        "autoreply",
-        "auto-reply",
-    ]
-    .iter()
-    .any(|p| subject.starts_with(p))
+    let subject = message.subject().unwrap_or_default().trim().to_lowercase();
+    OUT_OF_OFFICE.iter().any(|p| subject.starts_with(p))
 }
+
+/// How out-of-office subjects begin, in the languages prospects most often
+/// write (English, German, French, Spanish, Portuguese, Italian, Dutch,
+/// Swedish, Danish and Norwegian, Polish), as Outlook, Gmail and Apple Mail
+/// write them.
+const OUT_OF_OFFICE: &[&str] = &[
+    "automatic reply",
+    "auto:",
+    "out of office",
+    "autoreply",
+    "auto-reply",
+    "automatische antwort",
+    "abwesenheitsnotiz",
+    "réponse automatique",
+    "reponse automatique",
+    "absence du bureau",
+    "respuesta automática",
+    "respuesta automatica",
+    "fuera de la oficina",
+    "resposta automática",
+    "resposta automatica",
+    "ausente do escritório",
+    "risposta automatica",
+    "fuori sede",
+    "automatisch antwoord",
+    "afwezig",
+    "automatiskt svar",
+    "automatisk svar",
+    "frånvaro",
+    "autosvar",
+    "automatyczna odpowiedź",
+];
 
 #[cfg(test)]
 mod tests {
@@ -272,6 +296,30 @@ mod tests {
         assert!(matches!(
             classify(ooo.as_bytes()),
             Some(Inbound::AutoReply { .. })
+        ));
+    }
+
+    #[test]
+    fn out_of_office_subjects_are_known_in_several_languages() {
+        for subject in [
+            "Automatische Antwort: Hallo",
+            "Réponse automatique : Bonjour",
+            "Respuesta automática: Hola",
+            "AUTOMATIC REPLY: hi",
+            "Afwezig: terug op maandag",
+        ] {
+            let raw = format!(
+                "From: a@p.example\r\nSubject: {subject}\r\nIn-Reply-To: <0000000000000007-intro@us.example>\r\n\r\nBack Monday.\r\n"
+            );
+            assert!(
+                matches!(classify(raw.as_bytes()), Some(Inbound::AutoReply { .. })),
+                "{subject}"
+            );
+        }
+        let raw = "From: a@p.example\r\nSubject: Re: out of scope?\r\n\r\nhi\r\n";
+        assert!(matches!(
+            classify(raw.as_bytes()),
+            Some(Inbound::Reply { .. })
         ));
     }
 

@@ -49,8 +49,15 @@ fn mail_uid() -> u32 {
 }
 
 impl Dovecot {
-    /// Starts Dovecot with these `(user, password)` accounts.
+    /// Starts Dovecot with these `(user, password)` accounts, each with
+    /// an INBOX and a `Processed` folder.
     pub fn start(users: &[(&str, &str)]) -> Dovecot {
+        Dovecot::start_with(users, true)
+    }
+
+    /// Like [`Dovecot::start`]; `idle: false` takes IDLE out of the
+    /// capabilities, as some servers have it.
+    pub fn start_with(users: &[(&str, &str)], idle: bool) -> Dovecot {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let uid = mail_uid();
@@ -63,6 +70,11 @@ impl Dovecot {
             .collect();
         std::fs::write(dir.path().join("passwd"), passwd).unwrap();
         let d = dir.path().display();
+        let capability = if idle {
+            ""
+        } else {
+            "imap_capability = IMAP4rev1 LITERAL+ SASL-IR UIDPLUS MOVE\n"
+        };
         let config = format!(
             r#"base_dir = {d}/run
 state_dir = {d}/state
@@ -95,12 +107,15 @@ service imap-login {{
 service anvil {{
   chroot =
 }}
-"#
+{capability}"#
         );
         std::fs::write(dir.path().join("dovecot.conf"), config).unwrap();
         for (user, _) in users {
-            for sub in ["cur", "new", "tmp"] {
-                std::fs::create_dir_all(dir.path().join("mail").join(user).join(sub)).unwrap();
+            for folder in ["", ".Processed"] {
+                for sub in ["cur", "new", "tmp"] {
+                    let path = dir.path().join("mail").join(user).join(folder).join(sub);
+                    std::fs::create_dir_all(path).unwrap();
+                }
             }
         }
         chown_tree(&dir.path().join("mail"), uid);
@@ -196,6 +211,17 @@ service anvil {{
     /// Where `user`'s folders are.
     pub fn maildir(&self, user: &str) -> PathBuf {
         self.dir.path().join("mail").join(user)
+    }
+
+    /// How many messages `user`'s `folder` holds (`""` is the INBOX).
+    pub fn count(&self, user: &str, folder: &str) -> usize {
+        ["cur", "new"]
+            .iter()
+            .map(|sub| {
+                std::fs::read_dir(self.maildir(user).join(folder).join(sub))
+                    .map_or(0, |d| d.count())
+            })
+            .sum()
     }
 }
 
