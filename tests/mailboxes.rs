@@ -446,3 +446,59 @@ async fn odd_messages_are_skipped_and_never_block_the_mailbox() {
     );
     assert_eq!(status["handled"], 1, "{status}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imaps_and_starttls_check_the_server_certificate() {
+    let dovecot = Dovecot::start_tls(&[(SALES, PASSWORD), (ANA, PASSWORD)]);
+    let tls_port = dovecot.tls_port.unwrap();
+    let yaml = |outbox: &str| {
+        flows(&dovecot, outbox, "match: thread", "IMAP_PASSWORD").replace(
+            "  mailboxes:\n",
+            &format!(
+                "  mailboxes:\n    - {{ name: tls, url: \"imaps://ana%40acme.example:${{IMAP_PASSWORD}}@127.0.0.1:{tls_port}/INBOX\", poll: 2s }}\n    - {{ name: starttls, url: \"imap://ana%40acme.example:${{IMAP_PASSWORD}}@127.0.0.1:{}/INBOX?tls=required\", poll: 2s }}\n",
+                dovecot.port
+            ),
+        )
+    };
+    let outbox = tempfile::tempdir().unwrap();
+    let (dir, flows_dir) = workflow_dir(&yaml(&outbox.path().display().to_string()));
+    let start = |trust: bool| {
+        let mut env = vec![("IMAP_PASSWORD", PASSWORD.to_owned())];
+        if trust {
+            env.push(("SSL_CERT_FILE", dovecot.ca_file().display().to_string()));
+        }
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        Daemon::start(&flows_dir, &dir.path().join("data"), &[], &env)
+    };
+    let states = |url: String| async move {
+        let status = get_json(&format!("{url}/v1/status")).await;
+        let by_name = |name: &str| {
+            status["mailboxes"]
+                .as_array()
+                .and_then(|l| l.iter().find(|m| m["name"] == name).cloned())
+                .unwrap_or(Value::Null)
+        };
+        (by_name("tls"), by_name("starttls"))
+    };
+
+    // A certificate from a CA the daemon does not know is refused.
+    let daemon = start(false);
+    let (tls, starttls) = eventually(20, "both refused", || async {
+        let (tls, starttls) = states(daemon.url.clone()).await;
+        (tls["state"] == "error" && starttls["state"] == "error").then_some((tls, starttls))
+    })
+    .await;
+    for m in [&tls, &starttls] {
+        let error = m["last_error"]["error"].as_str().unwrap_or_default();
+        assert!(error.contains("certificate"), "{m}");
+    }
+    daemon.kill();
+
+    // Trusted (SSL_CERT_FILE, as an admin with an internal CA sets it): both connect.
+    let daemon = start(true);
+    eventually(20, "both idle", || async {
+        let (tls, starttls) = states(daemon.url.clone()).await;
+        (tls["state"] == "idle" && starttls["state"] == "idle").then_some(())
+    })
+    .await;
+}

@@ -281,20 +281,44 @@ async fn tls(
     host: &str,
     tcp: TcpStream,
 ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ImapError> {
-    let roots = tokio_rustls::rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
-    let config = tokio_rustls::rustls::ClientConfig::builder_with_provider(Arc::new(
-        tokio_rustls::rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| ImapError(format!("TLS setup: {e}")))?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let config = tls_config().map_err(|e| ImapError(format!("TLS setup: {e}")))?;
     let name = tokio_rustls::rustls::pki_types::ServerName::try_from(host.to_owned())
         .map_err(|e| ImapError(format!("{host} is not a TLS server name: {e}")))?;
-    tokio_rustls::TlsConnector::from(Arc::new(config))
+    tokio_rustls::TlsConnector::from(config)
         .connect(name, tcp)
         .await
         .map_err(|e| ImapError(format!("TLS with {host}: {e}")))
+}
+
+type TlsConfig = Result<Arc<tokio_rustls::rustls::ClientConfig>, tokio_rustls::rustls::Error>;
+
+/// Certificates are checked against the Mozilla roots and the system's
+/// store (which honours `SSL_CERT_FILE` and `SSL_CERT_DIR`), so a company's
+/// own mail server with an internal CA works. Built once.
+fn tls_config() -> TlsConfig {
+    static CONFIG: std::sync::OnceLock<TlsConfig> = std::sync::OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let mut roots = tokio_rustls::rustls::RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+            };
+            let system = rustls_native_certs::load_native_certs();
+            for error in &system.errors {
+                tracing::debug!(%error, "A system certificate could not be read.");
+            }
+            let (added, ignored) = roots.add_parsable_certificates(system.certs);
+            tracing::debug!(
+                added,
+                ignored,
+                "System certificates added to the TLS roots."
+            );
+            let config = tokio_rustls::rustls::ClientConfig::builder_with_provider(Arc::new(
+                tokio_rustls::rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+            Ok(Arc::new(config))
+        })
+        .clone()
 }

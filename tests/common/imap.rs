@@ -35,6 +35,8 @@ fn dovecot_binary() -> &'static str {
 pub struct Dovecot {
     pub dir: tempfile::TempDir,
     pub port: u16,
+    /// The implicit-TLS (imaps) port, when started with TLS.
+    pub tls_port: Option<u16>,
     child: Option<Child>,
     uid: u32,
 }
@@ -55,11 +57,28 @@ impl Dovecot {
         Dovecot::start_with(users, true)
     }
 
+    /// Like [`Dovecot::start`], with TLS: STARTTLS on `port`, implicit TLS
+    /// on `tls_port`, a certificate for 127.0.0.1 signed by a CA made for
+    /// the test ([`Dovecot::ca_file`]).
+    pub fn start_tls(users: &[(&str, &str)]) -> Dovecot {
+        Dovecot::start_options(users, true, true)
+    }
+
+    /// The CA that signed the server's certificate (PEM).
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
     /// Like [`Dovecot::start`]; `idle: false` takes IDLE out of the
     /// capabilities, as some servers have it.
     pub fn start_with(users: &[(&str, &str)], idle: bool) -> Dovecot {
+        Dovecot::start_options(users, idle, false)
+    }
+
+    fn start_options(users: &[(&str, &str)], idle: bool, tls: bool) -> Dovecot {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
+        let tls_port = tls.then(free_port);
         let uid = mail_uid();
         for sub in ["run", "state", "mail", "home"] {
             std::fs::create_dir_all(dir.path().join(sub)).unwrap();
@@ -75,14 +94,23 @@ impl Dovecot {
         } else {
             "imap_capability = IMAP4rev1 LITERAL+ SASL-IR UIDPLUS MOVE\n"
         };
+        let (ssl, imaps) = match tls_port {
+            Some(tls_port) => {
+                make_certificates(dir.path());
+                (
+                    format!("ssl = yes\nssl_cert = <{d}/server.pem\nssl_key = <{d}/server.key\n"),
+                    format!("address = 127.0.0.1\n    port = {tls_port}"),
+                )
+            }
+            None => ("ssl = no\n".to_owned(), "port = 0".to_owned()),
+        };
         let config = format!(
             r#"base_dir = {d}/run
 state_dir = {d}/state
 log_path = {d}/dovecot.log
 protocols = imap
 listen = 127.0.0.1
-ssl = no
-disable_plaintext_auth = no
+{ssl}disable_plaintext_auth = no
 auth_mechanisms = plain login
 first_valid_uid = 1
 mail_location = maildir:{d}/mail/%u
@@ -101,7 +129,7 @@ service imap-login {{
     port = {port}
   }}
   inet_listener imaps {{
-    port = 0
+    {imaps}
   }}
 }}
 service anvil {{
@@ -123,6 +151,7 @@ service anvil {{
         let mut dovecot = Dovecot {
             dir,
             port,
+            tls_port,
             child: None,
             uid,
         };
@@ -229,6 +258,83 @@ impl Drop for Dovecot {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// A CA and a certificate for 127.0.0.1 it signed, made with openssl.
+fn make_certificates(dir: &Path) {
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    openssl(
+        &[
+            &["req", "-x509"],
+            &ec[..],
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=dealflow test CA",
+            ],
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &["req"],
+            &ec[..],
+            &[
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=127.0.0.1",
+            ],
+        ]
+        .concat(),
+    );
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
 }
 
 fn free_port() -> u16 {
