@@ -9,6 +9,7 @@
 
 mod appender;
 mod auth;
+mod backup;
 mod error;
 mod events;
 mod extract;

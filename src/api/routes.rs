@@ -30,6 +30,7 @@ pub fn router<S: Store>(app: Arc<App<S>>) -> Router {
         )
         .route("/runs", get(super::runs::get_runs::<S>))
         .route("/status", get(super::status::get_status::<S>))
+        .route("/backup", get(super::backup::get_backup::<S>))
         .route("/reload", post(super::status::post_reload::<S>))
         .route("/plan", post(super::plan::post_plan::<S>))
         .route("/reports/{name}", get(super::reports::get_report::<S>))

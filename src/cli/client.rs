@@ -51,7 +51,7 @@ impl Daemon {
         self.call(reqwest::Method::POST, path, |r| r.json(body))
     }
 
-    fn request(
+    pub(super) fn request(
         &self,
         client: &reqwest::Client,
         method: reqwest::Method,

@@ -6,6 +6,7 @@
 
 mod client;
 mod init;
+mod operations;
 mod plan;
 mod run;
 mod schema;
@@ -155,6 +156,34 @@ pub enum Command {
         /// The daemon (default $DEALFLOW_URL, else http://127.0.0.1:8080).
         #[arg(long, global = true)]
         url: Option<String>,
+    },
+    /// Take a consistent backup of a running daemon's store into one file
+    /// (ingest goes on meanwhile).
+    Backup {
+        /// The file to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// The daemon (default $DEALFLOW_URL, else http://127.0.0.1:8080).
+        #[arg(long)]
+        url: Option<String>,
+    },
+    /// Restore a backup file into a new or empty data folder.
+    Restore {
+        /// The backup file.
+        file: PathBuf,
+        /// The data folder to create (as `run --data`).
+        #[arg(long)]
+        data: PathBuf,
+    },
+    /// Check a stopped daemon's store: every table readable, every index
+    /// matching its rows; exit 1 naming what is wrong.
+    Check {
+        /// The data folder (as `run --data`).
+        #[arg(long, default_value = "var")]
+        data: PathBuf,
+        /// Rebuild indexes that do not match their rows.
+        #[arg(long)]
+        repair: bool,
     },
     /// A running daemon's sources: the payloads each kept because they
     /// could not be mapped, and replaying them after a fix.
@@ -363,6 +392,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 None => client::suppressions(&daemon),
             }
         }
+        Command::Backup { out, url } => operations::backup(&client::Daemon::from_env(url)?, &out),
+        Command::Restore { file, data } => operations::restore(&file, &data),
+        Command::Check { data, repair } => operations::check(&data, repair),
         Command::Sources { action, url } => {
             let daemon = client::Daemon::from_env(url)?;
             match action {

@@ -48,6 +48,24 @@ impl UnsubscribeKey {
         UnsubscribeKey { key: key.to_vec() }
     }
 
+    /// The key's bytes, for backups.
+    pub fn bytes(&self) -> &[u8] {
+        &self.key
+    }
+
+    /// Writes the key into `dir` (a restore), readable by its owner only.
+    pub fn save(&self, dir: &Path) -> Result<(), KeyError> {
+        let path = dir.join("unsubscribe.key");
+        let io = |source| KeyError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let tmp = dir.join("unsubscribe.key.tmp");
+        std::fs::write(&tmp, &self.key).map_err(io)?;
+        restrict(&tmp).map_err(io)?;
+        std::fs::rename(&tmp, &path).map_err(io)
+    }
+
     /// Reads `unsubscribe.key` in `dir`, making it (32 random bytes, owner
     /// read-only) when missing.
     pub fn load_or_create(dir: &Path) -> Result<Self, KeyError> {
@@ -64,11 +82,9 @@ impl UnsubscribeKey {
         }
         let mut key = vec![0u8; 32];
         getrandom::fill(&mut key).map_err(|e| KeyError::Random(e.to_string()))?;
-        let tmp = dir.join("unsubscribe.key.tmp");
-        std::fs::write(&tmp, &key).map_err(io)?;
-        restrict(&tmp).map_err(io)?;
-        std::fs::rename(&tmp, &path).map_err(io)?;
-        Ok(UnsubscribeKey { key })
+        let key = UnsubscribeKey { key };
+        key.save(dir)?;
+        Ok(key)
     }
 
     fn mac(&self, id: &str) -> Vec<u8> {

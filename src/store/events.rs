@@ -142,7 +142,7 @@ impl<B: Backend> EventTable for KvStore<B> {
         let mut next = self.next_seq(*writer)?;
         let mut writes = Vec::new();
         let appended = self.stage_events(events, Ids::Deduplicate, &mut next, &mut writes)?;
-        self.backend.apply(writes)?;
+        self.apply_batch(writes)?;
         *writer = Some(next);
         drop(writer);
         if appended.iter().any(|a| !a.duplicate) {

@@ -30,6 +30,9 @@ pub struct KvStore<B: Backend> {
     /// The records written last, decoded.
     pub(super) records: RecordCache,
     pub(super) wakeups: super::Wakeups,
+    /// While a backup runs, a copy of every batch applied (see `backup`).
+    /// Taken only under the writer lock, so no batch is half in it.
+    tap: Mutex<Option<Vec<Vec<KvWrite>>>>,
 }
 
 /// Values are MessagePack with field names: self-describing like JSON (so
@@ -71,6 +74,7 @@ impl<B: Backend> KvStore<B> {
             writer: Mutex::new(None),
             records: RecordCache::new(DEFAULT_RECORDS_KEPT),
             wakeups: super::Wakeups::default(),
+            tap: Mutex::new(None),
         })
     }
 
@@ -118,6 +122,40 @@ impl<B: Backend> KvStore<B> {
 
     pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, Option<u64>> {
         self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Applies a batch; callers hold the writer lock. While a backup runs,
+    /// the batch is also kept for it, once applied.
+    pub(super) fn apply_batch(&self, writes: Vec<KvWrite>) -> Result<(), StoreError> {
+        let mut tap = self.tap.lock().unwrap_or_else(|p| p.into_inner());
+        let copy = tap.is_some().then(|| writes.clone());
+        self.backend.apply(writes)?;
+        if let (Some(kept), Some(copy)) = (tap.as_mut(), copy) {
+            kept.push(copy);
+        }
+        Ok(())
+    }
+
+    /// Starts keeping every batch applied from now on.
+    pub(super) fn open_tap(&self) {
+        let _writer = self.lock();
+        *self.tap.lock().unwrap_or_else(|p| p.into_inner()) = Some(Vec::new());
+    }
+
+    /// Whether a backup is keeping batches now (tests).
+    #[cfg(test)]
+    pub(super) fn tap_open(&self) -> bool {
+        self.tap.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+    }
+
+    /// Stops keeping batches; answers those kept, in the order applied.
+    pub(super) fn close_tap(&self) -> Vec<Vec<KvWrite>> {
+        let _writer = self.lock();
+        self.tap
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .unwrap_or_default()
     }
 
     /// The next sequence number: cached under the writer lock, else stored.
@@ -314,7 +352,7 @@ impl<B: Backend> Store for KvStore<B> {
                 seq.to_be_bytes().to_vec(),
             ));
         }
-        self.backend.apply(w)?;
+        self.apply_batch(w)?;
         *writer = Some(next);
         drop(writer);
         self.records.written(changes.records);
@@ -337,5 +375,14 @@ impl<B: Backend> Store for KvStore<B> {
 
     fn wakeups(&self) -> &super::Wakeups {
         &self.wakeups
+    }
+
+    fn backup_to(
+        &self,
+        out: &mut dyn std::io::Write,
+        unsubscribe_key: Option<&[u8]>,
+        now: DateTime<Utc>,
+    ) -> Result<super::backup::BackupSummary, super::backup::BackupError> {
+        super::backup::write_backup(self, unsubscribe_key, now, out)
     }
 }

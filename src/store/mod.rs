@@ -19,6 +19,8 @@
 //! to write (callers do) or depends on the engine, the worker or the API.
 
 mod backend;
+pub mod backup;
+pub mod check;
 mod enrollments;
 mod events;
 mod history;
@@ -59,7 +61,7 @@ use std::future::Future;
 pub enum StoreError {
     /// The data on disk cannot be read; dealflow refuses to start over it.
     #[error(
-        "the store at {path} is corrupt or unreadable ({reason}); dealflow will not start over it. Keep the folder for inspection, restore the data folder from a backup (docs/operations.md), or move the folder aside to start empty"
+        "the store at {path} is corrupt or unreadable ({reason}); dealflow will not start over it. Keep the folder for inspection (`dealflow check --data` on its parent names what is wrong, `--repair` rebuilds indexes), restore the data folder from a backup (`dealflow restore`, docs/operations.md), or move the folder aside to start empty"
     )]
     Corrupt {
         /// Where.
@@ -533,4 +535,12 @@ pub trait Store:
     fn size_on_disk(&self) -> u64;
     /// What commits ring.
     fn wakeups(&self) -> &Wakeups;
+    /// Writes a consistent backup of the whole store to `out` while
+    /// writers go on (see [`backup`]).
+    fn backup_to(
+        &self,
+        out: &mut dyn std::io::Write,
+        unsubscribe_key: Option<&[u8]>,
+        now: DateTime<Utc>,
+    ) -> Result<backup::BackupSummary, backup::BackupError>;
 }

@@ -1,0 +1,432 @@
+//! `dealflow check` (SPEC §9): reads every table of a stopped store and
+//! verifies each index against the rows it points at; with `repair`,
+//! rebuilds the indexes that are derived from rows alone (tasks' open and
+//! owner indexes, the outbox's due, sending and by-record indexes) and drops
+//! event-id entries that point at no event. Rows themselves are never
+//! changed: a row that does not decode is reported for a person to decide.
+
+use super::backend::{Backend, KvWrite};
+use super::kv::{KvStore, decode_value};
+use super::*;
+use crate::state::{SetAsideEvent, Timer};
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// Keys read at a time.
+const CHUNK: usize = 1000;
+
+/// Entries of the task indexes (`tasks.rs`): open tasks by owner, and all
+/// tasks by owner.
+const OPEN_TASK: &[u8] = b"ot\0";
+const OWNER_TASK: &[u8] = b"ow\0";
+
+/// One thing wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The table or index.
+    pub table: &'static str,
+    /// The key, printable.
+    pub key: String,
+    /// What is wrong.
+    pub what: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", self.table, self.key, self.what)
+    }
+}
+
+/// What a check found.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Entries read, by table.
+    pub counts: BTreeMap<&'static str, u64>,
+    /// Everything wrong (before any repair).
+    pub problems: Vec<Problem>,
+    /// Index entries rewritten or removed by `repair`.
+    pub repaired: u64,
+}
+
+/// The tables and indexes, by key prefix.
+const TABLES: &[(&[u8], &str)] = &[
+    (keys::EVENT, "events"),
+    (keys::EVENT_ID, "event ids"),
+    (b"meta\0", "meta"),
+    (keys::RECORD, "records"),
+    (keys::STAGE_HISTORY, "stage history"),
+    (keys::TASK, "tasks"),
+    (OPEN_TASK, "open-task index"),
+    (OWNER_TASK, "owner-task index"),
+    (keys::OUTBOX, "outbox"),
+    (keys::OUTBOX_BY_RECORD, "outbox by-record index"),
+    (keys::OUTBOX_DUE, "outbox due index"),
+    (keys::OUTBOX_SENDING, "outbox sending index"),
+    (keys::TIMER, "timers"),
+    (keys::ENROLLMENT, "enrollments"),
+    (keys::RUN, "runs"),
+    (keys::RUN_BY_RECORD, "runs by-record index"),
+    (keys::SUPPRESSED, "suppressions"),
+    (keys::COUNTER, "counters"),
+    (keys::SCORE_LEDGER, "score ledger"),
+    (keys::SET_ASIDE, "set-aside events"),
+    (keys::MAILBOX, "mailbox positions"),
+    (keys::REJECTED, "kept payloads"),
+];
+
+fn printable(key: &[u8]) -> String {
+    String::from_utf8_lossy(key).replace('\0', "/")
+}
+
+impl<B: Backend> KvStore<B> {
+    /// Checks every table and index; with `repair`, rebuilds derived
+    /// indexes. Fails only when the store cannot be read at all.
+    pub fn check(&self, repair: bool) -> Result<Report, StoreError> {
+        let mut checker = Checker::default();
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let chunk = self.backend.scan(b"", after.as_deref(), CHUNK)?;
+            let done = chunk.len() < CHUNK;
+            for (key, value) in chunk {
+                checker.entry(&key, &value);
+                after = Some(key);
+            }
+            if done {
+                break;
+            }
+        }
+        let fixes = checker.cross_check();
+        let mut report = checker.report;
+        if repair && !fixes.is_empty() {
+            report.repaired = fixes.len() as u64;
+            for batch in fixes.chunks(CHUNK) {
+                self.backend.apply(batch.to_vec())?;
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// What the scan remembers to cross-check indexes against rows.
+#[derive(Default)]
+struct Checker {
+    report: Report,
+    /// Event sequence number → its id.
+    events: HashMap<u64, String>,
+    /// Event-id index: id → the sequence number it names.
+    event_ids: Vec<(Vec<u8>, String, u64)>,
+    tasks: HashMap<String, Task>,
+    task_index: Vec<(Vec<u8>, bool, String, String)>,
+    outbox: HashMap<String, OutboxEntry>,
+    outbox_index: Vec<(Vec<u8>, &'static str, String)>,
+    run_rows: HashSet<String>,
+    run_index: Vec<(Vec<u8>, String)>,
+}
+
+impl Checker {
+    fn problem(&mut self, table: &'static str, key: &[u8], what: impl Into<String>) {
+        self.report.problems.push(Problem {
+            table,
+            key: printable(key),
+            what: what.into(),
+        });
+    }
+
+    fn decodes<T: serde::de::DeserializeOwned>(
+        &mut self,
+        table: &'static str,
+        key: &[u8],
+        value: &[u8],
+    ) -> Option<T> {
+        match decode_value::<T>(key, value) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.problem(table, key, format!("does not decode: {e}"));
+                None
+            }
+        }
+    }
+
+    fn entry(&mut self, key: &[u8], value: &[u8]) {
+        let Some((prefix, table)) = TABLES.iter().find(|(p, _)| key.starts_with(p)) else {
+            self.problem("store", key, "a key no table of dealflow writes");
+            return;
+        };
+        *self.report.counts.entry(table).or_default() += 1;
+        let rest = &key[prefix.len()..];
+        let text = String::from_utf8_lossy(rest).into_owned();
+        match *prefix {
+            p if p == keys::EVENT => match events::decode(key, value) {
+                Ok(row) => self.events.extend(row.into_iter().map(|e| (e.seq, e.id))),
+                Err(e) => self.problem(table, key, format!("does not decode: {e}")),
+            },
+            p if p == keys::EVENT_ID => match keys::read_u64(value) {
+                Some(seq) => self.event_ids.push((key.to_vec(), text, seq)),
+                None => self.problem(table, key, "does not hold a sequence number"),
+            },
+            p if p == keys::RECORD => {
+                self.decodes::<Record>(table, key, value);
+            }
+            p if p == keys::STAGE_HISTORY => {
+                if let Err(e) = history::decode(key, value) {
+                    self.problem(table, key, format!("does not decode: {e}"));
+                }
+            }
+            p if p == keys::TASK => {
+                if let Some(task) = self.decodes::<Task>(table, key, value) {
+                    self.tasks.insert(task.id.clone(), task);
+                }
+            }
+            p if p == OPEN_TASK || p == OWNER_TASK => match text.split_once('\0') {
+                Some((owner, id)) => self.task_index.push((
+                    key.to_vec(),
+                    p == OPEN_TASK,
+                    owner.to_owned(),
+                    id.to_owned(),
+                )),
+                None => self.problem(table, key, "is not OWNER/ID"),
+            },
+            p if p == keys::OUTBOX => {
+                if let Some(row) = self.decodes::<OutboxEntry>(table, key, value) {
+                    self.outbox.insert(row.id.clone(), row);
+                }
+            }
+            p if p == keys::OUTBOX_DUE => match rest.get(8..) {
+                Some(id) => self.outbox_index.push((
+                    key.to_vec(),
+                    table,
+                    String::from_utf8_lossy(id).into_owned(),
+                )),
+                None => self.problem(table, key, "has no due time"),
+            },
+            p if p == keys::OUTBOX_SENDING => self.outbox_index.push((key.to_vec(), table, text)),
+            p if p == keys::OUTBOX_BY_RECORD => match text.rsplit_once('\0') {
+                Some((_, id)) => self.outbox_index.push((key.to_vec(), table, id.to_owned())),
+                None => self.problem(table, key, "is not KIND/ID/ROW"),
+            },
+            p if p == keys::TIMER => {
+                self.decodes::<Timer>(table, key, value);
+            }
+            p if p == keys::ENROLLMENT => {
+                self.decodes::<Enrollment>(table, key, value);
+            }
+            p if p == keys::RUN => match runs::decode_head(key, value) {
+                Ok(row) => {
+                    self.run_rows.insert(row.id);
+                }
+                Err(e) => self.problem(table, key, format!("does not decode: {e}")),
+            },
+            p if p == keys::RUN_BY_RECORD => match text.rsplit_once('\0') {
+                Some((_, row)) => self.run_index.push((key.to_vec(), row.to_owned())),
+                None => self.problem(table, key, "is not KIND/ID/ROW"),
+            },
+            p if p == keys::SET_ASIDE => {
+                self.decodes::<SetAsideEvent>(table, key, value);
+            }
+            p if p == keys::MAILBOX => {
+                self.decodes::<MailboxPosition>(table, key, value);
+            }
+            p if p == keys::REJECTED => {
+                self.decodes::<RejectedPayload>(table, key, value);
+            }
+            p if p == keys::COUNTER && keys::read_u64(value).is_none() => {
+                self.problem(table, key, "does not hold a number");
+            }
+            _ if key == keys::FORMAT && value != keys::FORMAT_VERSION => {
+                let (found, wanted) = (printable(value), printable(keys::FORMAT_VERSION));
+                self.problem(table, key, format!("is {found:?}, not {wanted:?}"));
+            }
+            _ => {}
+        }
+    }
+
+    /// Indexes against rows; answers the writes that would rebuild them.
+    fn cross_check(&mut self) -> Vec<KvWrite> {
+        let mut fixes = Vec::new();
+        for (key, id, seq) in std::mem::take(&mut self.event_ids) {
+            match self.events.get(&seq) {
+                Some(found) if *found == id => {}
+                Some(found) => {
+                    self.problem(
+                        "event ids",
+                        &key,
+                        format!("names event {seq}, whose id is {found:?}"),
+                    );
+                    fixes.push(KvWrite::Delete(key));
+                }
+                None => {
+                    self.problem(
+                        "event ids",
+                        &key,
+                        format!("names event {seq}, which is not in the log"),
+                    );
+                    fixes.push(KvWrite::Delete(key));
+                }
+            }
+        }
+        self.check_tasks(&mut fixes);
+        self.check_outbox(&mut fixes);
+        for (key, row) in std::mem::take(&mut self.run_index) {
+            if !self.run_rows.contains(&row) {
+                self.problem(
+                    "runs by-record index",
+                    &key,
+                    format!("names run row {row}, which is missing"),
+                );
+                fixes.push(KvWrite::Delete(key));
+            }
+        }
+        fixes
+    }
+
+    fn check_tasks(&mut self, fixes: &mut Vec<KvWrite>) {
+        let mut wanted: HashSet<Vec<u8>> = HashSet::new();
+        for task in self.tasks.values() {
+            let owner = task.owner.clone().unwrap_or_default();
+            wanted.insert(keys::join(&[
+                OWNER_TASK,
+                owner.as_bytes(),
+                b"\0",
+                task.id.as_bytes(),
+            ]));
+            if task.status == TaskStatus::Open {
+                wanted.insert(keys::join(&[
+                    OPEN_TASK,
+                    owner.as_bytes(),
+                    b"\0",
+                    task.id.as_bytes(),
+                ]));
+            }
+        }
+        let mut present = HashSet::new();
+        for (key, open, _, id) in std::mem::take(&mut self.task_index) {
+            let table = if open {
+                "open-task index"
+            } else {
+                "owner-task index"
+            };
+            if !wanted.contains(&key) {
+                self.problem(table, &key, format!("does not match task {id}"));
+                fixes.push(KvWrite::Delete(key.clone()));
+            }
+            present.insert(key);
+        }
+        for key in wanted.difference(&present) {
+            self.problem("tasks", key, "has no index entry here");
+            fixes.push(KvWrite::Put(key.clone(), Vec::new()));
+        }
+    }
+
+    fn check_outbox(&mut self, fixes: &mut Vec<KvWrite>) {
+        let mut wanted: HashSet<Vec<u8>> = HashSet::new();
+        for row in self.outbox.values() {
+            wanted.insert(keys::outbox_by_record(&row.record, &row.id));
+            if row.status.is_waiting() {
+                wanted.insert(keys::outbox_due(row.due_at(), &row.id));
+            }
+            if row.status == OutboxStatus::Sending {
+                wanted.insert(keys::outbox_sending(&row.id));
+            }
+        }
+        let mut present = HashSet::new();
+        for (key, table, id) in std::mem::take(&mut self.outbox_index) {
+            if !wanted.contains(&key) {
+                self.problem(table, &key, format!("does not match outbox row {id}"));
+                fixes.push(KvWrite::Delete(key.clone()));
+            }
+            present.insert(key);
+        }
+        for key in wanted.difference(&present) {
+            self.problem("outbox", key, "has no index entry here");
+            fixes.push(KvWrite::Put(key.clone(), Vec::new()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::RecordKey;
+    use crate::store::MemoryBackend;
+    use chrono::DateTime;
+
+    fn store_with_a_task_and_an_event() -> KvStore<MemoryBackend> {
+        let store = KvStore::open(MemoryBackend::default(), "memory").unwrap();
+        let record = RecordKey {
+            kind: "lead".into(),
+            id: "L1".into(),
+        };
+        let task = Task {
+            id: "t1".into(),
+            record: record.clone(),
+            title: "Call".into(),
+            notes: None,
+            owner: Some("ana@x.example".into()),
+            due_at: None,
+            status: TaskStatus::Open,
+            created_at: DateTime::UNIX_EPOCH,
+            completed_at: None,
+            created_by: "rule".into(),
+            step: None,
+            from_handoff: false,
+        };
+        store
+            .commit(Changes {
+                tasks: vec![task],
+                events: vec![NewEvent {
+                    id: Some("e1".into()),
+                    event_type: "form.submitted".into(),
+                    record,
+                    fields: Default::default(),
+                    data: Default::default(),
+                    occurred_at: DateTime::UNIX_EPOCH,
+                    depth: 0,
+                }],
+                ..Changes::default()
+            })
+            .unwrap();
+        store
+    }
+
+    #[test]
+    fn a_sound_store_has_no_problems() {
+        let store = store_with_a_task_and_an_event();
+        let report = store.check(false).unwrap();
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+        assert_eq!(report.counts.get("tasks"), Some(&1));
+    }
+
+    #[test]
+    fn broken_indexes_are_named_and_repaired_and_bad_rows_named() {
+        let store = store_with_a_task_and_an_event();
+        store
+            .backend
+            .apply(vec![
+                KvWrite::Delete(keys::join(&[OPEN_TASK, b"ana@x.example\0t1"])),
+                KvWrite::Put(keys::event_id("ghost"), 99u64.to_be_bytes().to_vec()),
+                KvWrite::Put(keys::task("t2"), vec![0xc1]),
+                KvWrite::Put(b"zz\0stray".to_vec(), Vec::new()),
+            ])
+            .unwrap();
+        let report = store.check(true).unwrap();
+        let shown: Vec<String> = report.problems.iter().map(Problem::to_string).collect();
+        for expected in [
+            "tasks ot/ana@x.example/t1: has no index entry here",
+            "event ids ei/ghost: names event 99, which is not in the log",
+            "tasks tk/t2: does not decode",
+            "store zz/stray: a key no table of dealflow writes",
+        ] {
+            assert!(
+                shown.iter().any(|s| s.starts_with(expected)),
+                "{expected} not in {shown:#?}"
+            );
+        }
+        assert_eq!(report.repaired, 2);
+        let again = store.check(false).unwrap();
+        let left: Vec<&str> = again.problems.iter().map(|p| p.table).collect();
+        assert_eq!(
+            left,
+            ["tasks", "store"],
+            "only the rows a person must decide on remain"
+        );
+    }
+}
