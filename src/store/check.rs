@@ -115,8 +115,10 @@ struct Checker {
     /// Event-id index: id → the sequence number it names.
     event_ids: Vec<(Vec<u8>, String, u64)>,
     tasks: HashMap<String, Task>,
-    task_index: Vec<(Vec<u8>, bool, String, String)>,
+    /// Task index entries: key, index, task id.
+    task_index: Vec<(Vec<u8>, &'static str, String)>,
     outbox: HashMap<String, OutboxEntry>,
+    /// Outbox index entries: key, index, row id.
     outbox_index: Vec<(Vec<u8>, &'static str, String)>,
     run_rows: HashSet<String>,
     run_index: Vec<(Vec<u8>, String)>,
@@ -177,12 +179,7 @@ impl Checker {
                 }
             }
             p if p == OPEN_TASK || p == OWNER_TASK => match text.split_once('\0') {
-                Some((owner, id)) => self.task_index.push((
-                    key.to_vec(),
-                    p == OPEN_TASK,
-                    owner.to_owned(),
-                    id.to_owned(),
-                )),
+                Some((_, id)) => self.task_index.push((key.to_vec(), table, id.to_owned())),
                 None => self.problem(table, key, "is not OWNER/ID"),
             },
             p if p == keys::OUTBOX => {
@@ -297,23 +294,8 @@ impl Checker {
                 ]));
             }
         }
-        let mut present = HashSet::new();
-        for (key, open, _, id) in std::mem::take(&mut self.task_index) {
-            let table = if open {
-                "open-task index"
-            } else {
-                "owner-task index"
-            };
-            if !wanted.contains(&key) {
-                self.problem(table, &key, format!("does not match task {id}"));
-                fixes.push(KvWrite::Delete(key.clone()));
-            }
-            present.insert(key);
-        }
-        for key in wanted.difference(&present) {
-            self.problem("tasks", key, "has no index entry here");
-            fixes.push(KvWrite::Put(key.clone(), Vec::new()));
-        }
+        let found = std::mem::take(&mut self.task_index);
+        self.reconcile("tasks", "task", &wanted, found, fixes);
     }
 
     fn check_outbox(&mut self, fixes: &mut Vec<KvWrite>) {
@@ -327,16 +309,31 @@ impl Checker {
                 wanted.insert(keys::outbox_sending(&row.id));
             }
         }
+        let found = std::mem::take(&mut self.outbox_index);
+        self.reconcile("outbox", "outbox row", &wanted, found, fixes);
+    }
+
+    /// Index entries `found` against those the rows call for (`wanted`):
+    /// each extra one is named and removed, each missing one named and
+    /// written.
+    fn reconcile(
+        &mut self,
+        rows: &'static str,
+        row: &str,
+        wanted: &HashSet<Vec<u8>>,
+        found: Vec<(Vec<u8>, &'static str, String)>,
+        fixes: &mut Vec<KvWrite>,
+    ) {
         let mut present = HashSet::new();
-        for (key, table, id) in std::mem::take(&mut self.outbox_index) {
+        for (key, index, id) in found {
             if !wanted.contains(&key) {
-                self.problem(table, &key, format!("does not match outbox row {id}"));
+                self.problem(index, &key, format!("does not match {row} {id}"));
                 fixes.push(KvWrite::Delete(key.clone()));
             }
             present.insert(key);
         }
         for key in wanted.difference(&present) {
-            self.problem("outbox", key, "has no index entry here");
+            self.problem(rows, key, "has no index entry here");
             fixes.push(KvWrite::Put(key.clone(), Vec::new()));
         }
     }
