@@ -91,19 +91,19 @@ pub fn restore(file: &Path, data: &Path) -> anyhow::Result<ExitCode> {
     let store_dir = data.join("store");
     std::fs::create_dir_all(&store_dir)
         .with_context(|| format!("creating {}", store_dir.display()))?;
-    let backend = SledBackend::open(&store_dir)?;
-    backup::restore_backup(file, &backend)?;
-    let runtime = tokio::runtime::Builder::new_current_thread().build()?;
-    runtime.block_on(crate::store::Backend::flush(&backend))?;
-    drop(backend);
-    save_key(&header, data)?;
-    // Opened as the daemon will open it: the format mark is checked.
-    let store = crate::store::KvStore::open(
-        SledBackend::open(&store_dir)?,
-        &store_dir.display().to_string(),
-    )?;
-    let events = crate::store::EventTable::last_seq(&store)?;
-    runtime.block_on(store.flush())?;
+    let events = match restore_into(file, data, &header) {
+        Ok(events) => events,
+        Err(e) => {
+            // The folder was empty or new: leave it so, not half restored.
+            let _ = std::fs::remove_dir_all(&store_dir);
+            let _ = std::fs::remove_file(data.join("unsubscribe.key"));
+            let undone = format!(
+                "restoring into {} failed; it was emptied again",
+                data.display()
+            );
+            return Err(e.context(undone));
+        }
+    };
     println!(
         "restored the backup of {} into {}: {records} records, {events} events; start the daemon with --data {}",
         header.created_at.format("%Y-%m-%d %H:%M:%SZ"),
@@ -111,6 +111,26 @@ pub fn restore(file: &Path, data: &Path) -> anyhow::Result<ExitCode> {
         data.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes the verified backup into the new store and its key beside it;
+/// answers the number of events the restored log holds.
+fn restore_into(file: &Path, data: &Path, header: &BackupHeader) -> anyhow::Result<u64> {
+    let store_dir = data.join("store");
+    let backend = SledBackend::open(&store_dir)?;
+    backup::restore_backup(file, &backend)?;
+    let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+    runtime.block_on(crate::store::Backend::flush(&backend))?;
+    drop(backend);
+    save_key(header, data)?;
+    // Opened as the daemon will open it: the format mark is checked.
+    let store = crate::store::KvStore::open(
+        SledBackend::open(&store_dir)?,
+        &store_dir.display().to_string(),
+    )?;
+    let events = crate::store::EventTable::last_seq(&store)?;
+    runtime.block_on(store.flush())?;
+    Ok(events)
 }
 
 fn save_key(header: &BackupHeader, data: &Path) -> anyhow::Result<()> {
