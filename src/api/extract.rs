@@ -68,3 +68,14 @@ pub(super) async fn blocking<T: Send + 'static>(
         .await
         .map_err(ApiError::task_failed)
 }
+
+/// Commits changes and flushes them: nothing is answered before they are
+/// durable.
+pub(super) async fn commit_durably<S: crate::store::Store>(
+    app: &super::App<S>,
+    changes: crate::store::Changes,
+) -> Result<(), super::ApiError> {
+    app.store.commit(changes)?;
+    app.store.flush().await?;
+    Ok(())
+}

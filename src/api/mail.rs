@@ -1,10 +1,11 @@
 //! Email-facing routes: the unsubscribe page and its one-click POST
 //! (RFC 8058), and inbound mail (replies, bounces, auto-replies).
 
+use super::extract::commit_durably;
 use super::{ApiError, App};
 use crate::delivery::inbound::{self, Inbound};
 use crate::state::{Delivery, OutboxEntry};
-use crate::store::{Changes, Store};
+use crate::store::Store;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -74,7 +75,7 @@ pub(super) async fn unsubscribe<S: Store>(
         Err(r) => return *r,
     };
     let changes = crate::delivery::unsubscribe::unsubscribed(&row, &to, "link", app.clock.now());
-    if let Err(e) = commit(&app, changes).await {
+    if let Err(e) = commit_durably(&app, changes).await {
         return e.into_response();
     }
     page(
@@ -82,12 +83,6 @@ pub(super) async fn unsubscribe<S: Store>(
         &format!("{} will get no more emails from us.", escape(&to)),
     )
     .into_response()
-}
-
-async fn commit<S: Store>(app: &App<S>, changes: Changes) -> Result<(), ApiError> {
-    app.store.commit(changes)?;
-    app.store.flush().await?;
-    Ok(())
 }
 
 /// `POST /v1/inbound/email`: a raw RFC 822 message from an inbound-mail

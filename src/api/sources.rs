@@ -6,7 +6,7 @@
 //! is answered `202` only once its events, or the payload itself when it
 //! cannot be mapped, are durable. Nothing a sender delivered is dropped.
 
-use super::extract::page_limit;
+use super::extract::{commit_durably, page_limit};
 use super::{ApiError, App};
 use crate::config::workflows::{Source, Verification};
 use crate::intake::mapping::{self, Unmappable};
@@ -105,7 +105,7 @@ async fn keep<S: Store>(
 ) -> Result<Response, ApiError> {
     let id = payload.id.clone();
     tracing::warn!(source, kept = %id, reason = %why, "A source's payload could not be mapped; it is kept to be replayed.");
-    commit(
+    commit_durably(
         app,
         Changes {
             rejected: vec![payload],
@@ -119,12 +119,6 @@ async fn keep<S: Store>(
         Json(json!({ "events": 0, "kept": id, "reason": why.to_string() })),
     )
         .into_response())
-}
-
-async fn commit<S: Store>(app: &App<S>, changes: Changes) -> Result<(), ApiError> {
-    app.store.commit(changes)?;
-    app.store.flush().await?;
-    Ok(())
 }
 
 /// The row that keeps an unmappable payload.
@@ -272,7 +266,7 @@ pub(super) async fn replay<S: Store>(
     ) {
         Ok(events) => {
             let count = events.len();
-            commit(
+            commit_durably(
                 &app,
                 Changes {
                     events,
@@ -286,7 +280,7 @@ pub(super) async fn replay<S: Store>(
         }
         Err(why) => {
             payload.reason = why.to_string();
-            commit(
+            commit_durably(
                 &app,
                 Changes {
                     rejected: vec![payload],

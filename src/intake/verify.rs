@@ -107,7 +107,7 @@ pub fn verify(
                     SignatureEncoding::Base64 => "a base64 signature",
                 },
             })?;
-            matches(
+            verdict(
                 crate::signature::verify(secret.0.as_bytes(), &[delivery.body], &signature),
                 "signature",
             )
@@ -139,12 +139,12 @@ pub fn verify(
             let expected = crate::signature::sign(b"dealflow source token", &[secret.0.as_bytes()]);
             let same =
                 crate::signature::verify(b"dealflow source token", &[given.as_bytes()], &expected);
-            matches(same, "token")
+            verdict(same, "token")
         }
     }
 }
 
-fn matches(same: bool, what: &'static str) -> Result<Verified, Refusal> {
+fn verdict(same: bool, what: &'static str) -> Result<Verified, Refusal> {
     if same {
         Ok(Verified::default())
     } else {
@@ -200,7 +200,7 @@ fn timestamped(
         .iter()
         .filter_map(|s| hex::decode(s).ok())
         .any(|s| crate::signature::verify(secret.as_bytes(), &signed, &s));
-    matches(any, "signature")
+    verdict(any, "signature")
 }
 
 /// Standard Webhooks: `webhook-id`, `webhook-timestamp`, `webhook-signature`.
@@ -219,7 +219,7 @@ fn standard(
     })?;
     fresh(seconds, tolerance, now)?;
     let same = crate::signature::standard_verify(secret, id, seconds, delivery.body, signature);
-    matches(same, "signature").map(|_| Verified {
+    verdict(same, "signature").map(|_| Verified {
         delivery_id: Some(id.to_owned()),
     })
 }

@@ -34,9 +34,6 @@ const PUT: u8 = 1;
 const DELETE: u8 = 2;
 const END: u8 = 0xFF;
 
-/// Keys read from the store at a time while backing up.
-const SCAN_CHUNK: usize = 1000;
-
 /// Records applied at a time while restoring.
 const RESTORE_BATCH: usize = 1000;
 
@@ -116,20 +113,13 @@ impl<B: Backend> KvStore<B> {
     }
 
     fn scan_all(&self, out: &mut Framed<impl Write>) -> Result<u64, BackupError> {
-        let mut after: Option<Vec<u8>> = None;
         let mut keys = 0;
-        loop {
-            let chunk = self.backend.scan(b"", after.as_deref(), SCAN_CHUNK)?;
-            let done = chunk.len() < SCAN_CHUNK;
-            for (key, value) in chunk {
-                out.record(PUT, &key, Some(&value))?;
-                keys += 1;
-                after = Some(key);
-            }
-            if done {
-                return Ok(keys);
-            }
-        }
+        self.each_entry(|key, value| {
+            out.record(PUT, key, Some(value))?;
+            keys += 1;
+            Ok::<(), BackupError>(())
+        })?;
+        Ok(keys)
     }
 }
 

@@ -7,17 +7,13 @@
 
 use super::backend::{Backend, KvWrite};
 use super::kv::{KvStore, decode_value};
+use super::tasks::{OPEN_TASK, OWNER_TASK, open_task_key, owner_task_key};
 use super::*;
 use crate::state::{SetAsideEvent, Timer};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-/// Keys read at a time.
+/// Index fixes applied at a time.
 const CHUNK: usize = 1000;
-
-/// Entries of the task indexes (`tasks.rs`): open tasks by owner, and all
-/// tasks by owner.
-const OPEN_TASK: &[u8] = b"ot\0";
-const OWNER_TASK: &[u8] = b"ow\0";
 
 /// One thing wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,18 +78,10 @@ impl<B: Backend> KvStore<B> {
     /// indexes. Fails only when the store cannot be read at all.
     pub fn check(&self, repair: bool) -> Result<Report, StoreError> {
         let mut checker = Checker::default();
-        let mut after: Option<Vec<u8>> = None;
-        loop {
-            let chunk = self.backend.scan(b"", after.as_deref(), CHUNK)?;
-            let done = chunk.len() < CHUNK;
-            for (key, value) in chunk {
-                checker.entry(&key, &value);
-                after = Some(key);
-            }
-            if done {
-                break;
-            }
-        }
+        self.each_entry(|key, value| {
+            checker.entry(key, value);
+            Ok::<(), StoreError>(())
+        })?;
         let fixes = checker.cross_check();
         let mut report = checker.report;
         if repair && !fixes.is_empty() {
@@ -279,19 +267,9 @@ impl Checker {
         let mut wanted: HashSet<Vec<u8>> = HashSet::new();
         for task in self.tasks.values() {
             let owner = task.owner.clone().unwrap_or_default();
-            wanted.insert(keys::join(&[
-                OWNER_TASK,
-                owner.as_bytes(),
-                b"\0",
-                task.id.as_bytes(),
-            ]));
+            wanted.insert(owner_task_key(&owner, &task.id));
             if task.status == TaskStatus::Open {
-                wanted.insert(keys::join(&[
-                    OPEN_TASK,
-                    owner.as_bytes(),
-                    b"\0",
-                    task.id.as_bytes(),
-                ]));
+                wanted.insert(open_task_key(&owner, &task.id));
             }
         }
         let found = std::mem::take(&mut self.task_index);
@@ -302,12 +280,7 @@ impl Checker {
         let mut wanted: HashSet<Vec<u8>> = HashSet::new();
         for row in self.outbox.values() {
             wanted.insert(keys::outbox_by_record(&row.record, &row.id));
-            if row.status.is_waiting() {
-                wanted.insert(keys::outbox_due(row.due_at(), &row.id));
-            }
-            if row.status == OutboxStatus::Sending {
-                wanted.insert(keys::outbox_sending(&row.id));
-            }
+            wanted.extend(super::outbox::delivery_index_keys(row));
         }
         let found = std::mem::take(&mut self.outbox_index);
         self.reconcile("outbox", "outbox row", &wanted, found, fixes);

@@ -11,7 +11,7 @@ use super::ledger;
 use super::record_cache::{DEFAULT_RECORDS_KEPT, RecordCache};
 use super::runs;
 use super::*;
-use super::{enrollments, events, records, rejected, suppressions, timers};
+use super::{enrollments, events, mailboxes, records, rejected, suppressions, timers};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::sync::Mutex;
@@ -122,6 +122,27 @@ impl<B: Backend> KvStore<B> {
 
     pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, Option<u64>> {
         self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Hands every entry of the store to `each`, in key order, a chunk of
+    /// keys in memory at a time (backups and checks read everything).
+    pub(super) fn each_entry<E: From<StoreError>>(
+        &self,
+        mut each: impl FnMut(&[u8], &[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        const CHUNK: usize = 1000;
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let chunk = self.backend.scan(b"", after.as_deref(), CHUNK)?;
+            let done = chunk.len() < CHUNK;
+            for (key, value) in chunk {
+                each(&key, &value)?;
+                after = Some(key);
+            }
+            if done {
+                return Ok(());
+            }
+        }
     }
 
     /// Applies a batch; callers hold the writer lock. While a backup runs,
@@ -335,7 +356,7 @@ impl<B: Backend> Store for KvStore<B> {
         suppressions::stage(&changes.suppress, &changes.unsuppress, &mut w)?;
         events::stage_set_aside(&changes.set_aside, &mut w)?;
         rejected::stage(&changes.rejected, &changes.replayed, &mut w)?;
-        rejected::stage_positions(&changes.mailbox_positions, &mut w)?;
+        mailboxes::stage_positions(&changes.mailbox_positions, &mut w)?;
         let rings_worker = !changes.events.is_empty() || !changes.fired.is_empty();
         let rings_delivery = !changes.outbox.is_empty();
         let mut writer = self.lock();

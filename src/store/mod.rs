@@ -27,6 +27,7 @@ mod history;
 mod keys;
 mod kv;
 mod ledger;
+mod mailboxes;
 mod memory;
 mod migrations;
 mod outbox;

@@ -25,18 +25,25 @@ impl<B: Backend> KvStore<B> {
                 Vec::new(),
             )),
         }
-        if row.status.is_waiting() {
-            writes.push(KvWrite::Put(
-                keys::outbox_due(row.due_at(), &row.id),
-                Vec::new(),
-            ));
-        }
-        if row.status == OutboxStatus::Sending {
-            writes.push(KvWrite::Put(keys::outbox_sending(&row.id), Vec::new()));
+        for key in delivery_index_keys(row) {
+            writes.push(KvWrite::Put(key, Vec::new()));
         }
         writes.push(KvWrite::Put(keys::outbox(&row.id), encode_value(row)?));
         Ok(())
     }
+}
+
+/// The delivery index entries a row calls for: queued by due time while
+/// waiting, listed while being handed over.
+pub(super) fn delivery_index_keys(row: &OutboxEntry) -> Vec<Vec<u8>> {
+    let mut keys = Vec::new();
+    if row.status.is_waiting() {
+        keys.push(keys::outbox_due(row.due_at(), &row.id));
+    }
+    if row.status == OutboxStatus::Sending {
+        keys.push(keys::outbox_sending(&row.id));
+    }
+    keys
 }
 
 impl<B: Backend> OutboxTable for KvStore<B> {

@@ -1,5 +1,4 @@
-//! Payloads a source could not map, kept until they are replayed; and the
-//! positions of IMAP mailboxes (both are what outside senders left us).
+//! Payloads a source could not map, kept until they are replayed.
 
 use super::backend::{Backend, KvWrite};
 use super::keys;
@@ -51,23 +50,6 @@ pub(super) fn stage(
     }
     for (source, id) in replayed {
         w.push(KvWrite::Delete(keys::rejected(source, id)));
-    }
-    Ok(())
-}
-
-impl<B: Backend> MailboxPositionTable for KvStore<B> {
-    fn mailbox_position(&self, name: &str) -> Result<Option<MailboxPosition>, StoreError> {
-        self.get(&keys::mailbox(name))
-    }
-}
-
-/// Writes mailbox positions.
-pub(super) fn stage_positions(
-    positions: &[MailboxPosition],
-    w: &mut Vec<KvWrite>,
-) -> Result<(), StoreError> {
-    for p in positions {
-        w.push(KvWrite::Put(keys::mailbox(&p.name), encode_value(p)?));
     }
     Ok(())
 }

@@ -7,13 +7,13 @@ use super::kv::{KvStore, decode_value, encode_value, filtered_page, indexed_page
 use super::*;
 
 /// Index of open tasks by owner, so least-loaded assignment does not scan.
-const OPEN_TASK: &[u8] = b"ot\0";
+pub(super) const OPEN_TASK: &[u8] = b"ot\0";
 
 /// Every task by owner (`""` for unassigned), for `/v1/tasks?owner=` of
 /// any status.
-const OWNER_TASK: &[u8] = b"ow\0";
+pub(super) const OWNER_TASK: &[u8] = b"ow\0";
 
-fn open_task_key(owner: &str, id: &str) -> Vec<u8> {
+pub(super) fn open_task_key(owner: &str, id: &str) -> Vec<u8> {
     keys::join(&[OPEN_TASK, owner.as_bytes(), b"\0", id.as_bytes()])
 }
 
