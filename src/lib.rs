@@ -17,6 +17,8 @@
 //! - `state` holds the durable types, `clock` the only reading of time,
 //!   `cli` the commands.
 //!
+//! - `console` serves the web pages for managers, reps and admins beside
+//!   the API, from the same handles, with sessions and CSRF of its own;
 //! - `reload` watches the folder and swaps a new, valid set in whole;
 //! - `report` computes pipeline, sequence and owner reports from the store;
 //! - `telemetry` records Prometheus metrics; `signature` is the one HMAC
@@ -27,6 +29,7 @@ pub mod api;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod delivery;
 pub mod engine;
 pub mod intake;

@@ -98,6 +98,11 @@ pub fn timer_fired(lateness: chrono::Duration) {
     histogram!("dealflow_timer_lateness_seconds").record(seconds);
 }
 
+/// Console pages open with live updates (`delta` is +1 or -1).
+pub fn console_live_pages(delta: f64) {
+    metrics::gauge!("dealflow_console_live_pages").increment(delta);
+}
+
 /// A reload that succeeded or failed.
 pub fn reload(succeeded: bool) {
     let result = if succeeded { "success" } else { "failure" };

@@ -59,6 +59,11 @@ fn query_token(query: Option<&str>) -> Option<String> {
         .map(|(_, value)| value.into_owned())
 }
 
+/// Whether `given` is the API token (the console's sign-in asks this too).
+pub fn token_matches(given: &str, token: &str) -> bool {
+    constant_time_eq(given.as_bytes(), token.as_bytes())
+}
+
 /// Compares without stopping at the first difference, so timing does not
 /// reveal how much of a guessed token was right.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

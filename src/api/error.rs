@@ -42,6 +42,16 @@ impl ApiError {
     }
 
     /// 500: blocking work for the request panicked or was cancelled.
+    /// The answer's status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The sentence that says what went wrong.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
     pub fn task_failed(e: tokio::task::JoinError) -> Self {
         tracing::error!(error = %e, "Work for a request failed.");
         Self::new(
@@ -89,7 +99,10 @@ pub async fn json_errors(response: Response) -> Response {
     let is_json = response
         .headers()
         .get(axum::http::header::CONTENT_TYPE)
-        .is_some_and(|t| t.as_bytes().starts_with(b"application/json"));
+        .is_some_and(|t| {
+            // Console pages answer errors as pages.
+            t.as_bytes().starts_with(b"application/json") || t.as_bytes().starts_with(b"text/html")
+        });
     if !(status.is_client_error() || status.is_server_error()) || is_json {
         return response;
     }

@@ -56,10 +56,70 @@ pub(super) async fn get_outbox<S: Store>(
     Ok(Json(json!({ "outbox": rows, "next": page.next })))
 }
 
+/// `POST /v1/outbox/{id}/retry` or `/cancel`: a person's decision on a
+/// dead or held send.
+pub(super) async fn post_decision<S: Store>(
+    State(app): State<Arc<App<S>>>,
+    axum::extract::Path((id, action)): axum::extract::Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    decide(&app, &id, &action).await.map(Json)
+}
+
+/// Retries a dead or held send from its first try, or cancels it for good.
+/// Only rows delivery has stopped working on can be decided on, so the
+/// decision never races a send in progress.
+pub(crate) async fn decide<S: Store>(
+    app: &App<S>,
+    id: &str,
+    action: &str,
+) -> Result<Value, ApiError> {
+    if !matches!(action, "retry" | "cancel") {
+        return Err(ApiError::not_found(format!(
+            "no outbox action {action}; there are retry and cancel"
+        )));
+    }
+    let mut row = app
+        .store
+        .outbox_entry(id)?
+        .ok_or_else(|| ApiError::not_found(format!("no outbox row {id}")))?;
+    if !matches!(row.status, OutboxStatus::Dead | OutboxStatus::Held) {
+        return Err(ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            "not_decidable",
+            format!(
+                "only dead or held sends can be retried or cancelled; {id} is {}",
+                json!(row.status).as_str().unwrap_or("in another state")
+            ),
+        ));
+    }
+    if action == "retry" {
+        row.status = OutboxStatus::Pending;
+        row.attempts = 0;
+        row.next_attempt_at = Some(app.clock.now());
+    } else {
+        row.status = OutboxStatus::Cancelled;
+        row.next_attempt_at = None;
+        row.last_error = Some(format!(
+            "cancelled by a person; before that: {}",
+            row.last_error.as_deref().unwrap_or("no error")
+        ));
+    }
+    let status = row.status;
+    super::extract::commit_durably(
+        app,
+        crate::store::Changes {
+            outbox: vec![row],
+            ..Default::default()
+        },
+    )
+    .await?;
+    Ok(json!({ "id": id, "status": status }))
+}
+
 /// A row as the API shows it: an email's body as the recipient reads it,
 /// a webhook's headers as `{name, value}` objects, never a signing secret
 /// or another `${VAR}` value.
-fn shown(row: &OutboxEntry, workflows: &Workflows, key: &UnsubscribeKey) -> Value {
+pub(crate) fn shown(row: &OutboxEntry, workflows: &Workflows, key: &UnsubscribeKey) -> Value {
     let mut shown = row.clone();
     match &mut shown.delivery {
         Delivery::Email { body, .. } => {

@@ -46,12 +46,12 @@ const LEDGER_SHOWN: usize = 10;
 
 /// "Why is this lead 72?": per model, the score now, each rule's part of it
 /// (decayed to now), and the latest ledger entries.
-fn score_explanations<S: Store>(
+pub(crate) fn score_explanations<S: Store>(
     store: &S,
     record: &crate::state::Record,
     workflows: &crate::config::Workflows,
     now: chrono::DateTime<chrono::Utc>,
-) -> Result<Value, ApiError> {
+) -> Result<Value, crate::store::StoreError> {
     let mut out = serde_json::Map::new();
     for model in workflows
         .scoring
@@ -111,11 +111,20 @@ pub(super) async fn post_stage<S: Store>(
             format!("expected {{\"to\": STAGE}}: {e}"),
         )
     })?;
+    move_stage(&app, record, request.to).await.map(Json)
+}
+
+/// A gated move through the worker (the API's and the console's).
+pub(crate) async fn move_stage<S: Store>(
+    app: &App<S>,
+    record: crate::state::RecordKey,
+    to: String,
+) -> Result<Value, ApiError> {
     let (reply, answer) = tokio::sync::oneshot::channel();
     app.worker
         .send(Command::Move {
             record: record.clone(),
-            to: request.to.clone(),
+            to: to.clone(),
             reply,
         })
         .await?;
@@ -127,17 +136,13 @@ pub(super) async fn post_stage<S: Store>(
         )
     })??;
     match result {
-        MoveResult::Moved { from, to } => Ok(Json(
-            json!({ "record": record.to_string(), "from": from, "to": to }),
-        )),
+        MoveResult::Moved { from, to } => {
+            Ok(json!({ "record": record.to_string(), "from": from, "to": to }))
+        }
         MoveResult::Refused(unmet) => Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "stage_refused",
-            format!(
-                "{record} cannot move to {}: {}",
-                request.to,
-                unmet.join("; ")
-            ),
+            format!("{record} cannot move to {to}: {}", unmet.join("; ")),
         )
         .with(json!({ "unmet": unmet }))),
         MoveResult::NotFound(why) => Err(ApiError::not_found(why)),

@@ -35,6 +35,10 @@ pub fn router<S: Store>(app: Arc<App<S>>) -> Router {
         .route("/plan", post(super::plan::post_plan::<S>))
         .route("/reports/{name}", get(super::reports::get_report::<S>))
         .route("/outbox", get(super::outbox::get_outbox::<S>))
+        .route(
+            "/outbox/{id}/{action}",
+            post(super::outbox::post_decision::<S>),
+        )
         .route("/inbound/email", post(super::mail::post_inbound::<S>))
         .route(
             "/sources/{name}/rejected",

@@ -206,7 +206,7 @@ pub(super) async fn get_rejected<S: Store>(
 
 /// A kept payload as the API shows it: the body as text when it is UTF-8,
 /// else base64; secrets of the workflows masked.
-fn shown(p: &RejectedPayload, secrets: &crate::config::environment::Secrets) -> Value {
+pub(crate) fn shown(p: &RejectedPayload, secrets: &crate::config::environment::Secrets) -> Value {
     let body = match std::str::from_utf8(&p.body) {
         Ok(text) => json!({ "body": secrets.redact(text) }),
         Err(_) => {
@@ -235,6 +235,18 @@ pub(super) async fn replay<S: Store>(
     State(app): State<Arc<App<S>>>,
     Path((name, id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
+    replay_kept(&app, &name, &id)
+        .await
+        .map(|answer| Json(answer).into_response())
+}
+
+/// Maps a kept payload again (the API's and the console's replay).
+pub(crate) async fn replay_kept<S: Store>(
+    app: &App<S>,
+    name: &str,
+    id: &str,
+) -> Result<Value, ApiError> {
+    let (name, id) = (name.to_owned(), id.to_owned());
     let Some(mut payload) = app.store.rejected_payload(&name, &id)? else {
         return Err(ApiError::not_found(format!(
             "source \"{name}\" keeps no payload {id}"
@@ -267,7 +279,7 @@ pub(super) async fn replay<S: Store>(
         Ok(events) => {
             let count = events.len();
             commit_durably(
-                &app,
+                app,
                 Changes {
                     events,
                     replayed: vec![(name.clone(), id.clone())],
@@ -276,12 +288,12 @@ pub(super) async fn replay<S: Store>(
             )
             .await?;
             telemetry::source(&name, SourceStep::Events(count as u64));
-            Ok(Json(json!({ "replayed": id, "events": count })).into_response())
+            Ok(json!({ "replayed": id, "events": count }))
         }
         Err(why) => {
             payload.reason = why.to_string();
             commit_durably(
-                &app,
+                app,
                 Changes {
                     rejected: vec![payload],
                     ..Changes::default()

@@ -58,9 +58,19 @@ pub(super) async fn complete_task<S: Store>(
     State(app): State<Arc<App<S>>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
+    let (status, task) = complete(&app, &id).await?;
+    Ok((status, Json(json!({ "task": task }))).into_response())
+}
+
+/// Completes a task through the event log and waits (a while) for the
+/// engine to have handled it: `200` then, `202` when it is still queued.
+pub(crate) async fn complete<S: Store>(
+    app: &App<S>,
+    id: &str,
+) -> Result<(StatusCode, Option<crate::state::Task>), ApiError> {
     let task = app
         .store
-        .task(&id)?
+        .task(id)?
         .ok_or_else(|| ApiError::not_found(format!("no task {id}")))?;
     if task.status == TaskStatus::Completed {
         return Err(ApiError::new(
@@ -83,13 +93,13 @@ pub(super) async fn complete_task<S: Store>(
     let handled = tokio::time::timeout(COMPLETION_WAIT, app.worker.handled(seq))
         .await
         .is_ok();
-    let task = app.store.task(&id)?;
+    let task = app.store.task(id)?;
     let status = if handled {
         StatusCode::OK
     } else {
         StatusCode::ACCEPTED
     };
-    Ok((status, Json(json!({ "task": task }))).into_response())
+    Ok((status, task))
 }
 
 /// How long completing a task waits for the engine before answering 202.

@@ -155,9 +155,10 @@ async fn serve(
     // Tests and scripts read this line to learn the port chosen by the OS.
     println!("dealflow listening on http://{address}");
     let shutdown = cancel.clone();
+    let console = crate::console::Console::new(app.clone(), cancel.clone());
     api::serve(
         listener,
-        api::router(app),
+        api::router(app).merge(crate::console::router(console)),
         options.read_timeout,
         async move {
             wait_for_stop_signal().await;

@@ -377,6 +377,7 @@ impl<B: Backend> Store for KvStore<B> {
         *writer = Some(next);
         drop(writer);
         self.records.written(changes.records);
+        self.wakeups.commits.send_modify(|n| *n += 1);
         if rings_worker {
             self.wakeups.events.notify_one();
         }

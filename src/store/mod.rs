@@ -506,6 +506,9 @@ pub struct Wakeups {
     pub events: tokio::sync::Notify,
     /// Outbox rows were written (new, retried, cancelled or recorded).
     pub outbox: tokio::sync::Notify,
+    /// How many commits were applied: what the console's live pages and
+    /// cached figures watch (any number of watchers, none missed).
+    pub commits: tokio::sync::watch::Sender<u64>,
 }
 
 /// All tables, one atomic commit, and a flush.

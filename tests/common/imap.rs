@@ -8,26 +8,19 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-/// The Dovecot binary, installed with apt-get when missing (as `.ci/run`
-/// does), so `cargo test` needs no set-up by hand on Debian.
+// Declared here rather than in `common`, so the mailbox bench can include
+// this file alone; the browser tests reach it through here.
+#[path = "debian.rs"]
+pub mod debian;
+
+/// The Dovecot binary (Debian's dovecot-imapd).
 fn dovecot_binary() -> &'static str {
     static FOUND: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
     FOUND.get_or_init(|| {
-        let installed = || ["/usr/sbin/dovecot", "/usr/bin/dovecot"].into_iter().find(|p| Path::new(p).exists());
-        if let Some(path) = installed() {
-            return path;
-        }
-        let root = mail_uid() == 65534;
-        let mut apt = Command::new(if root { "apt-get" } else { "sudo" });
-        if !root {
-            apt.arg("apt-get");
-        }
-        let _ = apt
-            .args(["install", "-y", "-qq", "dovecot-imapd"])
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .stdout(Stdio::null())
-            .status();
-        installed().unwrap_or_else(|| panic!("dovecot is not installed and apt-get could not install it: install Debian's dovecot-imapd"))
+        debian::program(
+            &["/usr/sbin/dovecot", "/usr/bin/dovecot"],
+            &["dovecot-imapd"],
+        )
     })
 }
 

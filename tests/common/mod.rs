@@ -1,6 +1,7 @@
 //! Starting the real daemon on an OS-chosen loopback port, for end-to-end tests.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod imap;
 pub mod sinks;
 

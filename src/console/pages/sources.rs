@@ -1,0 +1,77 @@
+//! The sources and mailboxes page: each source's rejected payloads with a
+//! replay button, and what each mailbox is doing.
+
+use super::super::render::{PageError, page};
+use super::super::session::Session;
+use super::super::{Console, check_csrf, layout};
+use super::{Posted, done};
+use crate::store::Store;
+use axum::Extension;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Form, Path, Query, State};
+use axum::response::Response;
+use serde::Deserialize;
+use std::sync::Arc;
+
+/// Kept payloads listed per source.
+const SHOWN: usize = 20;
+/// Counting stops here ("1000+").
+const COUNTED: usize = 1000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourcesQuery {
+    notice: Option<String>,
+}
+
+/// `GET /sources`.
+pub async fn show<S: Store>(
+    State(console): State<Arc<Console<S>>>,
+    Extension(session): Extension<Session>,
+    query: Result<Query<SourcesQuery>, QueryRejection>,
+) -> Result<Response, PageError> {
+    let Query(q) = query.map_err(|e| PageError::bad_request(e.body_text()))?;
+    let app = &console.app;
+    let workflows = app.workflows.load();
+    let mut sources = Vec::new();
+    for name in workflows.sources.keys() {
+        let kept = app.store.rejected_payloads(name, None, SHOWN)?;
+        let rejected: Vec<serde_json::Value> = kept
+            .items
+            .iter()
+            .map(|p| crate::api::sources::shown(p, &workflows.secrets))
+            .collect();
+        sources.push(minijinja::context! {
+            name => name,
+            count => app.store.rejected_count(name, COUNTED)?,
+            rejected => super::value(&rejected),
+        });
+    }
+    let context = minijinja::context! {
+        sources => sources,
+        counted => COUNTED,
+        mailboxes => super::value(&app.mailbox_health.status(app.clock.now())),
+        notice => q.notice,
+    };
+    Ok(page(
+        "sources.html",
+        layout(&console, &session, "sources"),
+        context,
+    ))
+}
+
+/// `POST /sources/{name}/rejected/{id}/replay`.
+pub async fn replay<S: Store>(
+    State(console): State<Arc<Console<S>>>,
+    Extension(session): Extension<Session>,
+    Path((name, id)): Path<(String, String)>,
+    Form(posted): Form<Posted>,
+) -> Result<Response, PageError> {
+    check_csrf(&console, &session, &posted.csrf)?;
+    let answer = crate::api::sources::replay_kept(&console.app, &name, &id).await?;
+    let events = answer["events"].as_u64().unwrap_or(0);
+    Ok(done(
+        "/sources",
+        &format!("{id} replayed: {events} event(s)"),
+    ))
+}
