@@ -12,10 +12,8 @@ mod support;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use chrono::{DateTime, Duration};
 use dealflow::config;
-use dealflow::state::{RecordKey, StageVisit};
-use dealflow::store::{Changes, KvStore, SledBackend, StageHistoryTable, Store};
+use dealflow::store::{KvStore, SledBackend, StageHistoryTable, Store};
 use std::collections::HashMap;
 use std::time::Instant;
 
@@ -35,60 +33,7 @@ async fn main() {
         .unwrap_or(1_000_000);
     let data = tempfile::tempdir().unwrap();
     let store = KvStore::open(SledBackend::open(data.path()).unwrap(), "bench").unwrap();
-    let start = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
-        .unwrap()
-        .to_utc();
-    let stages = ["qualified", "discovery", "proposal", "won", "lost"];
-    let owners = [
-        "ana@x.example",
-        "ben@x.example",
-        "cy@x.example",
-        "di@x.example",
-    ];
-    let mut batch = Vec::new();
-    for deal in 0..visits / 4 {
-        let key = RecordKey {
-            kind: "deal".into(),
-            id: format!("D{deal:07}"),
-        };
-        let end = if deal % 3 == 0 { 4 } else { 3 };
-        for (i, stage) in [0usize, 1, 2, end].into_iter().enumerate() {
-            let entered = start
-                + Duration::hours((deal % 500) as i64 * 24 + i as i64 * 30 + (deal % 7) as i64);
-            batch.push((
-                key.clone(),
-                i as u64,
-                StageVisit {
-                    pipeline: "b2b".into(),
-                    stage: stages[stage].into(),
-                    entered_at: entered,
-                    exited_at: (i < 3).then(|| entered + Duration::hours(30)),
-                    owner: Some(owners[(deal % 4) as usize].into()),
-                    stalls: u32::from(deal % 5 == 0),
-                    refused_moves: u32::from(i == 0 && deal % 4 == 0),
-                    refusals: if i == 0 && deal % 4 == 0 {
-                        [("budget_range is required to leave qualified".to_owned(), 1)].into()
-                    } else {
-                        Default::default()
-                    },
-                },
-            ));
-        }
-        if batch.len() >= 20_000 {
-            store
-                .commit(Changes {
-                    stage_visits: std::mem::take(&mut batch),
-                    ..Changes::default()
-                })
-                .unwrap();
-        }
-    }
-    store
-        .commit(Changes {
-            stage_visits: batch,
-            ..Changes::default()
-        })
-        .unwrap();
+    let start = support::fill_stage_history(&store, visits);
     store.flush().await.unwrap();
     let t = Instant::now();
     let mut rows = 0;

@@ -83,3 +83,72 @@ pub async fn wait_handled(http: &reqwest::Client, url: &str) {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// Writes `visits` stage visits of the report benchmarks' shape: deals of
+/// pipeline `b2b` through qualified, discovery and proposal to won (a third)
+/// or lost, four visits each, spread over 500 days from the answer (the
+/// first day), owned by four reps, some stalled, some refused.
+pub fn fill_stage_history(
+    store: &dealflow::store::KvStore<dealflow::store::SledBackend>,
+    visits: u64,
+) -> chrono::DateTime<chrono::Utc> {
+    use chrono::Duration;
+    use dealflow::state::{RecordKey, StageVisit};
+    use dealflow::store::{Changes, Store};
+    let start = chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+        .unwrap()
+        .to_utc();
+    let stages = ["qualified", "discovery", "proposal", "won", "lost"];
+    let owners = [
+        "ana@x.example",
+        "ben@x.example",
+        "cy@x.example",
+        "di@x.example",
+    ];
+    let mut batch = Vec::new();
+    for deal in 0..visits / 4 {
+        let key = RecordKey {
+            kind: "deal".into(),
+            id: format!("D{deal:07}"),
+        };
+        let end = if deal % 3 == 0 { 4 } else { 3 };
+        for (i, stage) in [0usize, 1, 2, end].into_iter().enumerate() {
+            let entered = start
+                + Duration::hours((deal % 500) as i64 * 24 + i as i64 * 30 + (deal % 7) as i64);
+            let refused = i == 0 && deal % 4 == 0;
+            batch.push((
+                key.clone(),
+                i as u64,
+                StageVisit {
+                    pipeline: "b2b".into(),
+                    stage: stages[stage].into(),
+                    entered_at: entered,
+                    exited_at: (i < 3).then(|| entered + Duration::hours(30)),
+                    owner: Some(owners[(deal % 4) as usize].into()),
+                    stalls: u32::from(deal % 5 == 0),
+                    refused_moves: u32::from(refused),
+                    refusals: if refused {
+                        [("budget_range is required to leave qualified".to_owned(), 1)].into()
+                    } else {
+                        Default::default()
+                    },
+                },
+            ));
+        }
+        if batch.len() >= 20_000 {
+            store
+                .commit(Changes {
+                    stage_visits: std::mem::take(&mut batch),
+                    ..Changes::default()
+                })
+                .unwrap();
+        }
+    }
+    store
+        .commit(Changes {
+            stage_visits: batch,
+            ..Changes::default()
+        })
+        .unwrap();
+    start
+}

@@ -799,6 +799,28 @@ pub struct RejectedPayload {
     pub delivery_id: Option<String>,
 }
 
+/// A forecasting pipeline's weighted forecast as it stood on one day
+/// (SPEC §3.4), kept so a later report can say what was forecast then
+/// against what closed since.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ForecastSnapshot {
+    /// Pipeline name.
+    pub pipeline: String,
+    /// The day (UTC) it stands for.
+    pub day: chrono::NaiveDate,
+    /// When it was taken.
+    pub taken_at: DateTime<Utc>,
+    /// Open deals then.
+    pub open_deals: u64,
+    /// Their value.
+    pub open_value: f64,
+    /// Their weighted value: the forecast.
+    pub weighted_value: f64,
+    /// The forecast per owner ("" is no owner).
+    #[serde(default)]
+    pub weighted_by_owner: BTreeMap<String, f64>,
+}
+
 /// Where dealflow is in an IMAP mailbox: stored in the same commit as the
 /// events its messages raised, so each message is handled once across
 /// crashes (SPEC §3.11).

@@ -33,10 +33,11 @@ team:
 pipelines:
   - name: sales
     for: deal
+    value: amount
     stages:
-      - {{ name: new }}
-      - {{ name: qualified, require: [budget] }}
-      - {{ name: proposal }}
+      - {{ name: new, probability: 0.1 }}
+      - {{ name: qualified, require: [budget], probability: 0.3 }}
+      - {{ name: proposal, probability: 0.6 }}
       - {{ name: won, outcome: won }}
       - {{ name: lost, outcome: lost, require: [lost_reason] }}
 sequences:
@@ -59,8 +60,10 @@ rules:
     )
 }
 
-/// Six deals: three with a budget moved to qualified, one of them on to
-/// proposal. Now: new 3, qualified 2, proposal 1; entered: 6, 3, 1.
+/// Six deals worth 1,000 to 6,000: three with a budget moved to qualified,
+/// one of them on to proposal. Now: new 3 (4,000 + 5,000 + 6,000),
+/// qualified 2 (2,000 + 3,000), proposal 1 (1,000); entered: 6, 3, 1.
+/// Weighted: 15,000 × 0.1 + 5,000 × 0.3 + 1,000 × 0.6 = 3,600.
 async fn seed(url: &str) {
     for i in 1..=6 {
         let owner = if i % 2 == 0 {
@@ -68,7 +71,7 @@ async fn seed(url: &str) {
         } else {
             "ana@acme.example"
         };
-        let mut fields = json!({ "name": format!("Deal {i}"), "owner": owner });
+        let mut fields = json!({ "name": format!("Deal {i}"), "owner": owner, "amount": i * 1000 });
         if i <= 3 {
             fields["budget"] = json!("50k");
         }
@@ -338,6 +341,29 @@ async fn sign_in_sessions_csrf_errors_and_escaping_over_http() {
             .any(|t| t["id"] == task_id.as_str())
     );
 
+    // The forecast in the pipeline report, and today's snapshot kept.
+    let report = get_authorized(&url, "/v1/reports/pipeline").await;
+    assert_eq!(report[0]["forecast"]["weighted_value"], 3600.0, "{report}");
+    let cli = std::process::Command::new(env!("CARGO_BIN_EXE_dealflow"))
+        .args(["report", "forecast", "--url", &url])
+        .env("DEALFLOW_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&cli.stdout);
+    assert!(
+        cli.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&cli.stderr)
+    );
+    assert!(
+        text.contains("Pipeline sales: forecasts against what was won since"),
+        "{text}"
+    );
+    assert!(
+        text.lines().any(|l| l.trim_start().starts_with("90 ")),
+        "{text}"
+    );
+
     // The API keeps its JSON answers and its own token.
     let api = http
         .get(format!("{url}/v1/status"))
@@ -528,6 +554,8 @@ async fn the_console_in_a_real_browser() {
     assert_eq!(count("proposal", "entered").await, "1");
     assert_eq!(count("new", "now-in").await, "3");
     assert_eq!(count("qualified", "now-in").await, "2");
+    assert_eq!(browser.text_of("#weighted-value".into()).await, "3,600");
+    assert_eq!(browser.text_of("#open-value".into()).await, "21,000");
     browser.screenshot("pipeline").await;
 
     // A move made over the API appears live, without reloading the page.

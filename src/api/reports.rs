@@ -1,4 +1,4 @@
-//! `/v1/reports/{pipeline|sequences|owners}`.
+//! `/v1/reports/{pipeline|sequences|owners|forecast}`.
 
 use super::{ApiError, App};
 use crate::store::Store;
@@ -53,13 +53,18 @@ pub(super) async fn get_report<S: Store>(
             }
             "sequences" => json!(crate::report::sequences_report(store)?),
             "owners" => json!(crate::report::owners_report(store, &workflows, since, now)?),
+            "forecast" => {
+                let mut reports = crate::report::forecast::forecast_report(store, &workflows, now)?;
+                reports.retain(|r| q.pipeline.as_ref().is_none_or(|p| r.pipeline == *p));
+                json!(reports)
+            }
             _ => Value::Null,
         })
     })
     .await??;
     if report.is_null() {
         return Err(ApiError::not_found(
-            "no such report; there are pipeline, sequences and owners",
+            "no such report; there are pipeline, sequences, owners and forecast",
         ));
     }
     Ok(Json(report))

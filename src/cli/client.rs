@@ -396,7 +396,13 @@ pub fn report(
         }
         ("sequences", f) => report::render_sequences(&serde_json::from_value(body)?, f),
         ("owners", f) => report::render_owners(&serde_json::from_value(body)?, f),
-        (other, _) => bail!("no report {other}; there are pipeline, sequences and owners"),
+        ("forecast", f) => {
+            let reports: Vec<report::forecast::ForecastAccuracy> = serde_json::from_value(body)?;
+            report::render_forecast(&reports, f)
+        }
+        (other, _) => {
+            bail!("no report {other}; there are pipeline, sequences, owners and forecast")
+        }
     };
     print!("{text}");
     Ok(ExitCode::SUCCESS)

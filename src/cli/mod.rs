@@ -111,7 +111,8 @@ pub enum Command {
     /// Reports of a running daemon: conversion and time per stage and owner,
     /// sequence outcomes, owners' queues.
     Report {
-        /// pipeline, sequences or owners.
+        /// pipeline, sequences, owners or forecast (forecasts made 30, 60
+        /// and 90 days ago against what was won since).
         #[arg(default_value = "pipeline")]
         name: String,
         /// The period, back from now.

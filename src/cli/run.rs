@@ -104,6 +104,12 @@ async fn serve(
         },
         cancel.clone(),
     );
+    let forecast_task = tokio::spawn(crate::report::forecast::keep_daily_snapshots(
+        store.clone(),
+        workflows.clone(),
+        clock.clone(),
+        cancel.clone(),
+    ));
     let engine_health = Arc::new(worker::health::EngineHealth::default());
     let (handle, worker_task) = worker::spawn(
         store.clone(),
@@ -172,6 +178,7 @@ async fn serve(
         ("engine worker", worker_task),
         ("delivery", delivery_task),
         ("mailboxes", mailbox_task),
+        ("forecast snapshots", forecast_task),
         ("folder watcher", watcher),
         ("reload loop", reload_task),
         ("SIGHUP listener", sighup_task),

@@ -271,6 +271,8 @@ pub struct PipelineSpec {
     pub allow_backward: bool,
     /// Stages in order.
     pub stages: Vec<StageSpec>,
+    /// The record field that holds a deal's value (the forecast's money).
+    pub value: Option<Text>,
 }
 
 /// One stage of a pipeline.
@@ -291,6 +293,9 @@ pub struct StageSpec {
     pub stall_repeat: Option<Text>,
     /// Marks a closing stage reachable from any stage.
     pub outcome: Option<Located<Outcome>>,
+    /// The chance a deal in this stage is won, 0 to 1 (needs the
+    /// pipeline's `value:`; outcome stages are 1 and 0).
+    pub probability: Option<Located<f64>>,
 }
 
 /// How a deal ended.

@@ -311,6 +311,8 @@ pub struct Pipeline {
     pub allow_backward: bool,
     /// Stages in order.
     pub stages: Vec<Stage>,
+    /// The record field holding a deal's value, when the pipeline forecasts.
+    pub value: Option<String>,
 }
 
 impl Pipeline {
@@ -335,6 +337,9 @@ pub struct Stage {
     pub stall_repeat: Option<Duration>,
     /// Set on closing stages.
     pub outcome: Option<Outcome>,
+    /// The chance a deal here is won (1 for won, 0 for lost, 0 when a
+    /// forecasting pipeline's stage does not say).
+    pub probability: f64,
 }
 
 /// A requirement of entering or leaving a stage.

@@ -52,6 +52,7 @@ impl PipelineFigures {
     ) -> Result<Self, StoreError> {
         let mut report = PipelineReportBuilder::new(workflows, since);
         let mut members: HashMap<(String, String), Vec<Member>> = HashMap::new();
+        let mut failed = Ok(());
         store.each_stage_history(&mut |record: RecordKey, visits: Vec<StageVisit>| {
             if let Some(now) = visits.last().filter(|v| v.exited_at.is_none()) {
                 members
@@ -63,8 +64,11 @@ impl PipelineFigures {
                         stalled: now.stalls > 0,
                     });
             }
-            report.add(&record, &visits);
+            if failed.is_ok() {
+                failed = report.add_reading(store, &record, &visits);
+            }
         })?;
+        failed?;
         for list in members.values_mut() {
             list.sort_by(|a, b| {
                 a.entered_at

@@ -35,15 +35,19 @@ fn templates() -> Environment<'static> {
     env.add_filter("hours", hours);
     env.add_filter("when", when);
     env.add_filter("percent", percent);
+    env.add_filter("amount", amount);
     env
 }
 
-/// `36.0` → "1.5 d", `5.0` → "5.0 h": durations in the unit people think in.
+/// Hours in the unit people think in: `72.0` → "3.0 d", `5.0` → "5.0 h",
+/// `0.25` → "15 min".
 fn hours(value: Option<f64>) -> String {
     match value {
         None => "–".to_owned(),
         Some(h) if h >= 48.0 => format!("{:.1} d", h / 24.0),
-        Some(h) => format!("{h:.1} h"),
+        Some(h) if h >= 1.0 => format!("{h:.1} h"),
+        Some(h) if h * 60.0 >= 1.0 => format!("{:.0} min", h * 60.0),
+        Some(_) => "< 1 min".to_owned(),
     }
 }
 
@@ -59,6 +63,27 @@ fn when(value: Option<String>) -> String {
                     .to_string()
             },
         )
+}
+
+/// `1234567.8` → "1,234,568": money without a currency (the workflows
+/// do not say which).
+fn amount(value: Option<f64>) -> String {
+    let Some(v) = value.filter(|v| v.is_finite()) else {
+        return "–".to_owned();
+    };
+    let digits = format!("{:.0}", v.abs());
+    let mut grouped = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            grouped.push(',');
+        }
+        grouped.push(c);
+    }
+    if v < -0.5 {
+        format!("-{grouped}")
+    } else {
+        grouped
+    }
 }
 
 /// `0.423` → "42%".
@@ -193,8 +218,14 @@ mod tests {
     fn figures_read_as_people_say_them() {
         assert_eq!(hours(Some(36.0)), "36.0 h");
         assert_eq!(hours(Some(72.0)), "3.0 d");
+        assert_eq!(hours(Some(0.25)), "15 min");
+        assert_eq!(hours(Some(0.001)), "< 1 min");
         assert_eq!(hours(None), "–");
         assert_eq!(percent(Some(0.423)), "42%");
+        assert_eq!(amount(Some(1_234_567.8)), "1,234,568");
+        assert_eq!(amount(Some(950.0)), "950");
+        assert_eq!(amount(Some(-12_000.0)), "-12,000");
+        assert_eq!(amount(None), "–");
         assert_eq!(
             when(Some("2026-12-05T15:21:09.5Z".into())),
             "2026-12-05 15:21 UTC"

@@ -2,13 +2,15 @@
 //! the stored history says about the process. Each report is computed from
 //! the store in one pass and rendered as JSON, a terminal table or CSV.
 //!
-//! Owns: reading history into figures. Never: writes to the store.
+//! Owns: reading history into figures, and the daily forecast snapshot
+//! (`forecast`, its one write). Never: writes anything else to the store.
 
+pub mod forecast;
 pub mod pipeline;
 mod render;
 
-pub use pipeline::{PipelineReport, PipelineReportBuilder, quantile};
-pub use render::{Format, render_owners, render_pipeline, render_sequences};
+pub use pipeline::{Forecast, PipelineReport, PipelineReportBuilder, quantile, value_of};
+pub use render::{Format, render_forecast, render_owners, render_pipeline, render_sequences};
 
 use crate::config::Workflows;
 use crate::state::{EnrollmentStatus, OutboxStatus, TaskStatus};
@@ -27,7 +29,13 @@ pub fn pipeline_report<S: Store>(
     since: DateTime<Utc>,
 ) -> Result<Vec<PipelineReport>, StoreError> {
     let mut builder = PipelineReportBuilder::new(workflows, since);
-    store.each_stage_history(&mut |record, visits| builder.add(&record, &visits))?;
+    let mut failed = Ok(());
+    store.each_stage_history(&mut |record, visits| {
+        if failed.is_ok() {
+            failed = builder.add_reading(store, &record, &visits);
+        }
+    })?;
+    failed?;
     Ok(builder.finish())
 }
 

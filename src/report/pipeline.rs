@@ -57,8 +57,51 @@ pub struct StageFigures {
     pub refusals: BTreeMap<String, u64>,
     /// The requirement that blocked most moves out of the stage.
     pub most_blocking: Option<String>,
+    /// Forecasting pipelines: deals in the stage now (whenever they entered).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_deals: Option<u64>,
+    /// Their value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_value: Option<f64>,
+    /// Their value times the stage's probability.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weighted_value: Option<f64>,
     #[serde(skip)]
     durations: Vec<f64>,
+}
+
+/// The money side of a pipeline that names its value field (SPEC §3.4).
+/// Open deals are those in a stage that is not an outcome now, whenever
+/// they entered; won deals are those whose first outcome was won, entered
+/// in the period. A deal whose value field is missing or not a number
+/// counts as a deal worth 0.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Forecast {
+    /// Deals open now.
+    pub open_deals: u64,
+    /// Their value.
+    pub open_value: f64,
+    /// Their value times their stage's probability.
+    pub weighted_value: f64,
+    /// Deals won in the period.
+    pub won_deals: u64,
+    /// Their value.
+    pub won_value: f64,
+    /// `won_value / won_deals`.
+    pub average_won_value: Option<f64>,
+    /// Sales velocity: open deals × average won value × win rate ÷ median
+    /// cycle days, the value the pipeline can be expected to close per day.
+    pub velocity_per_day: Option<f64>,
+    #[serde(skip)]
+    closed: Closed,
+}
+
+/// Closings counted for one owner's velocity.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Closed {
+    won: u64,
+    lost: u64,
+    cycles: Vec<f64>,
 }
 
 /// A pipeline's report.
@@ -81,6 +124,13 @@ pub struct PipelineReport {
     pub win_rate: Option<f64>,
     /// Median days from the first visit to the first outcome stage.
     pub median_cycle_days: Option<f64>,
+    /// The forecast, when the pipeline names its value field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forecast: Option<Forecast>,
+    /// The forecast per owner (of the deal's current visit; won deals by
+    /// the owner of their won visit).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub forecast_by_owner: BTreeMap<String, Forecast>,
     #[serde(skip)]
     cycles: Vec<f64>,
 }
@@ -177,6 +227,7 @@ impl<'w> PipelineReportBuilder<'w> {
                     PipelineReport {
                         pipeline: p.name.clone(),
                         stages,
+                        forecast: p.value.is_some().then(Forecast::default),
                         ..Default::default()
                     },
                 )
@@ -187,6 +238,73 @@ impl<'w> PipelineReportBuilder<'w> {
             since,
             reports,
         }
+    }
+
+    /// Whether adding this history needs the record's value (its pipeline
+    /// forecasts, and the record is open now or was won), so a caller
+    /// reads records only for those.
+    pub fn needs_value(&self, record: &RecordKey, visits: &[StageVisit]) -> Option<&'w str> {
+        let pipeline = self.workflows.pipeline_for(&record.kind)?;
+        let field = pipeline.value.as_deref()?;
+        let open = visits.last().is_some_and(|v| v.exited_at.is_none());
+        let won = visits
+            .iter()
+            .any(|v| outcome(pipeline, &v.stage) == Some(Outcome::Won));
+        (open || won).then_some(field)
+    }
+
+    /// Adds one record's history (oldest visit first) with its value, as
+    /// [`Self::needs_value`] asked for.
+    pub fn add_valued(&mut self, record: &RecordKey, visits: &[StageVisit], value: Option<f64>) {
+        self.add(record, visits);
+        let Some(pipeline) = self.workflows.pipeline_for(&record.kind) else {
+            return;
+        };
+        let Some(report) = self.reports.get_mut(&pipeline.name) else {
+            return;
+        };
+        if report.forecast.is_none() {
+            return;
+        }
+        let value = value.unwrap_or(0.0);
+        let current = visits
+            .last()
+            .filter(|v| v.exited_at.is_none() && v.pipeline == pipeline.name)
+            .and_then(|v| Some((v, pipeline.stage_index(&v.stage)?)))
+            .filter(|(_, i)| pipeline.stages[*i].outcome.is_none());
+        if let Some((visit, i)) = current {
+            let weighted = value * pipeline.stages[i].probability;
+            let owner = visit.owner.clone().unwrap_or_default();
+            let open = |f: &mut StageFigures| {
+                *f.open_deals.get_or_insert(0) += 1;
+                *f.open_value.get_or_insert(0.0) += value;
+                *f.weighted_value.get_or_insert(0.0) += weighted;
+            };
+            open(&mut report.stages[i].1);
+            open(&mut owner_rows(report, pipeline, &owner)[i].1);
+            for f in forecasts(report, &owner) {
+                f.open_deals += 1;
+                f.open_value += value;
+                f.weighted_value += weighted;
+            }
+        }
+        self.add_won_value(record, visits, value);
+    }
+
+    /// Adds one record's history, reading the record's value from `store`
+    /// when the forecast needs it.
+    pub fn add_reading<S: crate::store::RecordTable + ?Sized>(
+        &mut self,
+        store: &S,
+        record: &RecordKey,
+        visits: &[StageVisit],
+    ) -> Result<(), crate::store::StoreError> {
+        let value = match self.needs_value(record, visits) {
+            Some(field) => store.record(record)?.and_then(|r| value_of(&r, field)),
+            None => None,
+        };
+        self.add_valued(record, visits, value);
+        Ok(())
     }
 
     /// Adds one record's history (oldest visit first).
@@ -239,28 +357,51 @@ impl<'w> PipelineReportBuilder<'w> {
                 }
             };
             step(&mut report.stages[here].1);
-            let per_owner = report.by_owner.entry(owner).or_insert_with(|| {
-                pipeline
-                    .stages
-                    .iter()
-                    .map(|s| (s.name.clone(), StageFigures::default()))
-                    .collect()
-            });
-            step(&mut per_owner[here].1);
+            step(&mut owner_rows(report, pipeline, &owner)[here].1);
         }
         let first_outcome = visits
             .iter()
-            .find_map(|v| outcome_of(&v.stage).map(|o| (o, v.entered_at)));
-        if let (Some((result, at)), Some(first)) = (first_outcome, visits.first())
-            && at >= self.since
+            .find_map(|v| outcome_of(&v.stage).map(|o| (o, v)));
+        if let (Some((result, closing)), Some(first)) = (first_outcome, visits.first())
+            && closing.entered_at >= self.since
         {
+            let days = (closing.entered_at - first.entered_at).num_seconds() as f64 / 86_400.0;
             match result {
                 Outcome::Won => report.won += 1,
                 Outcome::Lost => report.lost += 1,
             }
-            report
-                .cycles
-                .push((at - first.entered_at).num_seconds() as f64 / 86_400.0);
+            report.cycles.push(days);
+            let owner = closing.owner.clone().unwrap_or_default();
+            for f in forecasts(report, &owner) {
+                match result {
+                    Outcome::Won => f.closed.won += 1,
+                    Outcome::Lost => f.closed.lost += 1,
+                }
+                f.closed.cycles.push(days);
+            }
+        }
+    }
+
+    /// Adds the value of a won deal (first outcome won, in the period).
+    fn add_won_value(&mut self, record: &RecordKey, visits: &[StageVisit], value: f64) {
+        let Some(pipeline) = self.workflows.pipeline_for(&record.kind) else {
+            return;
+        };
+        let Some(report) = self.reports.get_mut(&pipeline.name) else {
+            return;
+        };
+        let closing = visits
+            .iter()
+            .find(|v| outcome(pipeline, &v.stage).is_some());
+        let Some(closing) = closing.filter(|v| {
+            v.entered_at >= self.since && outcome(pipeline, &v.stage) == Some(Outcome::Won)
+        }) else {
+            return;
+        };
+        let owner = closing.owner.clone().unwrap_or_default();
+        for f in forecasts(report, &owner) {
+            f.won_deals += 1;
+            f.won_value += value;
         }
     }
 
@@ -280,10 +421,69 @@ impl<'w> PipelineReportBuilder<'w> {
                 let closed = r.won + r.lost;
                 r.win_rate = (closed > 0).then(|| r.won as f64 / closed as f64);
                 r.median_cycle_days = quantile(&mut r.cycles, 0.5);
+                if let Some(f) = &mut r.forecast {
+                    finish_forecast(f);
+                }
+                for f in r.forecast_by_owner.values_mut() {
+                    finish_forecast(f);
+                }
                 r
             })
             .collect()
     }
+}
+
+/// An owner's stage rows in a report, made on first use.
+fn owner_rows<'r>(
+    report: &'r mut PipelineReport,
+    pipeline: &Pipeline,
+    owner: &str,
+) -> &'r mut StageRows {
+    report.by_owner.entry(owner.to_owned()).or_insert_with(|| {
+        pipeline
+            .stages
+            .iter()
+            .map(|s| (s.name.clone(), StageFigures::default()))
+            .collect()
+    })
+}
+
+/// The pipeline's forecast and the owner's, when the pipeline forecasts.
+fn forecasts<'r>(report: &'r mut PipelineReport, owner: &str) -> Vec<&'r mut Forecast> {
+    let Some(total) = report.forecast.as_mut() else {
+        return Vec::new();
+    };
+    let mine = report
+        .forecast_by_owner
+        .entry(owner.to_owned())
+        .or_default();
+    vec![total, mine]
+}
+
+/// Average won value, and velocity from the forecast's own closings (the
+/// pipeline's, or one owner's).
+fn finish_forecast(f: &mut Forecast) {
+    f.average_won_value = (f.won_deals > 0).then(|| f.won_value / f.won_deals as f64);
+    let closed = f.closed.won + f.closed.lost;
+    let win_rate = (closed > 0).then(|| f.closed.won as f64 / closed as f64);
+    let cycle = quantile(&mut f.closed.cycles, 0.5).filter(|d| *d > 0.0);
+    f.velocity_per_day = match (f.average_won_value, win_rate, cycle) {
+        (Some(average), Some(rate), Some(days)) => {
+            Some(f.open_deals as f64 * average * rate / days)
+        }
+        _ => None,
+    };
+}
+
+/// A record's value for the forecast: its field as a number, or a string
+/// that reads as one ("48000", "48,000.50"); anything else is no value.
+pub fn value_of(record: &crate::state::Record, field: &str) -> Option<f64> {
+    match record.fields.get(field)? {
+        serde_json::Value::Number(n) => n.as_f64(),
+        serde_json::Value::String(s) => s.trim().replace(',', "").parse().ok(),
+        _ => None,
+    }
+    .filter(|v: &f64| v.is_finite())
 }
 
 fn outcome(pipeline: &Pipeline, stage: &str) -> Option<Outcome> {
@@ -419,5 +619,96 @@ mod tests {
         let r = &later.finish()[0];
         assert_eq!(r.stages[0].1.entered, 0);
         assert_eq!(r.stages[1].1.entered, 1);
+    }
+
+    #[test]
+    fn the_forecast_weighs_open_value_and_measures_velocity() {
+        let w = crate::config::load_for_tests(
+            "pipelines:\n  - name: b2b\n    for: deal\n    value: amount\n    stages:\n      - { name: qualified, probability: 0.1 }\n      - { name: discovery, probability: 0.4 }\n      - { name: proposal, probability: 0.6 }\n      - { name: won, outcome: won }\n      - { name: lost, outcome: lost }\n",
+        );
+        let key = |id: &str| RecordKey {
+            kind: "deal".into(),
+            id: id.into(),
+        };
+        let mut b = PipelineReportBuilder::new(&w, day(0));
+        let open_in = |owner, stage| visits(owner, &[("qualified", 0), (stage, 1)], true);
+        b.add_valued(&key("D1"), &open_in("ana", "discovery"), Some(10_000.0));
+        b.add_valued(&key("D2"), &open_in("ben", "proposal"), Some(20_000.0));
+        b.add_valued(
+            &key("D3"),
+            &visits("ana", &[("qualified", 0), ("won", 6)], true),
+            Some(30_000.0),
+        );
+        b.add_valued(
+            &key("D4"),
+            &visits("ben", &[("qualified", 0), ("lost", 4)], true),
+            None,
+        );
+        // No value (or one that is not a number) is a deal worth 0.
+        b.add_valued(&key("D5"), &open_in("ana", "qualified"), None);
+        let r = &b.finish()[0];
+        let f = r.forecast.as_ref().unwrap();
+        assert_eq!(
+            (f.open_deals, f.open_value, f.weighted_value),
+            (3, 30_000.0, 16_000.0)
+        );
+        assert_eq!(
+            (f.won_deals, f.won_value, f.average_won_value),
+            (1, 30_000.0, Some(30_000.0))
+        );
+        // 3 open × 30,000 × win rate 0.5 ÷ median cycle 4 days.
+        assert_eq!(f.velocity_per_day, Some(11_250.0));
+        let ana = &r.forecast_by_owner["ana"];
+        assert_eq!(
+            (ana.open_deals, ana.weighted_value, ana.won_value),
+            (2, 4_000.0, 30_000.0)
+        );
+        // Ana won her one closing in 6 days: 2 × 30,000 × 1 ÷ 6.
+        assert_eq!(ana.velocity_per_day, Some(10_000.0));
+        assert_eq!(r.forecast_by_owner["ben"].velocity_per_day, None);
+        let proposal = r.stage("proposal").unwrap();
+        assert_eq!(
+            (
+                proposal.open_deals,
+                proposal.open_value,
+                proposal.weighted_value
+            ),
+            (Some(1), Some(20_000.0), Some(12_000.0))
+        );
+        assert_eq!(r.by_owner["ben"][2].1.weighted_value, Some(12_000.0));
+        // A pipeline without value: has no forecast, and its JSON no new keys.
+        let plain = crate::config::load_for_tests(FLOWS);
+        let mut b = PipelineReportBuilder::new(&plain, day(0));
+        b.add_valued(&key("D1"), &open_in("ana", "discovery"), Some(1.0));
+        let json = serde_json::to_string(&b.finish()).unwrap();
+        assert!(
+            !json.contains("forecast") && !json.contains("open_value"),
+            "{json}"
+        );
+    }
+
+    #[test]
+    fn values_are_numbers_or_strings_that_read_as_numbers() {
+        let record = |v: serde_json::Value| crate::state::Record {
+            fields: [("amount".to_owned(), v)].into_iter().collect(),
+            ..crate::state::Record::new(
+                RecordKey {
+                    kind: "deal".into(),
+                    id: "D".into(),
+                },
+                day(0),
+            )
+        };
+        assert_eq!(
+            value_of(&record(serde_json::json!(48000)), "amount"),
+            Some(48_000.0)
+        );
+        assert_eq!(
+            value_of(&record(serde_json::json!("48,000.50")), "amount"),
+            Some(48_000.5)
+        );
+        assert_eq!(value_of(&record(serde_json::json!("lots")), "amount"), None);
+        assert_eq!(value_of(&record(serde_json::json!(null)), "amount"), None);
+        assert_eq!(value_of(&record(serde_json::json!(1)), "other"), None);
     }
 }

@@ -87,6 +87,136 @@ fn stage_table(out: &mut String, stages: &[(String, StageFigures)]) {
     }
 }
 
+/// A forecasting pipeline's money: per stage open and weighted value, then
+/// the totals and velocity, overall and per owner.
+fn forecast_table(out: &mut String, r: &PipelineReport) {
+    let Some(total) = &r.forecast else { return };
+    let _ = writeln!(
+        out,
+        "\n  {:<16} {:>10} {:>14} {:>14}",
+        "FORECAST", "OPEN", "OPEN_VALUE", "WEIGHTED"
+    );
+    for (stage, f) in r.stages.iter().filter(|(_, f)| f.open_deals.is_some()) {
+        let _ = writeln!(
+            out,
+            "  {stage:<16} {:>10} {:>14} {:>14}",
+            f.open_deals.unwrap_or(0),
+            number(f.open_value),
+            number(f.weighted_value)
+        );
+    }
+    let mut owners: Vec<(&str, &super::Forecast)> = vec![("(all)", total)];
+    owners.extend(r.forecast_by_owner.iter().map(|(o, f)| {
+        (
+            if o.is_empty() {
+                "(no owner)"
+            } else {
+                o.as_str()
+            },
+            f,
+        )
+    }));
+    for (owner, f) in owners {
+        let _ = writeln!(
+            out,
+            "  {owner}: {} open worth {}, weighted {}; won {} worth {} (average {}); velocity {} per day",
+            f.open_deals,
+            number(Some(f.open_value)),
+            number(Some(f.weighted_value)),
+            f.won_deals,
+            number(Some(f.won_value)),
+            number(f.average_won_value),
+            number(f.velocity_per_day)
+        );
+    }
+}
+
+/// The forecast report: per pipeline and horizon, the forecast made then,
+/// what was won since, and their ratio; per owner below.
+pub fn render_forecast(reports: &[super::forecast::ForecastAccuracy], format: Format) -> String {
+    let made =
+        |h: &super::forecast::HorizonFigures| h.made_on.map_or("-".to_owned(), |d| d.to_string());
+    match format {
+        Format::Json => json(&reports),
+        Format::Csv => {
+            let mut out = "pipeline,days_ago,made_on,owner,forecast,closed,ratio\n".to_owned();
+            for r in reports {
+                for h in &r.horizons {
+                    let _ = writeln!(
+                        out,
+                        "{},{},{},(all),{},{},{}",
+                        csv_field(&r.pipeline),
+                        h.days,
+                        made(h),
+                        number(h.forecast),
+                        number(h.closed),
+                        number(h.ratio)
+                    );
+                    for (owner, o) in &h.by_owner {
+                        let ratio = (o.forecast > 0.0).then(|| o.closed / o.forecast);
+                        let _ = writeln!(
+                            out,
+                            "{},{},{},{},{},{},{}",
+                            csv_field(&r.pipeline),
+                            h.days,
+                            made(h),
+                            csv_field(owner),
+                            number(Some(o.forecast)),
+                            number(Some(o.closed)),
+                            number(ratio)
+                        );
+                    }
+                }
+            }
+            out
+        }
+        Format::Table => {
+            if reports.is_empty() {
+                return "No pipeline forecasts: give one `value:` and its stages `probability:` (docs/workflows.md).\n".to_owned();
+            }
+            let mut out = String::new();
+            for r in reports {
+                let _ = writeln!(
+                    out,
+                    "Pipeline {}: forecasts against what was won since",
+                    r.pipeline
+                );
+                let _ = writeln!(
+                    out,
+                    "  {:<9} {:<11} {:>14} {:>14} {:>8}",
+                    "DAYS AGO", "MADE ON", "FORECAST", "WON SINCE", "RATIO"
+                );
+                for h in &r.horizons {
+                    let _ = writeln!(
+                        out,
+                        "  {:<9} {:<11} {:>14} {:>14} {:>8}",
+                        h.days,
+                        made(h),
+                        number(h.forecast),
+                        number(h.closed),
+                        number(h.ratio)
+                    );
+                    for (owner, o) in &h.by_owner {
+                        let shown = if owner.is_empty() {
+                            "(no owner)"
+                        } else {
+                            owner
+                        };
+                        let _ = writeln!(
+                            out,
+                            "    {shown:<28} {:>14} {:>14}",
+                            number(Some(o.forecast)),
+                            number(Some(o.closed))
+                        );
+                    }
+                }
+                out.push('\n');
+            }
+            out
+        }
+    }
+}
+
 /// The pipeline report.
 pub fn render_pipeline(reports: &[PipelineReport], format: Format) -> String {
     match format {
@@ -124,6 +254,7 @@ pub fn render_pipeline(reports: &[PipelineReport], format: Format) -> String {
                     number(r.median_cycle_days)
                 );
                 stage_table(&mut out, &r.stages);
+                forecast_table(&mut out, r);
                 for (owner, stages) in &r.by_owner {
                     let shown = if owner.is_empty() {
                         "(no owner)"

@@ -67,6 +67,7 @@ const TABLES: &[(&[u8], &str)] = &[
     (keys::SET_ASIDE, "set-aside events"),
     (keys::MAILBOX, "mailbox positions"),
     (keys::REJECTED, "kept payloads"),
+    (keys::FORECAST, "forecast snapshots"),
 ];
 
 fn printable(key: &[u8]) -> String {
@@ -212,6 +213,9 @@ impl Checker {
             }
             p if p == keys::REJECTED => {
                 self.decodes::<RejectedPayload>(table, key, value);
+            }
+            p if p == keys::FORECAST => {
+                self.decodes::<crate::state::ForecastSnapshot>(table, key, value);
             }
             p if p == keys::COUNTER && keys::read_u64(value).is_none() => {
                 self.problem(table, key, "does not hold a number");

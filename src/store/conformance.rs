@@ -621,6 +621,44 @@ pub fn score_ledger_pages_newest_first<S: Store>(s: &S) {
     assert!(rest.next.is_none());
 }
 
+pub fn forecast_snapshots_are_found_on_or_before_a_day<S: Store>(s: &S) {
+    let day = |d: u32| chrono::NaiveDate::from_ymd_opt(2026, 3, d).unwrap();
+    let snapshot = |pipeline: &str, d: u32, weighted: f64| crate::state::ForecastSnapshot {
+        pipeline: pipeline.into(),
+        day: day(d),
+        taken_at: at(i64::from(d) * 86_400),
+        open_deals: 1,
+        open_value: weighted * 2.0,
+        weighted_value: weighted,
+        weighted_by_owner: [("ana".to_owned(), weighted)].into(),
+    };
+    s.commit(Changes {
+        forecasts: vec![
+            snapshot("b2b", 3, 30.0),
+            snapshot("b2b", 5, 50.0),
+            snapshot("b2", 9, 9.0),
+        ],
+        ..Changes::default()
+    })
+    .unwrap();
+    let found = |p: &str, d: u32| {
+        s.forecast_on_or_before(p, day(d))
+            .unwrap()
+            .map(|x| x.weighted_value)
+    };
+    assert_eq!(found("b2b", 5), Some(50.0));
+    assert_eq!(found("b2b", 4), Some(30.0));
+    assert_eq!(found("b2b", 30), Some(50.0));
+    assert_eq!(found("b2b", 2), None);
+    // "b2" is a prefix of "b2b" but never reads its snapshots, nor the reverse.
+    assert_eq!(found("b2", 8), None);
+    assert_eq!(found("b2", 9), Some(9.0));
+    assert_eq!(
+        s.forecast_on_or_before("b2b", day(3)).unwrap(),
+        Some(snapshot("b2b", 3, 30.0))
+    );
+}
+
 macro_rules! conformance {
     ($backend:ident, $make:expr) => {
         mod $backend {
@@ -684,6 +722,11 @@ macro_rules! conformance {
             fn outbox_rows_round_trip() {
                 let (_g, s) = $make;
                 super::outbox_rows_round_trip(&s);
+            }
+            #[test]
+            fn forecast_snapshots_are_found_on_or_before_a_day() {
+                let (_g, s) = $make;
+                super::forecast_snapshots_are_found_on_or_before_a_day(&s);
             }
         }
     };

@@ -34,6 +34,8 @@ pub const SET_ASIDE: &[u8] = b"sa\0";
 pub const MAILBOX: &[u8] = b"mb\0";
 /// Payloads a source could not map, by source then id.
 pub const REJECTED: &[u8] = b"rj\0";
+/// Daily forecast snapshots, by pipeline then day (YYYY-MM-DD sorts by time).
+pub const FORECAST: &[u8] = b"fc\0";
 
 /// The store format this build writes; a store with another is refused.
 pub const FORMAT_VERSION: &[u8] = b"dealflow-7";
@@ -173,6 +175,19 @@ pub fn rejected_prefix(source: &str) -> Vec<u8> {
 
 pub fn rejected(source: &str, id: &str) -> Vec<u8> {
     join(&[&rejected_prefix(source), id.as_bytes()])
+}
+
+/// The start of a pipeline's forecast snapshots (pipeline names are
+/// printable words, so NUL ends one unambiguously).
+pub fn forecast_prefix(pipeline: &str) -> Vec<u8> {
+    join(&[FORECAST, pipeline.as_bytes(), b"\0"])
+}
+
+pub fn forecast(pipeline: &str, day: chrono::NaiveDate) -> Vec<u8> {
+    join(&[
+        &forecast_prefix(pipeline),
+        day.format("%Y-%m-%d").to_string().as_bytes(),
+    ])
 }
 
 pub fn mailbox(name: &str) -> Vec<u8> {

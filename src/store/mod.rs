@@ -23,6 +23,7 @@ pub mod backup;
 pub mod check;
 mod enrollments;
 mod events;
+mod forecasts;
 mod history;
 mod keys;
 mod kv;
@@ -50,9 +51,9 @@ pub use record_cache::DEFAULT_RECORDS_KEPT;
 pub use sled_backend::{DEFAULT_CACHE_MIB, SledBackend};
 
 use crate::state::{
-    Enrollment, Event, MailboxPosition, NewEvent, OutboxEntry, OutboxStatus, Record, RecordKey,
-    RejectedPayload, Run, ScoreEntry, ScoreNotes, SetAsideEvent, StageVisit, Suppression, Task,
-    TaskStatus, Timer,
+    Enrollment, Event, ForecastSnapshot, MailboxPosition, NewEvent, OutboxEntry, OutboxStatus,
+    Record, RecordKey, RejectedPayload, Run, ScoreEntry, ScoreNotes, SetAsideEvent, StageVisit,
+    Suppression, Task, TaskStatus, Timer,
 };
 use chrono::{DateTime, Utc};
 use std::future::Future;
@@ -416,6 +417,17 @@ pub trait MailboxPositionTable {
     fn mailbox_position(&self, name: &str) -> Result<Option<MailboxPosition>, StoreError>;
 }
 
+/// Daily snapshots of each forecasting pipeline's weighted forecast.
+pub trait ForecastTable {
+    /// The snapshot of `pipeline` taken on `day`, or else the latest one
+    /// before it (a day the daemon did not run has none).
+    fn forecast_on_or_before(
+        &self,
+        pipeline: &str,
+        day: chrono::NaiveDate,
+    ) -> Result<Option<ForecastSnapshot>, StoreError>;
+}
+
 /// Named counters (round-robin positions).
 pub trait CounterTable {
     /// A counter's value (0 if never set).
@@ -461,6 +473,8 @@ pub struct Changes {
     pub replayed: Vec<(String, String)>,
     /// Mailbox positions reached by the messages behind `events`.
     pub mailbox_positions: Vec<MailboxPosition>,
+    /// Forecast snapshots taken.
+    pub forecasts: Vec<ForecastSnapshot>,
     /// Events of due timers, appended after `events`. The timer's deletion
     /// in the same commit is what makes each fire once, so their ids (the
     /// timers') skip the idempotency index that outside events go through:
@@ -492,6 +506,7 @@ impl Changes {
         self.rejected.extend(other.rejected);
         self.replayed.extend(other.replayed);
         self.mailbox_positions.extend(other.mailbox_positions);
+        self.forecasts.extend(other.forecasts);
         self.handled = other.handled.or(self.handled);
     }
 }
@@ -527,6 +542,7 @@ pub trait Store:
     + SetAsideTable
     + RejectedPayloadTable
     + MailboxPositionTable
+    + ForecastTable
     + Send
     + Sync
     + 'static

@@ -21,7 +21,8 @@ impl Browser {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let chromium =
             super::imap::debian::program(&["/usr/bin/chromium"], &["chromium", "chromium-driver"]);
-        let chromedriver = super::imap::debian::program(&["/usr/bin/chromedriver"], &["chromium-driver"]);
+        let chromedriver =
+            super::imap::debian::program(&["/usr/bin/chromedriver"], &["chromium-driver"]);
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())

@@ -53,6 +53,7 @@ fn compile_pipeline(spec: &PipelineSpec, cx: &mut Cx) -> Option<Pipeline> {
             Some(stage) => stages.push(stage),
             None => ok = false,
         }
+        ok &= check_probability(spec, st, cx);
     }
     let first_is_outcome = spec.stages.first().is_some_and(|s| s.outcome.is_some());
     if first_is_outcome {
@@ -62,12 +63,66 @@ fn compile_pipeline(spec: &PipelineSpec, cx: &mut Cx) -> Option<Pipeline> {
         );
         ok = false;
     }
+    if let Some(value) = spec.value.as_ref().filter(|v| v.get().trim().is_empty()) {
+        cx.error(
+            value,
+            "value names the field that holds a deal's value, e.g. value: amount",
+        );
+        ok = false;
+    }
     ok.then(|| Pipeline {
         name: spec.name.get().clone(),
         kind: spec.kind.get().clone(),
         allow_backward: spec.allow_backward,
         stages,
+        value: spec.value.as_ref().map(|v| v.get().clone()),
     })
+}
+
+/// A stage's win probability: a share from 0 to 1, only where the pipeline
+/// says which field holds the value, never on an outcome stage (won is 1,
+/// lost 0). A forecasting pipeline's stage without one is warned about: its
+/// deals add nothing to the weighted forecast.
+fn check_probability(pipeline: &PipelineSpec, st: &StageSpec, cx: &mut Cx) -> bool {
+    let Some(p) = &st.probability else {
+        if pipeline.value.is_some() && st.outcome.is_none() {
+            cx.warning(
+                &st.name,
+                format!(
+                    "stage \"{}\" has no probability: its deals add nothing to the weighted forecast",
+                    st.name.get()
+                ),
+            );
+        }
+        return true;
+    };
+    let problem = if !(0.0..=1.0).contains(p.get()) {
+        Some("probability is a share from 0 to 1, e.g. 0.4 for 40%".to_owned())
+    } else if let Some(outcome) = &st.outcome {
+        Some(format!(
+            "an outcome stage's probability is fixed ({} is {}); remove it",
+            st.name.get(),
+            if *outcome.get() == crate::config::model::Outcome::Won {
+                1
+            } else {
+                0
+            }
+        ))
+    } else if pipeline.value.is_none() {
+        Some(format!(
+            "probability needs value: on pipeline \"{}\" (the field that holds a deal's value, e.g. value: amount)",
+            pipeline.name.get()
+        ))
+    } else {
+        None
+    };
+    match problem {
+        Some(message) => {
+            cx.error(p, message);
+            false
+        }
+        None => true,
+    }
 }
 
 fn compile_stage(st: &StageSpec, scope: &Scope, cx: &mut Cx) -> Option<Stage> {
@@ -100,6 +155,11 @@ fn compile_stage(st: &StageSpec, scope: &Scope, cx: &mut Cx) -> Option<Stage> {
         stall_after: stall_after.flatten(),
         stall_repeat: stall_repeat.flatten(),
         outcome: st.outcome.as_ref().map(|o| *o.get()),
+        probability: match st.outcome.as_ref().map(|o| *o.get()) {
+            Some(crate::config::model::Outcome::Won) => 1.0,
+            Some(crate::config::model::Outcome::Lost) => 0.0,
+            None => st.probability.as_ref().map_or(0.0, |p| *p.get()),
+        },
     })
     .filter(|_| stall_after.is_none_or(|d| d.is_some()) && stall_repeat.is_none_or(|d| d.is_some()))
 }

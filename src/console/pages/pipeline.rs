@@ -86,13 +86,17 @@ pub async fn show<S: Store>(
         pipelines => names,
         pipeline => chosen,
         since => period,
-        owner => q.owner,
+        owner => q.owner.clone(),
         owners => owners,
         rows => value(&rows),
         chart_height => rows.len() as f64 * 36.0 + 8.0,
         summary => report.map(|r| minijinja::context! {
             won => r.won, lost => r.lost, win_rate => r.win_rate, median_cycle_days => r.median_cycle_days,
         }),
+        forecast => report.and_then(|r| match q.owner.as_deref() {
+            Some(owner) => r.forecast_by_owner.get(owner),
+            None => r.forecast.as_ref(),
+        }).map(value),
     };
     Ok(page("pipeline.html", layout, context))
 }
