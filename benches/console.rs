@@ -49,9 +49,11 @@ async fn main() {
     let dir = tempfile::tempdir().unwrap();
     let (flows, data) = (dir.path().join("flows"), dir.path().join("data"));
     std::fs::create_dir_all(&flows).unwrap();
+    std::fs::create_dir_all(data.join("store")).unwrap();
     std::fs::write(flows.join("flows.yaml"), FLOWS).unwrap();
     {
-        let store = KvStore::open(SledBackend::open(&data).unwrap(), "bench").unwrap();
+        let store =
+            KvStore::open(SledBackend::open(&data.join("store")).unwrap(), "bench").unwrap();
         support::fill_stage_history(&store, visits);
         store.flush().await.unwrap();
     }
@@ -80,7 +82,7 @@ async fn main() {
     };
     let (first, _) = get("/".into()).await;
     println!(
-        "{visits} stage visits; the pipeline page's first view (figures built): {:.0} ms",
+        "{visits} stage visits; the pipeline page's first view right after start (waits for the warm-up scan): {:.0} ms",
         ms(first)
     );
     for path in [

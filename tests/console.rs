@@ -169,23 +169,36 @@ fn csrf_of(html: &str) -> String {
     html[at..].split('"').next().unwrap().to_owned()
 }
 
+/// Posts the sign-in form with a session cookie.
+async fn post_sign_in(url: &str, cookie: &str, pairs: &[(&str, &str)]) -> reqwest::Response {
+    no_redirects()
+        .post(format!("{url}/signin"))
+        .header(COOKIE, cookie)
+        .form_pairs(pairs)
+        .send()
+        .await
+        .unwrap()
+}
+
 /// Signs in over plain HTTP; answers the signed-in cookie.
 async fn sign_in(url: &str) -> String {
-    let http = no_redirects();
-    let form = http.get(format!("{url}/signin")).send().await.unwrap();
-    let (guest, _) = session_cookie(&form);
-    let csrf = csrf_of(&form.text().await.unwrap());
-    let signed = http
-        .post(format!("{url}/signin"))
-        .header(COOKIE, &guest)
-        .form_pairs(&[
-            ("csrf", csrf.as_str()),
-            ("token", TOKEN),
-            ("next", "/tasks"),
-        ])
+    let form = no_redirects()
+        .get(format!("{url}/signin"))
         .send()
         .await
         .unwrap();
+    let (guest, _) = session_cookie(&form);
+    let csrf = csrf_of(&form.text().await.unwrap());
+    let signed = post_sign_in(
+        url,
+        &guest,
+        &[
+            ("csrf", csrf.as_str()),
+            ("token", TOKEN),
+            ("next", "/tasks"),
+        ],
+    )
+    .await;
     assert_eq!(signed.status(), StatusCode::SEE_OTHER);
     assert_eq!(signed.headers()[LOCATION], "/tasks");
     session_cookie(&signed).0
@@ -231,34 +244,26 @@ async fn sign_in_sessions_csrf_errors_and_escaping_over_http() {
     );
     assert!(!header.contains("Secure"), "plain http: {header}");
     let csrf = csrf_of(&form.text().await.unwrap());
-    let wrong = http
-        .post(format!("{url}/signin"))
-        .header(COOKIE, &guest)
-        .form_pairs(&[("csrf", csrf.as_str()), ("token", "guess"), ("next", "/")])
-        .send()
-        .await
-        .unwrap();
+    let wrong = post_sign_in(
+        &url,
+        &guest,
+        &[("csrf", csrf.as_str()), ("token", "guess"), ("next", "/")],
+    )
+    .await;
     assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
-    let without_csrf = http
-        .post(format!("{url}/signin"))
-        .header(COOKIE, &guest)
-        .form_pairs(&[("token", TOKEN)])
-        .send()
-        .await
-        .unwrap();
+    let without_csrf = post_sign_in(&url, &guest, &[("token", TOKEN)]).await;
     assert_eq!(without_csrf.status(), StatusCode::FORBIDDEN);
     // A sign-in never redirects off the site.
-    let elsewhere = http
-        .post(format!("{url}/signin"))
-        .header(COOKIE, &guest)
-        .form_pairs(&[
+    let elsewhere = post_sign_in(
+        &url,
+        &guest,
+        &[
             ("csrf", csrf.as_str()),
             ("token", TOKEN),
             ("next", "//evil.example/"),
-        ])
-        .send()
-        .await
-        .unwrap();
+        ],
+    )
+    .await;
     assert_eq!(elsewhere.headers()[LOCATION], "/");
 
     let cookie = sign_in(&url).await;
@@ -316,6 +321,53 @@ async fn sign_in_sessions_csrf_errors_and_escaping_over_http() {
         let body = r.text().await.unwrap().replace("&#x2f;", "/");
         assert!(body.contains(says), "{path}: {body}");
     }
+
+    // A gated move from the record's page: refused with every unmet
+    // requirement (nothing changes), then allowed.
+    let page = get("/records/deal/D4").await.unwrap().text().await.unwrap();
+    let csrf = csrf_of(&page);
+    let post_form = |path: &'static str, pairs: Vec<(&'static str, String)>| {
+        let (url, cookie) = (url.clone(), cookie.clone());
+        async move {
+            let pairs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            no_redirects()
+                .post(format!("{url}{path}"))
+                .header(COOKIE, cookie)
+                .form_pairs(&pairs)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let refused = post_form(
+        "/records/deal/D4/stage",
+        vec![("csrf", csrf.clone()), ("to", "qualified".into())],
+    )
+    .await;
+    assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(refused.text().await.unwrap().contains("budget"));
+    let record = get_authorized(&url, "/v1/records/deal/D4").await;
+    assert_eq!(record["record"]["stage"], "new");
+    let moved = post_form(
+        "/records/deal/D2/stage",
+        vec![("csrf", csrf.clone()), ("to", "proposal".into())],
+    )
+    .await;
+    assert_eq!(moved.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        moved.headers()[LOCATION],
+        "/records/deal/D2?notice=moved+to+proposal"
+    );
+    let record = get_authorized(&url, "/v1/records/deal/D2").await;
+    assert_eq!(record["record"]["stage"], "proposal");
+    // Reload now, from the workflows page.
+    let reloaded = post_form("/workflows/reload", vec![("csrf", csrf.clone())]).await;
+    assert_eq!(reloaded.status(), StatusCode::SEE_OTHER);
+    let notice = reloaded.headers()[LOCATION].to_str().unwrap().to_owned();
+    assert!(
+        notice.starts_with("/workflows?notice=nothing+changed"),
+        "{notice}"
+    );
 
     // A form post with another session's token, or none, changes nothing.
     let task_id = get_authorized(&url, "/v1/tasks").await["tasks"][0]["id"]
@@ -534,12 +586,7 @@ async fn the_console_in_a_real_browser() {
         .send_keys(TOKEN)
         .await
         .unwrap();
-    c.find(Locator::Css("form.signin button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    browser.click(Locator::Css("form.signin button")).await;
 
     // The funnel shows the seeded counts.
     let text = browser
@@ -586,22 +633,12 @@ async fn the_console_in_a_real_browser() {
     assert_eq!(count("qualified", "now-in").await, "1");
 
     // A stage's records, and a record's page.
-    c.find(Locator::LinkText("qualified"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    browser.click(Locator::LinkText("qualified")).await;
     browser
         .text_until(10, "the stage list", |t| t.contains("deal/D3"))
         .await;
     browser.screenshot("stage").await;
-    c.find(Locator::LinkText("deal/D3"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    browser.click(Locator::LinkText("deal/D3")).await;
     let record = browser
         .text_until(10, "the record", |t| t.contains("Stage history"))
         .await;
@@ -619,12 +656,9 @@ async fn the_console_in_a_real_browser() {
         .text_until(10, "ana's tasks", |t| t.contains("Call Deal 1"))
         .await;
     browser.screenshot("tasks").await;
-    c.find(Locator::Css("button[aria-label='Complete Call Deal 1']"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    browser
+        .click(Locator::Css("button[aria-label='Complete Call Deal 1']"))
+        .await;
     let after = browser
         .text_until(10, "the completed task gone", |t| t.contains("completed"))
         .await;

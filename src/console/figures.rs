@@ -6,7 +6,9 @@
 //! to build last time they are rebuilt at once, so a small team always
 //! sees exact numbers; when they were not (a quarter of a million deals),
 //! the page gets the last figures built and one rebuild starts behind it,
-//! whose end rings [`Figures::rebuilt`] so live pages fetch again.
+//! whose end rings [`Figures::rebuilt`] so live pages fetch again. Slow
+//! rebuilds wait [`REST`] times their own length after the last one, so a
+//! console left open on a busy daemon costs a tenth of a core at most.
 
 use crate::config::Workflows;
 use crate::report::{PipelineReport, PipelineReportBuilder};
@@ -19,6 +21,10 @@ use tokio::time::{Duration, Instant};
 
 /// Builds slower than this are done behind the page, not before it.
 const INLINE_BUILD: Duration = Duration::from_millis(50);
+
+/// A slow rebuild starts no sooner than this many times its length after
+/// the previous one ended.
+const REST: u32 = 10;
 
 /// Periods kept at once (each `?since=` a page was asked with).
 const PERIODS_KEPT: usize = 16;
@@ -87,6 +93,7 @@ impl PipelineFigures {
 struct Built<T> {
     commit: u64,
     took: Duration,
+    ended: Instant,
     value: Arc<T>,
 }
 
@@ -125,13 +132,27 @@ impl Figures {
         period: &str,
         since: DateTime<Utc>,
     ) -> Result<Arc<PipelineFigures>, StoreError> {
-        // The config version is part of the key: a reload can rename stages.
-        let key = format!("{}/{period}", workflows.version);
-        let commit = *store.wakeups().commits.borrow();
-        self.get(&self.pipeline, key, commit, move || {
+        let key = pipeline_key(&workflows, period, since);
+        let commits = store.wakeups().commits.subscribe();
+        self.get(&self.pipeline, key, commits, move || {
             PipelineFigures::build(store.as_ref(), &workflows, since)
         })
         .await
+    }
+
+    /// Builds the pipeline figures behind the caller (the warm-up at start).
+    pub fn warm_pipeline<S: Store>(
+        &self,
+        store: Arc<S>,
+        workflows: Arc<Workflows>,
+        period: &str,
+        since: DateTime<Utc>,
+    ) {
+        let key = pipeline_key(&workflows, period, since);
+        let commits = store.wakeups().commits.subscribe();
+        self.rebuild_behind(&self.pipeline, key, commits, Duration::ZERO, move || {
+            PipelineFigures::build(store.as_ref(), &workflows, since)
+        });
     }
 
     /// The sequences report.
@@ -139,8 +160,8 @@ impl Figures {
         &self,
         store: Arc<S>,
     ) -> Result<Arc<BTreeMap<String, crate::report::SequenceFigures>>, StoreError> {
-        let commit = *store.wakeups().commits.borrow();
-        self.get(&self.sequences, String::new(), commit, move || {
+        let commits = store.wakeups().commits.subscribe();
+        self.get(&self.sequences, String::new(), commits, move || {
             crate::report::sequences_report(store.as_ref())
         })
         .await
@@ -150,17 +171,33 @@ impl Figures {
         &self,
         slot: &Arc<Slot<T>>,
         key: String,
-        commit: u64,
+        commits: tokio::sync::watch::Receiver<u64>,
         build: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
     ) -> Result<Arc<T>, StoreError> {
+        let commit = *commits.borrow();
         let last = lock(&slot.built)
             .get(&key)
-            .map(|b| (b.commit, b.took, b.value.clone()));
+            .map(|b| (b.commit, b.took, b.ended, b.value.clone()));
         match last {
-            Some((at, _, value)) if at >= commit => Ok(value),
-            Some((_, took, value)) if took > INLINE_BUILD => {
-                self.rebuild_behind(slot, key, commit, build);
+            Some((at, _, _, value)) if at >= commit => Ok(value),
+            Some((_, took, ended, value)) if took > INLINE_BUILD => {
+                let rest = (took * REST).saturating_sub(ended.elapsed());
+                self.rebuild_behind(slot, key, commits, rest, build);
                 Ok(value)
+            }
+            None if lock(&slot.rebuilding).contains(&key) => {
+                // Being built already (the warm-up at start): wait for it
+                // rather than scan the store a second time beside it.
+                let mut rebuilt = self.rebuilt.subscribe();
+                loop {
+                    if let Some(b) = lock(&slot.built).get(&key) {
+                        return Ok(b.value.clone());
+                    }
+                    if !lock(&slot.rebuilding).contains(&key) || rebuilt.changed().await.is_err() {
+                        break;
+                    }
+                }
+                Box::pin(self.get(slot, key, commits, build)).await
             }
             _ => {
                 let built = tokio::task::spawn_blocking(move || timed(build))
@@ -175,11 +212,15 @@ impl Figures {
         }
     }
 
+    /// Starts one rebuild after `rest` (unless one is waiting or running);
+    /// it records the commit it started at, so a commit made while it runs
+    /// makes its figures stale again.
     fn rebuild_behind<T: Send + Sync + 'static>(
         &self,
         slot: &Arc<Slot<T>>,
         key: String,
-        commit: u64,
+        commits: tokio::sync::watch::Receiver<u64>,
+        rest: Duration,
         build: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
     ) {
         if !lock(&slot.rebuilding).insert(key.clone()) {
@@ -187,17 +228,27 @@ impl Figures {
         }
         let slot = slot.clone();
         let rebuilt = self.rebuilt.clone();
-        tokio::task::spawn_blocking(move || {
-            match timed(build) {
-                Ok(built) => {
+        tokio::spawn(async move {
+            tokio::time::sleep(rest).await;
+            let commit = *commits.borrow();
+            let done = tokio::task::spawn_blocking(move || timed(build)).await;
+            match done {
+                Ok(Ok(built)) => {
                     keep(&slot, key.clone(), commit, built);
                     rebuilt.send_modify(|n| *n += 1);
                 }
+                Ok(Err(e)) => tracing::warn!(error = %e, "Rebuilding console figures failed."),
                 Err(e) => tracing::warn!(error = %e, "Rebuilding console figures failed."),
             }
             lock(&slot.rebuilding).remove(&key);
         });
     }
+}
+
+/// The config version is part of the key (a reload can rename stages),
+/// and so is the day: a quiet daemon's period still moves.
+fn pipeline_key(workflows: &Workflows, period: &str, since: DateTime<Utc>) -> String {
+    format!("{}/{period}/{}", workflows.version, since.date_naive())
 }
 
 fn timed<T>(
@@ -219,6 +270,7 @@ fn keep<T>(slot: &Slot<T>, key: String, commit: u64, (took, value): (Duration, A
             Built {
                 commit,
                 took,
+                ended: Instant::now(),
                 value,
             },
         );
@@ -230,4 +282,71 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Changes, KvStore, MemoryBackend};
+
+    fn visit(stage: &str, at: DateTime<Utc>) -> StageVisit {
+        StageVisit {
+            pipeline: "b2b".into(),
+            stage: stage.into(),
+            entered_at: at,
+            ..StageVisit::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn cheap_figures_are_exact_after_every_commit() {
+        let workflows = Arc::new(crate::config::load_for_tests(
+            "pipelines:\n  - name: b2b\n    for: deal\n    stages:\n      - { name: new }\n      - { name: won, outcome: won }\n",
+        ));
+        let store = Arc::new(KvStore::open(MemoryBackend::default(), "memory").unwrap());
+        let at: DateTime<Utc> = "2026-12-01T00:00:00Z".parse().unwrap();
+        let key = |id: &str| RecordKey {
+            kind: "deal".into(),
+            id: id.into(),
+        };
+        let add = |id: &str, i: u64, stage: &str| {
+            store
+                .commit(Changes {
+                    stage_visits: vec![(key(id), i, visit(stage, at))],
+                    ..Changes::default()
+                })
+                .unwrap();
+        };
+        let figures = Figures::default();
+        let now_in = |f: &PipelineFigures, stage: &str| {
+            f.members
+                .get(&("b2b".to_owned(), stage.to_owned()))
+                .map_or(0, Vec::len)
+        };
+        add("D1", 0, "new");
+        let first = figures
+            .pipeline(store.clone(), workflows.clone(), "30d", at)
+            .await
+            .unwrap();
+        assert_eq!(now_in(&first, "new"), 1);
+        let same = figures
+            .pipeline(store.clone(), workflows.clone(), "30d", at)
+            .await
+            .unwrap();
+        assert!(Arc::ptr_eq(&first, &same), "no commit, no rebuild");
+        add("D2", 0, "new");
+        let after = figures
+            .pipeline(store.clone(), workflows.clone(), "30d", at)
+            .await
+            .unwrap();
+        assert_eq!(now_in(&after, "new"), 2);
+        assert_eq!(after.reports[0].stages[0].1.entered, 2);
+        // Another period is its own entry.
+        let later = at + chrono::Duration::days(1);
+        let other = figures
+            .pipeline(store.clone(), workflows, "1d", later)
+            .await
+            .unwrap();
+        assert_eq!(other.reports[0].stages[0].1.entered, 0);
+    }
 }

@@ -52,12 +52,29 @@ impl<S: Store> Console<S> {
             .public_base()
             .starts_with("https://");
         let sessions = SessionKeys::new(app.token.as_deref(), secure);
-        Arc::new(Console {
+        let console = Arc::new(Console {
             app,
             sessions,
             figures: Figures::default(),
             shutdown,
-        })
+        });
+        console.warm_up();
+        console
+    }
+
+    /// Builds the pipeline page's default figures at start, so the first
+    /// manager to open it does not wait for a scan of the stage history
+    /// (a second at a million visits).
+    fn warm_up(&self) {
+        let app = &self.app;
+        if let Ok(since) = pages::period_start(pages::DEFAULT_PERIOD, app.clock.now()) {
+            self.figures.warm_pipeline(
+                app.store.clone(),
+                app.workflows.load_full(),
+                pages::DEFAULT_PERIOD,
+                since,
+            );
+        }
     }
 }
 

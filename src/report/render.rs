@@ -142,18 +142,13 @@ pub fn render_forecast(reports: &[super::forecast::ForecastAccuracy], format: Fo
             let mut out = "pipeline,days_ago,made_on,owner,forecast,closed,ratio\n".to_owned();
             for r in reports {
                 for h in &r.horizons {
-                    let _ = writeln!(
-                        out,
-                        "{},{},{},(all),{},{},{}",
-                        csv_field(&r.pipeline),
-                        h.days,
-                        made(h),
-                        number(h.forecast),
-                        number(h.closed),
-                        number(h.ratio)
-                    );
-                    for (owner, o) in &h.by_owner {
-                        let ratio = (o.forecast > 0.0).then(|| o.closed / o.forecast);
+                    let owners = h.by_owner.iter().map(|(o, x)| {
+                        let ratio = (x.forecast > 0.0).then(|| x.closed / x.forecast);
+                        (o.as_str(), Some(x.forecast), Some(x.closed), ratio)
+                    });
+                    let rows =
+                        std::iter::once(("(all)", h.forecast, h.closed, h.ratio)).chain(owners);
+                    for (owner, forecast, closed, ratio) in rows {
                         let _ = writeln!(
                             out,
                             "{},{},{},{},{},{},{}",
@@ -161,8 +156,8 @@ pub fn render_forecast(reports: &[super::forecast::ForecastAccuracy], format: Fo
                             h.days,
                             made(h),
                             csv_field(owner),
-                            number(Some(o.forecast)),
-                            number(Some(o.closed)),
+                            number(forecast),
+                            number(closed),
                             number(ratio)
                         );
                     }

@@ -78,6 +78,16 @@ impl Browser {
         let _ = self.driver.kill();
     }
 
+    /// Clicks the element `locator` finds.
+    pub async fn click(&self, locator: fantoccini::Locator<'_>) {
+        let element = self
+            .client
+            .find(locator)
+            .await
+            .expect("the element to click");
+        element.click().await.expect("a click");
+    }
+
     /// Saves a screenshot of the page as `target/console-screenshots/NAME.png`.
     pub async fn screenshot(&self, name: &str) {
         let png = self.client.screenshot().await.expect("screenshot");

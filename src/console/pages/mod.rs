@@ -26,9 +26,12 @@ pub struct Posted {
     csrf: String,
 }
 
+/// The period pages cover unless asked otherwise.
+pub const DEFAULT_PERIOD: &str = "30d";
+
 /// The start of a page's period, `?since=30d` (the default) back from
 /// `now`, or a 400 page saying what is wrong.
-fn period_start(since: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, PageError> {
+pub fn period_start(since: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, PageError> {
     let back = crate::config::values::parse_duration(since)
         .map_err(|e| PageError::bad_request(format!("since: {e}")))?;
     chrono::Duration::from_std(back)

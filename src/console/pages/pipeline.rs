@@ -66,7 +66,7 @@ pub async fn show<S: Store>(
     if !names.iter().any(|n| n == chosen) {
         return Err(PageError::not_found(format!("no pipeline {chosen}")));
     }
-    let period = q.since.as_deref().unwrap_or("30d");
+    let period = q.since.as_deref().unwrap_or(super::DEFAULT_PERIOD);
     let since = period_start(period, app.clock.now())?;
     let figures = console
         .figures
@@ -176,10 +176,10 @@ pub async fn stage<S: Store>(
         )));
     }
     let now = app.clock.now();
-    let since = period_start("30d", now)?;
+    let since = period_start(super::DEFAULT_PERIOD, now)?;
     let figures = console
         .figures
-        .pipeline(app.store.clone(), workflows, "30d", since)
+        .pipeline(app.store.clone(), workflows, super::DEFAULT_PERIOD, since)
         .await?;
     let empty = Vec::new();
     let members = figures
