@@ -393,9 +393,11 @@ async fn sign_in_sessions_csrf_errors_and_escaping_over_http() {
             .any(|t| t["id"] == task_id.as_str())
     );
 
-    // The forecast in the pipeline report, and today's snapshot kept.
+    // The forecast in the pipeline report, after D2's move to proposal:
+    // 15,000 × 0.1 (D4-D6 and the hostile deal, worth 0) + 3,000 × 0.3
+    // + (1,000 + 2,000) × 0.6.
     let report = get_authorized(&url, "/v1/reports/pipeline").await;
-    assert_eq!(report[0]["forecast"]["weighted_value"], 3600.0, "{report}");
+    assert_eq!(report[0]["forecast"]["weighted_value"], 4200.0, "{report}");
     let cli = std::process::Command::new(env!("CARGO_BIN_EXE_dealflow"))
         .args(["report", "forecast", "--url", &url])
         .env("DEALFLOW_TOKEN", TOKEN)
