@@ -89,6 +89,15 @@ impl PipelineFigures {
     }
 }
 
+/// Sends delivery stopped working on, for a person to decide.
+#[derive(Debug, Default)]
+pub struct StuckSends {
+    /// Given up on.
+    pub dead: Vec<crate::state::OutboxEntry>,
+    /// Interrupted while handed over, held for a person.
+    pub held: Vec<crate::state::OutboxEntry>,
+}
+
 /// Figures built as of one commit.
 struct Built<T> {
     commit: u64,
@@ -118,6 +127,7 @@ impl<T> Default for Slot<T> {
 pub struct Figures {
     pipeline: Arc<Slot<PipelineFigures>>,
     sequences: Arc<Slot<BTreeMap<String, crate::report::SequenceFigures>>>,
+    stuck: Arc<Slot<StuckSends>>,
     /// Rung when a rebuild behind the pages finished.
     pub rebuilt: tokio::sync::watch::Sender<u64>,
 }
@@ -153,6 +163,33 @@ impl Figures {
         self.rebuild_behind(&self.pipeline, key, commits, Duration::ZERO, move || {
             PipelineFigures::build(store.as_ref(), &workflows, since)
         });
+    }
+
+    /// The dead and held sends, at most `limit` of each: finding them reads
+    /// the whole outbox (there is no index by state), so it is kept like
+    /// the reports.
+    pub async fn stuck_sends<S: Store>(
+        &self,
+        store: Arc<S>,
+        limit: usize,
+    ) -> Result<Arc<StuckSends>, StoreError> {
+        let commits = store.wakeups().commits.subscribe();
+        self.get(&self.stuck, String::new(), commits, move || {
+            let of = |status| {
+                let filter = crate::store::OutboxFilter {
+                    status: Some(status),
+                    record: None,
+                };
+                store
+                    .outbox_matching(&filter, None, limit)
+                    .map(|page| page.items)
+            };
+            Ok(StuckSends {
+                dead: of(crate::state::OutboxStatus::Dead)?,
+                held: of(crate::state::OutboxStatus::Held)?,
+            })
+        })
+        .await
     }
 
     /// The sequences report.

@@ -5,8 +5,7 @@ use super::super::render::{PageError, page};
 use super::super::session::Session;
 use super::super::{Console, check_csrf, layout};
 use super::{Posted, done};
-use crate::state::OutboxStatus;
-use crate::store::{OutboxFilter, Store};
+use crate::store::Store;
 use axum::Extension;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Form, Path, Query, State};
@@ -32,26 +31,22 @@ pub async fn show<S: Store>(
     let Query(q) = query.map_err(|e| PageError::bad_request(e.body_text()))?;
     let app = &console.app;
     let workflows = app.workflows.load();
-    let rows = |status| -> Result<Vec<serde_json::Value>, PageError> {
-        let filter = OutboxFilter {
-            status: Some(status),
-            record: None,
-        };
-        Ok(app
-            .store
-            .outbox_matching(&filter, None, SHOWN)?
-            .items
-            .iter()
+    let stuck = console
+        .figures
+        .stuck_sends(app.store.clone(), SHOWN)
+        .await?;
+    let rows = |list: &[crate::state::OutboxEntry]| -> Vec<serde_json::Value> {
+        list.iter()
             .map(|row| {
                 let mut shown = crate::api::outbox::shown(row, &workflows, &app.unsubscribe);
                 shown["record_href"] = super::record_href(&row.record).into();
                 shown
             })
-            .collect())
+            .collect()
     };
     let context = minijinja::context! {
-        dead => super::value(&rows(OutboxStatus::Dead)?),
-        held => super::value(&rows(OutboxStatus::Held)?),
+        dead => super::value(&rows(&stuck.dead)),
+        held => super::value(&rows(&stuck.held)),
         notice => q.notice,
         limit => SHOWN,
     };
