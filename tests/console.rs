@@ -45,6 +45,12 @@ sequences:
     for: lead
     steps:
       - {{ id: intro, email: {{ subject: "Hello {{{{ lead.name }}}}", body: "Hi {{{{ lead.name }}}}, [stop]({{{{ unsubscribe_url }}}})" }} }}
+sources:
+  - name: forms
+    verify: none
+    events:
+      - type: form.submitted
+        record: {{ kind: lead, id: "{{{{ payload.email }}}}" }}
 rules:
   - name: call new deals
     for: deal
@@ -678,11 +684,35 @@ async fn the_console_in_a_real_browser() {
         .unwrap();
     assert_eq!(status, json!(403));
 
+    // A payload the source cannot map is kept, shown, and replayed from
+    // the page (it still cannot be mapped: the page says why).
+    let kept = reqwest::Client::new()
+        .post(format!("{url}/hooks/forms"))
+        .header("content-type", "application/json")
+        .body(r#"{"name": "no email"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(kept.status(), StatusCode::ACCEPTED);
+    assert!(kept.text().await.unwrap().contains("\"kept\""));
+    c.goto(&format!("{url}/sources")).await.unwrap();
+    browser
+        .text_until(10, "the kept payload", |t| t.contains("1 payload(s) kept"))
+        .await;
+    browser.screenshot("sources").await;
+    browser
+        .click(Locator::Css("form[action*='/replay'] button"))
+        .await;
+    browser
+        .text_until(10, "the replay's answer", |t| {
+            t.contains("still cannot be mapped")
+        })
+        .await;
+
     // The other pages render.
     for (path, name, says) in [
         ("/sequences", "sequences", "Sequences"),
         ("/outbox", "outbox", "Dead"),
-        ("/sources", "sources", "Mailboxes"),
     ] {
         c.goto(&format!("{url}{path}")).await.unwrap();
         browser.text_until(10, name, |t| t.contains(says)).await;
