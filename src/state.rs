@@ -505,6 +505,12 @@ pub struct OutboxEntry {
     /// When the receiver accepted it.
     #[serde(default)]
     pub sent_at: Option<DateTime<Utc>>,
+    /// The rule chain it belongs to: one more than the event whose handling
+    /// queued it. The events its delivery raises (`email.sent`, ...) carry
+    /// it on, so a rule on `email.sent` that sends email ends at the chain
+    /// limit instead of mailing forever.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub depth: u32,
 }
 
 impl OutboxEntry {
@@ -529,6 +535,7 @@ impl OutboxEntry {
             last_error: None,
             deferrals: 0,
             sent_at: None,
+            depth: 0,
         }
     }
 

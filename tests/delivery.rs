@@ -650,3 +650,55 @@ rules:
     assert_eq!(status_of("/fast"), Some(json!("sent")), "{rows:?}");
     assert_eq!(status_of("/slow"), Some(json!("sending")), "{rows:?}");
 }
+
+/// A rule on `email.sent` that sends email is a chain like any other: the
+/// depth of the event that queued a send travels with its row into the
+/// events its delivery raises, so the chain ends at the limit (16 links)
+/// instead of mailing the prospect forever (issue 24).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_that_emails_on_email_sent_ends_at_the_chain_limit() {
+    let smtp = SmtpSink::start();
+    let flows = format!(
+        r#"
+settings:
+  email:
+    transport: {}
+    from: "Acme Sales <sales@acme.example>"
+    postal_address: "Acme Inc, 1 Main St, Springfield"
+rules:
+  - name: first
+    for: lead
+    on: signed.up
+    do:
+      - email: {{ subject: "Hello", body: "Hi" }}
+  - name: again
+    for: lead
+    on: email.sent
+    do:
+      - email: {{ subject: "Again", body: "And again" }}
+"#,
+        smtp.url()
+    );
+    let (_dir, _daemon, url) = start(&flows);
+    sign_up(&url, "L1", "loop@p.example", "Lu").await;
+    let cut = eventually(30, "the chain cut", || async {
+        let runs = get_json(&format!("{url}/v1/runs?record=lead/L1&limit=500")).await;
+        runs["runs"]
+            .as_array()
+            .and_then(|r| {
+                r.iter().find(|r| {
+                    r["error"]
+                        .as_str()
+                        .is_some_and(|e| e.contains("chain deeper"))
+                })
+            })
+            .cloned()
+    })
+    .await;
+    assert_eq!(cut["event_type"], "email.sent", "{cut}");
+    // signed.up (depth 0) and email.sent at depths 1 to 16 each queued one
+    // email; the email.sent of depth 17 was cut. Nothing more follows.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(smtp.to("loop@p.example").len(), 17);
+    assert_eq!(outbox(&url, "record=lead/L1&limit=500").await.len(), 17);
+}

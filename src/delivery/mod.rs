@@ -552,7 +552,9 @@ fn sequence_of(row: &OutboxEntry) -> Option<&str> {
 
 fn event(row: &OutboxEntry, event: BuiltinEvent, data: Json, now: DateTime<Utc>) -> NewEvent {
     let id = format!("{event}/{}", row.id);
-    NewEvent::raised(event, row.record.clone(), data, now, Some(id))
+    let mut raised = NewEvent::raised(event, row.record.clone(), data, now, Some(id));
+    raised.depth = row.depth;
+    raised
 }
 
 #[cfg(test)]

@@ -264,5 +264,6 @@ fn queue_delivery(work: &mut Work, origin: &Origin, delivery: Delivery) {
         origin.rule.clone(),
     );
     row.step = origin.step.clone();
+    row.depth = work.event.depth + 1;
     work.changes.outbox.push(row);
 }
