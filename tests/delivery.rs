@@ -702,3 +702,70 @@ rules:
     assert_eq!(smtp.to("loop@p.example").len(), 17);
     assert_eq!(outbox(&url, "record=lead/L1&limit=500").await.len(), 17);
 }
+
+/// `per_contact` holds across a restart and a reload (issue 24): the
+/// limits' windows are filled again from the outbox's sent rows at start
+/// and outlive a new workflows version, so the second touch of the day
+/// waits instead of going out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contact_limit_holds_across_a_restart_and_a_reload() {
+    let smtp = SmtpSink::start();
+    let yaml = format!(
+        r#"
+settings:
+  email:
+    transport: {}
+    from: "Acme Sales <sales@acme.example>"
+    postal_address: "Acme Inc, 1 Main St, Springfield"
+    limits: {{ per_contact: 1/d }}
+rules:
+  - name: touch
+    for: lead
+    on: signed.up
+    do:
+      - email: {{ subject: "Hi", body: "Hello" }}
+"#,
+        smtp.url()
+    );
+    let (dir, flows) = workflow_dir(&yaml);
+    let data = dir.path().join("data");
+    let daemon = Daemon::start(&flows, &data, &[], &[]);
+    sign_up(&daemon.url, "L1", "pat@p.example", "Pat").await;
+    eventually(15, "the first touch", || async {
+        (smtp.to("pat@p.example").len() == 1).then_some(())
+    })
+    .await;
+    daemon.kill();
+    let daemon = Daemon::start(&flows, &data, &[], &[]);
+    let url = daemon.url.clone();
+    // The same person under another record and spelling, after the restart.
+    sign_up(&url, "L2", "Pat <PAT@p.example>", "Pat").await;
+    let deferred = eventually(15, "the second touch deferred", || async {
+        let rows = outbox(&url, "record=lead/L2").await;
+        rows.into_iter()
+            .find(|r| r["deferrals"].as_u64() >= Some(1))
+    })
+    .await;
+    let why = deferred["last_error"].as_str().unwrap();
+    assert!(
+        why.contains("per_contact limit (1/d) for pat@p.example"),
+        "{why}"
+    );
+    // A reload (a new version of the rules) forgets nothing either.
+    let changed = yaml.replace("subject: \"Hi\"", "subject: \"Hi again\"");
+    std::fs::write(flows.join("flows.yaml"), changed).unwrap();
+    eventually(15, "the reload", || async {
+        let status = get_json(&format!("{url}/v1/status")).await;
+        (status["reloads"]["succeeded"] == 1).then_some(())
+    })
+    .await;
+    sign_up(&url, "L3", "pat@p.example", "Pat").await;
+    eventually(15, "the third touch deferred too", || async {
+        let rows = outbox(&url, "record=lead/L3").await;
+        rows.into_iter()
+            .find(|r| r["deferrals"].as_u64() >= Some(1))
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert_eq!(smtp.to("pat@p.example").len(), 1, "one touch a day");
+}

@@ -2,23 +2,19 @@
 //! domain and per contact across all workflows. An email over a limit is
 //! deferred to when the limit allows it, never dropped.
 //!
-//! The counts live in memory (governor's GCRA), so a restart forgets them:
-//! after a restart a contact can receive one touch more than `per_contact`
-//! allows within that period. Said in README.
+//! Each limit is a sliding window over the sends it counted: `N/d` allows
+//! a send when fewer than N went out in the 24 hours before it. The windows
+//! outlive reloads, and at start they are filled again from the outbox's
+//! sent rows, so neither a restart nor a reload gives a contact one touch
+//! more (issue 24). Time is the delivery worker's clock, not the wall's.
 
 use crate::config::values::RateLimit;
 use crate::config::workflows::Limits;
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use std::num::NonZeroU32;
+use crate::state::{Delivery, OutboxEntry, OutboxStatus};
+use chrono::{DateTime, Utc};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
 use std::time::Duration;
-
-/// The limiters of one settings version.
-pub struct SendLimits {
-    mailbox: Option<(RateLimit, DefaultKeyedRateLimiter<String>)>,
-    domain: Option<(RateLimit, DefaultKeyedRateLimiter<String>)>,
-    contact: Option<(RateLimit, DefaultKeyedRateLimiter<String>)>,
-}
 
 pub use crate::state::Audience;
 
@@ -31,111 +27,320 @@ pub struct Deferral {
     pub reason: String,
 }
 
-fn limiter(limit: &Option<RateLimit>) -> Option<(RateLimit, DefaultKeyedRateLimiter<String>)> {
-    let limit = (*limit)?;
-    let count = NonZeroU32::new(limit.count)?;
-    // N per period: a burst of N, refilled one at a time over the period.
-    let quota = Quota::with_period(limit.per / limit.count)?.allow_burst(count);
-    Some((limit, RateLimiter::keyed(quota)))
+/// Which limit a window belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Kind {
+    Contact,
+    Domain,
+    Mailbox,
 }
 
-impl SendLimits {
-    /// Limiters for the configured limits (none unless set).
-    pub fn new(limits: &Limits) -> Self {
-        SendLimits {
-            mailbox: limiter(&limits.per_mailbox),
-            domain: limiter(&limits.per_domain),
-            contact: limiter(&limits.per_contact),
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Contact => "per_contact",
+            Kind::Domain => "per_domain",
+            Kind::Mailbox => "per_mailbox",
         }
     }
 
-    /// Takes one send from each limit that applies, or says how long to
-    /// wait. `per_contact` counts touches to prospects only: a notice to a
-    /// rep is not a touch, and must not wait a day behind the last one.
-    pub fn check(&self, from: &str, to: &str, audience: Audience) -> Result<(), Deferral> {
-        // One person however the address is written (`Pat <pat@x>`).
-        let to = crate::state::address::normalized(to);
-        let domain = to
-            .rsplit_once('@')
-            .map(|(_, d)| d.to_owned())
-            .unwrap_or_default();
-        let contact = match audience {
-            Audience::Prospect => &self.contact,
-            Audience::Team => &None,
-        };
-        let checks = [
-            (contact, to.clone(), "per_contact", to.clone()),
-            (&self.domain, domain.clone(), "per_domain", domain),
-            (
-                &self.mailbox,
-                from.to_lowercase(),
-                "per_mailbox",
-                from.to_owned(),
-            ),
-        ];
-        for (limiter, key, name, shown) in checks {
-            let Some((limit, limiter)) = limiter else {
+    fn limit(self, limits: &Limits) -> Option<RateLimit> {
+        match self {
+            Kind::Contact => limits.per_contact,
+            Kind::Domain => limits.per_domain,
+            Kind::Mailbox => limits.per_mailbox,
+        }
+    }
+}
+
+/// The times of the sends one limit counted under one key, oldest first.
+type Window = VecDeque<DateTime<Utc>>;
+
+/// The sends each limit counted, by key, kept for the daemon's life.
+#[derive(Debug, Default)]
+pub struct SendLog {
+    sent: Mutex<HashMap<(Kind, String), Window>>,
+}
+
+/// The keys one email counts under: the contact (prospects only: a notice
+/// to a rep is not a touch, and must not wait a day behind the last one),
+/// the recipient's domain and the sending mailbox, each normalized so one
+/// person is one key however the address is written (`Pat <pat@x>`).
+fn keys(from: &str, to: &str, audience: Audience) -> Vec<(Kind, String)> {
+    let to = crate::state::address::normalized(to);
+    let domain = to
+        .rsplit_once('@')
+        .map(|(_, d)| d.to_owned())
+        .unwrap_or_default();
+    let mut keys = vec![
+        (Kind::Domain, domain),
+        (Kind::Mailbox, crate::state::address::normalized(from)),
+    ];
+    if audience == Audience::Prospect {
+        keys.insert(0, (Kind::Contact, to));
+    }
+    keys
+}
+
+impl SendLog {
+    /// Counts one send at `now` under each limit that applies, or says how
+    /// long to wait (counting nothing).
+    pub fn check(
+        &self,
+        limits: &Limits,
+        from: &str,
+        to: &str,
+        audience: Audience,
+        now: DateTime<Utc>,
+    ) -> Result<(), Deferral> {
+        let keys = keys(from, to, audience);
+        let mut sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
+        for (kind, key) in &keys {
+            let Some(limit) = kind.limit(limits) else {
                 continue;
             };
-            if let Err(not_until) = limiter.check_key(&key) {
-                let wait = not_until.wait_time_from(DefaultClock::default().now());
+            let window = sent.entry((*kind, key.clone())).or_default();
+            forget_before(window, now, limit.per);
+            if window.len() >= limit.count as usize {
+                let oldest = window.front().copied().unwrap_or(now);
+                let wait = (oldest + span(limit.per) - now)
+                    .to_std()
+                    .unwrap_or_default();
                 return Err(Deferral {
                     wait,
-                    reason: format!("deferred by {name} limit ({limit}) for {shown}"),
+                    reason: format!("deferred by {} limit ({limit}) for {key}", kind.name()),
                 });
             }
         }
+        for (kind, key) in keys {
+            if kind.limit(limits).is_some() {
+                sent.entry((kind, key)).or_default().push_back(now);
+            }
+        }
         Ok(())
+    }
+
+    /// The longest period of the limits set, if any is: how far back
+    /// [`Self::remember`] needs the outbox.
+    pub fn lookback(limits: &Limits) -> Option<Duration> {
+        [Kind::Contact, Kind::Domain, Kind::Mailbox]
+            .iter()
+            .filter_map(|k| k.limit(limits))
+            .map(|l| l.per)
+            .max()
+    }
+
+    /// Counts a send made before this process started, when the row went
+    /// out (or was being handed over) within the longest limit's period.
+    /// `from` stands in for a row that names no sender.
+    pub fn remember(&self, limits: &Limits, row: &OutboxEntry, from: &str, now: DateTime<Utc>) {
+        let Some(longest) = Self::lookback(limits) else {
+            return;
+        };
+        let at = row.sent_at.unwrap_or_else(|| row.due_at());
+        let counted = matches!(row.status, OutboxStatus::Sent | OutboxStatus::Sending);
+        let Delivery::Email {
+            to,
+            from: sender,
+            audience,
+            ..
+        } = &row.delivery
+        else {
+            return;
+        };
+        if !counted || at <= now - span(longest) || at > now {
+            return;
+        }
+        let mut sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
+        for key in keys(sender.as_deref().unwrap_or(from), to, *audience) {
+            if key.0.limit(limits).is_some() {
+                // Rows come in id order, not time order: keep each window sorted.
+                let window = sent.entry(key).or_default();
+                let at_or_after = window.partition_point(|t| *t <= at);
+                window.insert(at_or_after, at);
+            }
+        }
+    }
+}
+
+fn span(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+fn forget_before(window: &mut Window, now: DateTime<Utc>, per: Duration) {
+    let start = now - span(per);
+    while window.front().is_some_and(|t| *t <= start) {
+        window.pop_front();
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::RecordKey;
+
+    fn at(hours: i64) -> DateTime<Utc> {
+        "2026-03-02T00:00:00Z".parse::<DateTime<Utc>>().unwrap() + chrono::Duration::hours(hours)
+    }
 
     /// One touch a day per contact, nothing else.
-    fn one_touch_a_day() -> SendLimits {
-        SendLimits::new(&Limits {
+    fn one_touch_a_day() -> Limits {
+        Limits {
             per_contact: Some(RateLimit {
                 count: 1,
                 per: Duration::from_secs(86_400),
             }),
             ..Limits::default()
-        })
+        }
     }
 
     #[test]
-    fn a_contact_limit_defers_the_second_touch() {
-        let l = one_touch_a_day();
+    fn a_contact_limit_defers_the_second_touch_until_the_day_is_over() {
+        let (log, limits) = (SendLog::default(), one_touch_a_day());
         let prospect = Audience::Prospect;
-        assert!(l.check("a@us.example", "pat@p.example", prospect).is_ok());
-        let d = l
-            .check("b@us.example", "Pat@P.example", prospect)
+        assert!(
+            log.check(&limits, "a@us.example", "pat@p.example", prospect, at(0))
+                .is_ok()
+        );
+        let d = log
+            .check(
+                &limits,
+                "b@us.example",
+                "Pat <Pat@P.example>",
+                prospect,
+                at(20),
+            )
             .unwrap_err();
         assert!(d.reason.contains("per_contact limit (1/d)"), "{d:?}");
-        assert!(d.wait > Duration::from_secs(80_000), "{d:?}");
-        assert!(l.check("a@us.example", "sam@p.example", prospect).is_ok());
+        assert_eq!(d.wait, Duration::from_secs(4 * 3600));
+        assert!(
+            log.check(&limits, "a@us.example", "sam@p.example", prospect, at(20))
+                .is_ok()
+        );
+        assert!(
+            log.check(&limits, "a@us.example", "pat@p.example", prospect, at(24))
+                .is_ok()
+        );
     }
 
     #[test]
     fn notices_to_the_team_are_not_contact_touches() {
-        let l = one_touch_a_day();
+        let (log, limits) = (SendLog::default(), one_touch_a_day());
         for _ in 0..3 {
             assert!(
-                l.check("a@us.example", "rep@us.example", Audience::Team)
-                    .is_ok()
+                log.check(
+                    &limits,
+                    "a@us.example",
+                    "rep@us.example",
+                    Audience::Team,
+                    at(0)
+                )
+                .is_ok()
             );
         }
     }
 
     #[test]
     fn no_limits_never_defer() {
-        let l = SendLimits::new(&Limits::default());
+        let log = SendLog::default();
         for _ in 0..1000 {
             assert!(
-                l.check("a@us.example", "pat@p.example", Audience::Prospect)
-                    .is_ok()
+                log.check(
+                    &Limits::default(),
+                    "a@us.example",
+                    "pat@p.example",
+                    Audience::Prospect,
+                    at(0)
+                )
+                .is_ok()
             );
         }
+    }
+
+    #[test]
+    fn a_deferred_send_counts_under_no_limit() {
+        let limits = Limits {
+            per_domain: Some(RateLimit {
+                count: 2,
+                per: Duration::from_secs(3600),
+            }),
+            ..one_touch_a_day()
+        };
+        let log = SendLog::default();
+        let prospect = Audience::Prospect;
+        assert!(
+            log.check(&limits, "a@us.example", "pat@p.example", prospect, at(0))
+                .is_ok()
+        );
+        // Refused by the contact limit: the domain's window is not charged.
+        assert!(
+            log.check(&limits, "a@us.example", "pat@p.example", prospect, at(0))
+                .is_err()
+        );
+        assert!(
+            log.check(&limits, "a@us.example", "sam@p.example", prospect, at(0))
+                .is_ok()
+        );
+        let d = log
+            .check(&limits, "a@us.example", "kim@p.example", prospect, at(0))
+            .unwrap_err();
+        assert!(d.reason.contains("per_domain"), "{d:?}");
+    }
+
+    #[test]
+    fn sends_before_a_restart_still_count() {
+        let limits = one_touch_a_day();
+        let sent = |to: &str, hours: i64, status| {
+            let mut row = OutboxEntry::pending(
+                format!("{to}-{hours}"),
+                RecordKey {
+                    kind: "lead".into(),
+                    id: "L1".into(),
+                },
+                Delivery::Email {
+                    to: to.into(),
+                    cc: Vec::new(),
+                    from: None,
+                    subject: "Hi".into(),
+                    body: "Hello".into(),
+                    format: crate::state::BodyFormat::Markdown,
+                    audience: Audience::Prospect,
+                    thread: None,
+                    zone: None,
+                },
+                at(hours),
+                "rule".into(),
+            );
+            row.status = status;
+            row.sent_at = (status == OutboxStatus::Sent).then(|| at(hours));
+            row
+        };
+        let rows = [
+            sent("pat@p.example", 10, OutboxStatus::Sent),
+            sent("sam@p.example", -30, OutboxStatus::Sent),
+            sent("kim@p.example", 12, OutboxStatus::Pending),
+        ];
+        let log = SendLog::default();
+        for row in &rows {
+            log.remember(&limits, row, "sales@us.example", at(20));
+        }
+        let prospect = Audience::Prospect;
+        let d = log
+            .check(&limits, "a@us.example", "pat@p.example", prospect, at(20))
+            .unwrap_err();
+        assert_eq!(
+            d.wait,
+            Duration::from_secs(14 * 3600),
+            "the day runs from the send before"
+        );
+        // Sent more than a day ago, or never sent: no touch counted.
+        assert!(
+            log.check(&limits, "a@us.example", "sam@p.example", prospect, at(20))
+                .is_ok()
+        );
+        assert!(
+            log.check(&limits, "a@us.example", "kim@p.example", prospect, at(20))
+                .is_ok()
+        );
     }
 }

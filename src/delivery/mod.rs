@@ -32,7 +32,7 @@ use crate::state::{
 use crate::store::{Changes, Store, StoreError};
 use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
-use limits::SendLimits;
+use limits::SendLog;
 use mailer::Mailer;
 use message::Built;
 use retry::Failure;
@@ -74,19 +74,22 @@ struct Channels {
     version: String,
     mailer: Result<Mailer, String>,
     webhooks: Result<WebhookClient, String>,
-    limits: SendLimits,
+    limits: crate::config::workflows::Limits,
+    /// What the limits counted, shared by every version's channels.
+    sends: Arc<SendLog>,
     /// Masked in every failure before it is stored or logged.
     secrets: crate::config::environment::Secrets,
 }
 
 impl Channels {
-    fn new(workflows: &Workflows, data_dir: &std::path::Path) -> Self {
+    fn new(workflows: &Workflows, data_dir: &std::path::Path, sends: Arc<SendLog>) -> Self {
         let settings = &workflows.settings;
         Channels {
             version: workflows.version.clone(),
             mailer: Mailer::from_transport(settings.email_transport.as_deref(), data_dir),
             webhooks: WebhookClient::new(settings),
-            limits: SendLimits::new(&settings.limits),
+            limits: settings.limits.clone(),
+            sends,
             secrets: workflows.secrets.clone(),
         }
     }
@@ -129,6 +132,10 @@ pub fn spawn<S: Store>(
         if let Err(e) = recover_interrupted(&outbox).await {
             tracing::error!(error = %e, "Could not look for interrupted sends.");
         }
+        let sends = Arc::new(SendLog::default());
+        if let Err(e) = remember_sends(&outbox, &sends).await {
+            tracing::error!(error = %e, "Could not count the sends made before this start; limits count from now.");
+        }
         let mut channels: Option<Arc<Channels>> = None;
         let mut running = InFlight::new();
         let mut finished = Vec::new();
@@ -138,7 +145,7 @@ pub fn spawn<S: Store>(
             let snapshot = outbox.workflows.load_full();
             let current = match &channels {
                 Some(c) if c.version == snapshot.version => c.clone(),
-                _ => Arc::new(Channels::new(&snapshot, &outbox.data_dir)),
+                _ => Arc::new(Channels::new(&snapshot, &outbox.data_dir, sends.clone())),
             };
             channels = Some(current.clone());
             let room = BATCH.saturating_sub(running.len());
@@ -182,12 +189,43 @@ pub fn spawn<S: Store>(
             take_finished(joined, &mut running, &mut finished);
         }
         let snapshot = outbox.workflows.load_full();
-        let current = Arc::new(Channels::new(&snapshot, &outbox.data_dir));
+        let current = Arc::new(Channels::new(&snapshot, &outbox.data_dir, sends));
         if let Err(e) = step(&outbox, &snapshot, current, finished, 0, &mut running).await {
             tracing::error!(error = %e, "Recording deliveries failed; those rows stay in sending until the next start.");
         }
         tracing::info!("Delivery worker stopped.");
     })
+}
+
+/// Fills the limits' windows with the emails sent within their longest
+/// period before this start, so a restart gives no contact a touch more.
+/// Reads the outbox's sent rows once (nothing when no limit is set).
+async fn remember_sends<S: Store>(
+    outbox: &Outbox<S>,
+    sends: &Arc<SendLog>,
+) -> Result<(), StoreError> {
+    let workflows = outbox.workflows.load_full();
+    let limits = workflows.settings.limits.clone();
+    if SendLog::lookback(&limits).is_none() {
+        return Ok(());
+    }
+    let (store, sends, now) = (outbox.store.clone(), sends.clone(), outbox.clock.now());
+    let from = workflows.settings.email_from.clone().unwrap_or_default();
+    tokio::task::spawn_blocking(move || {
+        for status in [OutboxStatus::Sent, OutboxStatus::Sending] {
+            let filter = crate::store::OutboxFilter {
+                status: Some(status),
+                record: None,
+            };
+            crate::store::for_each_item(
+                |after| store.outbox_matching(&filter, after, 1_000),
+                |row| sends.remember(&limits, &row, &from, now),
+            )?;
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| StoreError::backend_said(format!("counting earlier sends failed: {e}")))?
 }
 
 /// Moves a finished hand-over, and any others already done, to `finished`.
@@ -302,7 +340,7 @@ fn claim<S: Store>(
             changes.outbox.push(row);
             continue;
         }
-        let job = match prepare(&row, workflows, channels, &outbox.key) {
+        let job = match prepare(&row, workflows, channels, &outbox.key, now) {
             Ok(job) => job,
             Err(Prepared::Deferred(deferral)) => {
                 crate::telemetry::delivery(kind_of(&row), "deferred");
@@ -336,6 +374,7 @@ fn prepare(
     workflows: &Workflows,
     channels: &Channels,
     key: &UnsubscribeKey,
+    now: DateTime<Utc>,
 ) -> Result<Job, Prepared> {
     match &row.delivery {
         Delivery::Email { to, audience, .. } => {
@@ -347,8 +386,8 @@ fn prepare(
                 .map(|a| a.to_string())
                 .unwrap_or_default();
             channels
-                .limits
-                .check(&from, to, *audience)
+                .sends
+                .check(&channels.limits, &from, to, *audience, now)
                 .map_err(Prepared::Deferred)?;
             Ok(Job::Email(Box::new(built)))
         }
@@ -607,7 +646,7 @@ mod tests {
 
     async fn deliver(o: &Outbox<KvStore<MemoryBackend>>) {
         let w = o.workflows.load_full();
-        let channels = Arc::new(Channels::new(&w, &o.data_dir));
+        let channels = Arc::new(Channels::new(&w, &o.data_dir, Default::default()));
         let mut running = InFlight::new();
         step(o, &w, channels.clone(), Vec::new(), BATCH, &mut running)
             .await
