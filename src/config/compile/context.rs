@@ -286,9 +286,11 @@ impl<'a> Cx<'a> {
             return start;
         };
         let quoted = matches!(self.text.as_bytes().get(file_offset), Some(b'"' | b'\''));
-        let written = &self.text[file_offset.min(self.text.len())..];
-        let written = if quoted { &written[1..] } else { written };
-        if before.contains('\n') || !written.starts_with(before) {
+        // The parser's offset is not always on a character boundary of the
+        // text (a fuzzed file showed it), so the text is sliced with `get`:
+        // an offset that does not fit gives the value's own position.
+        let written = self.text.get(file_offset + usize::from(quoted)..);
+        if before.contains('\n') || !written.is_some_and(|w| w.starts_with(before)) {
             return start;
         }
         Position::new(
