@@ -26,6 +26,33 @@ pub struct Posted {
     csrf: String,
 }
 
+/// A page's query string, or a 400 page saying what is wrong with it
+/// (axum's own `Query` would answer in plain text).
+pub struct PageQuery<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S>
+    for PageQuery<T>
+{
+    type Rejection = PageError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, PageError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(q)| PageQuery(q))
+            .map_err(|e| PageError::bad_request(e.body_text()))
+    }
+}
+
+/// The query of a page that only shows the notice a form left.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoticeQuery {
+    notice: Option<String>,
+}
+
 /// The period pages cover unless asked otherwise.
 pub const DEFAULT_PERIOD: &str = "30d";
 

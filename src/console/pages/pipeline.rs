@@ -4,12 +4,11 @@
 
 use super::super::render::{PageError, page};
 use super::super::{Console, layout};
-use super::{period_start, record_href, value};
+use super::{PageQuery, period_start, record_href, value};
 use crate::report::pipeline::StageFigures;
 use crate::store::Store;
 use axum::Extension;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -44,9 +43,8 @@ struct StageRow<'a> {
 pub async fn show<S: Store>(
     State(console): State<Arc<Console<S>>>,
     Extension(session): Extension<super::super::session::Session>,
-    query: Result<Query<PipelineQuery>, QueryRejection>,
+    PageQuery(q): PageQuery<PipelineQuery>,
 ) -> Result<Response, PageError> {
-    let Query(q) = query.map_err(|e| PageError::bad_request(e.body_text()))?;
     let app = &console.app;
     let workflows = app.workflows.load_full();
     let names: Vec<String> = workflows
@@ -160,9 +158,8 @@ pub async fn stage<S: Store>(
     State(console): State<Arc<Console<S>>>,
     Extension(session): Extension<super::super::session::Session>,
     Path((pipeline, stage)): Path<(String, String)>,
-    query: Result<Query<StageQuery>, QueryRejection>,
+    PageQuery(q): PageQuery<StageQuery>,
 ) -> Result<Response, PageError> {
-    let Query(q) = query.map_err(|e| PageError::bad_request(e.body_text()))?;
     let app = &console.app;
     let workflows = app.workflows.load_full();
     let known = workflows

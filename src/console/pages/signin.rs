@@ -3,10 +3,10 @@
 use super::super::render::{PageError, page};
 use super::super::session::{Session, local_path};
 use super::super::{Console, check_csrf};
+use super::PageQuery;
 use crate::store::Store;
 use axum::Extension;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Form, Query, State};
+use axum::extract::{Form, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
@@ -23,9 +23,8 @@ pub struct SignInQuery {
 pub async fn form<S: Store>(
     State(console): State<Arc<Console<S>>>,
     headers: HeaderMap,
-    query: Result<Query<SignInQuery>, QueryRejection>,
+    PageQuery(q): PageQuery<SignInQuery>,
 ) -> Result<Response, PageError> {
-    let Query(q) = query.map_err(|e| PageError::bad_request(e.body_text()))?;
     let now = console.app.clock.now();
     let (cookie, session) = match console.sessions.check(&headers, now) {
         Some(session) => (None, session),

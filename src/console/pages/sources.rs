@@ -4,13 +4,11 @@
 use super::super::render::{PageError, page};
 use super::super::session::Session;
 use super::super::{Console, check_csrf, layout};
-use super::{Posted, done};
+use super::{PageQuery, Posted, done};
 use crate::store::Store;
 use axum::Extension;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Form, Path, Query, State};
+use axum::extract::{Form, Path, State};
 use axum::response::Response;
-use serde::Deserialize;
 use std::sync::Arc;
 
 /// Kept payloads listed per source.
@@ -18,19 +16,12 @@ const SHOWN: usize = 20;
 /// Counting stops here ("1000+").
 const COUNTED: usize = 1000;
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SourcesQuery {
-    notice: Option<String>,
-}
-
 /// `GET /sources`.
 pub async fn show<S: Store>(
     State(console): State<Arc<Console<S>>>,
     Extension(session): Extension<Session>,
-    query: Result<Query<SourcesQuery>, QueryRejection>,
+    PageQuery(q): PageQuery<super::NoticeQuery>,
 ) -> Result<Response, PageError> {
-    let Query(q) = query.map_err(|e| PageError::bad_request(e.body_text()))?;
     let app = &console.app;
     let workflows = app.workflows.load();
     let mut sources = Vec::new();

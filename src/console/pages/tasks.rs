@@ -4,12 +4,11 @@
 use super::super::render::{PageError, page};
 use super::super::session::Session;
 use super::super::{Console, check_csrf, layout};
-use super::{Posted, done, record_href, value};
+use super::{PageQuery, Posted, done, record_href, value};
 use crate::state::TaskStatus;
 use crate::store::{Store, TaskFilter};
 use axum::Extension;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Form, Path, Query, State};
+use axum::extract::{Form, Path, State};
 use axum::response::Response;
 use serde::Deserialize;
 use std::sync::Arc;
@@ -28,9 +27,8 @@ pub struct TasksQuery {
 pub async fn show<S: Store>(
     State(console): State<Arc<Console<S>>>,
     Extension(session): Extension<Session>,
-    query: Result<Query<TasksQuery>, QueryRejection>,
+    PageQuery(q): PageQuery<TasksQuery>,
 ) -> Result<Response, PageError> {
-    let Query(q) = query.map_err(|e| PageError::bad_request(e.body_text()))?;
     let app = &console.app;
     let now = app.clock.now();
     let owner = q.owner.filter(|o| !o.is_empty());

@@ -5,29 +5,20 @@
 use super::super::render::{PageError, page};
 use super::super::session::Session;
 use super::super::{Console, check_csrf, layout};
-use super::{Posted, done, value};
+use super::{PageQuery, Posted, done, value};
 use crate::config::diagnostic::Severity;
 use crate::store::Store;
 use axum::Extension;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Form, Query, State};
+use axum::extract::{Form, State};
 use axum::response::Response;
-use serde::Deserialize;
 use std::sync::Arc;
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WorkflowsQuery {
-    notice: Option<String>,
-}
 
 /// `GET /workflows`.
 pub async fn show<S: Store>(
     State(console): State<Arc<Console<S>>>,
     Extension(session): Extension<Session>,
-    query: Result<Query<WorkflowsQuery>, QueryRejection>,
+    PageQuery(q): PageQuery<super::NoticeQuery>,
 ) -> Result<Response, PageError> {
-    let Query(q) = query.map_err(|e| PageError::bad_request(e.body_text()))?;
     let app = &console.app;
     let running = app.workflows.load_full();
     let reload = app.reload.get();
