@@ -66,6 +66,13 @@ rules:
     )
 }
 
+/// The daemon on these tests' workflows, in a folder of its own.
+fn start(smtp: &SmtpSink, env: &[(&str, &str)]) -> (tempfile::TempDir, std::path::PathBuf, Daemon) {
+    let (dir, flows) = workflow_dir(&flows(&smtp.url()));
+    let daemon = Daemon::start(&flows, &dir.path().join("data"), &[], env);
+    (dir, flows, daemon)
+}
+
 /// Six deals worth 1,000 to 6,000: three with a budget moved to qualified,
 /// one of them on to proposal. Now: new 3 (4,000 + 5,000 + 6,000),
 /// qualified 2 (2,000 + 3,000), proposal 1 (1,000); entered: 6, 3, 1.
@@ -213,13 +220,7 @@ async fn sign_in(url: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sign_in_sessions_csrf_errors_and_escaping_over_http() {
     let smtp = SmtpSink::start();
-    let (dir, flows) = workflow_dir(&flows(&smtp.url()));
-    let daemon = Daemon::start(
-        &flows,
-        &dir.path().join("data"),
-        &[],
-        &[("DEALFLOW_TOKEN", TOKEN)],
-    );
+    let (dir, flows, daemon) = start(&smtp, &[("DEALFLOW_TOKEN", TOKEN)]);
     let url = daemon.url.clone();
     let http = no_redirects();
 
@@ -468,8 +469,7 @@ async fn sign_in_sessions_csrf_errors_and_escaping_over_http() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_pages_hear_of_commits_and_dead_sends_can_be_retried_or_cancelled() {
     let smtp = SmtpSink::start();
-    let (dir, flows) = workflow_dir(&flows(&smtp.url()));
-    let daemon = Daemon::start(&flows, &dir.path().join("data"), &[], &[]);
+    let (_dir, _flows, daemon) = start(&smtp, &[]);
     let url = daemon.url.clone();
 
     // Open (no token, loopback): a guest session is made on the spot.
@@ -572,13 +572,7 @@ async fn live_pages_hear_of_commits_and_dead_sends_can_be_retried_or_cancelled()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_in_a_real_browser() {
     let smtp = SmtpSink::start();
-    let (dir, flows) = workflow_dir(&flows(&smtp.url()));
-    let daemon = Daemon::start(
-        &flows,
-        &dir.path().join("data"),
-        &[],
-        &[("DEALFLOW_TOKEN", TOKEN)],
-    );
+    let (_dir, flows, daemon) = start(&smtp, &[("DEALFLOW_TOKEN", TOKEN)]);
     let url = daemon.url.clone();
     seed(&url).await;
     let browser = Browser::start().await;
