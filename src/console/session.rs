@@ -41,10 +41,11 @@ impl SessionKeys {
             Some(token) => signature::sign(token.as_bytes(), &[b"dealflow console sessions"]),
             None => {
                 let mut random = [0u8; 32];
-                // Without randomness the key is still unguessable enough
-                // for a loopback-only console: the process id and time.
+                // With no token every session may do everything anyway; the
+                // key only binds CSRF tokens to their session, so a failed
+                // draw (all zeros) is logged, not fatal.
                 if getrandom::fill(&mut random).is_err() {
-                    tracing::warn!("No randomness for console sessions; using a weaker key.");
+                    tracing::warn!("No randomness for console sessions; CSRF tokens are weaker.");
                 }
                 random.to_vec()
             }
@@ -59,7 +60,12 @@ impl SessionKeys {
     /// A new session cookie's value, and the session it stands for.
     pub fn issue(&self, signed_in: bool, now: DateTime<Utc>) -> (String, Session) {
         let mut nonce = [0u8; 16];
-        let _ = getrandom::fill(&mut nonce);
+        // A failed draw leaves a nonce other sessions may share: their CSRF
+        // tokens would match each other's, never an outsider's (the MAC
+        // needs the key), so it is logged rather than refused.
+        if getrandom::fill(&mut nonce).is_err() {
+            tracing::warn!("No randomness for a console session's nonce.");
+        }
         let nonce = hex::encode(nonce);
         let level = if signed_in { "u" } else { "g" };
         let body = format!("{level}.{}.{nonce}", now.timestamp());
