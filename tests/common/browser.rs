@@ -9,7 +9,7 @@ use std::time::Duration;
 pub struct Browser {
     pub client: Client,
     driver: Child,
-    _profile: tempfile::TempDir,
+    profile: tempfile::TempDir,
 }
 
 impl Browser {
@@ -61,7 +61,7 @@ impl Browser {
                     return Browser {
                         client,
                         driver,
-                        _profile: profile,
+                        profile,
                     };
                 }
                 Err(e) => last = Some(e),
@@ -72,10 +72,9 @@ impl Browser {
     }
 
     /// Ends the browser session (and Chromium with it), then ChromeDriver.
-    pub async fn close(mut self) {
+    pub async fn close(self) {
         let client = self.client.clone();
         let _ = client.close().await;
-        let _ = self.driver.kill();
     }
 
     /// Clicks the element `locator` finds.
@@ -136,8 +135,15 @@ impl Browser {
 }
 
 impl Drop for Browser {
+    /// A test that failed never reached `close`: ChromeDriver's death does
+    /// not end Chromium, so its processes are found by the profile folder
+    /// only they use.
     fn drop(&mut self) {
         let _ = self.driver.kill();
         let _ = self.driver.wait();
+        let _ = Command::new("pkill")
+            .arg("-f")
+            .arg(self.profile.path())
+            .status();
     }
 }
