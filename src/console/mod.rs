@@ -117,7 +117,59 @@ pub fn router<S: Store>(console: Arc<Console<S>>) -> Router {
         )
         .route("/assets/console.css", get(assets::css))
         .route("/assets/console.js", get(assets::js))
+        .layer(middleware::from_fn_with_state(
+            console.clone(),
+            require_csrf::<S>,
+        ))
         .with_state(console)
+}
+
+/// Largest form a console page posts.
+const FORM_LIMIT: usize = 64 * 1024;
+
+/// Every form posted to the console, sign-in included, must carry the CSRF
+/// token of the session its cookie proves. Checked here once, before any
+/// handler, so no handler can forget it; a refusal changes nothing.
+async fn require_csrf<S: Store>(
+    State(console): State<Arc<Console<S>>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    use axum::http::Method;
+    if matches!(*request.method(), Method::GET | Method::HEAD) {
+        return next.run(request).await;
+    }
+    let Some(session) = console
+        .sessions
+        .check(request.headers(), console.app.clock.now())
+    else {
+        return PageError::new(
+            StatusCode::FORBIDDEN,
+            "sign in first (the console needs its cookie)",
+        )
+        .into_response();
+    };
+    let (parts, body) = request.into_parts();
+    let Ok(form) = axum::body::to_bytes(body, FORM_LIMIT).await else {
+        return PageError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "the form is larger than the console takes",
+        )
+        .into_response();
+    };
+    let given = form_urlencoded::parse(&form)
+        .find(|(name, _)| name == "csrf")
+        .map(|(_, token)| token.into_owned())
+        .unwrap_or_default();
+    if !console.sessions.csrf_matches(&session, &given) {
+        return PageError::new(
+            StatusCode::FORBIDDEN,
+            "this form was not sent from a console page of this session (its CSRF token is missing or old); reload the page and try again",
+        )
+        .into_response();
+    }
+    next.run(Request::from_parts(parts, axum::body::Body::from(form)))
+        .await
 }
 
 /// Lets a request through with its [`Session`] when it has a signed-in one
@@ -151,23 +203,6 @@ async fn require_session<S: Store>(
     let mut response = next.run(request).await;
     console.sessions.attach(&mut response, &cookie);
     response
-}
-
-/// A POSTed form's CSRF token checked against the session; the refusal
-/// changes nothing.
-fn check_csrf<S: Store>(
-    console: &Console<S>,
-    session: &Session,
-    given: &str,
-) -> Result<(), PageError> {
-    if console.sessions.csrf_matches(session, given) {
-        Ok(())
-    } else {
-        Err(PageError::new(
-            StatusCode::FORBIDDEN,
-            "this form was not sent from a console page of this session (its CSRF token is missing or old); reload the page and try again",
-        ))
-    }
 }
 
 /// What every page's layout shows: which tab is open, the form token, and

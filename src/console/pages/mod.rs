@@ -17,15 +17,6 @@ use axum::response::{IntoResponse, Redirect, Response};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
-/// What every console form posts: its CSRF token. A form without one
-/// reads as an empty token, which never matches, so it is refused with
-/// the console's own sentence instead of a parser's.
-#[derive(Debug, Deserialize)]
-pub struct Posted {
-    #[serde(default)]
-    csrf: String,
-}
-
 /// A page's query string, or a 400 page saying what is wrong with it
 /// (axum's own `Query` would answer in plain text).
 pub struct PageQuery<T>(pub T);

@@ -3,11 +3,11 @@
 
 use super::super::render::{PageError, page};
 use super::super::session::Session;
-use super::super::{Console, check_csrf, layout};
-use super::{PageQuery, Posted, done};
+use super::super::{Console, layout};
+use super::{PageQuery, done};
 use crate::store::Store;
 use axum::Extension;
-use axum::extract::{Form, Path, State};
+use axum::extract::{Path, State};
 use axum::response::Response;
 use std::sync::Arc;
 
@@ -51,11 +51,8 @@ pub async fn show<S: Store>(
 /// `POST /outbox/{id}/retry` or `/cancel`.
 pub async fn act<S: Store>(
     State(console): State<Arc<Console<S>>>,
-    Extension(session): Extension<Session>,
     Path((id, action)): Path<(String, String)>,
-    Form(posted): Form<Posted>,
 ) -> Result<Response, PageError> {
-    check_csrf(&console, &session, &posted.csrf)?;
     crate::api::outbox::decide(&console.app, &id, &action).await?;
     let did = if action == "retry" {
         "queued again"

@@ -5,8 +5,8 @@
 
 use super::super::render::{PageError, page};
 use super::super::session::Session;
-use super::super::{Console, check_csrf, layout};
-use super::{Posted, done, record_href, record_key, value};
+use super::super::{Console, layout};
+use super::{done, record_href, record_key, value};
 use crate::state::TaskStatus;
 use crate::store::{OutboxFilter, RunFilter, Store, TaskFilter};
 use axum::Extension;
@@ -99,8 +99,6 @@ pub async fn show<S: Store>(
 
 #[derive(Deserialize)]
 pub struct MoveForm {
-    #[serde(flatten)]
-    posted: Posted,
     #[serde(default)]
     to: String,
 }
@@ -108,11 +106,9 @@ pub struct MoveForm {
 /// `POST /records/{kind}/{id}/stage`: the same gated move as the API.
 pub async fn move_stage<S: Store>(
     State(console): State<Arc<Console<S>>>,
-    Extension(session): Extension<Session>,
     Path((kind, id)): Path<(String, String)>,
     Form(form): Form<MoveForm>,
 ) -> Result<Response, PageError> {
-    check_csrf(&console, &session, &form.posted.csrf)?;
     let key = record_key(kind, id)?;
     crate::api::records::move_stage(&console.app, key.clone(), form.to.clone()).await?;
     Ok(done(&record_href(&key), &format!("moved to {}", form.to)))

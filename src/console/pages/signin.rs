@@ -1,11 +1,10 @@
 //! Signing in with the API token, and out.
 
+use super::super::Console;
 use super::super::render::{PageError, page};
-use super::super::session::{Session, local_path};
-use super::super::{Console, check_csrf};
+use super::super::session::local_path;
 use super::PageQuery;
 use crate::store::Store;
-use axum::Extension;
 use axum::extract::{Form, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -51,8 +50,6 @@ pub async fn form<S: Store>(
 
 #[derive(Deserialize)]
 pub struct SignInForm {
-    #[serde(flatten)]
-    posted: super::Posted,
     #[serde(default)]
     token: String,
     #[serde(default)]
@@ -73,7 +70,6 @@ pub async fn sign_in<S: Store>(
             "open the sign-in page first (cookies must be allowed)",
         )
     })?;
-    check_csrf(&console, &session, &form.posted.csrf)?;
     let next = if local_path(&form.next) {
         form.next.as_str()
     } else {
@@ -105,10 +101,7 @@ pub async fn sign_in<S: Store>(
 /// `POST /signout`.
 pub async fn sign_out<S: Store>(
     State(console): State<Arc<Console<S>>>,
-    Extension(session): Extension<Session>,
-    Form(posted): Form<super::Posted>,
 ) -> Result<Response, PageError> {
-    check_csrf(&console, &session, &posted.csrf)?;
     let mut response = Redirect::to("/signin").into_response();
     console.sessions.detach(&mut response);
     Ok(response)

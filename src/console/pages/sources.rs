@@ -3,11 +3,11 @@
 
 use super::super::render::{PageError, page};
 use super::super::session::Session;
-use super::super::{Console, check_csrf, layout};
-use super::{PageQuery, Posted, done};
+use super::super::{Console, layout};
+use super::{PageQuery, done};
 use crate::store::Store;
 use axum::Extension;
-use axum::extract::{Form, Path, State};
+use axum::extract::{Path, State};
 use axum::response::Response;
 use std::sync::Arc;
 
@@ -54,11 +54,8 @@ pub async fn show<S: Store>(
 /// `POST /sources/{name}/rejected/{id}/replay`.
 pub async fn replay<S: Store>(
     State(console): State<Arc<Console<S>>>,
-    Extension(session): Extension<Session>,
     Path((name, id)): Path<(String, String)>,
-    Form(posted): Form<Posted>,
 ) -> Result<Response, PageError> {
-    check_csrf(&console, &session, &posted.csrf)?;
     let answer = crate::api::sources::replay_kept(&console.app, &name, &id).await?;
     let events = answer["events"].as_u64().unwrap_or(0);
     Ok(done(

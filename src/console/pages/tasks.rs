@@ -3,8 +3,8 @@
 
 use super::super::render::{PageError, page};
 use super::super::session::Session;
-use super::super::{Console, check_csrf, layout};
-use super::{PageQuery, Posted, done, record_href, value};
+use super::super::{Console, layout};
+use super::{PageQuery, done, record_href, value};
 use crate::state::TaskStatus;
 use crate::store::{Store, TaskFilter};
 use axum::Extension;
@@ -70,8 +70,6 @@ pub async fn show<S: Store>(
 
 #[derive(Deserialize)]
 pub struct CompleteForm {
-    #[serde(flatten)]
-    posted: Posted,
     #[serde(default)]
     owner: String,
 }
@@ -79,11 +77,9 @@ pub struct CompleteForm {
 /// `POST /tasks/{id}/complete`.
 pub async fn complete<S: Store>(
     State(console): State<Arc<Console<S>>>,
-    Extension(session): Extension<Session>,
     Path(id): Path<String>,
     Form(form): Form<CompleteForm>,
 ) -> Result<Response, PageError> {
-    check_csrf(&console, &session, &form.posted.csrf)?;
     crate::api::tasks::complete(&console.app, &id).await?;
     let back = if form.owner.is_empty() {
         "/tasks".to_owned()

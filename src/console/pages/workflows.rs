@@ -4,12 +4,12 @@
 
 use super::super::render::{PageError, page};
 use super::super::session::Session;
-use super::super::{Console, check_csrf, layout};
-use super::{PageQuery, Posted, done, value};
+use super::super::{Console, layout};
+use super::{PageQuery, done, value};
 use crate::config::diagnostic::Severity;
 use crate::store::Store;
 use axum::Extension;
-use axum::extract::{Form, State};
+use axum::extract::State;
 use axum::response::Response;
 use std::sync::Arc;
 
@@ -63,11 +63,8 @@ pub async fn show<S: Store>(
 /// `POST /workflows/reload`: reload the folder now.
 pub async fn reload<S: Store>(
     State(console): State<Arc<Console<S>>>,
-    Extension(session): Extension<Session>,
-    Form(posted): Form<Posted>,
 ) -> Result<Response, PageError> {
     use crate::reload::Outcome;
-    check_csrf(&console, &session, &posted.csrf)?;
     let notice = match console.app.reloader.reload().await {
         Some(Outcome::Reloaded { version, moved }) => {
             format!("reloaded: version {version}, {moved} enrollment(s) moved")
