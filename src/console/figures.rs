@@ -12,7 +12,7 @@
 
 use crate::config::Workflows;
 use crate::report::{PipelineReport, PipelineReportBuilder};
-use crate::state::{RecordKey, StageVisit};
+use crate::state::RecordKey;
 use crate::store::{Store, StoreError};
 use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, HashMap};
@@ -58,8 +58,7 @@ impl PipelineFigures {
     ) -> Result<Self, StoreError> {
         let mut report = PipelineReportBuilder::new(workflows, since);
         let mut members: HashMap<(String, String), Vec<Member>> = HashMap::new();
-        let mut failed = Ok(());
-        store.each_stage_history(&mut |record: RecordKey, visits: Vec<StageVisit>| {
+        crate::report::each_valued_history(store, workflows, &mut |record, visits, value| {
             if let Some(now) = visits.last().filter(|v| v.exited_at.is_none()) {
                 members
                     .entry((now.pipeline.clone(), now.stage.clone()))
@@ -70,11 +69,8 @@ impl PipelineFigures {
                         stalled: now.stalls > 0,
                     });
             }
-            if failed.is_ok() {
-                failed = report.add_reading(store, &record, &visits);
-            }
+            report.add_valued(&record, &visits, value);
         })?;
-        failed?;
         for list in members.values_mut() {
             list.sort_by(|a, b| {
                 a.entered_at
@@ -324,6 +320,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::StageVisit;
     use crate::store::{Changes, KvStore, MemoryBackend};
 
     fn visit(stage: &str, at: DateTime<Utc>) -> StageVisit {

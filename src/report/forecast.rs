@@ -5,10 +5,10 @@
 //! The snapshot is this module's one write: a whole-table read once a day,
 //! on its own task, never on the engine worker.
 
-use super::pipeline::{PipelineReportBuilder, value_of};
+use super::pipeline::PipelineReportBuilder;
 use crate::clock::Clock;
 use crate::config::Workflows;
-use crate::state::{ForecastSnapshot, RecordKey, StageVisit};
+use crate::state::ForecastSnapshot;
 use crate::store::{Changes, Store, StoreError};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
@@ -191,26 +191,13 @@ pub fn forecast_report<S: Store>(
         .iter()
         .map(|t| PipelineReportBuilder::new(workflows, *t))
         .collect();
-    let mut failed = Ok(());
-    store.each_stage_history(&mut |record: RecordKey, visits: Vec<StageVisit>| {
-        if failed.is_err() || builders.is_empty() {
-            return;
-        }
-        let value = match builders[0].needs_value(&record, &visits) {
-            Some(field) => match store.record(&record) {
-                Ok(r) => r.and_then(|r| value_of(&r, field)),
-                Err(e) => {
-                    failed = Err(e);
-                    return;
-                }
-            },
-            None => None,
-        };
-        for b in &mut builders {
-            b.add_valued(&record, &visits, value);
-        }
-    })?;
-    failed?;
+    if !builders.is_empty() {
+        super::each_valued_history(store, workflows, &mut |record, visits, value| {
+            for b in &mut builders {
+                b.add_valued(&record, &visits, value);
+            }
+        })?;
+    }
     let finished: Vec<Vec<super::PipelineReport>> = builders
         .into_iter()
         .map(PipelineReportBuilder::finish)
@@ -277,7 +264,7 @@ pub fn forecast_report<S: Store>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::Record;
+    use crate::state::{Record, RecordKey, StageVisit};
     use crate::store::{ForecastTable, KvStore, MemoryBackend, StageHistoryTable};
 
     const FLOWS: &str = "pipelines:\n  - name: b2b\n    for: deal\n    value: amount\n    stages:\n      - { name: qualified, probability: 0.2 }\n      - { name: proposal, probability: 0.5 }\n      - { name: won, outcome: won }\n      - { name: lost, outcome: lost }\n";

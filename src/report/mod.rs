@@ -13,7 +13,7 @@ pub use pipeline::{Forecast, PipelineReport, PipelineReportBuilder, quantile, va
 pub use render::{Format, render_forecast, render_owners, render_pipeline, render_sequences};
 
 use crate::config::Workflows;
-use crate::state::{EnrollmentStatus, OutboxStatus, TaskStatus};
+use crate::state::{EnrollmentStatus, OutboxStatus, RecordKey, StageVisit, TaskStatus};
 use crate::store::{OutboxFilter, Store, StoreError, TaskFilter, for_each_item};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -29,14 +29,38 @@ pub fn pipeline_report<S: Store>(
     since: DateTime<Utc>,
 ) -> Result<Vec<PipelineReport>, StoreError> {
     let mut builder = PipelineReportBuilder::new(workflows, since);
+    each_valued_history(store, workflows, &mut |record, visits, value| {
+        builder.add_valued(&record, &visits, value);
+    })?;
+    Ok(builder.finish())
+}
+
+/// Every record's stage history, with the record's value when a forecast
+/// needs it ([`pipeline::value_needed`]): the one scan behind the pipeline
+/// report, the console's figures and the forecast report.
+pub fn each_valued_history<S: Store>(
+    store: &S,
+    workflows: &Workflows,
+    each: &mut dyn FnMut(RecordKey, Vec<StageVisit>, Option<f64>),
+) -> Result<(), StoreError> {
     let mut failed = Ok(());
     store.each_stage_history(&mut |record, visits| {
-        if failed.is_ok() {
-            failed = builder.add_reading(store, &record, &visits);
+        if failed.is_err() {
+            return;
         }
+        let value = match pipeline::value_needed(workflows, &record, &visits) {
+            Some(field) => match store.record(&record) {
+                Ok(found) => found.and_then(|r| value_of(&r, field)),
+                Err(e) => {
+                    failed = Err(e);
+                    return;
+                }
+            },
+            None => None,
+        };
+        each(record, visits, value);
     })?;
-    failed?;
-    Ok(builder.finish())
+    failed
 }
 
 /// One person's queue and book.

@@ -240,21 +240,8 @@ impl<'w> PipelineReportBuilder<'w> {
         }
     }
 
-    /// Whether adding this history needs the record's value (its pipeline
-    /// forecasts, and the record is open now or was won), so a caller
-    /// reads records only for those.
-    pub fn needs_value(&self, record: &RecordKey, visits: &[StageVisit]) -> Option<&'w str> {
-        let pipeline = self.workflows.pipeline_for(&record.kind)?;
-        let field = pipeline.value.as_deref()?;
-        let open = visits.last().is_some_and(|v| v.exited_at.is_none());
-        let won = visits
-            .iter()
-            .any(|v| outcome(pipeline, &v.stage) == Some(Outcome::Won));
-        (open || won).then_some(field)
-    }
-
     /// Adds one record's history (oldest visit first) with its value, as
-    /// [`Self::needs_value`] asked for.
+    /// [`value_needed`] asked for.
     pub fn add_valued(&mut self, record: &RecordKey, visits: &[StageVisit], value: Option<f64>) {
         self.add(record, visits);
         let Some(pipeline) = self.workflows.pipeline_for(&record.kind) else {
@@ -289,22 +276,6 @@ impl<'w> PipelineReportBuilder<'w> {
             }
         }
         self.add_won_value(record, visits, value);
-    }
-
-    /// Adds one record's history, reading the record's value from `store`
-    /// when the forecast needs it.
-    pub fn add_reading<S: crate::store::RecordTable + ?Sized>(
-        &mut self,
-        store: &S,
-        record: &RecordKey,
-        visits: &[StageVisit],
-    ) -> Result<(), crate::store::StoreError> {
-        let value = match self.needs_value(record, visits) {
-            Some(field) => store.record(record)?.and_then(|r| value_of(&r, field)),
-            None => None,
-        };
-        self.add_valued(record, visits, value);
-        Ok(())
     }
 
     /// Adds one record's history (oldest visit first).
@@ -473,6 +444,23 @@ fn finish_forecast(f: &mut Forecast) {
         }
         _ => None,
     };
+}
+
+/// The field holding a record's value, when adding its history to a report
+/// needs it (its pipeline forecasts, and the record is open now or was
+/// won), so a scan reads records only for those.
+pub fn value_needed<'w>(
+    workflows: &'w Workflows,
+    record: &RecordKey,
+    visits: &[StageVisit],
+) -> Option<&'w str> {
+    let pipeline = workflows.pipeline_for(&record.kind)?;
+    let field = pipeline.value.as_deref()?;
+    let open = visits.last().is_some_and(|v| v.exited_at.is_none());
+    let won = visits
+        .iter()
+        .any(|v| outcome(pipeline, &v.stage) == Some(Outcome::Won));
+    (open || won).then_some(field)
 }
 
 /// A record's value for the forecast: its field as a number, or a string
