@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 
 pub mod address;
 mod builtin;
+pub mod phone;
 mod scores;
 
 pub use builtin::BuiltinEvent;
@@ -402,6 +403,16 @@ pub enum Delivery {
         #[serde(default)]
         secret: Option<String>,
     },
+    /// A text message to a record's phone (SPEC §3.12).
+    Sms {
+        /// Recipient, E.164 (`+15551234567`).
+        to: String,
+        /// Plain text as rendered.
+        body: String,
+        /// The zone the send and its quiet hours are timed in.
+        #[serde(default)]
+        zone: Option<String>,
+    },
 }
 
 /// How an email body is written: from a template's extension, or
@@ -511,6 +522,26 @@ pub struct OutboxEntry {
     /// limit instead of mailing forever.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub depth: u32,
+    /// The provider's own id of a text (Twilio's `MessageSid`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_id: Option<String>,
+    /// The last delivery receipt of a text (`delivered`, `failed`, ...).
+    /// Kept in a table of its own and joined on read: the hook that
+    /// receives it and the delivery worker never write the same key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<Receipt>,
+}
+
+/// A provider's delivery receipt of a text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Receipt {
+    /// The provider's status: `sent`, `delivered`, `failed`, `undelivered`, ...
+    pub status: String,
+    /// The provider's error code, when it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<String>,
+    /// When it arrived.
+    pub at: DateTime<Utc>,
 }
 
 impl OutboxEntry {
@@ -536,6 +567,8 @@ impl OutboxEntry {
             deferrals: 0,
             sent_at: None,
             depth: 0,
+            provider_id: None,
+            receipt: None,
         }
     }
 

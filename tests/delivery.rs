@@ -735,6 +735,14 @@ rules:
         (smtp.to("pat@p.example").len() == 1).then_some(())
     })
     .await;
+    // Killed only once the send is recorded: a kill between the server's
+    // acceptance and the record resends it (SPEC §6), which is not what
+    // this test is about.
+    eventually(15, "the first touch recorded", || async {
+        let rows = outbox(&daemon.url, "record=lead/L1").await;
+        rows.into_iter().find(|r| r["status"] == "sent")
+    })
+    .await;
     daemon.kill();
     let daemon = Daemon::start(&flows, &data, &[], &[]);
     let url = daemon.url.clone();

@@ -41,7 +41,7 @@ fn unsubscribe_target<S: Store>(
             let to = to.clone();
             Ok((row, to))
         }
-        Delivery::Webhook { .. } => Err(not_found()),
+        Delivery::Webhook { .. } | Delivery::Sms { .. } => Err(not_found()),
     }
 }
 

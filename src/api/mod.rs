@@ -21,6 +21,7 @@ mod reports;
 mod routes;
 mod runs;
 mod server;
+mod sms;
 pub(crate) mod sources;
 mod status;
 mod suppressions;

@@ -132,6 +132,7 @@ pub(crate) fn shown(row: &OutboxEntry, workflows: &Workflows, key: &UnsubscribeK
                 *secret = Some("(set)".to_owned());
             }
         }
+        Delivery::Sms { .. } => {}
     }
     let mut value = serde_json::to_value(&shown).unwrap_or(Value::Null);
     if let Delivery::Webhook { headers, .. } = &row.delivery {

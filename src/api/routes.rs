@@ -64,6 +64,7 @@ pub fn router<S: Store>(app: Arc<App<S>>) -> Router {
             get(super::mail::unsubscribe_page::<S>).post(super::mail::unsubscribe::<S>),
         )
         // Verified by each source's own scheme, not the bearer token.
+        .route("/hooks/sms", post(super::sms::post_hook::<S>))
         .route("/hooks/{name}", post(super::sources::post_hook::<S>))
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(super::status::get_metrics::<S>))

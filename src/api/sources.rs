@@ -150,7 +150,7 @@ fn kept(
 
 /// Milliseconds since 1970 then random bits: ids sort by arrival, and two
 /// payloads in the same millisecond still differ.
-fn kept_id(now: DateTime<Utc>) -> String {
+pub(super) fn kept_id(now: DateTime<Utc>) -> String {
     let mut random = [0u8; 4];
     // Without randomness the time alone still orders them.
     let _ = getrandom::fill(&mut random);
@@ -163,7 +163,7 @@ fn kept_id(now: DateTime<Utc>) -> String {
 
 /// Lower-case names; repeated headers joined; bytes that are not UTF-8
 /// replaced (signature headers are ASCII, so nothing they check is lost).
-fn headers(map: &HeaderMap) -> Headers {
+pub(super) fn headers(map: &HeaderMap) -> Headers {
     let mut out = Headers::new();
     for (name, value) in map {
         let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
@@ -252,6 +252,9 @@ pub(crate) async fn replay_kept<S: Store>(
             "source \"{name}\" keeps no payload {id}"
         )));
     };
+    if name == super::sms::SOURCE {
+        return super::sms::replay(app, payload).await;
+    }
     let workflows = app.workflows.load_full();
     let Some(source) = workflows.sources.get(&name) else {
         return Err(ApiError::new(

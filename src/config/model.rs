@@ -124,6 +124,36 @@ pub struct SettingsSpec {
     /// IMAP mailboxes to read replies, bounces and auto-replies from.
     #[serde(default)]
     pub mailboxes: Vec<MailboxSpec>,
+    /// The text-message provider (`sms:` actions and steps).
+    pub sms: Option<SmsSettingsSpec>,
+}
+
+/// `settings.sms`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SmsSettingsSpec {
+    /// `twilio` (default) or `http` (a generic JSON POST).
+    pub provider: Option<Located<SmsProvider>>,
+    /// Base URL of the provider's API (Twilio: `https://api.twilio.com`).
+    pub url: Option<Text>,
+    /// Account (Twilio's Account SID).
+    pub account: Option<Text>,
+    /// API token (Twilio's Auth Token; it also signs Twilio's webhooks); use `${VAR}`.
+    pub token: Text,
+    /// Sending number, E.164 (`+15551230000`).
+    pub from: Text,
+    /// Never text in these hours of the recipient's zone, e.g. `21:00-08:00`.
+    pub quiet_hours: Option<Text>,
+}
+
+/// Who carries texts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SmsProvider {
+    /// Twilio's Messages API (form-encoded, basic auth).
+    Twilio,
+    /// A JSON POST to `url` with a bearer token.
+    Http,
 }
 
 /// `settings.mailboxes` item.
@@ -422,6 +452,18 @@ pub enum ActionSpec {
     Score(ScoreActionSpec),
     /// Raise a custom event on the same record.
     Emit(EmitSpec),
+    /// Text the record's phone.
+    Sms(SmsSpec),
+}
+
+/// `sms:` action or step.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SmsSpec {
+    /// Recipient, E.164 (default: the record's `phone` field).
+    pub to: Option<Text>,
+    /// The text (a template).
+    pub body: Text,
 }
 
 /// `email:` action or step.
@@ -595,6 +637,8 @@ pub struct StepSpec {
     pub task: Option<TaskSpec>,
     /// Call a webhook.
     pub webhook: Option<WebhookSpec>,
+    /// Send a text.
+    pub sms: Option<SmsSpec>,
     /// Wait this long (calendar time).
     pub wait: Option<Text>,
     /// Leave the sequence with this reason.

@@ -1,7 +1,7 @@
 //! Send windows: when a calendar is open, read in a zone (the recipient's
 //! when known), across weekends, holidays and DST changes.
 
-use crate::config::workflows::Calendar;
+use crate::config::workflows::{Calendar, QuietHours};
 use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
 use chrono_tz::Tz;
 
@@ -28,6 +28,21 @@ pub fn send_time(
     }
     let room = (close - open).min(SPREAD).num_seconds().max(1) as u64;
     Some(open + Duration::seconds((stable_hash(key) % room) as i64))
+}
+
+/// When quiet hours that hold at `at` in `zone` end; `None` when `at` is
+/// outside them. Hours across midnight (`21:00-08:00`) end the next day.
+pub fn quiet_until(quiet: &QuietHours, zone: Tz, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let local = at.with_timezone(&zone).naive_local();
+    let time = local.time();
+    let (day, inside) = if quiet.start < quiet.end {
+        (local.date(), quiet.start <= time && time < quiet.end)
+    } else if time >= quiet.start {
+        (local.date().succ_opt()?, true)
+    } else {
+        (local.date(), time < quiet.end)
+    };
+    inside.then(|| to_utc(zone, day.and_time(quiet.end)))
 }
 
 /// The first open interval `[open, close)` that ends after `at`.
@@ -91,6 +106,41 @@ mod tests {
     use super::*;
     use crate::config::values::parse_hours;
     use chrono::Weekday;
+
+    #[test]
+    fn quiet_hours_across_midnight_end_the_next_morning_in_the_recipients_zone() {
+        let quiet = QuietHours {
+            start: NaiveTime::from_hms_opt(21, 0, 0).unwrap(),
+            end: NaiveTime::from_hms_opt(8, 0, 0).unwrap(),
+        };
+        let zone: Tz = "America/Chicago".parse().unwrap();
+        let utc = |t: &str| t.parse::<DateTime<Utc>>().unwrap();
+        // 22:30 in Chicago (CST, UTC-6): quiet until 08:00 the next day.
+        assert_eq!(
+            quiet_until(&quiet, zone, utc("2026-03-03T04:30:00Z")),
+            Some(utc("2026-03-03T14:00:00Z"))
+        );
+        // 06:00 in Chicago: quiet until 08:00 the same day.
+        assert_eq!(
+            quiet_until(&quiet, zone, utc("2026-03-03T12:00:00Z")),
+            Some(utc("2026-03-03T14:00:00Z"))
+        );
+        // Noon: not quiet.
+        assert_eq!(quiet_until(&quiet, zone, utc("2026-03-03T18:00:00Z")), None);
+        // Quiet hours within one day.
+        let lunch = QuietHours {
+            start: NaiveTime::from_hms_opt(12, 0, 0).unwrap(),
+            end: NaiveTime::from_hms_opt(13, 0, 0).unwrap(),
+        };
+        assert_eq!(
+            quiet_until(&lunch, Tz::UTC, utc("2026-03-03T12:59:00Z")),
+            Some(utc("2026-03-03T13:00:00Z"))
+        );
+        assert_eq!(
+            quiet_until(&lunch, Tz::UTC, utc("2026-03-03T13:00:00Z")),
+            None
+        );
+    }
 
     fn business(zone: Tz, holidays: &[&str]) -> Calendar {
         Calendar {

@@ -118,6 +118,34 @@ pub struct Settings {
     pub keep_runs: Duration,
     /// IMAP mailboxes read for replies, bounces and auto-replies.
     pub mailboxes: Vec<Mailbox>,
+    /// The text-message provider, when texts are sent.
+    pub sms: Option<SmsSettings>,
+}
+
+/// `settings.sms` (SPEC §3.12).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmsSettings {
+    /// Who carries the texts.
+    pub provider: crate::config::model::SmsProvider,
+    /// Base URL of the provider's API, without a trailing `/`.
+    pub url: String,
+    /// Account (Twilio's Account SID).
+    pub account: String,
+    /// API token; Twilio also signs its webhooks with it.
+    pub token: SigningSecret,
+    /// Sending number, E.164.
+    pub from: String,
+    /// Hours of the recipient's day when nothing is texted.
+    pub quiet_hours: Option<QuietHours>,
+}
+
+/// A span of the day, possibly across midnight (`21:00-08:00`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuietHours {
+    /// First quiet minute.
+    pub start: chrono::NaiveTime,
+    /// First minute texts may go again.
+    pub end: chrono::NaiveTime,
 }
 
 /// An IMAP mailbox dealflow watches (SPEC §3.11).
@@ -201,6 +229,7 @@ impl Default for Settings {
             retry: RetryPolicy::default(),
             keep_runs: Duration::from_secs(90 * 86_400),
             mailboxes: Vec::new(),
+            sms: None,
         }
     }
 }
@@ -432,6 +461,17 @@ pub enum Action {
         /// Its data; string leaves are templates.
         data: Option<JsonTemplate>,
     },
+    /// A text to the record's phone.
+    Sms(SmsAction),
+}
+
+/// `sms:`.
+#[derive(Debug, Clone)]
+pub struct SmsAction {
+    /// Recipient; `None` is the record's `phone` field.
+    pub to: Option<TextTemplate>,
+    /// The text.
+    pub body: TextTemplate,
 }
 
 /// A field value of `set:`.
@@ -617,6 +657,8 @@ pub enum StepKind {
     Task(TaskAction),
     /// Call a webhook.
     Webhook(WebhookAction),
+    /// Send a text.
+    Sms(SmsAction),
     /// Wait.
     Wait(Duration),
     /// Leave with a reason.

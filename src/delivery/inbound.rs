@@ -84,7 +84,7 @@ pub fn event_for(
 ) -> Option<NewEvent> {
     let to = match &row.delivery {
         Delivery::Email { to, .. } => to.clone(),
-        Delivery::Webhook { .. } => String::new(),
+        Delivery::Webhook { .. } | Delivery::Sms { .. } => String::new(),
     };
     let message_id = message_id(raw);
     let (event_type, data) = match message {

@@ -10,7 +10,7 @@
 
 use crate::config::values::RateLimit;
 use crate::config::workflows::Limits;
-use crate::state::{Delivery, OutboxEntry, OutboxStatus};
+use crate::state::{Delivery, OutboxEntry, OutboxStatus, RecordKey};
 use chrono::{DateTime, Utc};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -62,38 +62,97 @@ pub struct SendLog {
     sent: Mutex<HashMap<(Kind, String), Window>>,
 }
 
-/// The keys one email counts under: the contact (prospects only: a notice
-/// to a rep is not a touch, and must not wait a day behind the last one),
-/// the recipient's domain and the sending mailbox, each normalized so one
-/// person is one key however the address is written (`Pat <pat@x>`).
-fn keys(from: &str, to: &str, audience: Audience) -> Vec<(Kind, String)> {
-    let to = crate::state::address::normalized(to);
-    let domain = to
-        .rsplit_once('@')
-        .map(|(_, d)| d.to_owned())
-        .unwrap_or_default();
-    let mut keys = vec![
-        (Kind::Domain, domain),
-        (Kind::Mailbox, crate::state::address::normalized(from)),
-    ];
-    if audience == Audience::Prospect {
-        keys.insert(0, (Kind::Contact, to));
+/// One email or text, as the limits see it.
+#[derive(Debug, Clone, Copy)]
+pub struct Touch<'a> {
+    /// The sending mailbox (emails only).
+    from: Option<&'a str>,
+    /// The address or number.
+    to: &'a str,
+    audience: Audience,
+    /// The record it is about: email and texts to one prospect count as
+    /// that contact's touches together.
+    record: Option<&'a RecordKey>,
+}
+
+impl<'a> Touch<'a> {
+    /// An email from `from` to `to`.
+    pub fn email(from: &'a str, to: &'a str, audience: Audience) -> Self {
+        Touch {
+            from: Some(from),
+            to,
+            audience,
+            record: None,
+        }
     }
-    keys
+
+    /// A text to a record's number.
+    pub fn text(to: &'a str, record: &'a RecordKey) -> Self {
+        Touch {
+            from: None,
+            to,
+            audience: Audience::Prospect,
+            record: Some(record),
+        }
+    }
+
+    /// The same touch, about `record`.
+    pub fn about(self, record: &'a RecordKey) -> Self {
+        Touch {
+            record: Some(record),
+            ..self
+        }
+    }
+
+    /// The keys it counts under: the contact, by address or number and by
+    /// record (prospects only: a notice to a rep is not a touch, and must
+    /// not wait a day behind the last one); for emails also the
+    /// recipient's domain and the sending mailbox. Addresses are
+    /// normalized, so one person is one key however it is written
+    /// (`Pat <pat@x>`).
+    fn keys(&self) -> Vec<(Kind, String)> {
+        let to = crate::state::address::normalized(self.to);
+        let mut keys = Vec::new();
+        if self.audience == Audience::Prospect {
+            keys.push((Kind::Contact, to.clone()));
+            if let Some(record) = self.record {
+                keys.push((Kind::Contact, format!("record {record}")));
+            }
+        }
+        if let Some(from) = self.from {
+            let domain = to
+                .rsplit_once('@')
+                .map(|(_, d)| d.to_owned())
+                .unwrap_or_default();
+            keys.push((Kind::Domain, domain));
+            keys.push((Kind::Mailbox, crate::state::address::normalized(from)));
+        }
+        keys
+    }
+
+    /// The touch a row makes, `from` standing in for an email that names
+    /// no sender; webhooks touch nobody.
+    fn of_row(row: &'a OutboxEntry, from: &'a str) -> Option<Self> {
+        match &row.delivery {
+            Delivery::Email {
+                to,
+                from: sender,
+                audience,
+                ..
+            } => Some(
+                Touch::email(sender.as_deref().unwrap_or(from), to, *audience).about(&row.record),
+            ),
+            Delivery::Sms { to, .. } => Some(Touch::text(to, &row.record)),
+            Delivery::Webhook { .. } => None,
+        }
+    }
 }
 
 impl SendLog {
     /// Counts one send at `now` under each limit that applies, or says how
     /// long to wait (counting nothing).
-    pub fn check(
-        &self,
-        limits: &Limits,
-        from: &str,
-        to: &str,
-        audience: Audience,
-        now: DateTime<Utc>,
-    ) -> Result<(), Deferral> {
-        let keys = keys(from, to, audience);
+    pub fn check(&self, limits: &Limits, touch: Touch, now: DateTime<Utc>) -> Result<(), Deferral> {
+        let keys = touch.keys();
         let mut sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
         for (kind, key) in &keys {
             let Some(limit) = kind.limit(limits) else {
@@ -139,20 +198,14 @@ impl SendLog {
         };
         let at = row.sent_at.unwrap_or_else(|| row.due_at());
         let counted = matches!(row.status, OutboxStatus::Sent | OutboxStatus::Sending);
-        let Delivery::Email {
-            to,
-            from: sender,
-            audience,
-            ..
-        } = &row.delivery
-        else {
+        let Some(touch) = Touch::of_row(row, from) else {
             return;
         };
         if !counted || at <= now - span(longest) || at > now {
             return;
         }
         let mut sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
-        for key in keys(sender.as_deref().unwrap_or(from), to, *audience) {
+        for key in touch.keys() {
             if key.0.limit(limits).is_some() {
                 // Rows come in id order, not time order: keep each window sorted.
                 let window = sent.entry(key).or_default();
@@ -199,27 +252,37 @@ mod tests {
         let (log, limits) = (SendLog::default(), one_touch_a_day());
         let prospect = Audience::Prospect;
         assert!(
-            log.check(&limits, "a@us.example", "pat@p.example", prospect, at(0))
-                .is_ok()
+            log.check(
+                &limits,
+                Touch::email("a@us.example", "pat@p.example", prospect),
+                at(0)
+            )
+            .is_ok()
         );
         let d = log
             .check(
                 &limits,
-                "b@us.example",
-                "Pat <Pat@P.example>",
-                prospect,
+                Touch::email("b@us.example", "Pat <Pat@P.example>", prospect),
                 at(20),
             )
             .unwrap_err();
         assert!(d.reason.contains("per_contact limit (1/d)"), "{d:?}");
         assert_eq!(d.wait, Duration::from_secs(4 * 3600));
         assert!(
-            log.check(&limits, "a@us.example", "sam@p.example", prospect, at(20))
-                .is_ok()
+            log.check(
+                &limits,
+                Touch::email("a@us.example", "sam@p.example", prospect),
+                at(20)
+            )
+            .is_ok()
         );
         assert!(
-            log.check(&limits, "a@us.example", "pat@p.example", prospect, at(24))
-                .is_ok()
+            log.check(
+                &limits,
+                Touch::email("a@us.example", "pat@p.example", prospect),
+                at(24)
+            )
+            .is_ok()
         );
     }
 
@@ -230,9 +293,7 @@ mod tests {
             assert!(
                 log.check(
                     &limits,
-                    "a@us.example",
-                    "rep@us.example",
-                    Audience::Team,
+                    Touch::email("a@us.example", "rep@us.example", Audience::Team),
                     at(0)
                 )
                 .is_ok()
@@ -247,9 +308,7 @@ mod tests {
             assert!(
                 log.check(
                     &Limits::default(),
-                    "a@us.example",
-                    "pat@p.example",
-                    Audience::Prospect,
+                    Touch::email("a@us.example", "pat@p.example", Audience::Prospect),
                     at(0)
                 )
                 .is_ok()
@@ -269,20 +328,36 @@ mod tests {
         let log = SendLog::default();
         let prospect = Audience::Prospect;
         assert!(
-            log.check(&limits, "a@us.example", "pat@p.example", prospect, at(0))
-                .is_ok()
+            log.check(
+                &limits,
+                Touch::email("a@us.example", "pat@p.example", prospect),
+                at(0)
+            )
+            .is_ok()
         );
         // Refused by the contact limit: the domain's window is not charged.
         assert!(
-            log.check(&limits, "a@us.example", "pat@p.example", prospect, at(0))
-                .is_err()
+            log.check(
+                &limits,
+                Touch::email("a@us.example", "pat@p.example", prospect),
+                at(0)
+            )
+            .is_err()
         );
         assert!(
-            log.check(&limits, "a@us.example", "sam@p.example", prospect, at(0))
-                .is_ok()
+            log.check(
+                &limits,
+                Touch::email("a@us.example", "sam@p.example", prospect),
+                at(0)
+            )
+            .is_ok()
         );
         let d = log
-            .check(&limits, "a@us.example", "kim@p.example", prospect, at(0))
+            .check(
+                &limits,
+                Touch::email("a@us.example", "kim@p.example", prospect),
+                at(0),
+            )
             .unwrap_err();
         assert!(d.reason.contains("per_domain"), "{d:?}");
     }
@@ -326,7 +401,11 @@ mod tests {
         }
         let prospect = Audience::Prospect;
         let d = log
-            .check(&limits, "a@us.example", "pat@p.example", prospect, at(20))
+            .check(
+                &limits,
+                Touch::email("a@us.example", "pat@p.example", prospect),
+                at(20),
+            )
             .unwrap_err();
         assert_eq!(
             d.wait,
@@ -335,12 +414,20 @@ mod tests {
         );
         // Sent more than a day ago, or never sent: no touch counted.
         assert!(
-            log.check(&limits, "a@us.example", "sam@p.example", prospect, at(20))
-                .is_ok()
+            log.check(
+                &limits,
+                Touch::email("a@us.example", "sam@p.example", prospect),
+                at(20)
+            )
+            .is_ok()
         );
         assert!(
-            log.check(&limits, "a@us.example", "kim@p.example", prospect, at(20))
-                .is_ok()
+            log.check(
+                &limits,
+                Touch::email("a@us.example", "kim@p.example", prospect),
+                at(20)
+            )
+            .is_ok()
         );
     }
 }

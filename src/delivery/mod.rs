@@ -1,5 +1,5 @@
 //! Delivery: the outbox worker that hands emails to a mail server (or a
-//! folder of `.eml` files) and calls webhooks.
+//! folder of `.eml` files), texts to an SMS provider, and calls webhooks.
 //!
 //! Each row moves `pending → sending → sent | failed → … | dead`, and the
 //! `sending` mark is committed and flushed before the row is handed over,
@@ -21,6 +21,7 @@ pub mod limits;
 pub mod mailer;
 pub mod message;
 pub mod retry;
+pub mod sms;
 pub mod unsubscribe;
 pub mod webhook;
 
@@ -37,6 +38,7 @@ use mailer::Mailer;
 use message::Built;
 use retry::Failure;
 use serde_json::{Value as Json, json};
+use sms::SmsClient;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -74,6 +76,7 @@ struct Channels {
     version: String,
     mailer: Result<Mailer, String>,
     webhooks: Result<WebhookClient, String>,
+    texts: Result<SmsClient, String>,
     limits: crate::config::workflows::Limits,
     /// What the limits counted, shared by every version's channels.
     sends: Arc<SendLog>,
@@ -88,6 +91,12 @@ impl Channels {
             version: workflows.version.clone(),
             mailer: Mailer::from_transport(settings.email_transport.as_deref(), data_dir),
             webhooks: WebhookClient::new(settings),
+            texts: match &settings.sms {
+                Some(sms) => SmsClient::new(sms, settings.public_url.as_deref()),
+                None => {
+                    Err("texts need settings.sms, which the workflows no longer have".to_owned())
+                }
+            },
             limits: settings.limits.clone(),
             sends,
             secrets: workflows.secrets.clone(),
@@ -99,6 +108,7 @@ impl Channels {
 enum Job {
     Email(Box<Built>),
     Webhook,
+    Sms,
 }
 
 /// What happened to a row this round.
@@ -261,7 +271,9 @@ async fn recover_interrupted<S: Store>(outbox: &Outbox<S>) -> Result<(), StoreEr
     let now = outbox.clock.now();
     let mut changes = Changes::default();
     for mut row in outbox.store.sending_outbox(usize::MAX)? {
-        let hold = matches!(row.delivery, Delivery::Email { .. })
+        // Neither SMTP nor Twilio deduplicates a resend; webhooks carry
+        // an idempotency key their receiver can.
+        let hold = matches!(row.delivery, Delivery::Email { .. } | Delivery::Sms { .. })
             && workflows.settings.on_uncertain == crate::config::model::OnUncertain::Hold;
         if hold {
             row.status = OutboxStatus::Held;
@@ -385,30 +397,62 @@ fn prepare(
                 .from()
                 .map(|a| a.to_string())
                 .unwrap_or_default();
+            let touch = limits::Touch::email(&from, to, *audience).about(&row.record);
             channels
                 .sends
-                .check(&channels.limits, &from, to, *audience, now)
+                .check(&channels.limits, touch, now)
                 .map_err(Prepared::Deferred)?;
             Ok(Job::Email(Box::new(built)))
         }
         Delivery::Webhook { .. } => Ok(Job::Webhook),
+        Delivery::Sms { to, zone, .. } => {
+            if let Some(deferral) = quiet(workflows, zone.as_deref(), now) {
+                return Err(Prepared::Deferred(deferral));
+            }
+            channels
+                .sends
+                .check(&channels.limits, limits::Touch::text(to, &row.record), now)
+                .map_err(Prepared::Deferred)?;
+            Ok(Job::Sms)
+        }
     }
 }
 
-/// Why an email must not go out any more, if it must not.
+/// The wait until `settings.sms.quiet_hours` end in the row's zone (the
+/// recipient's, else `settings.timezone`), if they hold now.
+fn quiet(
+    workflows: &Workflows,
+    zone: Option<&str>,
+    now: DateTime<Utc>,
+) -> Option<limits::Deferral> {
+    let hours = workflows.settings.sms.as_ref()?.quiet_hours?;
+    let zone = zone
+        .and_then(|z| z.parse::<chrono_tz::Tz>().ok())
+        .unwrap_or(workflows.settings.timezone);
+    let until = crate::config::send_window::quiet_until(&hours, zone, now)?;
+    Some(limits::Deferral {
+        wait: (until - now).to_std().unwrap_or_default(),
+        reason: format!(
+            "deferred by quiet_hours in {zone} until {}",
+            until.with_timezone(&zone).format("%Y-%m-%d %H:%M")
+        ),
+    })
+}
+
+/// Why an email or text to a prospect must not go out any more, if it
+/// must not.
 fn stop_reason<S: Store>(store: &S, row: &OutboxEntry) -> Result<Option<String>, StoreError> {
-    let Delivery::Email {
-        to,
-        audience: Audience::Prospect,
-        ..
-    } = &row.delivery
-    else {
-        return Ok(None);
+    let (to, opted_out) = match &row.delivery {
+        Delivery::Email {
+            to,
+            audience: Audience::Prospect,
+            ..
+        } => (to, "unsubscribed or bounced"),
+        Delivery::Sms { to, .. } => (to, "opted out of texts"),
+        _ => return Ok(None),
     };
     if store.is_suppressed(to)? {
-        return Ok(Some(format!(
-            "{to} unsubscribed or bounced before it was sent"
-        )));
+        return Ok(Some(format!("{to} {opted_out} before it was sent")));
     }
     if store.record(&row.record)?.is_none() {
         return Ok(Some(format!("record {} no longer exists", row.record)));
@@ -450,6 +494,10 @@ async fn hand_over(row: &OutboxEntry, job: &Job, channels: &Channels, now: i64) 
             Ok(client) => client.send(row, now).await.map(|_| None),
             Err(e) => Err(Failure::transient(e.clone())),
         },
+        Job::Sms => match &channels.texts {
+            Ok(client) => client.send(row).await,
+            Err(e) => Err(Failure::transient(e.clone())),
+        },
     };
     match result {
         Ok(id) => Handed::Sent(id),
@@ -481,20 +529,8 @@ fn record<S: Store>(
                 row.status = OutboxStatus::Sent;
                 row.sent_at = Some(now);
                 row.last_error = None;
-                if let Delivery::Email {
-                    to,
-                    subject,
-                    audience: Audience::Prospect,
-                    ..
-                } = &row.delivery
-                {
-                    let data = json!({
-                        "to": to, "subject": subject, "message_id": message_id,
-                        "outbox_id": row.id, "step": row.step, "sequence": sequence_of(&row),
-                    });
-                    changes
-                        .events
-                        .push(event(&row, BuiltinEvent::EmailSent, data, now));
+                if let Some(raised) = sent_event(&mut row, message_id, now) {
+                    changes.events.push(raised);
                 }
                 changes.outbox.push(row);
             }
@@ -520,27 +556,89 @@ fn record<S: Store>(
                     | Failure::Refused(reason)
                     | Failure::Sender(reason) => reason.clone(),
                 };
-                if let (
-                    Failure::Refused(_),
-                    Delivery::Email {
+                let refused = matches!(failure, Failure::Refused(_));
+                changes
+                    .events
+                    .extend(failed_event(&row, refused, &why, now));
+                if let (true, Delivery::Sms { to, .. }) = (refused, &row.delivery) {
+                    changes.suppress.push(crate::state::Suppression::new(
                         to,
-                        audience: Audience::Prospect,
-                        ..
-                    },
-                ) = (&failure, &row.delivery)
-                {
-                    // A refusal at hand-over is a hard bounce: the cadence
-                    // stops and the address is suppressed, as for a DSN.
-                    let data = json!({ "email": to, "status": "5.0.0", "reason": why, "outbox_id": row.id, "step": row.step });
-                    changes
-                        .events
-                        .push(event(&row, BuiltinEvent::EmailBounced, data, now));
+                        "opted out (provider)",
+                        now,
+                    ));
                 }
                 give_up(&mut changes, row, why, now);
             }
         }
     }
     changes
+}
+
+/// The event a delivered row raises: `email.sent` for a prospect's email,
+/// `sms.sent` for a text (whose provider id the row keeps).
+fn sent_event(row: &mut OutboxEntry, id: Option<String>, now: DateTime<Utc>) -> Option<NewEvent> {
+    let (raised, data) = match &row.delivery {
+        Delivery::Email {
+            to,
+            subject,
+            audience: Audience::Prospect,
+            ..
+        } => (
+            BuiltinEvent::EmailSent,
+            json!({
+                "to": to, "subject": subject, "message_id": id,
+                "outbox_id": row.id, "step": row.step, "sequence": sequence_of(row),
+            }),
+        ),
+        Delivery::Sms { to, .. } => {
+            row.provider_id = id.clone();
+            (
+                BuiltinEvent::SmsSent,
+                json!({
+                    "to": to, "provider_id": id,
+                    "outbox_id": row.id, "step": row.step, "sequence": sequence_of(row),
+                }),
+            )
+        }
+        _ => return None,
+    };
+    Some(event(row, raised, data, now))
+}
+
+/// The event a row given up raises beside `action.failed`: a refusal of a
+/// prospect's address at hand-over is a hard bounce (the cadence stops
+/// and the address is suppressed, as for a DSN); a text refused because
+/// its number opted out at the provider is an opt-out; any other text
+/// that will not go is `sms.failed`.
+fn failed_event(
+    row: &OutboxEntry,
+    refused: bool,
+    why: &str,
+    now: DateTime<Utc>,
+) -> Option<NewEvent> {
+    let (raised, data) = match (&row.delivery, refused) {
+        (
+            Delivery::Email {
+                to,
+                audience: Audience::Prospect,
+                ..
+            },
+            true,
+        ) => (
+            BuiltinEvent::EmailBounced,
+            json!({ "email": to, "status": "5.0.0", "reason": why, "outbox_id": row.id, "step": row.step }),
+        ),
+        (Delivery::Sms { to, .. }, true) => (
+            BuiltinEvent::SmsOptedOut,
+            json!({ "phone": to, "reason": why, "outbox_id": row.id, "step": row.step }),
+        ),
+        (Delivery::Sms { to, .. }, false) => (
+            BuiltinEvent::SmsFailed,
+            json!({ "phone": to, "reason": why, "outbox_id": row.id, "step": row.step }),
+        ),
+        _ => return None,
+    };
+    Some(event(row, raised, data, now))
 }
 
 /// Marks a row dead, visible in run history and as `action.failed`.
@@ -582,6 +680,7 @@ fn kind_of(row: &OutboxEntry) -> &'static str {
     match row.delivery {
         Delivery::Email { .. } => "email",
         Delivery::Webhook { .. } => "webhook",
+        Delivery::Sms { .. } => "sms",
     }
 }
 

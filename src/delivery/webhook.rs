@@ -128,7 +128,7 @@ fn caused_by<'e, E: std::error::Error + 'static>(
     None
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
@@ -157,7 +157,7 @@ fn header(
 
 /// 2xx is done; 408, 429 and 5xx are worth another try (with the
 /// receiver's `Retry-After`); anything else will not change.
-fn classify(
+pub(super) fn classify(
     status: reqwest::StatusCode,
     headers: &reqwest::header::HeaderMap,
 ) -> Result<(), Failure> {

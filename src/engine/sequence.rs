@@ -358,7 +358,7 @@ fn run_steps<'s>(
                     queue.push_front(s);
                 }
             }
-            StepKind::Email(_) | StepKind::Task(_) | StepKind::Webhook(_) => {
+            StepKind::Email(_) | StepKind::Task(_) | StepKind::Webhook(_) | StepKind::Sms(_) => {
                 let id = step.id.clone().unwrap_or_default();
                 let zone = send_zone(work, definition, run);
                 if let Some(at) = window_opens(work, definition, zone, step, &id) {
@@ -391,7 +391,7 @@ fn run_steps<'s>(
     Ok(Some(Ending::Completed))
 }
 
-/// Emails and tasks wait for the send window: `Some(Some(t))` when it is
+/// Emails, texts and tasks wait for the send window: `Some(Some(t))` when it is
 /// closed and opens at `t`, `Some(None)` when it never opens, `None` to
 /// go now. Webhooks go at once.
 fn window_opens(
@@ -473,6 +473,7 @@ fn run_step(
         }
         StepKind::Task(action) => ("task", actions::task_step(work, action, &origin)),
         StepKind::Webhook(action) => ("webhook", actions::webhook_step(work, action, &origin)),
+        StepKind::Sms(action) => ("sms", actions::sms_step(work, action, &origin)),
         _ => ("step", Ok(Done::Skipped("not an action step".to_owned()))),
     })
 }

@@ -8,4 +8,5 @@
 
 pub mod event;
 pub mod mapping;
+pub mod sms;
 pub mod verify;

@@ -150,6 +150,7 @@ fn would_fail(row: &OutboxEntry, workflows: &Workflows) -> Option<String> {
             url,
             &workflows.settings.webhook_allow_hosts,
         ),
+        Delivery::Sms { .. } => None,
     }
 }
 
@@ -174,6 +175,11 @@ fn delivery_fields(delivery: &Delivery) -> (&'static str, Option<Tz>, Map<String
         Delivery::Webhook { url, method, .. } => {
             ("webhook", None, json!({ "url": url, "method": method }))
         }
+        Delivery::Sms { to, body, zone } => (
+            "sms",
+            zone.as_deref().and_then(|z| z.parse::<Tz>().ok()),
+            json!({ "to": to, "body": body }),
+        ),
     };
     (kind, zone, value.as_object().cloned().unwrap_or_default())
 }

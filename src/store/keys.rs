@@ -34,6 +34,10 @@ pub const SET_ASIDE: &[u8] = b"sa\0";
 pub const MAILBOX: &[u8] = b"mb\0";
 /// Payloads a source could not map, by source then id.
 pub const REJECTED: &[u8] = b"rj\0";
+/// The record last texted at each number: who an inbound text is from.
+pub const TEXTED: &[u8] = b"tx\0";
+/// Delivery receipts of texts, by outbox row id.
+pub const RECEIPT: &[u8] = b"rx\0";
 /// Daily forecast snapshots, by pipeline then day (YYYY-MM-DD sorts by time).
 pub const FORECAST: &[u8] = b"fc\0";
 
@@ -79,6 +83,14 @@ pub fn task(id: &str) -> Vec<u8> {
 
 pub fn outbox(id: &str) -> Vec<u8> {
     join(&[OUTBOX, id.as_bytes()])
+}
+
+pub fn texted(phone: &str) -> Vec<u8> {
+    join(&[TEXTED, phone.as_bytes()])
+}
+
+pub fn receipt(row: &str) -> Vec<u8> {
+    join(&[RECEIPT, row.as_bytes()])
 }
 
 /// The start of a record's entries in a table or index keyed by record

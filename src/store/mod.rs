@@ -51,9 +51,9 @@ pub use record_cache::DEFAULT_RECORDS_KEPT;
 pub use sled_backend::{DEFAULT_CACHE_MIB, SledBackend};
 
 use crate::state::{
-    Enrollment, Event, ForecastSnapshot, MailboxPosition, NewEvent, OutboxEntry, OutboxStatus,
-    Record, RecordKey, RejectedPayload, Run, ScoreEntry, ScoreNotes, SetAsideEvent, StageVisit,
-    Suppression, Task, TaskStatus, Timer,
+    Delivery, Enrollment, Event, ForecastSnapshot, MailboxPosition, NewEvent, OutboxEntry,
+    OutboxStatus, Receipt, Record, RecordKey, RejectedPayload, Run, ScoreEntry, ScoreNotes,
+    SetAsideEvent, StageVisit, Suppression, Task, TaskStatus, Timer,
 };
 use chrono::{DateTime, Utc};
 use std::future::Future;
@@ -294,6 +294,8 @@ pub trait OutboxTable {
     fn waiting_outbox(&self, limit: usize) -> Result<usize, StoreError>;
     /// Rows marked as being handed over (after a crash: interrupted sends).
     fn sending_outbox(&self, limit: usize) -> Result<Vec<OutboxEntry>, StoreError>;
+    /// The record last texted at a number (E.164), if any was.
+    fn texted(&self, phone: &str) -> Result<Option<RecordKey>, StoreError>;
 }
 
 /// Timers, ordered by due time.
@@ -475,6 +477,8 @@ pub struct Changes {
     pub mailbox_positions: Vec<MailboxPosition>,
     /// Forecast snapshots taken.
     pub forecasts: Vec<ForecastSnapshot>,
+    /// Delivery receipts of texts: (outbox row id, receipt).
+    pub receipts: Vec<(String, Receipt)>,
     /// Events of due timers, appended after `events`. The timer's deletion
     /// in the same commit is what makes each fire once, so their ids (the
     /// timers') skip the idempotency index that outside events go through:
@@ -507,6 +511,7 @@ impl Changes {
         self.replayed.extend(other.replayed);
         self.mailbox_positions.extend(other.mailbox_positions);
         self.forecasts.extend(other.forecasts);
+        self.receipts.extend(other.receipts);
         self.handled = other.handled.or(self.handled);
     }
 }

@@ -20,17 +20,50 @@ impl<B: Backend> KvStore<B> {
                 writes.push(KvWrite::Delete(keys::outbox_sending(&old.id)));
             }
             // A row's record never changes: indexed once, when it is new.
-            None => writes.push(KvWrite::Put(
-                keys::outbox_by_record(&row.record, &row.id),
-                Vec::new(),
-            )),
+            None => {
+                writes.push(KvWrite::Put(
+                    keys::outbox_by_record(&row.record, &row.id),
+                    Vec::new(),
+                ));
+                if let Delivery::Sms { to, .. } = &row.delivery {
+                    writes.push(KvWrite::Put(keys::texted(to), encode_value(&row.record)?));
+                }
+            }
         }
         for key in delivery_index_keys(row) {
             writes.push(KvWrite::Put(key, Vec::new()));
         }
-        writes.push(KvWrite::Put(keys::outbox(&row.id), encode_value(row)?));
+        let value = match &row.receipt {
+            // Receipts live under their own key (see `Receipt`).
+            Some(_) => encode_value(&OutboxEntry {
+                receipt: None,
+                ..row.clone()
+            })?,
+            None => encode_value(row)?,
+        };
+        writes.push(KvWrite::Put(keys::outbox(&row.id), value));
         Ok(())
     }
+
+    /// A row with its receipt, if one came.
+    fn with_receipt(&self, mut row: OutboxEntry) -> Result<OutboxEntry, StoreError> {
+        if matches!(row.delivery, Delivery::Sms { .. }) {
+            row.receipt = self.get(&keys::receipt(&row.id))?;
+        }
+        Ok(row)
+    }
+}
+
+/// Receipts, each under its row's id: written by the hook that receives
+/// them, never by the delivery worker, so neither overwrites the other.
+pub(super) fn stage_receipts(
+    receipts: &[(String, Receipt)],
+    writes: &mut Vec<KvWrite>,
+) -> Result<(), StoreError> {
+    for (row, receipt) in receipts {
+        writes.push(KvWrite::Put(keys::receipt(row), encode_value(receipt)?));
+    }
+    Ok(())
 }
 
 /// The delivery index entries a row calls for: queued by due time while
@@ -58,7 +91,7 @@ impl<B: Backend> OutboxTable for KvStore<B> {
         limit: usize,
     ) -> Result<Page<OutboxEntry>, StoreError> {
         let keep = |o: &OutboxEntry| filter.status.is_none_or(|s| o.status == s);
-        match &filter.record {
+        let page = match &filter.record {
             // One record's rows from its index, not a scan of every row.
             Some(record) => indexed_page(
                 self,
@@ -69,11 +102,25 @@ impl<B: Backend> OutboxTable for KvStore<B> {
                 keep,
             ),
             None => filtered_page(self, keys::OUTBOX, after, limit, false, decode_value, keep),
-        }
+        }?;
+        Ok(Page {
+            items: page
+                .items
+                .into_iter()
+                .map(|row| self.with_receipt(row))
+                .collect::<Result<_, _>>()?,
+            next: page.next,
+        })
     }
 
     fn outbox_entry(&self, id: &str) -> Result<Option<OutboxEntry>, StoreError> {
-        self.get(&keys::outbox(id))
+        self.get(&keys::outbox(id))?
+            .map(|row| self.with_receipt(row))
+            .transpose()
+    }
+
+    fn texted(&self, phone: &str) -> Result<Option<RecordKey>, StoreError> {
+        self.get(&keys::texted(phone))
     }
 
     fn due_outbox(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<OutboxEntry>, StoreError> {

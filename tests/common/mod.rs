@@ -4,6 +4,7 @@
 pub mod browser;
 pub mod imap;
 pub mod sinks;
+pub mod twilio;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

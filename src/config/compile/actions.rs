@@ -7,12 +7,12 @@ use super::{BUILTIN_EVENTS, KEPT_FIELDS};
 use crate::config::diagnostic::Position;
 use crate::config::expr::Escaping;
 use crate::config::model::{
-    ActionSpec, AssignSpec, EmailSpec, EmitSpec, HandoffSpec, Located, NotifySpec, Strategy,
-    TaskSpec, Text, WebhookSpec,
+    ActionSpec, AssignSpec, EmailSpec, EmitSpec, HandoffSpec, Located, NotifySpec, SmsSpec,
+    Strategy, TaskSpec, Text, WebhookSpec,
 };
 use crate::config::workflows::{
     Action, Assignment, EmailAction, EmailContent, FieldValue, Handoff, JsonTemplate, NotifyAction,
-    NotifyTarget, TaskAction, WebhookAction,
+    NotifyTarget, SmsAction, TaskAction, WebhookAction,
 };
 use serde_json::Value as Json;
 use std::collections::BTreeMap;
@@ -98,6 +98,7 @@ fn compile(
             })
         }
         ActionSpec::Emit(e) => emit(e, scope, cx),
+        ActionSpec::Sms(t) => sms(t, scope, symbols, cx).map(Action::Sms),
     }
 }
 
@@ -113,6 +114,7 @@ fn needs_record(action: &ActionSpec) -> Option<&'static str> {
         ActionSpec::Unenroll(_) => Some("unenroll"),
         ActionSpec::Score(_) => Some("score"),
         ActionSpec::Emit(_) => Some("emit"),
+        ActionSpec::Sms(t) if t.to.is_none() => Some("sms without to"),
         ActionSpec::Task(t) if t.owner.is_none() => Some("task without owner"),
         ActionSpec::Notify(n) if matches!(n.to.get().as_str(), "owner" | "manager") => {
             Some("notify to owner or manager")
@@ -442,6 +444,42 @@ fn string_leaves(value: &Json, pointer: String, out: &mut Vec<(String, String)>)
 }
 
 /// Compiles a task (action or step).
+/// `sms:` (action or step): needs `settings.sms`; a literal number must be
+/// E.164, and a literal body's segments are shown, since carriers bill and
+/// split by them.
+pub fn sms(t: &SmsSpec, scope: &Scope, symbols: &Symbols, cx: &mut Cx) -> Option<SmsAction> {
+    if !symbols.sms {
+        cx.error(
+            &t.body,
+            "sms needs a provider: add settings.sms (provider, account, token, from)",
+        );
+        return None;
+    }
+    let literal = |text: &Text| !text.get().contains("{{") && !text.get().contains("{%");
+    if let Some(to) = t.to.as_ref().filter(|to| literal(to))
+        && let Err(why) = crate::state::phone::e164(to.get())
+    {
+        cx.error(to, why);
+        return None;
+    }
+    if literal(&t.body) {
+        if let Some(why) = crate::state::phone::body_problem(t.body.get()) {
+            cx.error(&t.body, why);
+            return None;
+        }
+        let (encoding, count) = crate::state::phone::segments(t.body.get());
+        if count > 1 {
+            cx.warning(
+                &t.body,
+                format!("this text is {count} segments ({encoding}); carriers bill and may deliver each separately"),
+            );
+        }
+    }
+    let to = optional(cx, &t.to, scope)?;
+    let body = cx.template(&t.body, scope, Escaping::None)?;
+    Some(SmsAction { to, body })
+}
+
 pub fn task(t: &TaskSpec, scope: &Scope, symbols: &Symbols, cx: &mut Cx) -> Option<TaskAction> {
     if let Some(owner) = &t.owner {
         let literal = !owner.get().contains("{{");

@@ -14,7 +14,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 /// Exit events when a sequence gives none (SPEC §3.6).
-pub const DEFAULT_EXIT_ON: [&str; 3] = ["email.replied", "email.unsubscribed", "email.bounced"];
+pub const DEFAULT_EXIT_ON: [&str; 5] = [
+    "email.replied",
+    "email.unsubscribed",
+    "email.bounced",
+    "sms.replied",
+    "sms.opted_out",
+];
 
 /// Compiles every sequence, by name.
 pub fn compile(
@@ -160,6 +166,7 @@ fn compile_step(
         ("email", s.email.is_some()),
         ("task", s.task.is_some()),
         ("webhook", s.webhook.is_some()),
+        ("sms", s.sms.is_some()),
         ("wait", s.wait.is_some()),
         ("exit", s.exit.is_some()),
         ("if", s.condition.is_some()),
@@ -169,7 +176,7 @@ fn compile_step(
         [] => {
             cx.error(
                 at,
-                "a step needs one of email, task, webhook, wait, exit or if",
+                "a step needs one of email, task, webhook, sms, wait, exit or if",
             );
             return None;
         }
@@ -260,6 +267,9 @@ fn step_kind(
     }
     if let Some(w) = &s.webhook {
         return actions::webhook(w, scope, symbols, cx).map(StepKind::Webhook);
+    }
+    if let Some(t) = &s.sms {
+        return actions::sms(t, scope, symbols, cx).map(StepKind::Sms);
     }
     if let Some(w) = &s.wait {
         return cx.positive_duration(w, "wait").map(StepKind::Wait);

@@ -3,9 +3,13 @@
 use super::context::Cx;
 use super::symbols::Symbols;
 use crate::config::loader::SourceSet;
-use crate::config::model::{CalendarSpec, EmailSettingsSpec, SettingsSpec, Text};
+use crate::config::model::{
+    CalendarSpec, EmailSettingsSpec, SettingsSpec, SmsProvider, SmsSettingsSpec, Text,
+};
 use crate::config::values;
-use crate::config::workflows::{Calendar, Limits, Person, Settings, Team};
+use crate::config::workflows::{
+    Calendar, Limits, Person, QuietHours, Settings, SigningSecret, SmsSettings, Team,
+};
 use chrono::Weekday;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -29,6 +33,7 @@ pub fn compile_settings(set: &SourceSet, cx: &mut Cx) -> Settings {
         retry,
         keep_runs,
         mailboxes,
+        sms,
     } = spec;
     // Empty is unset, so `${DEALFLOW_PUBLIC_URL:-}` can leave the default.
     if let Some(url) = public_url.as_ref().filter(|u| !u.get().is_empty()) {
@@ -91,7 +96,85 @@ pub fn compile_settings(set: &SourceSet, cx: &mut Cx) -> Settings {
         out.keep_runs = d;
     }
     out.mailboxes = super::mailboxes::compile(mailboxes, cx);
+    out.sms = sms.as_ref().and_then(|s| compile_sms(s, cx));
     out
+}
+
+/// `settings.sms`; `None` (with errors) when it cannot carry a text.
+fn compile_sms(spec: &SmsSettingsSpec, cx: &mut Cx) -> Option<SmsSettings> {
+    let provider = spec
+        .provider
+        .as_ref()
+        .map_or(SmsProvider::Twilio, |p| *p.get());
+    let url = match (&spec.url, provider) {
+        (Some(u), _) if !u.get().is_empty() => {
+            let text = u.get();
+            if !(text.starts_with("http://") || text.starts_with("https://")) {
+                cx.error(u, "sms url must start with http:// or https://");
+                return None;
+            }
+            text.trim_end_matches('/').to_owned()
+        }
+        (_, SmsProvider::Twilio) => "https://api.twilio.com".to_owned(),
+        (_, SmsProvider::Http) => {
+            cx.error(
+                &spec.token,
+                "the http sms provider needs url: the address texts are posted to",
+            );
+            return None;
+        }
+    };
+    let account = spec.account.as_ref().map(|a| a.get().trim().to_owned());
+    let account = match (account, provider) {
+        (Some(a), _) if !a.is_empty() => a,
+        (_, SmsProvider::Twilio) => {
+            cx.error(
+                &spec.token,
+                "twilio needs account: your Account SID (AC...), e.g. ${TWILIO_ACCOUNT_SID}",
+            );
+            return None;
+        }
+        (_, SmsProvider::Http) => String::new(),
+    };
+    if spec.token.get().trim().is_empty() {
+        cx.error(
+            &spec.token,
+            "sms token is empty; set it from the environment, e.g. ${TWILIO_AUTH_TOKEN}",
+        );
+        return None;
+    }
+    let from = cx.parsed(&spec.from, |t| {
+        crate::state::phone::e164(t).map(str::to_owned)
+    })?;
+    let quiet_hours = match &spec.quiet_hours {
+        None => None,
+        Some(q) => Some(cx.parsed(q, parse_quiet_hours)?),
+    };
+    Some(SmsSettings {
+        provider,
+        url,
+        account,
+        token: SigningSecret(spec.token.get().clone()),
+        from,
+        quiet_hours,
+    })
+}
+
+/// `HH:MM-HH:MM`, across midnight when the end comes first (`21:00-08:00`).
+fn parse_quiet_hours(text: &str) -> Result<QuietHours, String> {
+    let (start, end) = text.split_once('-').ok_or_else(|| {
+        format!("invalid quiet_hours \"{text}\"; write HH:MM-HH:MM, e.g. 21:00-08:00")
+    })?;
+    let hours = QuietHours {
+        start: values::parse_time_of_day(start)?,
+        end: values::parse_time_of_day(end)?,
+    };
+    if hours.start == hours.end {
+        return Err(format!(
+            "quiet_hours \"{text}\" start and end at the same minute; leave quiet_hours out to text at any hour"
+        ));
+    }
+    Ok(hours)
 }
 
 fn compile_email(email: &EmailSettingsSpec, out: &mut Settings, cx: &mut Cx) {

@@ -34,6 +34,8 @@ pub struct Symbols {
     pub incomplete: bool,
     /// Whether `settings.email.from` is given: team notices are sent from it.
     pub email_from: bool,
+    /// Whether `settings.sms` is given: `sms:` needs a provider.
+    pub sms: bool,
     /// `settings.webhooks.allow_hosts`, to warn of webhooks the guard refuses.
     pub webhook_allow_hosts: Vec<String>,
     /// Templates and sequences some action uses (for unused warnings).
@@ -102,6 +104,7 @@ pub fn collect(set: &SourceSet, cx: &mut Cx) -> Symbols {
             }
             let settings = settings.get();
             s.email_from |= settings.email.as_ref().is_some_and(|e| e.from.is_some());
+            s.sms |= settings.sms.is_some();
             s.webhook_allow_hosts.extend(
                 settings
                     .webhooks

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// Timeline entries a test can expect besides the built-in events.
-const DELIVERY_ENTRIES: &[&str] = &["email", "notify", "webhook", "task"];
+const DELIVERY_ENTRIES: &[&str] = &["email", "notify", "webhook", "sms", "task"];
 
 /// The fields each send or task entry of the timeline has (see
 /// `simulation::timeline`): a field outside these would never match, so an
@@ -35,6 +35,7 @@ const ENTRY_FIELDS: &[(&str, &[&str])] = &[
         "webhook",
         &["url", "method", "rule", "step", "record", "fails"],
     ),
+    ("sms", &["to", "body", "rule", "step", "record", "fails"]),
     (
         "task",
         &["title", "owner", "step", "rule", "record", "due_at"],

@@ -11,11 +11,13 @@ mod emit;
 mod handoff;
 mod notify;
 mod set;
+mod sms;
 mod task;
 mod webhook;
 
 pub(super) use email::email as email_step;
 pub use email::unsubscribe_placeholder;
+pub(super) use sms::sms as sms_step;
 pub(super) use task::task as task_step;
 pub(super) use webhook::webhook as webhook_step;
 
@@ -204,6 +206,7 @@ fn action_name(action: &Action) -> &'static str {
         Action::Unenroll(_) => "unenroll",
         Action::Score { .. } => "score",
         Action::Emit { .. } => "emit",
+        Action::Sms(_) => "sms",
     }
 }
 
@@ -230,6 +233,7 @@ fn run_action(work: &mut Work, action: &Action, origin: &Origin) -> ActionResult
         Action::Email(e) => email::email(work, e, origin),
         Action::Notify(n) => notify::notify(work, n, origin),
         Action::Webhook(w) => webhook::webhook(work, w, origin),
+        Action::Sms(t) => sms::sms(work, t, origin),
     }
 }
 

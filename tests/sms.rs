@@ -1,0 +1,406 @@
+//! Texts end to end (SPEC §3.12): the real daemon sends through a server on
+//! loopback that speaks Twilio's Messages API, and Twilio-signed replies,
+//! opt-outs and delivery receipts come back to `/hooks/sms`.
+
+#![allow(clippy::disallowed_methods)]
+
+mod common;
+
+use common::twilio::{self, Twilio, text_in};
+use common::{Daemon, eventually, get_json, post_json, task_titles, workflow_dir};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+const PAT: &str = "+15551230001";
+
+fn flows(provider: &str, quiet_hours: &str) -> String {
+    format!(
+        r#"
+settings:
+  sms:
+    provider: twilio
+    url: "{provider}"
+    account: "${{TWILIO_ACCOUNT_SID}}"
+    token: "${{TWILIO_AUTH_TOKEN}}"
+    from: "+15550001111"
+{quiet_hours}
+  retry: {{ first: 1s, max_delay: 1s }}
+
+sequences:
+  - name: text-first
+    for: lead
+    steps:
+      - id: hello
+        sms: {{ body: "Hi {{{{ lead.name }}}}, this is Acme. Is now a good time to talk?" }}
+      - wait: 2s
+      - id: bump
+        sms: {{ body: "Following up, {{{{ lead.name }}}}." }}
+
+rules:
+  - name: start texting
+    on: lead.created
+    do:
+      - enroll: text-first
+  - name: text failed
+    on: sms.failed
+    do:
+      - task: {{ title: "Text to {{{{ event.phone }}}} failed ({{{{ event.status }}}} {{{{ event.error_code }}}})", owner: rep@acme.example }}
+  - name: opted out
+    on: sms.opted_out
+    do:
+      - task: {{ title: "{{{{ event.phone }}}} opted out", owner: rep@acme.example }}
+  - name: one text
+    on: ping.text
+    do:
+      - sms: {{ body: "Ping {{{{ event.n }}}}" }}
+
+team:
+  people:
+    - {{ email: rep@acme.example, name: Rep }}
+"#
+    )
+}
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    daemon: Daemon,
+    twilio: Twilio,
+}
+
+async fn setup(fail_first: usize, quiet_hours: &str) -> Setup {
+    let twilio = Twilio::start(fail_first).await;
+    let (dir, flows_dir) = workflow_dir(&flows(&twilio.url, quiet_hours));
+    let daemon = start(&flows_dir, &dir.path().join("data"));
+    Setup {
+        _dir: dir,
+        daemon,
+        twilio,
+    }
+}
+
+fn start(flows: &std::path::Path, data: &std::path::Path) -> Daemon {
+    Daemon::start(
+        flows,
+        data,
+        &[],
+        &[
+            ("TWILIO_ACCOUNT_SID", twilio::ACCOUNT),
+            ("TWILIO_AUTH_TOKEN", twilio::TOKEN),
+        ],
+    )
+}
+
+async fn lead(url: &str, id: &str, phone: &str, consent: Value) -> (reqwest::StatusCode, Value) {
+    post_json(
+        &format!("{url}/v1/events"),
+        json!({"type": "lead.created", "record": {"kind": "lead", "id": id,
+               "fields": {"name": "Pat", "phone": phone, "sms_consent": consent}}}),
+    )
+    .await
+}
+
+async fn outbox(url: &str) -> Vec<Value> {
+    get_json(&format!("{url}/v1/outbox?limit=500")).await["outbox"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+async fn enrollment(url: &str, id: &str) -> Value {
+    get_json(&format!("{url}/v1/records/lead/{id}")).await["enrollments"][0].clone()
+}
+
+#[tokio::test]
+async fn a_text_goes_out_and_a_reply_ends_the_cadence() {
+    let s = setup(0, "").await;
+    let url = &s.daemon.url;
+    let answer = lead(url, "L1", PAT, json!(true)).await;
+    assert_eq!(answer.0, 202, "{}", answer.1);
+    let text = eventually(10, "the first text", || async {
+        s.twilio.texts().into_iter().next()
+    })
+    .await;
+    assert_eq!(text.to, PAT);
+    assert_eq!(text.from, "+15550001111");
+    assert_eq!(
+        text.body,
+        "Hi Pat, this is Acme. Is now a good time to talk?"
+    );
+    let callback = text.status_callback.clone().unwrap();
+    assert!(
+        callback.starts_with(&format!("{url}/hooks/sms?row=")),
+        "{callback}"
+    );
+    // The row keeps Twilio's id, and sms.sent is raised.
+    let row = eventually(10, "the row sent", || async {
+        outbox(url)
+            .await
+            .into_iter()
+            .find(|r| r["status"] == "sent" && r["provider_id"] == text.sid.as_str())
+    })
+    .await;
+    assert_eq!(row["delivery"]["kind"], "sms");
+    // Pat replies before the bump: the enrollment exits, no second text.
+    assert_eq!(
+        text_in(url, "SMreply1", PAT, "Yes, call me after 3", twilio::TOKEN).await,
+        200
+    );
+    let e = eventually(10, "the enrollment to exit", || async {
+        let e = enrollment(url, "L1").await;
+        (e["status"] == "exited").then_some(e)
+    })
+    .await;
+    assert_eq!(e["exit_reason"], "sms.replied");
+    // The same reply retried by Twilio is one event.
+    assert_eq!(
+        text_in(url, "SMreply1", PAT, "Yes, call me after 3", twilio::TOKEN).await,
+        200
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(s.twilio.texts().len(), 1, "{:?}", s.twilio.texts());
+    // A delivery receipt: delivered is kept on the row; undelivered also
+    // raises sms.failed.
+    assert_eq!(s.twilio.callback(&text, "delivered", None).await, 200);
+    let id = row["id"].as_str().unwrap().to_owned();
+    let shown = get_json(&format!("{url}/v1/outbox?record=lead/L1")).await;
+    let receipt = &shown["outbox"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == id.as_str())
+        .unwrap()["receipt"];
+    assert_eq!(receipt["status"], "delivered", "{shown}");
+    assert_eq!(
+        s.twilio.callback(&text, "undelivered", Some("30003")).await,
+        200
+    );
+    eventually(10, "the failure task", || async {
+        task_titles(url, "open")
+            .await
+            .into_iter()
+            .find(|t| t == &format!("Text to {PAT} failed (undelivered 30003)"))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn bad_numbers_and_missing_consent_fail_the_action_and_send_nothing() {
+    let s = setup(0, "").await;
+    let url = &s.daemon.url;
+    for (id, phone, consent) in [
+        ("L1", "+1 555 123 0002", json!(true)),
+        ("L2", "555CALLNOW", json!(true)),
+        ("L3", "+15551230003", json!(false)),
+        ("L4", "+15551230004", Value::Null),
+    ] {
+        assert_eq!(lead(url, id, phone, consent).await.0, 202);
+    }
+    for (id, why) in [
+        ("L1", "E.164"),
+        ("L2", "E.164"),
+        ("L3", "sms_consent"),
+        ("L4", "sms_consent"),
+    ] {
+        let e = eventually(10, "the enrollment to fail", || async {
+            let e = enrollment(url, id).await;
+            (e["status"] == "exited").then_some(e)
+        })
+        .await;
+        assert_eq!(e["exit_reason"], "failed", "{id}: {e}");
+        let runs = get_json(&format!("{url}/v1/runs?record=lead/{id}")).await;
+        assert!(runs.to_string().contains(why), "{id}: {runs}");
+    }
+    assert_eq!(s.twilio.requests(), 0);
+}
+
+#[tokio::test]
+async fn quiet_hours_hold_a_text_until_they_end() {
+    // Quiet from this hour for two hours, UTC (settings.timezone).
+    let hour = chrono::Utc::now()
+        .format("%H")
+        .to_string()
+        .parse::<u32>()
+        .unwrap();
+    let quiet = format!(
+        "    quiet_hours: \"{hour:02}:00-{:02}:00\"",
+        (hour + 2) % 24
+    );
+    let s = setup(0, &quiet).await;
+    let url = &s.daemon.url;
+    assert_eq!(lead(url, "L1", PAT, json!(true)).await.0, 202);
+    let row = eventually(10, "the deferral", || async {
+        outbox(url).await.into_iter().find(|r| {
+            r["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("quiet_hours"))
+        })
+    })
+    .await;
+    assert_eq!(row["status"], "pending", "{row}");
+    let due: chrono::DateTime<chrono::Utc> =
+        row["next_attempt_at"].as_str().unwrap().parse().unwrap();
+    assert_eq!(
+        due.format("%H:%M").to_string(),
+        format!("{:02}:00", (hour + 2) % 24)
+    );
+    assert_eq!(s.twilio.requests(), 0);
+}
+
+#[tokio::test]
+async fn a_provider_error_is_retried_under_the_same_identity() {
+    let s = setup(1, "").await;
+    let url = &s.daemon.url;
+    assert_eq!(
+        post_json(
+            &format!("{url}/v1/events"),
+            json!({"type": "ping.text", "record": {"kind": "lead", "id": "L1",
+                   "fields": {"phone": PAT, "sms_consent": true}}, "data": {"n": 1}}),
+        )
+        .await
+        .0,
+        202
+    );
+    let text = eventually(15, "the retried text", || async {
+        s.twilio.texts().into_iter().next()
+    })
+    .await;
+    assert_eq!(text.body, "Ping 1");
+    assert_eq!(s.twilio.requests(), 2);
+    let rows = outbox(url).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let row = eventually(10, "the row sent", || async {
+        outbox(url)
+            .await
+            .into_iter()
+            .find(|r| r["status"] == "sent")
+    })
+    .await;
+    assert_eq!(row["attempts"], 2);
+    assert!(
+        text.status_callback
+            .unwrap()
+            .ends_with(row["id"].as_str().unwrap())
+    );
+}
+
+#[tokio::test]
+async fn stop_suppresses_the_number_and_start_lifts_it_forged_ones_change_nothing() {
+    let s = setup(0, "").await;
+    let url = &s.daemon.url;
+    let events = format!("{url}/v1/events");
+    let ping = |n: u32| {
+        post_json(
+            &events,
+            json!({"type": "ping.text", "record": {"kind": "lead", "id": "L1",
+                   "fields": {"phone": PAT, "sms_consent": true}}, "data": {"n": n}}),
+        )
+    };
+    assert_eq!(ping(1).await.0, 202);
+    eventually(10, "the first text", || async {
+        (s.twilio.texts().len() == 1).then_some(())
+    })
+    .await;
+    let suppressions = || async {
+        get_json(&format!("{url}/v1/suppressions")).await["suppressions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    // Forged: wrong token. Refused, nothing suppressed.
+    assert_eq!(
+        text_in(url, "SMstop0", PAT, "STOP", "not-the-token").await,
+        401
+    );
+    assert!(suppressions().await.is_empty());
+    // Signed STOP: suppressed, sms.opted_out raised, the next text skipped.
+    assert_eq!(
+        text_in(url, "SMstop1", PAT, "Stop", twilio::TOKEN).await,
+        200
+    );
+    let listed = suppressions().await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["address"], PAT);
+    eventually(10, "the opt-out task", || async {
+        task_titles(url, "open")
+            .await
+            .into_iter()
+            .find(|t| t == &format!("{PAT} opted out"))
+    })
+    .await;
+    assert_eq!(ping(2).await.0, 202);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(s.twilio.texts().len(), 1);
+    let runs = get_json(&format!("{url}/v1/runs?record=lead/L1&rule=one%20text")).await;
+    assert!(runs.to_string().contains("opted out of texts"), "{runs}");
+    // START lifts it.
+    assert_eq!(
+        text_in(url, "SMstart", PAT, "START", twilio::TOKEN).await,
+        200
+    );
+    assert!(suppressions().await.is_empty());
+    assert_eq!(ping(3).await.0, 202);
+    let last = eventually(10, "a text after START", || async {
+        s.twilio.texts().into_iter().nth(1)
+    })
+    .await;
+    assert_eq!(last.body, "Ping 3");
+    // A text from a number never texted is kept, not an error.
+    assert_eq!(
+        text_in(url, "SMwho", "+15559990000", "who is this?", twilio::TOKEN).await,
+        200
+    );
+    let kept = get_json(&format!("{url}/v1/sources/sms/rejected")).await;
+    assert_eq!(kept["rejected"].as_array().map(Vec::len), Some(1), "{kept}");
+    assert!(kept.to_string().contains("no record was texted"), "{kept}");
+}
+
+#[tokio::test]
+async fn texts_in_flight_at_a_kill_go_again_with_their_identity() {
+    let twilio = Twilio::start(0).await;
+    let (dir, flows_dir) = workflow_dir(&flows(&twilio.url, ""));
+    let data = dir.path().join("data");
+    let daemon = start(&flows_dir, &data);
+    let url = daemon.url.clone();
+    twilio.delay(Duration::from_secs(2));
+    for n in 0..5 {
+        let (status, _) = post_json(
+            &format!("{url}/v1/events"),
+            json!({"type": "ping.text", "record": {"kind": "lead", "id": format!("L{n}"),
+                   "fields": {"phone": format!("+1555123000{n}"), "sms_consent": true}}, "data": {"n": n}}),
+        )
+        .await;
+        assert_eq!(status, 202);
+    }
+    eventually(10, "texts in flight", || async {
+        (twilio.requests() >= 5).then_some(())
+    })
+    .await;
+    daemon.kill();
+    twilio.delay(Duration::ZERO);
+    let daemon = start(&flows_dir, &data);
+    let url = daemon.url.clone();
+    let rows = eventually(20, "every row sent", || async {
+        let rows = outbox(&url).await;
+        (rows.len() == 5 && rows.iter().all(|r| r["status"] == "sent")).then_some(rows)
+    })
+    .await;
+    // Every text reached the provider; any resend names the same row.
+    let mut identities: Vec<String> = twilio
+        .texts()
+        .iter()
+        .map(|t| t.status_callback.clone().unwrap())
+        .map(|c| c.rsplit_once("row=").unwrap().1.to_owned())
+        .collect();
+    identities.sort();
+    identities.dedup();
+    let mut ids: Vec<String> = rows
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    assert_eq!(identities, ids);
+    for n in 0..5 {
+        let body = format!("Ping {n}");
+        assert!(twilio.texts().iter().any(|t| t.body == body), "{body}");
+    }
+}
