@@ -1,9 +1,10 @@
 //! Delivery benchmark (issue 4): emails per second to a local SMTP server
-//! through the connection pool, and webhooks per second to a local HTTP
-//! server, both through the whole outbox path on sled (claim and flush,
-//! hand over, record and flush).
+//! through the connection pool, webhooks per second to a local HTTP server,
+//! and (issue 23) texts per second to a local server answering like
+//! Twilio's Messages API, all through the whole outbox path on sled (claim
+//! and flush, hand over, record and flush).
 //!
-//! Run: `cargo bench --bench delivery` (BENCH_EMAILS, BENCH_WEBHOOKS).
+//! Run: `cargo bench --bench delivery` (BENCH_EMAILS, BENCH_WEBHOOKS, BENCH_TEXTS).
 
 // A benchmark measures wall time; the clock rule is for the product.
 #![allow(clippy::disallowed_methods)]
@@ -47,6 +48,24 @@ async fn http_sink() -> String {
     url
 }
 
+/// Answers every send as Twilio does: `201` with a message id.
+async fn twilio_sink() -> String {
+    let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let app = axum::Router::new().fallback(move || {
+        let n = sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        async move {
+            (
+                axum::http::StatusCode::CREATED,
+                axum::Json(json!({ "sid": format!("SM{n:032x}"), "status": "queued" })),
+            )
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
 fn row(i: usize, delivery: Delivery) -> OutboxEntry {
     let record = RecordKey {
         kind: "lead".into(),
@@ -67,6 +86,7 @@ async fn run(name: &str, yaml: &str, rows: Vec<OutboxEntry>) {
     let (w, d) = config::load(flows.path(), &HashMap::<String, String>::new());
     let workflows = Arc::new(ArcSwap::from_pointee(w.unwrap_or_else(|| panic!("{d:?}"))));
     let data = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(data.path().join("store")).unwrap();
     let store = Arc::new(
         KvStore::open(
             SledBackend::open(&data.path().join("store")).unwrap(),
@@ -180,4 +200,25 @@ async fn main() {
         })
         .collect();
     run("signed webhooks to a local HTTP server", yaml, rows).await;
+    let texts: usize = std::env::var("BENCH_TEXTS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10_000);
+    let url = twilio_sink().await;
+    let yaml = format!(
+        "settings: {{ public_url: \"https://flows.example\", sms: {{ url: \"{url}\", account: AC1, token: t0ken, from: \"+15550001111\" }} }}\n"
+    );
+    let rows = (0..texts)
+        .map(|i| {
+            row(
+                i,
+                Delivery::Sms {
+                    to: format!("+1555{i:07}"),
+                    body: "Hi Pat, it's Sam at Acme. Is now a good time for a quick call?".into(),
+                    zone: None,
+                },
+            )
+        })
+        .collect();
+    run("texts to a local Twilio-like server", &yaml, rows).await;
 }

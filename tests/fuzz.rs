@@ -495,6 +495,70 @@ sources:
 }
 
 #[test]
+fn texts_posted_back_are_verified_and_read_or_refused() {
+    use dealflow::config::model::SmsProvider;
+    use dealflow::config::workflows::{SigningSecret, SmsSettings};
+    let settings = |provider| SmsSettings {
+        provider,
+        url: "http://127.0.0.1:1".into(),
+        account: "AC1".into(),
+        token: SigningSecret("t0ken".into()),
+        from: "+15550001111".into(),
+        quiet_hours: None,
+    };
+    let field = prop::sample::select(vec![
+        "MessageSid",
+        "From",
+        "To",
+        "Body",
+        "MessageStatus",
+        "ErrorCode",
+        "id",
+        "type",
+    ]);
+    let form = prop::collection::vec((field, "[ -~\\PC]{0,12}"), 0..6);
+    fuzz(
+        "sms hook",
+        2_000,
+        (
+            form,
+            json(),
+            prop::collection::vec(any::<u8>(), 0..32),
+            any::<bool>(),
+        ),
+        |(form, payload, noise, twilio)| {
+            let mut body = if twilio {
+                let mut s = form_urlencoded::Serializer::new(String::new());
+                for (k, v) in &form {
+                    s.append_pair(k, v);
+                }
+                s.finish().into_bytes()
+            } else {
+                serde_json::to_vec(&payload).unwrap()
+            };
+            if noise.len() % 3 == 0 {
+                body.extend_from_slice(&noise);
+            }
+            let provider = if twilio {
+                SmsProvider::Twilio
+            } else {
+                SmsProvider::Http
+            };
+            let mut headers = BTreeMap::new();
+            headers.insert("x-twilio-signature".to_owned(), "c2ln".to_owned());
+            let url = "https://flows.example/hooks/sms?row=1";
+            let _ = dealflow::intake::sms::verify(&settings(provider), url, &body, &headers, now());
+            if let Ok(dealflow::intake::sms::Inbound::Message { id, from, body, .. }) =
+                dealflow::intake::sms::read(provider, &body, Some("1"), now())
+            {
+                let _ = dealflow::intake::sms::handle_message(&id, &from, &body, None, now());
+            }
+            let _ = dealflow::state::phone::segments(&String::from_utf8_lossy(&body));
+        },
+    );
+}
+
+#[test]
 fn console_cookies_are_checked_or_refused() {
     let keys = dealflow::console::SessionKeys::new(Some("token"), false);
     let (good, _) = keys.issue(true, now());

@@ -287,6 +287,34 @@ mod tests {
     }
 
     #[test]
+    fn an_email_and_a_text_to_one_prospect_are_two_touches() {
+        let (log, limits) = (SendLog::default(), one_touch_a_day());
+        let pat = RecordKey {
+            kind: "lead".into(),
+            id: "L1".into(),
+        };
+        let email = Touch::email("a@us.example", "pat@p.example", Audience::Prospect).about(&pat);
+        assert!(log.check(&limits, email, at(0)).is_ok());
+        let d = log
+            .check(&limits, Touch::text("+15551230001", &pat), at(2))
+            .unwrap_err();
+        assert!(d.reason.contains("record lead/L1"), "{d:?}");
+        // Another record's number is another contact.
+        let sam = RecordKey {
+            kind: "lead".into(),
+            id: "L2".into(),
+        };
+        assert!(
+            log.check(&limits, Touch::text("+15551230002", &sam), at(2))
+                .is_ok()
+        );
+        let again = log
+            .check(&limits, Touch::text("+15551230002", &sam), at(3))
+            .unwrap_err();
+        assert!(again.reason.contains("+15551230002"), "{again:?}");
+    }
+
+    #[test]
     fn notices_to_the_team_are_not_contact_touches() {
         let (log, limits) = (SendLog::default(), one_touch_a_day());
         for _ in 0..3 {

@@ -145,18 +145,18 @@ fn compile_sms(spec: &SmsSettingsSpec, cx: &mut Cx) -> Option<SmsSettings> {
     }
     let from = cx.parsed(&spec.from, |t| {
         crate::state::phone::e164(t).map(str::to_owned)
-    })?;
+    });
     let quiet_hours = match &spec.quiet_hours {
-        None => None,
-        Some(q) => Some(cx.parsed(q, parse_quiet_hours)?),
+        None => Some(None),
+        Some(q) => cx.parsed(q, parse_quiet_hours).map(Some),
     };
     Some(SmsSettings {
         provider,
         url,
         account,
         token: SigningSecret(spec.token.get().clone()),
-        from,
-        quiet_hours,
+        from: from?,
+        quiet_hours: quiet_hours?,
     })
 }
 
