@@ -404,3 +404,77 @@ async fn texts_in_flight_at_a_kill_go_again_with_their_identity() {
         assert!(twilio.texts().iter().any(|t| t.body == body), "{body}");
     }
 }
+
+#[tokio::test]
+async fn the_http_provider_gets_json_and_posts_signed_json_back() {
+    let sink = common::sinks::HttpSink::start(0).await;
+    let yaml = format!(
+        r#"
+settings:
+  sms: {{ provider: http, url: "{}/texts", token: "${{SMS_TOKEN}}", from: "+15550001111" }}
+rules:
+  - name: one text
+    on: ping.text
+    do:
+      - sms: {{ body: "Ping {{{{ event.n }}}}" }}
+"#,
+        sink.url
+    );
+    let (dir, flows_dir) = workflow_dir(&yaml);
+    let daemon = Daemon::start(
+        &flows_dir,
+        &dir.path().join("data"),
+        &[],
+        &[("SMS_TOKEN", "generic-provider-token")],
+    );
+    let url = &daemon.url;
+    let (status, _) = post_json(
+        &format!("{url}/v1/events"),
+        json!({"type": "ping.text", "record": {"kind": "lead", "id": "L1",
+               "fields": {"phone": PAT, "sms_consent": true}}, "data": {"n": 7}}),
+    )
+    .await;
+    assert_eq!(status, 202);
+    let hit = eventually(10, "the text posted", || async {
+        sink.hits().into_iter().next()
+    })
+    .await;
+    assert_eq!(
+        hit.header("authorization").as_deref(),
+        Some("Bearer generic-provider-token")
+    );
+    let sent: Value = serde_json::from_slice(&hit.body).unwrap();
+    let row = hit.header("idempotency-key").unwrap();
+    assert_eq!(sent["id"], row.as_str());
+    assert_eq!(
+        (sent["to"].as_str(), sent["body"].as_str()),
+        (Some(PAT), Some("Ping 7"))
+    );
+    let callback = sent["status_callback"].as_str().unwrap().to_owned();
+    // The provider's receipt, signed as a Standard Webhook with the token.
+    let post = |body: Value, secret: &'static str| {
+        let callback = callback.clone();
+        async move {
+            let payload = serde_json::to_vec(&body).unwrap();
+            let now = chrono::Utc::now().timestamp();
+            let signature = dealflow::signature::standard_sign(secret, "msg_1", now, &payload);
+            reqwest::Client::new()
+                .post(&callback)
+                .header("webhook-id", "msg_1")
+                .header("webhook-timestamp", now.to_string())
+                .header("webhook-signature", signature)
+                .header("content-type", "application/json")
+                .body(payload)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    let failed = json!({"type": "status", "id": "p1", "status": "failed", "error_code": "30006"});
+    assert_eq!(post(failed.clone(), "another-token").await, 401);
+    assert_eq!(post(failed, "generic-provider-token").await, 200);
+    let rows = outbox(url).await;
+    assert_eq!(rows[0]["receipt"]["status"], "failed", "{rows:?}");
+    assert_eq!(rows[0]["receipt"]["error_code"], "30006");
+}
