@@ -68,6 +68,8 @@ const TABLES: &[(&[u8], &str)] = &[
     (keys::MAILBOX, "mailbox positions"),
     (keys::REJECTED, "kept payloads"),
     (keys::FORECAST, "forecast snapshots"),
+    (keys::TEXTED, "texted numbers"),
+    (keys::RECEIPT, "text receipts"),
 ];
 
 fn printable(key: &[u8]) -> String {
@@ -216,6 +218,12 @@ impl Checker {
             }
             p if p == keys::FORECAST => {
                 self.decodes::<crate::state::ForecastSnapshot>(table, key, value);
+            }
+            p if p == keys::TEXTED => {
+                self.decodes::<crate::state::RecordKey>(table, key, value);
+            }
+            p if p == keys::RECEIPT => {
+                self.decodes::<crate::state::Receipt>(table, key, value);
             }
             p if p == keys::COUNTER && keys::read_u64(value).is_none() => {
                 self.problem(table, key, "does not hold a number");
@@ -367,6 +375,16 @@ mod tests {
         let report = store.check(false).unwrap();
         assert!(report.problems.is_empty(), "{:?}", report.problems);
         assert_eq!(report.counts.get("tasks"), Some(&1));
+    }
+
+    #[test]
+    fn a_text_with_its_receipt_is_sound() {
+        let store = store_with_a_task_and_an_event();
+        crate::store::conformance::texts_keep_their_number_and_receipts_apart(&store);
+        let report = store.check(false).unwrap();
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+        assert_eq!(report.counts.get("texted numbers"), Some(&1));
+        assert_eq!(report.counts.get("text receipts"), Some(&1));
     }
 
     #[test]

@@ -479,6 +479,48 @@ pub fn history_enrollments_suppression<S: Store>(s: &S) {
     assert!(s.suppressions(None, 10).unwrap().items.is_empty());
 }
 
+/// A text's row names the record texted at its number; a receipt is kept
+/// under its own key, so the delivery worker's later write of the row
+/// (made from the row as it claimed it) does not erase it.
+pub fn texts_keep_their_number_and_receipts_apart<S: Store>(s: &S) {
+    use crate::state::{Delivery, OutboxStatus, Receipt};
+    let text = Delivery::Sms {
+        to: "+15551230001".into(),
+        body: "Hi".into(),
+        zone: None,
+    };
+    let mut row = OutboxEntry::pending("t1".into(), key("lead", "L1"), text, at(0), "r".into());
+    row.status = OutboxStatus::Sending;
+    s.commit(Changes {
+        outbox: vec![row.clone()],
+        ..Changes::default()
+    })
+    .unwrap();
+    assert_eq!(s.texted("+15551230001").unwrap(), Some(key("lead", "L1")));
+    assert_eq!(s.texted("+15551230002").unwrap(), None);
+    let receipt = Receipt {
+        status: "delivered".into(),
+        error_code: None,
+        at: at(5),
+    };
+    s.commit(Changes {
+        receipts: vec![("t1".into(), receipt.clone())],
+        ..Changes::default()
+    })
+    .unwrap();
+    row.status = OutboxStatus::Sent;
+    row.provider_id = Some("SM1".into());
+    s.commit(Changes {
+        outbox: vec![row.clone()],
+        ..Changes::default()
+    })
+    .unwrap();
+    let read = s.outbox_entry("t1").unwrap().unwrap();
+    assert_eq!(read.receipt, Some(receipt.clone()));
+    assert_eq!(read.provider_id.as_deref(), Some("SM1"));
+    assert_eq!(s.outbox(None, 10).unwrap().items[0].receipt, Some(receipt));
+}
+
 pub fn outbox_rows_round_trip<S: Store>(s: &S) {
     use crate::state::{Delivery, OutboxStatus};
     let row = |id: &str, delivery| {
@@ -722,6 +764,11 @@ macro_rules! conformance {
             fn outbox_rows_round_trip() {
                 let (_g, s) = $make;
                 super::outbox_rows_round_trip(&s);
+            }
+            #[test]
+            fn texts_keep_their_number_and_receipts_apart() {
+                let (_g, s) = $make;
+                super::texts_keep_their_number_and_receipts_apart(&s);
             }
             #[test]
             fn forecast_snapshots_are_found_on_or_before_a_day() {
