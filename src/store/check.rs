@@ -72,6 +72,10 @@ const TABLES: &[(&[u8], &str)] = &[
     (keys::RECEIPT, "text receipts"),
 ];
 
+fn lossy(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
 fn printable(key: &[u8]) -> String {
     String::from_utf8_lossy(key).replace('\0', "/")
 }
@@ -169,8 +173,8 @@ impl Checker {
                     self.tasks.insert(task.id.clone(), task);
                 }
             }
-            p if p == OPEN_TASK || p == OWNER_TASK => match text.split_once('\0') {
-                Some((_, id)) => self.task_index.push((key.to_vec(), table, id.to_owned())),
+            p if p == OPEN_TASK || p == OWNER_TASK => match keys::split_parts(rest, 1) {
+                Some((_, id)) => self.task_index.push((key.to_vec(), table, lossy(id))),
                 None => self.problem(table, key, "is not OWNER/ID"),
             },
             p if p == keys::OUTBOX => {
@@ -187,8 +191,8 @@ impl Checker {
                 None => self.problem(table, key, "has no due time"),
             },
             p if p == keys::OUTBOX_SENDING => self.outbox_index.push((key.to_vec(), table, text)),
-            p if p == keys::OUTBOX_BY_RECORD => match text.rsplit_once('\0') {
-                Some((_, id)) => self.outbox_index.push((key.to_vec(), table, id.to_owned())),
+            p if p == keys::OUTBOX_BY_RECORD => match keys::split_parts(rest, 2) {
+                Some((_, id)) => self.outbox_index.push((key.to_vec(), table, lossy(id))),
                 None => self.problem(table, key, "is not KIND/ID/ROW"),
             },
             p if p == keys::TIMER => {
@@ -203,8 +207,8 @@ impl Checker {
                 }
                 Err(e) => self.problem(table, key, format!("does not decode: {e}")),
             },
-            p if p == keys::RUN_BY_RECORD => match text.rsplit_once('\0') {
-                Some((_, row)) => self.run_index.push((key.to_vec(), row.to_owned())),
+            p if p == keys::RUN_BY_RECORD => match keys::split_parts(rest, 2) {
+                Some((_, row)) => self.run_index.push((key.to_vec(), lossy(row))),
                 None => self.problem(table, key, "is not KIND/ID/ROW"),
             },
             p if p == keys::SET_ASIDE => {

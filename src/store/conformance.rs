@@ -521,6 +521,100 @@ pub fn texts_keep_their_number_and_receipts_apart<S: Store>(s: &S) {
     assert_eq!(s.outbox(None, 10).unwrap().items[0].receipt, Some(receipt));
 }
 
+/// Issue 26: with NUL only ending parts, `L9\0x`'s enrollments, runs,
+/// outbox rows and score entries read as `L9`'s, and an owner `a\0b`'s
+/// tasks as `a`'s. Parts are stuffed, so they never do.
+pub fn ids_with_nul_never_read_as_another_records<S: Store>(s: &S) {
+    let (plain, tricky) = (key("lead", "L9"), key("lead", "L9\0x"));
+    let enrollment = |record: &RecordKey, sequence: &str| Enrollment {
+        record: record.clone(),
+        sequence: sequence.into(),
+        enrolled_at: at(0),
+        status: crate::state::EnrollmentStatus::Active,
+        next_step: None,
+        exit_reason: None,
+        exit_cause: None,
+        ended_at: None,
+        timer: None,
+        next_at: None,
+        messages: Default::default(),
+        last_step: None,
+    };
+    let mut tricky_run = run("r2", "rule", "L9");
+    tricky_run.record = tricky.clone();
+    let mut tricky_task = task("t2", Some("a\0b"), TaskStatus::Open);
+    tricky_task.record = tricky.clone();
+    let texted = |id: &str, record: &RecordKey| {
+        let text = crate::state::Delivery::Sms {
+            to: "+15551230001".into(),
+            body: "Hi".into(),
+            zone: None,
+        };
+        OutboxEntry::pending(id.into(), record.clone(), text, at(0), "r".into())
+    };
+    s.commit(Changes {
+        enrollments: vec![enrollment(&plain, "a"), enrollment(&tricky, "x\0a")],
+        runs: vec![run("r1", "rule", "L9"), tricky_run],
+        tasks: vec![task("t1", Some("a"), TaskStatus::Open), tricky_task],
+        outbox: vec![texted("o1", &plain), texted("o2", &tricky)],
+        ..Changes::default()
+    })
+    .unwrap();
+    let sequences = |k: &RecordKey| -> Vec<String> {
+        s.enrollments(k)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.sequence)
+            .collect()
+    };
+    assert_eq!(sequences(&plain), ["a"]);
+    assert_eq!(sequences(&tricky), ["x\0a"]);
+    let runs = |k: &RecordKey| -> Vec<String> {
+        let filter = RunFilter {
+            record: Some(k.clone()),
+            rule: None,
+        };
+        s.runs(&filter, None, 10)
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|r| r.id)
+            .collect()
+    };
+    assert_eq!(runs(&plain), ["r1"]);
+    assert_eq!(runs(&tricky), ["r2"]);
+    let rows = |k: &RecordKey| -> Vec<String> {
+        let filter = OutboxFilter {
+            status: None,
+            record: Some(k.clone()),
+        };
+        s.outbox_matching(&filter, None, 10)
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|o| o.id)
+            .collect()
+    };
+    assert_eq!(rows(&plain), ["o1"]);
+    assert_eq!(rows(&tricky), ["o2"]);
+    let owned = |owner: &str| -> Vec<String> {
+        let filter = TaskFilter {
+            owner: Some(owner.into()),
+            status: Some(TaskStatus::Open),
+            record: None,
+        };
+        s.tasks(&filter, None, 10)
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|t| t.id)
+            .collect()
+    };
+    assert_eq!(owned("a"), ["t1"]);
+    assert_eq!(owned("a\0b"), ["t2"]);
+    assert_eq!(s.open_task_count("a").unwrap(), 1);
+}
+
 pub fn outbox_rows_round_trip<S: Store>(s: &S) {
     use crate::state::{Delivery, OutboxStatus};
     let row = |id: &str, delivery| {
@@ -769,6 +863,11 @@ macro_rules! conformance {
             fn texts_keep_their_number_and_receipts_apart() {
                 let (_g, s) = $make;
                 super::texts_keep_their_number_and_receipts_apart(&s);
+            }
+            #[test]
+            fn ids_with_nul_never_read_as_another_records() {
+                let (_g, s) = $make;
+                super::ids_with_nul_never_read_as_another_records(&s);
             }
             #[test]
             fn forecast_snapshots_are_found_on_or_before_a_day() {

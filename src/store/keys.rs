@@ -1,8 +1,66 @@
 //! Key layout. Numbers are big-endian so byte order is numeric order;
 //! strings are followed by 0 so a prefix of one name never matches another.
+//!
+//! A string that other parts follow is written through [`part`], which
+//! stuffs any NUL inside it, so no id can end its part early: a record
+//! `L9\0x` can never read as `L9` followed by more (issue 26). The last
+//! part of a key needs no stuffing (nothing follows it) and is written as
+//! it is, as are parts without NUL or 0x01, which the API refuses anyway:
+//! every key written before stuffing reads the same after it.
 
 use crate::state::RecordKey;
 use chrono::{DateTime, Utc};
+use std::borrow::Cow;
+
+/// A key part that other parts follow: NUL becomes 0x01 0x01 and 0x01
+/// becomes 0x01 0x02, so the part holds no NUL and the NUL after it ends
+/// it unambiguously.
+pub fn part(text: &str) -> Cow<'_, [u8]> {
+    let bytes = text.as_bytes();
+    if !bytes.iter().any(|b| *b <= 1) {
+        return Cow::Borrowed(bytes);
+    }
+    let mut out = Vec::with_capacity(bytes.len() + 4);
+    for b in bytes {
+        match b {
+            0 => out.extend_from_slice(&[1, 1]),
+            1 => out.extend_from_slice(&[1, 2]),
+            other => out.push(*other),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// The text of a stuffed part, if it is one.
+pub fn unpart(bytes: &[u8]) -> Option<String> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut iter = bytes.iter();
+    while let Some(b) = iter.next() {
+        match b {
+            0 => return None,
+            1 => match iter.next()? {
+                1 => out.push(0),
+                2 => out.push(1),
+                _ => return None,
+            },
+            other => out.push(*other),
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Splits `n` stuffed parts, each ended by NUL, off the front of `rest`:
+/// their texts, and what follows them.
+pub fn split_parts(rest: &[u8], n: usize) -> Option<(Vec<String>, &[u8])> {
+    let mut parts = Vec::with_capacity(n);
+    let mut rest = rest;
+    for _ in 0..n {
+        let end = rest.iter().position(|b| *b == 0)?;
+        parts.push(unpart(&rest[..end])?);
+        rest = &rest[end + 1..];
+    }
+    Some((parts, rest))
+}
 
 pub const EVENT: &[u8] = b"ev\0";
 pub const EVENT_ID: &[u8] = b"ei\0";
@@ -56,7 +114,7 @@ pub fn event_id(id: &str) -> Vec<u8> {
 }
 
 pub fn record_prefix(kind: &str) -> Vec<u8> {
-    join(&[RECORD, kind.as_bytes(), b"\0"])
+    join(&[RECORD, &part(kind), b"\0"])
 }
 
 pub fn record(key: &RecordKey) -> Vec<u8> {
@@ -64,16 +122,16 @@ pub fn record(key: &RecordKey) -> Vec<u8> {
 }
 
 pub fn stage_history(key: &RecordKey) -> Vec<u8> {
-    join(&[STAGE_HISTORY, key.kind.as_bytes(), b"\0", key.id.as_bytes()])
+    join(&[STAGE_HISTORY, &part(&key.kind), b"\0", key.id.as_bytes()])
 }
 
 /// The record a stage history key belongs to.
 pub fn stage_history_record(key: &[u8]) -> Option<RecordKey> {
     let rest = key.strip_prefix(STAGE_HISTORY)?;
-    let split = rest.iter().position(|b| *b == 0)?;
+    let (mut kind, id) = split_parts(rest, 1)?;
     Some(RecordKey {
-        kind: String::from_utf8(rest[..split].to_vec()).ok()?,
-        id: String::from_utf8(rest[split + 1..].to_vec()).ok()?,
+        kind: kind.pop()?,
+        id: String::from_utf8(id.to_vec()).ok()?,
     })
 }
 
@@ -96,13 +154,7 @@ pub fn receipt(row: &str) -> Vec<u8> {
 /// The start of a record's entries in a table or index keyed by record
 /// first: the id is followed by NUL, so `L1` never lists `L10`'s.
 fn by_record_prefix(index: &[u8], record: &RecordKey) -> Vec<u8> {
-    join(&[
-        index,
-        record.kind.as_bytes(),
-        b"\0",
-        record.id.as_bytes(),
-        b"\0",
-    ])
+    join(&[index, &part(&record.kind), b"\0", &part(&record.id), b"\0"])
 }
 
 /// The start of a record's outbox rows in [`OUTBOX_BY_RECORD`].
@@ -153,11 +205,7 @@ pub fn enrollment(key: &RecordKey, sequence: &str) -> Vec<u8> {
 }
 
 pub fn score_ledger_prefix(key: &RecordKey, model: &str) -> Vec<u8> {
-    join(&[
-        &by_record_prefix(SCORE_LEDGER, key),
-        model.as_bytes(),
-        b"\0",
-    ])
+    join(&[&by_record_prefix(SCORE_LEDGER, key), &part(model), b"\0"])
 }
 
 /// Fixed-width hex (not raw big-endian): the suffix doubles as the text
@@ -179,20 +227,18 @@ pub fn suppressed(email: &str) -> Vec<u8> {
     ])
 }
 
-/// The start of a source's rejected payloads (source names are printable
-/// words, so NUL ends one unambiguously).
+/// The start of a source's rejected payloads.
 pub fn rejected_prefix(source: &str) -> Vec<u8> {
-    join(&[REJECTED, source.as_bytes(), b"\0"])
+    join(&[REJECTED, &part(source), b"\0"])
 }
 
 pub fn rejected(source: &str, id: &str) -> Vec<u8> {
     join(&[&rejected_prefix(source), id.as_bytes()])
 }
 
-/// The start of a pipeline's forecast snapshots (pipeline names are
-/// printable words, so NUL ends one unambiguously).
+/// The start of a pipeline's forecast snapshots.
 pub fn forecast_prefix(pipeline: &str) -> Vec<u8> {
-    join(&[FORECAST, pipeline.as_bytes(), b"\0"])
+    join(&[FORECAST, &part(pipeline), b"\0"])
 }
 
 pub fn forecast(pipeline: &str, day: chrono::NaiveDate) -> Vec<u8> {
@@ -217,4 +263,48 @@ pub fn counter(name: &str) -> Vec<u8> {
 /// A u64 stored big-endian.
 pub fn read_u64(bytes: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(bytes.try_into().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_without_nul_or_one_are_written_as_they_are() {
+        assert!(matches!(part("lead"), Cow::Borrowed(b"lead")));
+        assert_eq!(unpart(b"lead").as_deref(), Some("lead"));
+    }
+
+    #[test]
+    fn stuffed_parts_hold_no_nul_and_read_back() {
+        for text in ["L9\0x", "\u{1}", "\0\u{1}\0", "a\u{1}\u{1}b", ""] {
+            let written = part(text);
+            assert!(!written.contains(&0), "{text:?}");
+            assert_eq!(unpart(&written).as_deref(), Some(text));
+        }
+        assert_eq!(unpart(b"a\x01\x03"), None);
+        assert_eq!(unpart(b"a\x01"), None);
+        let key = join(&[
+            &part("lead\0x"),
+            b"\0",
+            &part("L\u{1}"),
+            b"\0",
+            b"row\0tail",
+        ]);
+        let (parts, rest) = split_parts(&key, 2).unwrap();
+        assert_eq!(parts, ["lead\0x", "L\u{1}"]);
+        assert_eq!(rest, b"row\0tail");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_text_round_trips_and_two_parts_never_share_a_prefix(
+            a in "[\\x00\\x01ab]{0,8}", b in "[\\x00\\x01ab]{0,8}"
+        ) {
+            proptest::prop_assert_eq!(unpart(&part(&a)), Some(a.clone()));
+            let (pa, pb) = (join(&[&part(&a), b"\0"]), join(&[&part(&b), b"\0"]));
+            // A part ended by NUL is a prefix of another only if it is it.
+            proptest::prop_assert_eq!(pb.starts_with(&pa), a == b);
+        }
+    }
 }

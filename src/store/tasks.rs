@@ -14,11 +14,11 @@ pub(super) const OPEN_TASK: &[u8] = b"ot\0";
 pub(super) const OWNER_TASK: &[u8] = b"ow\0";
 
 pub(super) fn open_task_key(owner: &str, id: &str) -> Vec<u8> {
-    keys::join(&[OPEN_TASK, owner.as_bytes(), b"\0", id.as_bytes()])
+    keys::join(&[OPEN_TASK, &keys::part(owner), b"\0", id.as_bytes()])
 }
 
 pub(super) fn owner_task_key(owner: &str, id: &str) -> Vec<u8> {
-    keys::join(&[OWNER_TASK, owner.as_bytes(), b"\0", id.as_bytes()])
+    keys::join(&[OWNER_TASK, &keys::part(owner), b"\0", id.as_bytes()])
 }
 
 impl<B: Backend> KvStore<B> {
@@ -76,7 +76,7 @@ impl<B: Backend> TaskTable for KvStore<B> {
         };
         match index {
             Some((table, owner)) => {
-                let prefix = keys::join(&[table, owner.as_bytes(), b"\0"]);
+                let prefix = keys::join(&[table, &keys::part(owner), b"\0"]);
                 indexed_page(self, &prefix, keys::TASK, after, limit, keep)
             }
             None => filtered_page(self, keys::TASK, after, limit, false, decode_value, keep),
@@ -84,7 +84,7 @@ impl<B: Backend> TaskTable for KvStore<B> {
     }
 
     fn open_task_count(&self, owner: &str) -> Result<usize, StoreError> {
-        let prefix = keys::join(&[OPEN_TASK, owner.as_bytes(), b"\0"]);
+        let prefix = keys::join(&[OPEN_TASK, &keys::part(owner), b"\0"]);
         Ok(self.backend.scan(&prefix, None, usize::MAX)?.len())
     }
 }
