@@ -121,6 +121,9 @@ pub struct SettingsSpec {
     pub retry: Option<RetrySpec>,
     /// How long run history is kept (default 90d).
     pub keep_runs: Option<Text>,
+    /// How long handled events are kept (default 90d, at least 7d: an
+    /// event id is remembered for deduplication as long).
+    pub keep_events: Option<Text>,
     /// IMAP mailboxes to read replies, bounces and auto-replies from.
     #[serde(default)]
     pub mailboxes: Vec<MailboxSpec>,

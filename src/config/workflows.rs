@@ -116,6 +116,8 @@ pub struct Settings {
     pub retry: RetryPolicy,
     /// How long run history is kept.
     pub keep_runs: Duration,
+    /// How long handled events are kept (their ids deduplicate as long).
+    pub keep_events: Duration,
     /// IMAP mailboxes read for replies, bounces and auto-replies.
     pub mailboxes: Vec<Mailbox>,
     /// The text-message provider, when texts are sent.
@@ -228,6 +230,7 @@ impl Default for Settings {
             webhook_timeout: Duration::from_secs(10),
             retry: RetryPolicy::default(),
             keep_runs: Duration::from_secs(90 * 86_400),
+            keep_events: Duration::from_secs(90 * 86_400),
             mailboxes: Vec::new(),
             sms: None,
         }

@@ -70,6 +70,7 @@ const TABLES: &[(&[u8], &str)] = &[
     (keys::FORECAST, "forecast snapshots"),
     (keys::TEXTED, "texted numbers"),
     (keys::RECEIPT, "text receipts"),
+    (keys::EVENT_MARK, "event marks"),
 ];
 
 fn lossy(bytes: &[u8]) -> String {
@@ -229,7 +230,9 @@ impl Checker {
             p if p == keys::RECEIPT => {
                 self.decodes::<crate::state::Receipt>(table, key, value);
             }
-            p if p == keys::COUNTER && keys::read_u64(value).is_none() => {
+            p if (p == keys::COUNTER || p == keys::EVENT_MARK)
+                && keys::read_u64(value).is_none() =>
+            {
                 self.problem(table, key, "does not hold a number");
             }
             _ if key == keys::FORMAT && value != keys::FORMAT_VERSION => {

@@ -136,7 +136,91 @@ impl<B: Backend> KvStore<B> {
     }
 }
 
+impl<B: Backend> KvStore<B> {
+    /// Writes and forgets marks, and forgets pruned rows with the
+    /// deduplication entries that still point at their events (an id is
+    /// left alone when it names another event, as a timer's may).
+    pub(super) fn stage_event_retention(
+        &self,
+        changes: &Changes,
+        w: &mut Vec<KvWrite>,
+    ) -> Result<(), StoreError> {
+        for mark in &changes.event_marks {
+            w.push(KvWrite::Put(
+                keys::event_mark(mark.at),
+                mark.seq.to_be_bytes().to_vec(),
+            ));
+        }
+        for at in &changes.event_marks_pruned {
+            w.push(KvWrite::Delete(keys::event_mark(*at)));
+        }
+        for row in &changes.event_rows_pruned {
+            w.push(KvWrite::Delete(keys::event(row.first)));
+            for (seq, id) in &row.ids {
+                let key = keys::event_id(id);
+                let points_here = self
+                    .backend
+                    .get(&key)?
+                    .and_then(|b| keys::read_u64(&b))
+                    .is_some_and(|s| s == *seq);
+                if points_here {
+                    w.push(KvWrite::Delete(key));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn decode_mark(key: &[u8], value: &[u8]) -> Option<EventMark> {
+    let ms = keys::read_u64(key.strip_prefix(keys::EVENT_MARK)?)?;
+    Some(EventMark {
+        at: DateTime::from_timestamp_millis(i64::try_from(ms).ok()?)?,
+        seq: keys::read_u64(value)?,
+    })
+}
+
 impl<B: Backend> EventTable for KvStore<B> {
+    fn event_mark_before(&self, at: DateTime<Utc>) -> Result<Option<EventMark>, StoreError> {
+        let after_at = keys::event_mark(at + chrono::Duration::milliseconds(1));
+        Ok(self
+            .backend
+            .scan_rev(keys::EVENT_MARK, Some(&after_at), 1)?
+            .first()
+            .and_then(|(k, v)| decode_mark(k, v)))
+    }
+
+    fn event_marks_before(
+        &self,
+        at: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<EventMark>, StoreError> {
+        let end = keys::event_mark(at);
+        Ok(self
+            .backend
+            .scan(keys::EVENT_MARK, None, limit)?
+            .into_iter()
+            .take_while(|(k, _)| *k < end)
+            .filter_map(|(k, v)| decode_mark(&k, &v))
+            .collect())
+    }
+
+    fn oldest_event_rows(&self, limit: usize) -> Result<Vec<EventRow>, StoreError> {
+        self.backend
+            .scan(keys::EVENT, None, limit)?
+            .into_iter()
+            .map(|(key, value)| {
+                let events = decode(&key, &value)?;
+                let first = keys::read_u64(&key[keys::EVENT.len()..]).unwrap_or(0);
+                Ok(EventRow {
+                    first,
+                    last: events.last().map_or(first, |e| e.seq),
+                    ids: events.into_iter().map(|e| (e.seq, e.id)).collect(),
+                })
+            })
+            .collect()
+    }
+
     fn append_events(&self, events: Vec<NewEvent>) -> Result<Vec<Appended>, StoreError> {
         let mut writer = self.lock();
         let mut next = self.next_seq(*writer)?;

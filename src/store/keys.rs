@@ -96,6 +96,9 @@ pub const REJECTED: &[u8] = b"rj\0";
 pub const TEXTED: &[u8] = b"tx\0";
 /// Delivery receipts of texts, by outbox row id.
 pub const RECEIPT: &[u8] = b"rx\0";
+/// Marks of the log by time: every event below the mark's sequence number
+/// was stored by the mark's time (retention's clock for `keep_events`).
+pub const EVENT_MARK: &[u8] = b"em\0";
 /// Daily forecast snapshots, by pipeline then day (YYYY-MM-DD sorts by time).
 pub const FORECAST: &[u8] = b"fc\0";
 
@@ -107,6 +110,11 @@ pub fn join(parts: &[&[u8]]) -> Vec<u8> {
 
 pub fn event(seq: u64) -> Vec<u8> {
     join(&[EVENT, &seq.to_be_bytes()])
+}
+
+pub fn event_mark(at: DateTime<Utc>) -> Vec<u8> {
+    let ms = u64::try_from(at.timestamp_millis()).unwrap_or(0);
+    join(&[EVENT_MARK, &ms.to_be_bytes()])
 }
 
 pub fn event_id(id: &str) -> Vec<u8> {

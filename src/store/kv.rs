@@ -358,6 +358,7 @@ impl<B: Backend> Store for KvStore<B> {
         rejected::stage(&changes.rejected, &changes.replayed, &mut w)?;
         mailboxes::stage_positions(&changes.mailbox_positions, &mut w)?;
         super::outbox::stage_receipts(&changes.receipts, &mut w)?;
+        self.stage_event_retention(&changes, &mut w)?;
         forecasts::stage(&changes.forecasts, &mut w)?;
         let rings_worker = !changes.events.is_empty() || !changes.fired.is_empty();
         let rings_delivery = !changes.outbox.is_empty();

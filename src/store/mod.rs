@@ -165,6 +165,28 @@ pub struct Appended {
     pub duplicate: bool,
 }
 
+/// A mark of the log: every event with a sequence number below `seq` was
+/// stored at or before `at`. The log's order is the order events were
+/// stored in, so a mark dates every event before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EventMark {
+    /// When the mark was made.
+    pub at: DateTime<Utc>,
+    /// The next sequence number then.
+    pub seq: u64,
+}
+
+/// A row of the log as retention sees it: its key and its events' ids.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRow {
+    /// The sequence number the row is stored under (its first event's).
+    pub first: u64,
+    /// Its last event's sequence number.
+    pub last: u64,
+    /// Each event's (sequence number, id).
+    pub ids: Vec<(u64, String)>,
+}
+
 /// One page of a listing; `next` is the cursor for the following page.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Page<T> {
@@ -222,6 +244,16 @@ pub trait EventTable {
     fn cursor(&self) -> Result<u64, StoreError>;
     /// The last event stored.
     fn last_seq(&self) -> Result<u64, StoreError>;
+    /// The latest mark made at or before `at`.
+    fn event_mark_before(&self, at: DateTime<Utc>) -> Result<Option<EventMark>, StoreError>;
+    /// The marks made before `at`, oldest first, at most `limit`.
+    fn event_marks_before(
+        &self,
+        at: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<EventMark>, StoreError>;
+    /// The oldest rows of the log, at most `limit`.
+    fn oldest_event_rows(&self, limit: usize) -> Result<Vec<EventRow>, StoreError>;
 }
 
 /// Records.
@@ -479,6 +511,13 @@ pub struct Changes {
     pub forecasts: Vec<ForecastSnapshot>,
     /// Delivery receipts of texts: (outbox row id, receipt).
     pub receipts: Vec<(String, Receipt)>,
+    /// Marks of the log to write.
+    pub event_marks: Vec<EventMark>,
+    /// Marks of the log to forget, by time.
+    pub event_marks_pruned: Vec<DateTime<Utc>>,
+    /// Rows of handled events to forget (past `settings.keep_events`),
+    /// with the deduplication entries that point at their events.
+    pub event_rows_pruned: Vec<EventRow>,
     /// Events of due timers, appended after `events`. The timer's deletion
     /// in the same commit is what makes each fire once, so their ids (the
     /// timers') skip the idempotency index that outside events go through:
@@ -512,6 +551,9 @@ impl Changes {
         self.mailbox_positions.extend(other.mailbox_positions);
         self.forecasts.extend(other.forecasts);
         self.receipts.extend(other.receipts);
+        self.event_marks.extend(other.event_marks);
+        self.event_marks_pruned.extend(other.event_marks_pruned);
+        self.event_rows_pruned.extend(other.event_rows_pruned);
         self.handled = other.handled.or(self.handled);
     }
 }

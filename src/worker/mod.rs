@@ -388,21 +388,34 @@ pub fn spawn<S: Store>(
     (handle, task)
 }
 
-/// Forgets runs past `settings.keep_runs`; answers when to do it next.
+/// Forgets runs past `settings.keep_runs` and handled events past
+/// `settings.keep_events`; answers when to do it next.
 fn prune<S: Store>(store: &S, workflows: &Workflows, clock: &dyn Clock) -> DateTime<Utc> {
-    let keep = workflows.settings.keep_runs;
+    let settings = &workflows.settings;
     let now = clock.now();
-    let done = run_blocking(|| retention::prune_runs(store, keep, now)).unwrap_or_else(|e| {
-        tracing::error!(error = %e, "Pruning old runs failed; trying again later.");
+    let failed = |what: &str, e: StoreError| {
+        tracing::error!(error = %e, "Pruning old {what} failed; trying again later.");
         retention::Pruned {
-            runs: 0,
+            count: 0,
             more: false,
         }
-    });
-    if done.runs > 0 {
-        tracing::debug!(runs = done.runs, "Forgot runs past settings.keep_runs.");
+    };
+    let runs = run_blocking(|| retention::prune_runs(store, settings.keep_runs, now))
+        .unwrap_or_else(|e| failed("runs", e));
+    let events = run_blocking(|| retention::prune_events(store, settings.keep_events, now))
+        .unwrap_or_else(|e| failed("events", e));
+    if runs.count > 0 || events.count > 0 {
+        tracing::debug!(
+            runs = runs.count,
+            events = events.count,
+            "Forgot runs and events past settings.keep_runs and keep_events."
+        );
     }
-    retention::next_prune(now, keep, done)
+    retention::next_prune(now, settings.keep_runs, runs).min(retention::next_prune(
+        now,
+        settings.keep_events,
+        events,
+    ))
 }
 
 /// How long the worker may sleep: until the next timer or schedule slot is

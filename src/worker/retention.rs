@@ -1,8 +1,16 @@
-//! Retention: runs older than `settings.keep_runs` are forgotten, so run
-//! history does not grow the store without bound. The worker prunes a
-//! bounded amount at a time, between rounds.
+//! Retention: runs older than `settings.keep_runs` and handled events
+//! older than `settings.keep_events` are forgotten, so neither grows the
+//! store without bound. The worker prunes a bounded amount at a time,
+//! between rounds.
+//!
+//! Events carry the time they happened (`occurred_at`, the sender's, which
+//! may be years back for an import), not when they were stored. The log is
+//! in the order events were stored, so retention marks it now and then
+//! (time → next sequence number) and an event is as old as the first mark
+//! after it: pruning by mark never drops a just-imported old event's id
+//! from the deduplication window.
 
-use crate::store::{Changes, RunRow, Store, StoreError};
+use crate::store::{Changes, EventMark, RunRow, Store, StoreError};
 use chrono::{DateTime, Utc};
 use std::time::Duration;
 
@@ -14,8 +22,8 @@ const PAGES_PER_CALL: usize = 20;
 /// What one call did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pruned {
-    /// Runs deleted.
-    pub runs: usize,
+    /// Runs (or events) deleted.
+    pub count: usize,
     /// Whether it stopped at its page limit with more perhaps to delete.
     pub more: bool,
 }
@@ -35,7 +43,7 @@ pub fn prune_runs<S: Store>(
         .and_then(|keep| now.checked_sub_signed(keep))
     else {
         return Ok(Pruned {
-            runs: 0,
+            count: 0,
             more: false,
         });
     };
@@ -46,7 +54,7 @@ pub fn prune_runs<S: Store>(
         let old: Vec<&RunRow> = page.iter().filter(|r| r.at < cutoff).collect();
         if old.is_empty() {
             return Ok(Pruned {
-                runs: pruned,
+                count: pruned,
                 more: false,
             });
         }
@@ -59,15 +67,78 @@ pub fn prune_runs<S: Store>(
         })?;
         if page.len() < PAGE {
             return Ok(Pruned {
-                runs: pruned,
+                count: pruned,
                 more: false,
             });
         }
     }
     Ok(Pruned {
-        runs: pruned,
+        count: pruned,
         more: true,
     })
+}
+
+/// Rows of the log looked at per call.
+const EVENT_ROWS: usize = 2_048;
+
+/// How often the log is marked: events are dated to within this.
+fn mark_every(keep: Duration) -> Duration {
+    (keep / 50).clamp(Duration::from_secs(1), Duration::from_secs(3600))
+}
+
+/// Marks the log now (when the last mark is old enough), then deletes the
+/// rows of handled events stored before `now - keep`, the deduplication
+/// entries of their ids, and the marks no longer needed.
+pub fn prune_events<S: Store>(
+    store: &S,
+    keep: Duration,
+    now: DateTime<Utc>,
+) -> Result<Pruned, StoreError> {
+    let mut changes = Changes::default();
+    let every = chrono::Duration::from_std(mark_every(keep)).unwrap_or(chrono::Duration::hours(1));
+    if store
+        .event_mark_before(now)?
+        .is_none_or(|last| now - last.at >= every)
+    {
+        // Read before the mark's time: every event below it is older.
+        let seq = store.last_seq()?.saturating_add(1);
+        changes.event_marks.push(EventMark { at: now, seq });
+    }
+    let cutoff = chrono::Duration::from_std(keep)
+        .ok()
+        .and_then(|keep| now.checked_sub_signed(keep));
+    let mark = match cutoff {
+        Some(cutoff) => store.event_mark_before(cutoff)?,
+        None => None,
+    };
+    let mut pruned = Pruned {
+        count: 0,
+        more: false,
+    };
+    if let Some(mark) = mark {
+        // Only handled events: the engine still needs the others.
+        let below = mark.seq.min(store.cursor()?.saturating_add(1));
+        let rows = store.oldest_event_rows(EVENT_ROWS)?;
+        let full = rows.len() == EVENT_ROWS;
+        let old: Vec<_> = rows.into_iter().take_while(|r| r.last < below).collect();
+        pruned = Pruned {
+            count: old.iter().map(|r| r.ids.len()).sum(),
+            more: full && old.len() == EVENT_ROWS,
+        };
+        changes.event_rows_pruned = old;
+        changes.event_marks_pruned = store
+            .event_marks_before(mark.at, EVENT_ROWS)?
+            .into_iter()
+            .map(|m| m.at)
+            .collect();
+    }
+    let nothing = changes.event_marks.is_empty()
+        && changes.event_rows_pruned.is_empty()
+        && changes.event_marks_pruned.is_empty();
+    if !nothing {
+        store.commit(changes)?;
+    }
+    Ok(pruned)
 }
 
 /// When to prune next: soon while behind, else after a while (a minute,
@@ -85,7 +156,7 @@ pub fn next_prune(now: DateTime<Utc>, keep: Duration, last: Pruned) -> DateTime<
 mod tests {
     use super::*;
     use crate::state::{RecordKey, Run};
-    use crate::store::{KvStore, MemoryBackend, RunFilter};
+    use crate::store::{EventTable, KvStore, MemoryBackend, RunFilter};
 
     fn run(seq: u64, suffix: &str, at: DateTime<Utc>) -> Run {
         Run {
@@ -139,7 +210,7 @@ mod tests {
         assert_eq!(
             pruned,
             Pruned {
-                runs: 2_400,
+                count: 2_400,
                 more: false
             }
         );
@@ -152,9 +223,9 @@ mod tests {
             ]
         );
         // Nothing more to do until the next one ages out.
-        assert_eq!(prune_runs(&store, keep, day(100)).unwrap().runs, 0);
+        assert_eq!(prune_runs(&store, keep, day(100)).unwrap().count, 0);
         // At day 186 only the run of day 95 is past 90 days.
-        assert_eq!(prune_runs(&store, keep, day(186)).unwrap().runs, 1);
+        assert_eq!(prune_runs(&store, keep, day(186)).unwrap().count, 1);
     }
 
     #[test]
@@ -167,7 +238,81 @@ mod tests {
             })
             .unwrap();
         let forever = Duration::from_secs(u64::MAX);
-        assert_eq!(prune_runs(&store, forever, day(2)).unwrap().runs, 0);
+        assert_eq!(prune_runs(&store, forever, day(2)).unwrap().count, 0);
         assert_eq!(ids(&store).len(), 1);
+    }
+
+    fn events(
+        ids: std::ops::Range<u32>,
+        occurred_at: DateTime<Utc>,
+    ) -> Vec<crate::state::NewEvent> {
+        ids.map(|n| crate::state::NewEvent {
+            id: Some(format!("e{n}")),
+            event_type: "form.submitted".into(),
+            record: RecordKey {
+                kind: "lead".into(),
+                id: format!("L{n}"),
+            },
+            fields: Default::default(),
+            data: Default::default(),
+            occurred_at,
+            depth: 0,
+        })
+        .collect()
+    }
+
+    fn seqs<S: Store>(store: &S) -> Vec<u64> {
+        store
+            .events_after(0, 1_000)
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect()
+    }
+
+    fn handled<S: Store>(store: &S, seq: u64) {
+        store
+            .commit(Changes {
+                handled: Some(seq),
+                ..Changes::default()
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn handled_events_stored_before_the_window_go_with_their_ids() {
+        let store = KvStore::open(MemoryBackend::default(), "memory").unwrap();
+        let keep = Duration::from_secs(7 * 86_400);
+        // Ten events stored on day 0, though they happened years before
+        // (an import): their age is when they were stored.
+        store.append_events(events(1..11, day(-2_000))).unwrap();
+        assert_eq!(prune_events(&store, keep, day(0)).unwrap().count, 0);
+        store.append_events(events(11..21, day(1))).unwrap();
+        assert_eq!(prune_events(&store, keep, day(1)).unwrap().count, 0);
+        handled(&store, 20);
+        // A week after day 0 is not yet past it.
+        assert_eq!(prune_events(&store, keep, day(6)).unwrap().count, 0);
+        assert_eq!(seqs(&store).len(), 20);
+        // Past it: the first ten go, with their deduplication entries.
+        assert_eq!(prune_events(&store, keep, day(7)).unwrap().count, 10);
+        assert_eq!(seqs(&store), (11..=20).collect::<Vec<u64>>());
+        let again = store.append_events(events(1..2, day(7))).unwrap();
+        assert!(!again[0].duplicate, "its id left the window with it");
+        let within = store.append_events(events(11..12, day(7))).unwrap();
+        assert!(within[0].duplicate, "a newer id still deduplicates");
+        let report = store.check(false).unwrap();
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+    }
+
+    #[test]
+    fn events_the_engine_has_not_handled_stay() {
+        let store = KvStore::open(MemoryBackend::default(), "memory").unwrap();
+        let keep = Duration::from_secs(7 * 86_400);
+        store.append_events(events(1..11, day(0))).unwrap();
+        prune_events(&store, keep, day(0)).unwrap();
+        handled(&store, 5);
+        // Rows of four: the row holding 5 also holds 6, which is unhandled.
+        assert_eq!(prune_events(&store, keep, day(30)).unwrap().count, 4);
+        assert_eq!(seqs(&store), (5..=10).collect::<Vec<u64>>());
     }
 }

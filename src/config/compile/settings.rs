@@ -14,6 +14,9 @@ use chrono::Weekday;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+/// The shortest `keep_events`: the deduplication window of event ids.
+const MIN_KEEP_EVENTS: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
+
 /// Compiles the one `settings:` section, or the defaults.
 pub fn compile_settings(set: &SourceSet, cx: &mut Cx) -> Settings {
     let mut out = Settings::default();
@@ -32,6 +35,7 @@ pub fn compile_settings(set: &SourceSet, cx: &mut Cx) -> Settings {
         webhooks,
         retry,
         keep_runs,
+        keep_events,
         mailboxes,
         sms,
     } = spec;
@@ -94,6 +98,18 @@ pub fn compile_settings(set: &SourceSet, cx: &mut Cx) -> Settings {
         .and_then(|t| cx.positive_duration(t, "keep_runs"))
     {
         out.keep_runs = d;
+    }
+    if let Some(text) = keep_events
+        && let Some(d) = cx.positive_duration(text, "keep_events")
+    {
+        if d < MIN_KEEP_EVENTS {
+            cx.error(
+                text,
+                "keep_events must be at least 7d: event ids are remembered for deduplication that long (SPEC §7)",
+            );
+        } else {
+            out.keep_events = d;
+        }
     }
     out.mailboxes = super::mailboxes::compile(mailboxes, cx);
     out.sms = sms.as_ref().and_then(|s| compile_sms(s, cx));
