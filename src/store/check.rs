@@ -118,6 +118,13 @@ struct Checker {
     outbox_index: Vec<(Vec<u8>, &'static str, String)>,
     run_rows: HashSet<String>,
     run_index: Vec<(Vec<u8>, String)>,
+    /// Timers: id → key.
+    timers: HashMap<String, Vec<u8>>,
+    /// Enrollments waiting on a timer: key, enrollment.
+    waiting: Vec<(Vec<u8>, Enrollment)>,
+    /// The last handled event, and the next sequence number.
+    cursor: u64,
+    next_seq: Option<u64>,
 }
 
 impl Checker {
@@ -197,10 +204,17 @@ impl Checker {
                 None => self.problem(table, key, "is not KIND/ID/ROW"),
             },
             p if p == keys::TIMER => {
-                self.decodes::<Timer>(table, key, value);
+                if let Some(timer) = self.decodes::<Timer>(table, key, value) {
+                    self.timers.insert(timer.id, key.to_vec());
+                }
             }
             p if p == keys::ENROLLMENT => {
-                self.decodes::<Enrollment>(table, key, value);
+                let enrollment = self.decodes::<Enrollment>(table, key, value);
+                if let Some(e) = enrollment.filter(|e| {
+                    e.status == crate::state::EnrollmentStatus::Active && e.timer.is_some()
+                }) {
+                    self.waiting.push((key.to_vec(), e));
+                }
             }
             p if p == keys::RUN => match runs::decode_head(key, value) {
                 Ok(row) => {
@@ -235,6 +249,8 @@ impl Checker {
             {
                 self.problem(table, key, "does not hold a number");
             }
+            _ if key == keys::CURSOR => self.cursor = keys::read_u64(value).unwrap_or(0),
+            _ if key == keys::NEXT_SEQ => self.next_seq = keys::read_u64(value),
             _ if key == keys::FORMAT && value != keys::FORMAT_VERSION => {
                 let (found, wanted) = (printable(value), printable(keys::FORMAT_VERSION));
                 self.problem(table, key, format!("is {found:?}, not {wanted:?}"));
@@ -269,6 +285,7 @@ impl Checker {
         }
         self.check_tasks(&mut fixes);
         self.check_outbox(&mut fixes);
+        self.check_timers(&mut fixes);
         for (key, row) in std::mem::take(&mut self.run_index) {
             if !self.run_rows.contains(&row) {
                 self.problem(
@@ -293,6 +310,68 @@ impl Checker {
         }
         let found = std::mem::take(&mut self.task_index);
         self.reconcile("tasks", "task", &wanted, found, fixes);
+    }
+
+    /// Timers against what they serve (SPEC §6 "no missed timers"): every
+    /// waiting enrollment's timer is stored or has fired into the part of
+    /// the log the engine has not handled yet; a step or overdue timer
+    /// serves a waiting enrollment or an open task (one that serves
+    /// nothing would fire into nothing, and is removed by `repair`); the
+    /// cursor is within the log.
+    fn check_timers(&mut self, fixes: &mut Vec<KvWrite>) {
+        let cursor = self.cursor;
+        let unhandled: HashSet<&str> = self
+            .events
+            .iter()
+            .filter(|(seq, _)| **seq > cursor)
+            .map(|(_, id)| id.as_str())
+            .collect();
+        let mut referenced = HashSet::new();
+        let mut missing = Vec::new();
+        for (key, e) in &self.waiting {
+            let Some(timer) = &e.timer else { continue };
+            referenced.insert(timer.id.clone());
+            if !self.timers.contains_key(&timer.id) && !unhandled.contains(timer.id.as_str()) {
+                missing.push((
+                    key.clone(),
+                    format!(
+                        "waits on timer {} (due {}), which is neither stored nor waiting in the log: the enrollment would never go on",
+                        timer.id, timer.due_at
+                    ),
+                ));
+            }
+        }
+        for (key, what) in missing {
+            self.problem("enrollments", &key, what);
+        }
+        let mut orphans = Vec::new();
+        for (id, key) in &self.timers {
+            let serves = match crate::state::TimerKind::of(id) {
+                Some((crate::state::TimerKind::Step, _)) => referenced.contains(id),
+                Some((crate::state::TimerKind::Overdue, task)) => self
+                    .tasks
+                    .get(task)
+                    .is_some_and(|t| t.status == TaskStatus::Open),
+                _ => true,
+            };
+            if !serves {
+                orphans.push(key.clone());
+            }
+        }
+        for key in orphans {
+            self.problem("timers", &key, "serves no waiting enrollment or open task");
+            fixes.push(KvWrite::Delete(key));
+        }
+        if let Some(next) = self.next_seq
+            && self.cursor >= next
+        {
+            let what = format!(
+                "is event {}, past the log's end ({}): events stored next would never be handled",
+                self.cursor,
+                next.saturating_sub(1)
+            );
+            self.problem("meta", keys::CURSOR, what);
+        }
     }
 
     fn check_outbox(&mut self, fixes: &mut Vec<KvWrite>) {
@@ -382,6 +461,113 @@ mod tests {
         let report = store.check(false).unwrap();
         assert!(report.problems.is_empty(), "{:?}", report.problems);
         assert_eq!(report.counts.get("tasks"), Some(&1));
+    }
+
+    /// An enrollment of L1 waiting on a step timer, as the engine leaves it.
+    fn waiting(store: &KvStore<MemoryBackend>) -> Timer {
+        let record = RecordKey {
+            kind: "lead".into(),
+            id: "L1".into(),
+        };
+        let due = DateTime::UNIX_EPOCH + chrono::Duration::days(3);
+        let timer = Timer {
+            id: crate::state::TimerKind::Step.id("lead/L1/cadence/0/1"),
+            due_at: due,
+            event: NewEvent {
+                id: None,
+                event_type: "sequence.step".into(),
+                record: record.clone(),
+                fields: Default::default(),
+                data: Default::default(),
+                occurred_at: due,
+                depth: 0,
+            },
+        };
+        let enrollment = Enrollment {
+            record,
+            sequence: "cadence".into(),
+            enrolled_at: DateTime::UNIX_EPOCH,
+            status: crate::state::EnrollmentStatus::Active,
+            next_step: Some("bump".into()),
+            exit_reason: None,
+            exit_cause: None,
+            ended_at: None,
+            timer: Some(timer.reference()),
+            next_at: Some(due),
+            messages: Default::default(),
+            last_step: None,
+        };
+        store
+            .commit(Changes {
+                timers: vec![timer.clone()],
+                enrollments: vec![enrollment],
+                handled: Some(1),
+                ..Changes::default()
+            })
+            .unwrap();
+        timer
+    }
+
+    #[test]
+    fn a_waiting_enrollment_without_its_timer_is_named() {
+        let store = store_with_a_task_and_an_event();
+        let timer = waiting(&store);
+        assert!(store.check(false).unwrap().problems.is_empty());
+        // Fired and not yet handled: still sound.
+        store
+            .commit(Changes {
+                timers_done: vec![(timer.due_at, timer.id.clone())],
+                fired: vec![NewEvent {
+                    id: Some(timer.id.clone()),
+                    ..timer.event.clone()
+                }],
+                ..Changes::default()
+            })
+            .unwrap();
+        let report = store.check(false).unwrap();
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+        // Handled, yet the enrollment still waits on it: never going on.
+        store
+            .commit(Changes {
+                handled: Some(2),
+                ..Changes::default()
+            })
+            .unwrap();
+        let report = store.check(false).unwrap();
+        assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+        assert!(report.problems[0].what.contains("would never go on"));
+    }
+
+    #[test]
+    fn timers_that_serve_nothing_are_named_and_removed_and_a_cursor_past_the_log() {
+        let store = store_with_a_task_and_an_event();
+        let mut orphan = waiting(&store);
+        orphan.id = crate::state::TimerKind::Step.id("lead/L1/cadence/0/0");
+        let mut overdue = orphan.clone();
+        overdue.id = crate::state::TimerKind::Overdue.id("gone");
+        store
+            .commit(Changes {
+                timers: vec![orphan, overdue],
+                handled: Some(5),
+                ..Changes::default()
+            })
+            .unwrap();
+        let report = store.check(true).unwrap();
+        let said: Vec<&str> = report.problems.iter().map(|p| p.what.as_str()).collect();
+        assert_eq!(said.len(), 3, "{said:?}");
+        assert_eq!(said.iter().filter(|w| w.contains("serves no")).count(), 2);
+        assert!(
+            said.iter().any(|w| w.contains("past the log's end")),
+            "{said:?}"
+        );
+        assert_eq!(report.repaired, 2);
+        let again = store.check(false).unwrap();
+        assert_eq!(
+            again.problems.len(),
+            1,
+            "only the cursor is left: {:?}",
+            again.problems
+        );
     }
 
     #[test]
