@@ -72,6 +72,13 @@ impl From<crate::store::StoreError> for ApiError {
             );
         }
         tracing::error!(error = %e, "Store failed while answering a request.");
+        if e.is_disk_full() {
+            return Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "disk_full",
+                "the disk of the data folder is full: nothing was changed. The daemon reopens its store by itself once it can write there again; try again then",
+            );
+        }
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "store_unavailable",

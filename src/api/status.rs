@@ -74,6 +74,7 @@ pub(super) async fn get_status<S: Store>(
         "events_stored": app.store.last_seq()?,
         "events_handled": app.store.cursor()?,
         "store_bytes": app.store.size_on_disk(),
+        "store_write_failure": app.store.write_failure(),
         "unnamed_kinds": app.unnamed_kinds.listing(&workflows),
         "deliveries": app.delivery_health.status(),
         "mailboxes": app.mailbox_health.status(app.clock.now()),

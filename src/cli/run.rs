@@ -58,16 +58,85 @@ pub fn run(options: RunOptions) -> anyhow::Result<ExitCode> {
     let backend = backend?;
     let store = Arc::new(KvStore::open(backend, &store_dir.display().to_string())?);
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    runtime.block_on(serve(store, (workflows, loaded), token, options))?;
-    Ok(ExitCode::SUCCESS)
+    let reopen = runtime.block_on(serve(store, (workflows, loaded), token, options))?;
+    // Every task and the store are dropped with the runtime: the store's
+    // locks are free for the process that takes over.
+    drop(runtime);
+    match reopen {
+        Some(address) => Err(start_again(address)),
+        None => Ok(ExitCode::SUCCESS),
+    }
 }
 
+/// Replaces this process with a new `dealflow run` of the same arguments
+/// on the same address: sled refuses every write after one failed until
+/// it is opened again, and a fresh process opens it from what is durable.
+/// Answers only if that failed.
+fn start_again(address: SocketAddr) -> anyhow::Error {
+    use std::os::unix::process::CommandExt;
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    let listen = args.iter().position(|a| a == "--listen");
+    match listen {
+        Some(i) if i + 1 < args.len() => args[i + 1] = address.to_string().into(),
+        _ => {
+            args.retain(|a| !a.to_string_lossy().starts_with("--listen="));
+            args.extend(["--listen".into(), address.to_string().into()]);
+        }
+    }
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => return anyhow::Error::new(e).context("finding this program to start it again"),
+    };
+    let e = std::process::Command::new(exe).args(args).exec();
+    anyhow::Error::new(e).context("starting dealflow again to reopen its store")
+}
+
+/// How often a store that cannot write looks for room again.
+const WRITE_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
+/// Room a store needs before it is opened again: sled writes whole
+/// segments, so a few bytes free is not enough.
+const ROOM_NEEDED: usize = 64 << 20;
+
+/// Waits until the store has failed a write (a full disk) and the data
+/// folder can take [`ROOM_NEEDED`] bytes again, then says so.
+async fn room_again(store: Arc<KvStore<SledBackend>>, data: std::path::PathBuf) {
+    let mut logged = false;
+    loop {
+        tokio::time::sleep(WRITE_RETRY).await;
+        let Some(failure) = crate::store::Store::write_failure(store.as_ref()) else {
+            continue;
+        };
+        if !logged {
+            tracing::error!(%failure, data = %data.display(), "The store cannot write any more; requests are answered 503 until the data folder has room again.");
+            logged = true;
+        }
+        let probe = data.join(".dealflow-room-probe");
+        let fits = tokio::task::spawn_blocking(move || {
+            let written = std::fs::File::create(&probe).and_then(|mut f| {
+                use std::io::Write;
+                f.write_all(&vec![0u8; ROOM_NEEDED])?;
+                f.sync_all()
+            });
+            let _ = std::fs::remove_file(&probe);
+            written.is_ok()
+        })
+        .await
+        .unwrap_or(false);
+        if fits {
+            tracing::warn!("The data folder has room again; starting again to reopen the store.");
+            return;
+        }
+    }
+}
+
+/// Serves until a stop signal (`None`), or until a store that failed a
+/// write can be opened again (the address, to start again on it).
 async fn serve(
     store: Arc<KvStore<SledBackend>>,
     (mut workflows, loaded): (config::Workflows, u64),
     token: Option<String>,
     options: RunOptions<'_>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<SocketAddr>> {
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
         .with_context(|| format!("listening on {}", options.listen))?;
@@ -159,16 +228,29 @@ async fn serve(
     });
     tracing::info!(%address, %version, rules, "Dealflow is running.");
     // Tests and scripts read this line to learn the port chosen by the OS.
-    println!("dealflow listening on http://{address}");
+    // Nobody may read it any more (a daemon started again after a full
+    // disk writes it again): a closed stdout is not a reason to stop.
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout();
+        let _ = writeln!(out, "dealflow listening on http://{address}").and_then(|()| out.flush());
+    }
     let shutdown = cancel.clone();
     let console = crate::console::Console::new(app.clone(), cancel.clone());
+    let reopen = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reopening = reopen.clone();
+    let room = room_again(store.clone(), options.data.to_path_buf());
     api::serve(
         listener,
         api::router(app).merge(crate::console::router(console)),
         options.read_timeout,
         async move {
-            wait_for_stop_signal().await;
-            tracing::info!("Stopping: finishing requests and the current commit.");
+            tokio::select! {
+                _ = wait_for_stop_signal() => {
+                    tracing::info!("Stopping: finishing requests and the current commit.");
+                }
+                _ = room => reopening.store(true, std::sync::atomic::Ordering::SeqCst),
+            }
             shutdown.cancel();
         },
     )
@@ -184,9 +266,14 @@ async fn serve(
         ("SIGHUP listener", sighup_task),
     ])
     .await;
+    if reopen.load(std::sync::atomic::Ordering::SeqCst) {
+        // Nothing more can be flushed: what is durable is what the new
+        // process will read.
+        return Ok(Some(address));
+    }
     crate::store::Store::flush(store.as_ref()).await?;
     tracing::info!("Dealflow stopped.");
-    Ok(())
+    Ok(None)
 }
 
 /// Longest wait for the daemon's tasks to finish what they hold on stop.

@@ -42,6 +42,11 @@ pub trait Backend: Send + Sync + 'static {
     fn flush(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Bytes on disk.
     fn size_on_disk(&self) -> u64;
+    /// Why the backend can no longer write, once a write failed in a way
+    /// only opening it again clears (sled after an I/O error).
+    fn write_failure(&self) -> Option<String> {
+        None
+    }
 }
 
 /// The first key after every key that starts with `prefix`, if any.

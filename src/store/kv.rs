@@ -394,6 +394,10 @@ impl<B: Backend> Store for KvStore<B> {
         self.backend.flush()
     }
 
+    fn write_failure(&self) -> Option<String> {
+        self.backend.write_failure()
+    }
+
     fn size_on_disk(&self) -> u64 {
         self.backend.size_on_disk()
     }

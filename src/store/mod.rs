@@ -139,6 +139,31 @@ impl StoreError {
         }
     }
 
+    /// Whether the disk (or a quota) is full, found by the kind of an I/O
+    /// error in the cause chain.
+    pub fn is_disk_full(&self) -> bool {
+        let StoreError::Backend {
+            source: Some(source),
+            ..
+        } = self
+        else {
+            return false;
+        };
+        let mut current: Option<&(dyn std::error::Error + 'static)> = Some(source.as_ref());
+        while let Some(e) = current {
+            if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                return matches!(
+                    io.kind(),
+                    std::io::ErrorKind::StorageFull
+                        | std::io::ErrorKind::QuotaExceeded
+                        | std::io::ErrorKind::FileTooLarge
+                );
+            }
+            current = e.source();
+        }
+        false
+    }
+
     /// A backend failure with no cause beyond these words.
     pub fn backend_said(what: impl Into<String>) -> Self {
         StoreError::Backend {
@@ -600,6 +625,10 @@ pub trait Store:
     fn flush(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Bytes on disk (0 in memory).
     fn size_on_disk(&self) -> u64;
+    /// Why the store can no longer write until it is opened again, if so.
+    fn write_failure(&self) -> Option<String> {
+        None
+    }
     /// What commits ring.
     fn wakeups(&self) -> &Wakeups;
     /// Writes a consistent backup of the whole store to `out` while

@@ -76,10 +76,23 @@ struct GroupFlush {
     flushed: AtomicU64,
     /// Held by the one flush in progress.
     running: tokio::sync::Mutex<()>,
+    /// The first write error: sled answers every later call with an error
+    /// once one write failed (a full disk, say), until it is opened again.
+    write_failure: std::sync::OnceLock<String>,
 }
 
-fn backend_error(e: sled::Error) -> StoreError {
-    StoreError::backend("sled", e)
+impl GroupFlush {
+    /// The store error of a sled error; an I/O error is kept as the cause
+    /// (a full disk is recognised by its kind) and remembered as sticky.
+    fn failed(&self, e: sled::Error) -> StoreError {
+        match e {
+            sled::Error::Io(io) => {
+                let _ = self.write_failure.set(io.to_string());
+                StoreError::backend("sled", io)
+            }
+            other => StoreError::backend("sled", other),
+        }
+    }
 }
 
 impl SledBackend {
@@ -161,7 +174,11 @@ fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> &str {
 
 impl Backend for SledBackend {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.db.get(key).map_err(backend_error)?.map(|v| v.to_vec()))
+        Ok(self
+            .db
+            .get(key)
+            .map_err(|e| self.durability.failed(e))?
+            .map(|v| v.to_vec()))
     }
 
     fn scan(
@@ -173,7 +190,7 @@ impl Backend for SledBackend {
         let start = super::backend::forward_start(prefix, after);
         let mut out = Vec::new();
         for item in self.db.range((start, std::ops::Bound::Unbounded)) {
-            let (k, v) = item.map_err(backend_error)?;
+            let (k, v) = item.map_err(|e| self.durability.failed(e))?;
             if !k.starts_with(prefix) || out.len() == limit {
                 break;
             }
@@ -186,7 +203,7 @@ impl Backend for SledBackend {
         let mut n = 0;
         // sled yields keys and values together; only the count is kept.
         for item in self.db.scan_prefix(prefix).take(limit) {
-            item.map_err(backend_error)?;
+            item.map_err(|e| self.durability.failed(e))?;
             n += 1;
         }
         Ok(n)
@@ -205,7 +222,7 @@ impl Backend for SledBackend {
             .range((std::ops::Bound::Included(prefix.to_vec()), upper))
             .rev()
         {
-            let (k, v) = item.map_err(backend_error)?;
+            let (k, v) = item.map_err(|e| self.durability.failed(e))?;
             if out.len() == limit {
                 break;
             }
@@ -224,7 +241,9 @@ impl Backend for SledBackend {
                 KvWrite::Delete(k) => batch.remove(k),
             }
         }
-        self.db.apply_batch(batch).map_err(backend_error)?;
+        self.db
+            .apply_batch(batch)
+            .map_err(|e| self.durability.failed(e))?;
         self.durability.applied.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
@@ -247,7 +266,7 @@ impl Backend for SledBackend {
             })
             .await
             .map_err(|e| StoreError::backend("the flush thread failed", e))?
-            .map_err(backend_error)?;
+            .map_err(|e| group.failed(e))?;
             group.flushed.fetch_max(covered, Ordering::SeqCst);
             Ok(())
         }
@@ -255,5 +274,9 @@ impl Backend for SledBackend {
 
     fn size_on_disk(&self) -> u64 {
         self.db.size_on_disk().unwrap_or(0)
+    }
+
+    fn write_failure(&self) -> Option<String> {
+        self.durability.write_failure.get().cloned()
     }
 }
