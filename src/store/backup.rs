@@ -10,7 +10,9 @@
 //! keys. Restoring applies the scanned keys, then the batches in order, so
 //! every key ends as the last batch left it: the store as it was when the
 //! tap closed, with no half-applied commit. Writers only pay for a clone of
-//! each batch while a backup runs.
+//! each batch while a backup runs; the backup moves the kept batches to a
+//! temporary file every [`DRAIN_EVERY`] keys it scans, so a long backup
+//! under heavy ingest holds little of them in memory.
 //!
 //! The file: `DEALFLOW-BACKUP\n`, a JSON header (length-prefixed), then
 //! records (`1` put, `2` delete: lengths and bytes), then `0xFF`, the
@@ -33,6 +35,9 @@ pub const BACKUP_FORMAT: u32 = 1;
 const PUT: u8 = 1;
 const DELETE: u8 = 2;
 const END: u8 = 0xFF;
+
+/// Keys scanned between two moves of the tap's batches to the spill file.
+const DRAIN_EVERY: u64 = if cfg!(test) { 7 } else { 10_000 };
 
 /// Records applied at a time while restoring.
 const RESTORE_BATCH: usize = 1000;
@@ -94,34 +99,103 @@ impl<B: Backend> KvStore<B> {
     /// Writes a consistent copy of the whole store to `out` (uncompressed
     /// framing; the caller compresses, see [`write_backup`]).
     fn backup_records(&self, out: &mut Framed<impl Write>) -> Result<BackupSummary, BackupError> {
+        let mut spill = Spill::new()?;
         self.open_tap();
-        let scanned = self.scan_all(out);
-        let batches = self.close_tap();
+        let scanned = self.scan_all(out, &mut spill);
+        let last = self.close_tap();
         let keys = scanned?;
-        for batch in &batches {
-            for write in batch {
-                match write {
-                    KvWrite::Put(k, v) => out.record(PUT, k, Some(v))?,
-                    KvWrite::Delete(k) => out.record(DELETE, k, None)?,
-                }
-            }
-        }
-        Ok(BackupSummary {
-            keys,
-            batches: batches.len() as u64,
-        })
+        spill.keep(last)?;
+        let batches = spill.batches;
+        spill.copy_into(out)?;
+        Ok(BackupSummary { keys, batches })
     }
 
-    fn scan_all(&self, out: &mut Framed<impl Write>) -> Result<u64, BackupError> {
+    fn scan_all(
+        &self,
+        out: &mut Framed<impl Write>,
+        spill: &mut Spill,
+    ) -> Result<u64, BackupError> {
         let mut keys = 0;
         self.each_entry(|key, value| {
             out.record(PUT, key, Some(value))?;
             keys += 1;
+            if keys % DRAIN_EVERY == 0 {
+                spill.keep(self.drain_tap())?;
+            }
             Ok::<(), BackupError>(())
         })?;
         Ok(keys)
     }
 }
+
+/// The tap's batches, moved to an unnamed temporary file as the scan goes
+/// and copied after the scanned keys at the end, in the order applied.
+struct Spill {
+    file: std::io::BufWriter<std::fs::File>,
+    batches: u64,
+}
+
+impl Spill {
+    fn new() -> std::io::Result<Spill> {
+        Ok(Spill {
+            file: std::io::BufWriter::new(tempfile::tempfile()?),
+            batches: 0,
+        })
+    }
+
+    /// Appends batches: per write, its tag, then key and value as
+    /// length-prefixed bytes (the framing of the backup itself).
+    fn keep(&mut self, batches: Vec<Vec<KvWrite>>) -> std::io::Result<()> {
+        for batch in batches {
+            self.batches += 1;
+            for write in batch {
+                let (tag, key, value) = match &write {
+                    KvWrite::Put(k, v) => (PUT, k, Some(v)),
+                    KvWrite::Delete(k) => (DELETE, k, None),
+                };
+                self.file.write_all(&[tag])?;
+                for bytes in std::iter::once(key).chain(value) {
+                    let len = u32::try_from(bytes.len()).map_err(std::io::Error::other)?;
+                    self.file.write_all(&len.to_be_bytes())?;
+                    self.file.write_all(bytes)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes every kept write into the backup, in order.
+    fn copy_into(self, out: &mut Framed<impl Write>) -> std::io::Result<()> {
+        use std::io::Seek;
+        let mut file = self.file.into_inner().map_err(|e| e.into_error())?;
+        file.rewind()?;
+        let mut input = std::io::BufReader::new(file);
+        let mut tag = [0u8; 1];
+        loop {
+            match input.read_exact(&mut tag) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+                Err(e) => return Err(e),
+            }
+            let key = read_spilled(&mut input)?;
+            let value = match tag[0] {
+                PUT => Some(read_spilled(&mut input)?),
+                _ => None,
+            };
+            out.record(tag[0], &key, value.as_deref())?;
+        }
+    }
+}
+
+fn read_spilled(input: &mut impl Read) -> std::io::Result<Vec<u8>> {
+    let mut len = [0u8; 4];
+    input.read_exact(&mut len)?;
+    let mut bytes = vec![0u8; u32::from_be_bytes(len) as usize];
+    input.read_exact(&mut bytes)?;
+    Ok(bytes)
+}
+
+impl<B: Backend> KvStore<B> {}
 
 /// Writes a gzip-compressed backup of `store` to `out`.
 pub fn write_backup<B: Backend>(

@@ -169,6 +169,18 @@ impl<B: Backend> KvStore<B> {
         self.tap.lock().unwrap_or_else(|p| p.into_inner()).is_some()
     }
 
+    /// Answers the batches kept so far, in the order applied, and keeps
+    /// keeping the next ones: a long backup moves them to disk as it goes
+    /// instead of holding every write of its run in memory.
+    pub(super) fn drain_tap(&self) -> Vec<Vec<KvWrite>> {
+        self.tap
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
     /// Stops keeping batches; answers those kept, in the order applied.
     pub(super) fn close_tap(&self) -> Vec<Vec<KvWrite>> {
         let _writer = self.lock();
