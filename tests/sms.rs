@@ -352,6 +352,13 @@ async fn stop_suppresses_the_number_and_start_lifts_it_forged_ones_change_nothin
     let kept = get_json(&format!("{url}/v1/sources/sms/rejected")).await;
     assert_eq!(kept["rejected"].as_array().map(Vec::len), Some(1), "{kept}");
     assert!(kept.to_string().contains("no record was texted"), "{kept}");
+    // The console lists it with the sources' kept payloads.
+    let page = reqwest::get(format!("{url}/sources")).await.unwrap();
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains("no record was texted at +15559990000"),
+        "{html}"
+    );
 }
 
 #[tokio::test]

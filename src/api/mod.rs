@@ -22,6 +22,7 @@ mod routes;
 mod runs;
 mod server;
 mod sms;
+pub use sms::SOURCE as SMS_SOURCE;
 pub(crate) mod sources;
 mod status;
 mod suppressions;

@@ -1,5 +1,6 @@
-//! The sources and mailboxes page: each source's rejected payloads with a
-//! replay button, and what each mailbox is doing.
+//! The sources and mailboxes page: each source's rejected payloads (and the
+//! texts kept by `/hooks/sms`) with a replay button, and what each mailbox
+//! is doing.
 
 use super::super::render::{PageError, page};
 use super::super::session::Session;
@@ -25,7 +26,15 @@ pub async fn show<S: Store>(
     let app = &console.app;
     let workflows = app.workflows.load();
     let mut sources = Vec::new();
-    for name in workflows.sources.keys() {
+    // Texts from numbers no record was texted at are kept under the
+    // built-in source `sms` (SPEC §3.12).
+    let texts = workflows
+        .settings
+        .sms
+        .as_ref()
+        .map(|_| crate::api::SMS_SOURCE.to_owned());
+    for name in workflows.sources.keys().cloned().chain(texts) {
+        let name = &name;
         let kept = app.store.rejected_payloads(name, None, SHOWN)?;
         let rejected: Vec<serde_json::Value> = kept
             .items
