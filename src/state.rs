@@ -614,6 +614,24 @@ pub struct Enrollment {
 }
 
 impl Enrollment {
+    /// A record's new enrollment in `sequence` at `at`, before its first step.
+    pub fn new(record: RecordKey, sequence: &str, at: DateTime<Utc>) -> Self {
+        Enrollment {
+            record,
+            sequence: sequence.to_owned(),
+            enrolled_at: at,
+            status: EnrollmentStatus::Active,
+            next_step: None,
+            exit_reason: None,
+            exit_cause: None,
+            ended_at: None,
+            timer: None,
+            next_at: None,
+            messages: Default::default(),
+            last_step: None,
+        }
+    }
+
     /// Whether it still runs.
     pub fn is_active(&self) -> bool {
         self.status == EnrollmentStatus::Active

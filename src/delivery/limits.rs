@@ -236,6 +236,11 @@ mod tests {
         "2026-03-02T00:00:00Z".parse::<DateTime<Utc>>().unwrap() + chrono::Duration::hours(hours)
     }
 
+    /// An email from `from` to a prospect at `to`.
+    fn to_prospect<'a>(from: &'a str, to: &'a str) -> Touch<'a> {
+        Touch::email(from, to, Audience::Prospect)
+    }
+
     /// One touch a day per contact, nothing else.
     fn one_touch_a_day() -> Limits {
         Limits {
@@ -250,19 +255,14 @@ mod tests {
     #[test]
     fn a_contact_limit_defers_the_second_touch_until_the_day_is_over() {
         let (log, limits) = (SendLog::default(), one_touch_a_day());
-        let prospect = Audience::Prospect;
         assert!(
-            log.check(
-                &limits,
-                Touch::email("a@us.example", "pat@p.example", prospect),
-                at(0)
-            )
-            .is_ok()
+            log.check(&limits, to_prospect("a@us.example", "pat@p.example"), at(0))
+                .is_ok()
         );
         let d = log
             .check(
                 &limits,
-                Touch::email("b@us.example", "Pat <Pat@P.example>", prospect),
+                to_prospect("b@us.example", "Pat <Pat@P.example>"),
                 at(20),
             )
             .unwrap_err();
@@ -271,7 +271,7 @@ mod tests {
         assert!(
             log.check(
                 &limits,
-                Touch::email("a@us.example", "sam@p.example", prospect),
+                to_prospect("a@us.example", "sam@p.example"),
                 at(20)
             )
             .is_ok()
@@ -279,7 +279,7 @@ mod tests {
         assert!(
             log.check(
                 &limits,
-                Touch::email("a@us.example", "pat@p.example", prospect),
+                to_prospect("a@us.example", "pat@p.example"),
                 at(24)
             )
             .is_ok()
@@ -354,38 +354,21 @@ mod tests {
             ..one_touch_a_day()
         };
         let log = SendLog::default();
-        let prospect = Audience::Prospect;
         assert!(
-            log.check(
-                &limits,
-                Touch::email("a@us.example", "pat@p.example", prospect),
-                at(0)
-            )
-            .is_ok()
+            log.check(&limits, to_prospect("a@us.example", "pat@p.example"), at(0))
+                .is_ok()
         );
         // Refused by the contact limit: the domain's window is not charged.
         assert!(
-            log.check(
-                &limits,
-                Touch::email("a@us.example", "pat@p.example", prospect),
-                at(0)
-            )
-            .is_err()
+            log.check(&limits, to_prospect("a@us.example", "pat@p.example"), at(0))
+                .is_err()
         );
         assert!(
-            log.check(
-                &limits,
-                Touch::email("a@us.example", "sam@p.example", prospect),
-                at(0)
-            )
-            .is_ok()
+            log.check(&limits, to_prospect("a@us.example", "sam@p.example"), at(0))
+                .is_ok()
         );
         let d = log
-            .check(
-                &limits,
-                Touch::email("a@us.example", "kim@p.example", prospect),
-                at(0),
-            )
+            .check(&limits, to_prospect("a@us.example", "kim@p.example"), at(0))
             .unwrap_err();
         assert!(d.reason.contains("per_domain"), "{d:?}");
     }
@@ -427,11 +410,10 @@ mod tests {
         for row in &rows {
             log.remember(&limits, row, "sales@us.example", at(20));
         }
-        let prospect = Audience::Prospect;
         let d = log
             .check(
                 &limits,
-                Touch::email("a@us.example", "pat@p.example", prospect),
+                to_prospect("a@us.example", "pat@p.example"),
                 at(20),
             )
             .unwrap_err();
@@ -444,7 +426,7 @@ mod tests {
         assert!(
             log.check(
                 &limits,
-                Touch::email("a@us.example", "sam@p.example", prospect),
+                to_prospect("a@us.example", "sam@p.example"),
                 at(20)
             )
             .is_ok()
@@ -452,7 +434,7 @@ mod tests {
         assert!(
             log.check(
                 &limits,
-                Touch::email("a@us.example", "kim@p.example", prospect),
+                to_prospect("a@us.example", "kim@p.example"),
                 at(20)
             )
             .is_ok()

@@ -111,20 +111,7 @@ pub(super) fn enroll(work: &mut Work, sequence: &str) -> Done {
             ));
         }
     }
-    let mut enrollment = Enrollment {
-        record: work.record.key.clone(),
-        sequence: sequence.to_owned(),
-        enrolled_at: work.now,
-        status: EnrollmentStatus::Active,
-        next_step: None,
-        exit_reason: None,
-        exit_cause: None,
-        ended_at: None,
-        timer: None,
-        next_at: None,
-        messages: Default::default(),
-        last_step: None,
-    };
+    let mut enrollment = Enrollment::new(work.record.key.clone(), sequence, work.now);
     wait_for(work, &mut enrollment, Resume::Start, work.now);
     // Shown on the record: the step it waits on (SPEC §7: the next with an id).
     enrollment.next_step = first_step_id(&definition.steps);

@@ -484,18 +484,10 @@ mod tests {
             },
         };
         let enrollment = Enrollment {
-            record,
-            sequence: "cadence".into(),
-            enrolled_at: DateTime::UNIX_EPOCH,
-            status: crate::state::EnrollmentStatus::Active,
             next_step: Some("bump".into()),
-            exit_reason: None,
-            exit_cause: None,
-            ended_at: None,
             timer: Some(timer.reference()),
             next_at: Some(due),
-            messages: Default::default(),
-            last_step: None,
+            ..Enrollment::new(record, "cadence", DateTime::UNIX_EPOCH)
         };
         store
             .commit(Changes {

@@ -411,18 +411,8 @@ pub fn history_enrollments_suppression<S: Store>(s: &S) {
             (k.clone(), 0, visit("qualified", 0)),
         ],
         enrollments: vec![Enrollment {
-            record: k.clone(),
-            sequence: "s".into(),
-            enrolled_at: at(0),
-            status: crate::state::EnrollmentStatus::Active,
             next_step: Some("intro".into()),
-            exit_reason: None,
-            exit_cause: None,
-            ended_at: None,
-            timer: None,
-            next_at: None,
-            messages: Default::default(),
-            last_step: None,
+            ..Enrollment::new(k.clone(), "s", at(0))
         }],
         suppress: vec![Suppression::new(
             "Pat <Pat@Example.com>",
@@ -526,20 +516,8 @@ pub fn texts_keep_their_number_and_receipts_apart<S: Store>(s: &S) {
 /// tasks as `a`'s. Parts are stuffed, so they never do.
 pub fn ids_with_nul_never_read_as_another_records<S: Store>(s: &S) {
     let (plain, tricky) = (key("lead", "L9"), key("lead", "L9\0x"));
-    let enrollment = |record: &RecordKey, sequence: &str| Enrollment {
-        record: record.clone(),
-        sequence: sequence.into(),
-        enrolled_at: at(0),
-        status: crate::state::EnrollmentStatus::Active,
-        next_step: None,
-        exit_reason: None,
-        exit_cause: None,
-        ended_at: None,
-        timer: None,
-        next_at: None,
-        messages: Default::default(),
-        last_step: None,
-    };
+    let enrollment =
+        |record: &RecordKey, sequence: &str| Enrollment::new(record.clone(), sequence, at(0));
     let mut tricky_run = run("r2", "rule", "L9");
     tricky_run.record = tricky.clone();
     let mut tricky_task = task("t2", Some("a\0b"), TaskStatus::Open);
