@@ -175,6 +175,15 @@ pub fn check(data: &Path, repair: bool) -> anyhow::Result<ExitCode> {
         .map(|(t, n)| format!("{t} {n}"))
         .collect();
     println!("{entries} entries read ({})", tables.join(", "));
+    // sled keeps old page versions and whole segments: the ratio says how
+    // much of the disk it takes is the data itself.
+    let on_disk = crate::store::Store::size_on_disk(&store);
+    println!(
+        "{:.1} MiB of keys and values in {:.1} MiB on disk ({:.1}x)",
+        report.bytes as f64 / 1048576.0,
+        on_disk as f64 / 1048576.0,
+        on_disk as f64 / (report.bytes.max(1)) as f64
+    );
     if remaining == 0 {
         println!("the store at {} is sound", store_dir.display());
         return Ok(ExitCode::SUCCESS);

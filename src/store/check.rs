@@ -41,6 +41,9 @@ pub struct Report {
     pub problems: Vec<Problem>,
     /// Index entries rewritten or removed by `repair`.
     pub repaired: u64,
+    /// Bytes of every key and value read: what the store holds, against
+    /// which its size on disk shows the backend's space amplification.
+    pub bytes: u64,
 }
 
 /// The tables and indexes, by key prefix.
@@ -87,6 +90,7 @@ impl<B: Backend> KvStore<B> {
     pub fn check(&self, repair: bool) -> Result<Report, StoreError> {
         let mut checker = Checker::default();
         self.each_entry(|key, value| {
+            checker.report.bytes += (key.len() + value.len()) as u64;
             checker.entry(key, value);
             Ok::<(), StoreError>(())
         })?;
