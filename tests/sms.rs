@@ -485,3 +485,54 @@ rules:
     assert_eq!(rows[0]["receipt"]["status"], "failed", "{rows:?}");
     assert_eq!(rows[0]["receipt"]["error_code"], "30006");
 }
+
+#[tokio::test]
+async fn a_wrong_token_is_retried_and_counted_never_the_texts_failure() {
+    let twilio = Twilio::start(0).await;
+    let (dir, flows_dir) = workflow_dir(&flows(&twilio.url, ""));
+    let daemon = Daemon::start(
+        &flows_dir,
+        &dir.path().join("data"),
+        &[],
+        &[
+            ("TWILIO_ACCOUNT_SID", twilio::ACCOUNT),
+            ("TWILIO_AUTH_TOKEN", "a-token-twilio-refuses"),
+        ],
+    );
+    let url = &daemon.url;
+    let (status, _) = post_json(
+        &format!("{url}/v1/events"),
+        json!({"type": "ping.text", "record": {"kind": "lead", "id": "L1",
+               "fields": {"phone": PAT, "sms_consent": true}}, "data": {"n": 1}}),
+    )
+    .await;
+    assert_eq!(status, 202);
+    let row = eventually(15, "a retried row", || async {
+        outbox(url)
+            .await
+            .into_iter()
+            .find(|r| r["attempts"].as_u64() >= Some(2))
+    })
+    .await;
+    assert_eq!(row["status"], "failed", "{row}");
+    assert!(
+        row["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("account or token"),
+        "{row}"
+    );
+    let status = get_json(&format!("{url}/v1/status")).await;
+    assert!(
+        status["deliveries"]["sender_failures"].as_u64() >= Some(1),
+        "{status}"
+    );
+    assert!(
+        task_titles(url, "open").await.is_empty(),
+        "no sms.failed for our own mistake"
+    );
+    assert!(
+        !status.to_string().contains("a-token-twilio-refuses"),
+        "the token is a secret"
+    );
+}

@@ -84,7 +84,7 @@ impl SmsClient {
         let headers = response.headers().clone();
         let answer: Json = response.json().await.unwrap_or(Json::Null);
         if let Err(failure) = classify(status, &headers) {
-            return Err(explained(failure, &answer));
+            return Err(explained(failure, status, &answer));
         }
         let id = ["sid", "id"]
             .iter()
@@ -102,10 +102,12 @@ fn status_callback(base: &str, row: &str) -> String {
     format!("{base}/hooks/sms?{query}")
 }
 
-/// The provider's own words added to a failure; Twilio's "unsubscribed
+/// The provider's own words added to a failure. Twilio's "unsubscribed
 /// recipient" is a refusal of the recipient (an opt-out), not a failure
-/// of the text.
-fn explained(failure: Failure, answer: &Json) -> Failure {
+/// of the text; a refused login (401, 403) is ours, not the text's: it is
+/// retried like a passing failure and counted in `/v1/status`, so a wrong
+/// token does not kill every text sent while it lasts.
+fn explained(failure: Failure, status: reqwest::StatusCode, answer: &Json) -> Failure {
     let code = answer.get("code").and_then(Json::as_i64);
     let message = answer.get("message").and_then(Json::as_str);
     let detail = match (code, message) {
@@ -113,10 +115,14 @@ fn explained(failure: Failure, answer: &Json) -> Failure {
         (None, Some(message)) => format!(" ({message})"),
         _ => String::new(),
     };
+    let login_refused = matches!(status.as_u16(), 401 | 403);
     match failure {
         Failure::Permanent(reason) if code == Some(TWILIO_UNSUBSCRIBED) => {
             Failure::Refused(format!("{reason}{detail}"))
         }
+        Failure::Permanent(reason) if login_refused => Failure::Sender(format!(
+            "{reason}{detail}: the SMS provider refused settings.sms's account or token"
+        )),
         Failure::Permanent(reason) => Failure::Permanent(format!("{reason}{detail}")),
         Failure::Transient {
             reason,
@@ -143,21 +149,33 @@ mod tests {
 
     #[test]
     fn twilio_unsubscribed_is_a_refusal_and_other_errors_keep_their_words() {
+        let bad = reqwest::StatusCode::BAD_REQUEST;
         let refused = explained(
             Failure::Permanent("HTTP 400".into()),
+            bad,
             &json!({"code": 21610, "message": "Attempt to send to unsubscribed recipient"}),
         );
         assert!(
             matches!(refused, Failure::Refused(ref r) if r.contains("21610")),
             "{refused:?}"
         );
-        let bad = explained(
+        let invalid = explained(
             Failure::Permanent("HTTP 400".into()),
+            bad,
             &json!({"code": 21211, "message": "The 'To' number is not a valid phone number."}),
         );
         assert!(
-            matches!(bad, Failure::Permanent(ref r) if r.contains("not a valid phone")),
-            "{bad:?}"
+            matches!(invalid, Failure::Permanent(ref r) if r.contains("not a valid phone")),
+            "{invalid:?}"
+        );
+        let login = explained(
+            Failure::Permanent("HTTP 401".into()),
+            reqwest::StatusCode::UNAUTHORIZED,
+            &json!({"code": 20003, "message": "Authenticate"}),
+        );
+        assert!(
+            matches!(login, Failure::Sender(ref r) if r.contains("token")),
+            "{login:?}"
         );
     }
 }
