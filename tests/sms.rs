@@ -227,7 +227,24 @@ async fn quiet_hours_hold_a_text_until_they_end() {
     );
     let s = setup(0, &quiet).await;
     let url = &s.daemon.url;
+    let ends = format!("{:02}:00", (hour + 2) % 24);
+    // A sequence's text waits for the end of quiet hours, as its timeline says.
     assert_eq!(lead(url, "L1", PAT, json!(true)).await.0, 202);
+    let e = eventually(10, "the enrollment to wait", || async {
+        let e = enrollment(url, "L1").await;
+        (e["next_step"] == "hello" && e["next_at"].is_string()).then_some(e)
+    })
+    .await;
+    let next: chrono::DateTime<chrono::Utc> = e["next_at"].as_str().unwrap().parse().unwrap();
+    assert_eq!(next.format("%H:%M").to_string(), ends, "{e}");
+    // A rule's text is queued, and delivery holds it until they end.
+    let (status, _) = post_json(
+        &format!("{url}/v1/events"),
+        json!({"type": "ping.text", "record": {"kind": "lead", "id": "L2",
+               "fields": {"phone": "+15551230002", "sms_consent": true}}, "data": {"n": 1}}),
+    )
+    .await;
+    assert_eq!(status, 202);
     let row = eventually(10, "the deferral", || async {
         outbox(url).await.into_iter().find(|r| {
             r["last_error"]
@@ -239,10 +256,7 @@ async fn quiet_hours_hold_a_text_until_they_end() {
     assert_eq!(row["status"], "pending", "{row}");
     let due: chrono::DateTime<chrono::Utc> =
         row["next_attempt_at"].as_str().unwrap().parse().unwrap();
-    assert_eq!(
-        due.format("%H:%M").to_string(),
-        format!("{:02}:00", (hour + 2) % 24)
-    );
+    assert_eq!(due.format("%H:%M").to_string(), ends);
     assert_eq!(s.twilio.requests(), 0);
 }
 

@@ -355,7 +355,7 @@ fn run_steps<'s>(
                             return Ok(None);
                         }
                         None => {
-                            let why = "the send window never opens".to_owned();
+                            let why = "the send window never opens (for a text: outside settings.sms.quiet_hours)".to_owned();
                             actions::record_named_outcome(
                                 work,
                                 run,
@@ -378,9 +378,15 @@ fn run_steps<'s>(
     Ok(Some(Ending::Completed))
 }
 
-/// Emails, texts and tasks wait for the send window: `Some(Some(t))` when it is
-/// closed and opens at `t`, `Some(None)` when it never opens, `None` to
-/// go now. Webhooks go at once.
+/// Times the send window and quiet hours are tried against each other
+/// before a text is taken as never able to go.
+const QUIET_TRIES: usize = 8;
+
+/// Emails, texts and tasks wait for the send window, and texts also for
+/// `settings.sms.quiet_hours` to end (here rather than only at delivery,
+/// so a sequence's timeline, and `simulate`, show when a text really
+/// goes): `Some(Some(t))` when it may go at `t`, `Some(None)` when it
+/// never can, `None` to go now. Webhooks go at once.
 fn window_opens(
     work: &Work,
     definition: &Sequence,
@@ -388,16 +394,40 @@ fn window_opens(
     step: &Step,
     id: &str,
 ) -> Option<Option<DateTime<Utc>>> {
-    if matches!(step.kind, StepKind::Webhook(_)) {
+    let quiet = match step.kind {
+        StepKind::Webhook(_) => return None,
+        StepKind::Sms(_) => work
+            .workflows
+            .settings
+            .sms
+            .as_ref()
+            .and_then(|s| s.quiet_hours),
+        _ => None,
+    };
+    let calendar = definition.send_window.as_ref();
+    if calendar.is_none() && quiet.is_none() {
         return None;
     }
-    let calendar = definition.send_window.as_ref()?;
-    let zone = zone.unwrap_or(calendar.timezone);
+    let zone = zone
+        .or(calendar.map(|c| c.timezone))
+        .unwrap_or(work.workflows.settings.timezone);
     let key = format!("{}/{}/{id}", work.record.key, definition.name);
-    match window::send_time(calendar, zone, work.now, &key) {
-        Some(t) if t <= work.now => None,
-        other => Some(other),
+    let mut at = work.now;
+    for _ in 0..QUIET_TRIES {
+        let open = match calendar {
+            Some(calendar) => match window::send_time(calendar, zone, at, &key) {
+                Some(open) => open,
+                None => return Some(None),
+            },
+            None => at,
+        };
+        match quiet.and_then(|q| window::quiet_until(&q, zone, open)) {
+            Some(end) => at = end,
+            None if open <= work.now => return None,
+            None => return Some(Some(open)),
+        }
     }
+    Some(None)
 }
 
 /// The recipient's zone when the sequence names one and it renders to a

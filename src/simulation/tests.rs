@@ -111,6 +111,41 @@ fn the_recipient_zone_decides_the_send_hour() {
 }
 
 #[test]
+fn a_text_waits_for_quiet_hours_to_end_in_the_recipients_zone() {
+    let w = workflows(
+        r#"
+settings:
+  sms: { account: AC1, token: t0ken, from: "+15550001111", quiet_hours: "20:00-08:00" }
+sequences:
+  - name: texts
+    for: lead
+    recipient_timezone: "{{ lead.timezone }}"
+    steps:
+      - { id: hello, sms: { body: "Hi" } }
+      - wait: 1h
+      - { id: again, sms: { body: "Still there?" } }
+rules:
+  - { name: go, for: lead, on: signed.up, do: [ { enroll: texts } ] }
+"#,
+    );
+    // 03:00 UTC is 22:00 in Chicago (CDT): quiet until 08:00 there.
+    let start = "2026-04-07T03:00:00Z";
+    let fields =
+        json!({"phone": "+15551230001", "sms_consent": true, "timezone": "America/Chicago"});
+    let timeline = simulate(
+        &w,
+        start,
+        vec![event(t(start), "signed.up", "lead/L1", fields)],
+        Duration::days(1),
+    );
+    let texts = of(&timeline, "sms");
+    assert_eq!(texts.len(), 2, "{texts:?}");
+    assert_eq!(texts[0].at, t("2026-04-07T13:00:00Z"));
+    assert_eq!(texts[0].zone, chrono_tz::Tz::America__Chicago);
+    assert_eq!(texts[1].at, t("2026-04-07T14:00:00Z"));
+}
+
+#[test]
 fn an_unknown_recipient_zone_sends_in_the_window_zone_and_says_so() {
     let w = workflows(CADENCE);
     let start = "2026-03-02T11:00:00Z"; // 06:00 in New York: before the window
