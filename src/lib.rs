@@ -22,10 +22,12 @@
 //! - `reload` watches the folder and swaps a new, valid set in whole;
 //! - `report` computes pipeline, sequence and owner reports from the store;
 //! - `telemetry` records Prometheus metrics; `signature` is the one HMAC
-//!   code, for webhooks sent and payloads received.
+//!   code, for webhooks sent and payloads received; `causes` walks an
+//!   error's causes.
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod causes;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -99,6 +99,17 @@ async fn lead(url: &str, id: &str, phone: &str, consent: Value) -> (reqwest::Sta
     .await
 }
 
+/// Posts `ping.text` (the rule "one text" texts "Ping N") for lead `id`.
+async fn ping(url: &str, id: &str, phone: &str, n: u32) -> reqwest::StatusCode {
+    post_json(
+        &format!("{url}/v1/events"),
+        json!({"type": "ping.text", "record": {"kind": "lead", "id": id,
+               "fields": {"phone": phone, "sms_consent": true}}, "data": {"n": n}}),
+    )
+    .await
+    .0
+}
+
 async fn outbox(url: &str) -> Vec<Value> {
     get_json(&format!("{url}/v1/outbox?limit=500")).await["outbox"]
         .as_array()
@@ -238,12 +249,7 @@ async fn quiet_hours_hold_a_text_until_they_end() {
     let next: chrono::DateTime<chrono::Utc> = e["next_at"].as_str().unwrap().parse().unwrap();
     assert_eq!(next.format("%H:%M").to_string(), ends, "{e}");
     // A rule's text is queued, and delivery holds it until they end.
-    let (status, _) = post_json(
-        &format!("{url}/v1/events"),
-        json!({"type": "ping.text", "record": {"kind": "lead", "id": "L2",
-               "fields": {"phone": "+15551230002", "sms_consent": true}}, "data": {"n": 1}}),
-    )
-    .await;
+    let status = ping(url, "L2", "+15551230002", 1).await;
     assert_eq!(status, 202);
     let row = eventually(10, "the deferral", || async {
         outbox(url).await.into_iter().find(|r| {
@@ -264,16 +270,7 @@ async fn quiet_hours_hold_a_text_until_they_end() {
 async fn a_provider_error_is_retried_under_the_same_identity() {
     let s = setup(1, "").await;
     let url = &s.daemon.url;
-    assert_eq!(
-        post_json(
-            &format!("{url}/v1/events"),
-            json!({"type": "ping.text", "record": {"kind": "lead", "id": "L1",
-                   "fields": {"phone": PAT, "sms_consent": true}}, "data": {"n": 1}}),
-        )
-        .await
-        .0,
-        202
-    );
+    assert_eq!(ping(url, "L1", PAT, 1).await, 202);
     let text = eventually(15, "the retried text", || async {
         s.twilio.texts().into_iter().next()
     })
@@ -301,15 +298,7 @@ async fn a_provider_error_is_retried_under_the_same_identity() {
 async fn stop_suppresses_the_number_and_start_lifts_it_forged_ones_change_nothing() {
     let s = setup(0, "").await;
     let url = &s.daemon.url;
-    let events = format!("{url}/v1/events");
-    let ping = |n: u32| {
-        post_json(
-            &events,
-            json!({"type": "ping.text", "record": {"kind": "lead", "id": "L1",
-                   "fields": {"phone": PAT, "sms_consent": true}}, "data": {"n": n}}),
-        )
-    };
-    assert_eq!(ping(1).await.0, 202);
+    assert_eq!(ping(url, "L1", PAT, 1).await, 202);
     eventually(10, "the first text", || async {
         (s.twilio.texts().len() == 1).then_some(())
     })
@@ -341,7 +330,7 @@ async fn stop_suppresses_the_number_and_start_lifts_it_forged_ones_change_nothin
             .find(|t| t == &format!("{PAT} opted out"))
     })
     .await;
-    assert_eq!(ping(2).await.0, 202);
+    assert_eq!(ping(url, "L1", PAT, 2).await, 202);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(s.twilio.texts().len(), 1);
     let runs = get_json(&format!("{url}/v1/runs?record=lead/L1&rule=one%20text")).await;
@@ -352,7 +341,7 @@ async fn stop_suppresses_the_number_and_start_lifts_it_forged_ones_change_nothin
         200
     );
     assert!(suppressions().await.is_empty());
-    assert_eq!(ping(3).await.0, 202);
+    assert_eq!(ping(url, "L1", PAT, 3).await, 202);
     let last = eventually(10, "a text after START", || async {
         s.twilio.texts().into_iter().nth(1)
     })
@@ -384,12 +373,7 @@ async fn texts_in_flight_at_a_kill_go_again_with_their_identity() {
     let url = daemon.url.clone();
     twilio.delay(Duration::from_secs(2));
     for n in 0..5 {
-        let (status, _) = post_json(
-            &format!("{url}/v1/events"),
-            json!({"type": "ping.text", "record": {"kind": "lead", "id": format!("L{n}"),
-                   "fields": {"phone": format!("+1555123000{n}"), "sms_consent": true}}, "data": {"n": n}}),
-        )
-        .await;
+        let status = ping(&url, &format!("L{n}"), &format!("+1555123000{n}"), n).await;
         assert_eq!(status, 202);
     }
     eventually(10, "texts in flight", || async {
@@ -449,12 +433,7 @@ rules:
         &[("SMS_TOKEN", "generic-provider-token")],
     );
     let url = &daemon.url;
-    let (status, _) = post_json(
-        &format!("{url}/v1/events"),
-        json!({"type": "ping.text", "record": {"kind": "lead", "id": "L1",
-               "fields": {"phone": PAT, "sms_consent": true}}, "data": {"n": 7}}),
-    )
-    .await;
+    let status = ping(url, "L1", PAT, 7).await;
     assert_eq!(status, 202);
     let hit = eventually(10, "the text posted", || async {
         sink.hits().into_iter().next()
@@ -514,12 +493,7 @@ async fn a_wrong_token_is_retried_and_counted_never_the_texts_failure() {
         ],
     );
     let url = &daemon.url;
-    let (status, _) = post_json(
-        &format!("{url}/v1/events"),
-        json!({"type": "ping.text", "record": {"kind": "lead", "id": "L1",
-               "fields": {"phone": PAT, "sms_consent": true}}, "data": {"n": 1}}),
-    )
-    .await;
+    let status = ping(url, "L1", PAT, 1).await;
     assert_eq!(status, 202);
     let row = eventually(15, "a retried row", || async {
         outbox(url)

@@ -54,9 +54,7 @@ fn bearer_token(header: &str) -> Option<&str> {
 
 /// `?token=`, percent-decoded as any form value.
 fn query_token(query: Option<&str>) -> Option<String> {
-    form_urlencoded::parse(query?.as_bytes())
-        .find(|(name, _)| name == "token")
-        .map(|(_, value)| value.into_owned())
+    super::extract::query_value(query, "token")
 }
 
 /// Whether `given` is the API token (the console's sign-in asks this too).

@@ -10,6 +10,13 @@ use axum::response::{IntoResponse, Response};
 /// Largest page of a listing.
 pub(super) const MAX_PAGE: usize = 500;
 
+/// The value of `name` in a URL's query, percent-decoded as any form value.
+pub(super) fn query_value(query: Option<&str>, name: &str) -> Option<String> {
+    form_urlencoded::parse(query?.as_bytes())
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.into_owned())
+}
+
 /// `?record=KIND/ID`.
 pub(super) fn record_param(text: Option<&str>) -> Result<Option<RecordKey>, ApiError> {
     let Some(text) = text else { return Ok(None) };

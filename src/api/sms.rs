@@ -9,8 +9,8 @@
 
 use super::extract::commit_durably;
 use super::{ApiError, App};
+use crate::config::model::SmsProvider;
 use crate::intake::sms::{self, Inbound, Intent};
-use crate::intake::verify::Headers;
 use crate::state::{Delivery, RejectedPayload, Suppression};
 use crate::store::{Changes, Store};
 use crate::telemetry::{self, SourceStep};
@@ -59,11 +59,7 @@ pub(super) async fn post_hook<S: Store>(
         ));
     }
     telemetry::source(SOURCE, SourceStep::Verified);
-    let row = query.as_deref().and_then(|q| {
-        form_urlencoded::parse(q.as_bytes())
-            .find(|(k, _)| k == "row")
-            .map(|(_, v)| v.into_owned())
-    });
+    let row = super::extract::query_value(query.as_deref(), "row");
     let inbound = sms::read(settings.provider, &body, row.as_deref(), now)
         .map_err(|e| ApiError::bad_request("unreadable", e.0))?;
     let changes = match inbound {
@@ -73,7 +69,9 @@ pub(super) async fn post_hook<S: Store>(
             from,
             body: text,
             ..
-        } => message_changes(&app, &id, &from, &text, now, || kept(&body, &headers, now))?,
+        } => message_changes(&app, &id, &from, &text, now, || {
+            super::sources::kept_payload(SOURCE, &body, headers, now)
+        })?,
     };
     let events = changes.events.len() as u64;
     commit_durably(&app, changes).await?;
@@ -82,15 +80,15 @@ pub(super) async fn post_hook<S: Store>(
 }
 
 /// Twilio reads TwiML; the generic provider gets JSON.
-fn answer(provider: crate::config::model::SmsProvider) -> Response {
+fn answer(provider: SmsProvider) -> Response {
     match provider {
-        crate::config::model::SmsProvider::Twilio => (
+        SmsProvider::Twilio => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, "text/xml")],
             EMPTY_TWIML,
         )
             .into_response(),
-        crate::config::model::SmsProvider::Http => (
+        SmsProvider::Http => (
             StatusCode::OK,
             axum::Json(serde_json::json!({ "accepted": true })),
         )
@@ -210,17 +208,4 @@ pub(crate) async fn replay<S: Store>(
     commit_durably(app, changes).await?;
     telemetry::source(SOURCE, SourceStep::Events(events as u64));
     Ok(serde_json::json!({ "replayed": kept_id, "events": events }))
-}
-
-/// The payload kept for a text that has no record.
-fn kept(body: &[u8], headers: &Headers, now: DateTime<Utc>) -> RejectedPayload {
-    RejectedPayload {
-        id: super::sources::kept_id(now),
-        source: SOURCE.to_owned(),
-        received_at: now,
-        reason: String::new(),
-        body: body.to_vec(),
-        headers: headers.clone(),
-        delivery_id: None,
-    }
 }

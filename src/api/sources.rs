@@ -44,7 +44,7 @@ pub(super) async fn post_hook<S: Store>(
     };
     telemetry::source(&name, SourceStep::Received);
     let headers = headers(&header_map);
-    let token = query.as_deref().and_then(query_token);
+    let token = super::extract::query_value(query.as_deref(), "token");
     let delivery = Delivery {
         body: &body,
         headers: &headers,
@@ -130,27 +130,41 @@ fn kept(
     why: &Unmappable,
     now: DateTime<Utc>,
 ) -> RejectedPayload {
-    headers.retain(|name, _| !SECRET_HEADERS.contains(&name.as_str()));
     if let Verification::Token {
         header: Some(h), ..
     } = &source.verify
     {
         headers.remove(h);
     }
+    let mut payload = kept_payload(&source.name, body, headers, now);
+    payload.reason = why.to_string();
+    payload.delivery_id = verified.delivery_id.clone();
+    payload
+}
+
+/// A payload kept for `source` (no reason yet), without the headers that
+/// carry credentials.
+pub(super) fn kept_payload(
+    source: &str,
+    body: &[u8],
+    mut headers: Headers,
+    now: DateTime<Utc>,
+) -> RejectedPayload {
+    headers.retain(|name, _| !SECRET_HEADERS.contains(&name.as_str()));
     RejectedPayload {
         id: kept_id(now),
-        source: source.name.clone(),
+        source: source.to_owned(),
         received_at: now,
-        reason: why.to_string(),
+        reason: String::new(),
         body: body.to_vec(),
         headers,
-        delivery_id: verified.delivery_id.clone(),
+        delivery_id: None,
     }
 }
 
 /// Milliseconds since 1970 then random bits: ids sort by arrival, and two
 /// payloads in the same millisecond still differ.
-pub(super) fn kept_id(now: DateTime<Utc>) -> String {
+fn kept_id(now: DateTime<Utc>) -> String {
     let mut random = [0u8; 4];
     // Without randomness the time alone still orders them.
     let _ = getrandom::fill(&mut random);
@@ -175,12 +189,6 @@ pub(super) fn headers(map: &HeaderMap) -> Headers {
             .or_insert(value);
     }
     out
-}
-
-fn query_token(query: &str) -> Option<String> {
-    form_urlencoded::parse(query.as_bytes())
-        .find(|(k, _)| k == "token")
-        .map(|(_, v)| v.into_owned())
 }
 
 #[derive(Deserialize)]

@@ -241,6 +241,13 @@ mod tests {
         Touch::email(from, to, Audience::Prospect)
     }
 
+    /// Whether an email from us to the prospect `to` may go at hour `hours`
+    /// (counting it if so).
+    fn allows(log: &SendLog, limits: &Limits, to: &str, hours: i64) -> bool {
+        log.check(limits, to_prospect("a@us.example", to), at(hours))
+            .is_ok()
+    }
+
     /// One touch a day per contact, nothing else.
     fn one_touch_a_day() -> Limits {
         Limits {
@@ -255,10 +262,7 @@ mod tests {
     #[test]
     fn a_contact_limit_defers_the_second_touch_until_the_day_is_over() {
         let (log, limits) = (SendLog::default(), one_touch_a_day());
-        assert!(
-            log.check(&limits, to_prospect("a@us.example", "pat@p.example"), at(0))
-                .is_ok()
-        );
+        assert!(allows(&log, &limits, "pat@p.example", 0));
         let d = log
             .check(
                 &limits,
@@ -268,22 +272,8 @@ mod tests {
             .unwrap_err();
         assert!(d.reason.contains("per_contact limit (1/d)"), "{d:?}");
         assert_eq!(d.wait, Duration::from_secs(4 * 3600));
-        assert!(
-            log.check(
-                &limits,
-                to_prospect("a@us.example", "sam@p.example"),
-                at(20)
-            )
-            .is_ok()
-        );
-        assert!(
-            log.check(
-                &limits,
-                to_prospect("a@us.example", "pat@p.example"),
-                at(24)
-            )
-            .is_ok()
-        );
+        assert!(allows(&log, &limits, "sam@p.example", 20));
+        assert!(allows(&log, &limits, "pat@p.example", 24));
     }
 
     #[test]
@@ -354,19 +344,13 @@ mod tests {
             ..one_touch_a_day()
         };
         let log = SendLog::default();
-        assert!(
-            log.check(&limits, to_prospect("a@us.example", "pat@p.example"), at(0))
-                .is_ok()
-        );
+        assert!(allows(&log, &limits, "pat@p.example", 0));
         // Refused by the contact limit: the domain's window is not charged.
         assert!(
             log.check(&limits, to_prospect("a@us.example", "pat@p.example"), at(0))
                 .is_err()
         );
-        assert!(
-            log.check(&limits, to_prospect("a@us.example", "sam@p.example"), at(0))
-                .is_ok()
-        );
+        assert!(allows(&log, &limits, "sam@p.example", 0));
         let d = log
             .check(&limits, to_prospect("a@us.example", "kim@p.example"), at(0))
             .unwrap_err();
@@ -423,21 +407,7 @@ mod tests {
             "the day runs from the send before"
         );
         // Sent more than a day ago, or never sent: no touch counted.
-        assert!(
-            log.check(
-                &limits,
-                to_prospect("a@us.example", "sam@p.example"),
-                at(20)
-            )
-            .is_ok()
-        );
-        assert!(
-            log.check(
-                &limits,
-                to_prospect("a@us.example", "kim@p.example"),
-                at(20)
-            )
-            .is_ok()
-        );
+        assert!(allows(&log, &limits, "sam@p.example", 20));
+        assert!(allows(&log, &limits, "kim@p.example", 20));
     }
 }

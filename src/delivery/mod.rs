@@ -529,7 +529,10 @@ fn record<S: Store>(
                 row.status = OutboxStatus::Sent;
                 row.sent_at = Some(now);
                 row.last_error = None;
-                if let Some(raised) = sent_event(&mut row, message_id, now) {
+                if matches!(row.delivery, Delivery::Sms { .. }) {
+                    row.provider_id = message_id.clone();
+                }
+                if let Some(raised) = sent_event(&row, message_id, now) {
                     changes.events.push(raised);
                 }
                 changes.outbox.push(row);
@@ -575,8 +578,8 @@ fn record<S: Store>(
 }
 
 /// The event a delivered row raises: `email.sent` for a prospect's email,
-/// `sms.sent` for a text (whose provider id the row keeps).
-fn sent_event(row: &mut OutboxEntry, id: Option<String>, now: DateTime<Utc>) -> Option<NewEvent> {
+/// `sms.sent` for a text.
+fn sent_event(row: &OutboxEntry, id: Option<String>, now: DateTime<Utc>) -> Option<NewEvent> {
     let (raised, data) = match &row.delivery {
         Delivery::Email {
             to,
@@ -590,16 +593,13 @@ fn sent_event(row: &mut OutboxEntry, id: Option<String>, now: DateTime<Utc>) -> 
                 "outbox_id": row.id, "step": row.step, "sequence": sequence_of(row),
             }),
         ),
-        Delivery::Sms { to, .. } => {
-            row.provider_id = id.clone();
-            (
-                BuiltinEvent::SmsSent,
-                json!({
-                    "to": to, "provider_id": id,
-                    "outbox_id": row.id, "step": row.step, "sequence": sequence_of(row),
-                }),
-            )
-        }
+        Delivery::Sms { to, .. } => (
+            BuiltinEvent::SmsSent,
+            json!({
+                "to": to, "provider_id": id,
+                "outbox_id": row.id, "step": row.step, "sequence": sequence_of(row),
+            }),
+        ),
         _ => return None,
     };
     Some(event(row, raised, data, now))

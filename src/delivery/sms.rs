@@ -7,7 +7,8 @@
 //! `/hooks/sms?row=ID`, which names the row without any lookup.
 
 use super::retry::Failure;
-use super::webhook::{classify, error_chain};
+use super::webhook::classify;
+use crate::causes::chain_text;
 use crate::config::model::SmsProvider;
 use crate::config::workflows::SmsSettings;
 use crate::state::{Delivery, OutboxEntry};
@@ -79,7 +80,7 @@ impl SmsClient {
         let response = request
             .send()
             .await
-            .map_err(|e| Failure::transient(format!("SMS provider: {}", error_chain(&e))))?;
+            .map_err(|e| Failure::transient(format!("SMS provider: {}", chain_text(&e))))?;
         let status = response.status();
         let headers = response.headers().clone();
         let answer: Json = response.json().await.unwrap_or(Json::Null);

@@ -4,6 +4,7 @@
 //! services or the cloud metadata endpoint unless `allow_hosts` says so.
 
 use super::retry::Failure;
+use crate::causes::{caused_by, chain_text};
 use crate::config::webhook_hosts::{is_allowed, is_public, refused_literal};
 use crate::config::workflows::Settings;
 use crate::state::{Delivery, OutboxEntry};
@@ -94,7 +95,7 @@ impl WebhookClient {
             // The guard's refusal surfaces as a connect error; it will not change.
             match caused_by::<GuardRefusal>(&e) {
                 Some(refusal) => Failure::Permanent(refusal.0.clone()),
-                None => Failure::transient(format!("HTTP: {}", error_chain(&e))),
+                None => Failure::transient(format!("HTTP: {}", chain_text(&e))),
             }
         })?;
         classify(response.status(), response.headers())
@@ -113,31 +114,6 @@ impl std::fmt::Display for GuardRefusal {
 }
 
 impl std::error::Error for GuardRefusal {}
-
-/// The first error of type `E` in `e`'s source chain.
-fn caused_by<'e, E: std::error::Error + 'static>(
-    e: &'e (dyn std::error::Error + 'static),
-) -> Option<&'e E> {
-    let mut current = Some(e);
-    while let Some(error) = current {
-        if let Some(found) = error.downcast_ref::<E>() {
-            return Some(found);
-        }
-        current = error.source();
-    }
-    None
-}
-
-pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
 
 /// A header from the workflow, checked here: a name or value HTTP cannot
 /// carry (a line break, a space in the name) will never work, so it is a

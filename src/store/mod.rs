@@ -149,19 +149,14 @@ impl StoreError {
         else {
             return false;
         };
-        let mut current: Option<&(dyn std::error::Error + 'static)> = Some(source.as_ref());
-        while let Some(e) = current {
-            if let Some(io) = e.downcast_ref::<std::io::Error>() {
-                return matches!(
-                    io.kind(),
-                    std::io::ErrorKind::StorageFull
-                        | std::io::ErrorKind::QuotaExceeded
-                        | std::io::ErrorKind::FileTooLarge
-                );
-            }
-            current = e.source();
-        }
-        false
+        crate::causes::caused_by::<std::io::Error>(source.as_ref()).is_some_and(|io| {
+            matches!(
+                io.kind(),
+                std::io::ErrorKind::StorageFull
+                    | std::io::ErrorKind::QuotaExceeded
+                    | std::io::ErrorKind::FileTooLarge
+            )
+        })
     }
 
     /// A backend failure with no cause beyond these words.
