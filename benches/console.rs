@@ -14,7 +14,7 @@
 #[path = "support.rs"]
 mod support;
 
-use dealflow::store::{KvStore, SledBackend, Store};
+use dealflow::store::{KvStore, Store};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -52,8 +52,15 @@ async fn main() {
     std::fs::create_dir_all(data.join("store")).unwrap();
     std::fs::write(flows.join("flows.yaml"), FLOWS).unwrap();
     {
-        let store =
-            KvStore::open(SledBackend::open(&data.join("store")).unwrap(), "bench").unwrap();
+        let store = KvStore::open(
+            dealflow::store::open_disk(
+                &data.join("store"),
+                dealflow::store::DEFAULT_CACHE_MIB << 20,
+            )
+            .unwrap(),
+            "bench",
+        )
+        .unwrap();
         support::fill_stage_history(&store, visits);
         store.flush().await.unwrap();
     }

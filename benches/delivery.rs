@@ -14,7 +14,7 @@ use dealflow::clock::{Clock, SystemClock};
 use dealflow::config;
 use dealflow::delivery::{self, Outbox, unsubscribe::UnsubscribeKey};
 use dealflow::state::{Delivery, OutboxEntry, OutboxStatus, RecordKey};
-use dealflow::store::{Changes, KvStore, OutboxTable, SledBackend, Store};
+use dealflow::store::{Changes, KvStore, OutboxTable, Store};
 use serde_json::json;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -89,7 +89,11 @@ async fn run(name: &str, yaml: &str, rows: Vec<OutboxEntry>) {
     std::fs::create_dir_all(data.path().join("store")).unwrap();
     let store = Arc::new(
         KvStore::open(
-            SledBackend::open(&data.path().join("store")).unwrap(),
+            dealflow::store::open_disk(
+                &data.path().join("store"),
+                dealflow::store::DEFAULT_CACHE_MIB << 20,
+            )
+            .unwrap(),
             "bench",
         )
         .unwrap(),

@@ -10,7 +10,7 @@
 use dealflow::clock::SystemClock;
 use dealflow::config;
 use dealflow::state::{NewEvent, RecordKey};
-use dealflow::store::{KvStore, MemoryBackend, SledBackend, Store};
+use dealflow::store::{KvStore, MemoryBackend, Store};
 use serde_json::{Map, json};
 use std::collections::HashMap;
 use std::time::Instant;
@@ -82,7 +82,12 @@ async fn main() {
     let data = tempfile::tempdir().unwrap();
     measure(
         "sled",
-        KvStore::open(SledBackend::open(data.path()).unwrap(), "bench").unwrap(),
+        KvStore::open(
+            dealflow::store::open_disk(data.path(), dealflow::store::DEFAULT_CACHE_MIB << 20)
+                .unwrap(),
+            "bench",
+        )
+        .unwrap(),
         &workflows,
         n,
     )

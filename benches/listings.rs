@@ -15,7 +15,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use chrono::DateTime;
 use dealflow::state::{Delivery, OutboxEntry, OutboxStatus, RecordKey, Run, Task, TaskStatus};
 use dealflow::store::{
-    Changes, KvStore, OutboxFilter, OutboxTable, RunFilter, RunTable, SledBackend, Store,
+    Changes, FjallBackend, KvStore, OutboxFilter, OutboxTable, RunFilter, RunTable, Store,
     TaskFilter, TaskTable,
 };
 use std::time::Instant;
@@ -29,7 +29,11 @@ fn main() {
         .and_then(|n| n.parse().ok())
         .unwrap_or(210_000);
     let dir = tempfile::tempdir().unwrap();
-    let store = KvStore::open(SledBackend::open(dir.path()).unwrap(), "bench").unwrap();
+    let store = KvStore::open(
+        dealflow::store::open_disk(dir.path(), dealflow::store::DEFAULT_CACHE_MIB << 20).unwrap(),
+        "bench",
+    )
+    .unwrap();
     let began = Instant::now();
     fill(&store, rows);
     println!(
@@ -133,7 +137,7 @@ fn report(what: &str, times: usize, mut call: impl FnMut(usize) -> usize) {
     );
 }
 
-fn fill(store: &KvStore<SledBackend>, rows: usize) {
+fn fill(store: &KvStore<FjallBackend>, rows: usize) {
     let at = DateTime::parse_from_rfc3339("2026-03-02T15:00:00Z")
         .unwrap()
         .to_utc();

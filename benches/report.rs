@@ -13,7 +13,7 @@ mod support;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use dealflow::config;
-use dealflow::store::{KvStore, SledBackend, StageHistoryTable, Store};
+use dealflow::store::{KvStore, StageHistoryTable, Store};
 use std::collections::HashMap;
 use std::time::Instant;
 
@@ -32,7 +32,11 @@ async fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(1_000_000);
     let data = tempfile::tempdir().unwrap();
-    let store = KvStore::open(SledBackend::open(data.path()).unwrap(), "bench").unwrap();
+    let store = KvStore::open(
+        dealflow::store::open_disk(data.path(), dealflow::store::DEFAULT_CACHE_MIB << 20).unwrap(),
+        "bench",
+    )
+    .unwrap();
     let start = support::fill_stage_history(&store, visits);
     store.flush().await.unwrap();
     let t = Instant::now();

@@ -89,7 +89,7 @@ pub async fn wait_handled(http: &reqwest::Client, url: &str) {
 /// or lost, four visits each, spread over 500 days from the answer (the
 /// first day), owned by four reps, some stalled, some refused.
 pub fn fill_stage_history(
-    store: &dealflow::store::KvStore<dealflow::store::SledBackend>,
+    store: &dealflow::store::KvStore<dealflow::store::FjallBackend>,
     visits: u64,
 ) -> chrono::DateTime<chrono::Utc> {
     use chrono::Duration;

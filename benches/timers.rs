@@ -19,7 +19,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use chrono::{DateTime, Duration, Utc};
 use dealflow::config;
 use dealflow::state::{NewEvent, RecordKey, Timer};
-use dealflow::store::{Changes, KvStore, SledBackend, Store};
+use dealflow::store::{Changes, FjallBackend, KvStore, Store};
 use serde_json::{Map, json};
 use std::collections::HashMap;
 use std::time::Instant;
@@ -53,7 +53,7 @@ fn timer(i: u64, start: DateTime<Utc>) -> Timer {
 /// (`src/worker`, 256 events) each starting a sequence.
 const SCHEDULE_BATCH: u64 = 256;
 
-async fn schedule(store: &KvStore<SledBackend>, n: u64, start: DateTime<Utc>) -> f64 {
+async fn schedule(store: &KvStore<FjallBackend>, n: u64, start: DateTime<Utc>) -> f64 {
     let began = Instant::now();
     let mut i = 0;
     while i < n {
@@ -76,7 +76,7 @@ async fn schedule(store: &KvStore<SledBackend>, n: u64, start: DateTime<Utc>) ->
 /// Fires `count` due timers (or all that are due, when fewer); answers how
 /// many fired and how many per second.
 async fn fire(
-    store: &KvStore<SledBackend>,
+    store: &KvStore<FjallBackend>,
     workflows: &config::Workflows,
     count: usize,
     now: DateTime<Utc>,
@@ -94,14 +94,18 @@ async fn fire(
     (fired, fired as f64 / began.elapsed().as_secs_f64())
 }
 
-fn open(dir: &std::path::Path) -> KvStore<SledBackend> {
-    KvStore::open(SledBackend::open(dir).unwrap(), "bench").unwrap()
+fn open(dir: &std::path::Path) -> KvStore<FjallBackend> {
+    KvStore::open(
+        dealflow::store::open_disk(dir, dealflow::store::DEFAULT_CACHE_MIB << 20).unwrap(),
+        "bench",
+    )
+    .unwrap()
 }
 
 /// Firing rates of successive chunks of `CHUNK` timers, `chunks` of them
 /// (fewer when the due timers run out).
 async fn chunk_rates(
-    store: &KvStore<SledBackend>,
+    store: &KvStore<FjallBackend>,
     workflows: &config::Workflows,
     chunks: usize,
     now: DateTime<Utc>,

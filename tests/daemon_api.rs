@@ -751,9 +751,9 @@ fn a_damaged_store_stops_the_daemon_with_the_folder_and_what_to_do() {
     let data = s._dir.path().join("data");
     let flows = s._dir.path().join("flows");
     s.daemon.kill();
-    // sled's settings file, overwritten: the store cannot be read.
+    // fjall's version file, overwritten: the store cannot be read.
     std::fs::write(
-        data.join("store/conf"),
+        data.join("store/version"),
         [0xffu8, 0x00, 0x13, 0x37].repeat(16),
     )
     .unwrap();
@@ -783,8 +783,17 @@ async fn a_store_whose_data_file_was_destroyed_is_not_started_empty() {
     let data = s._dir.path().join("data");
     let flows = s._dir.path().join("flows");
     s.daemon.kill();
-    // sled reads a database file it cannot make sense of as an empty tree.
-    std::fs::write(data.join("store/db"), [0x5au8; 200]).unwrap();
+    // The engine's files gone (a careless cleanup, a bad restore): fjall
+    // would open the folder as a new, empty store.
+    for entry in std::fs::read_dir(data.join("store")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name == "keyspaces" {
+            std::fs::remove_dir_all(&path).unwrap();
+        } else if name.ends_with(".jnl") {
+            std::fs::remove_file(&path).unwrap();
+        }
+    }
     let out = run_to_exit(&flows, &data);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");

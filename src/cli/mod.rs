@@ -60,8 +60,7 @@ pub enum Command {
         /// Largest request body in bytes.
         #[arg(long, default_value_t = crate::api::DEFAULT_MAX_BODY)]
         max_body: usize,
-        /// The store's page cache in MiB (sled counts it loosely: the
-        /// memory it takes is about twice this).
+        /// The store's block cache in MiB.
         #[arg(long, default_value_t = crate::store::DEFAULT_CACHE_MIB)]
         store_cache_mib: u64,
         /// Log format on stderr.

@@ -3,7 +3,7 @@
 use super::client::Daemon;
 use crate::delivery::unsubscribe::UnsubscribeKey;
 use crate::store::backup::{self, BackupHeader};
-use crate::store::{SledBackend, Store};
+use crate::store::{DEFAULT_CACHE_MIB, Store, open_disk};
 use anyhow::{Context, bail};
 use base64::Engine;
 use std::io::Write;
@@ -117,7 +117,7 @@ pub fn restore(file: &Path, data: &Path) -> anyhow::Result<ExitCode> {
 /// answers the number of events the restored log holds.
 fn restore_into(file: &Path, data: &Path, header: &BackupHeader) -> anyhow::Result<u64> {
     let store_dir = data.join("store");
-    let backend = SledBackend::open(&store_dir)?;
+    let backend = open_disk(&store_dir, DEFAULT_CACHE_MIB << 20)?;
     backup::restore_backup(file, &backend)?;
     let runtime = tokio::runtime::Builder::new_current_thread().build()?;
     runtime.block_on(crate::store::Backend::flush(&backend))?;
@@ -125,7 +125,7 @@ fn restore_into(file: &Path, data: &Path, header: &BackupHeader) -> anyhow::Resu
     save_key(header, data)?;
     // Opened as the daemon will open it: the format mark is checked.
     let store = crate::store::KvStore::open(
-        SledBackend::open(&store_dir)?,
+        open_disk(&store_dir, DEFAULT_CACHE_MIB << 20)?,
         &store_dir.display().to_string(),
     )?;
     let events = crate::store::EventTable::last_seq(&store)?;
@@ -154,7 +154,7 @@ pub fn check(data: &Path, repair: bool) -> anyhow::Result<ExitCode> {
             data.display()
         );
     }
-    let backend = SledBackend::open(&store_dir)?;
+    let backend = open_disk(&store_dir, DEFAULT_CACHE_MIB << 20)?;
     let store = crate::store::KvStore::open(backend, &store_dir.display().to_string())?;
     let report = store.check(repair)?;
     let entries: u64 = report.counts.values().sum();
@@ -175,8 +175,8 @@ pub fn check(data: &Path, repair: bool) -> anyhow::Result<ExitCode> {
         .map(|(t, n)| format!("{t} {n}"))
         .collect();
     println!("{entries} entries read ({})", tables.join(", "));
-    // sled keeps old page versions and whole segments: the ratio says how
-    // much of the disk it takes is the data itself.
+    // The engine keeps its journal, compressed tables and versions not yet
+    // compacted away: the ratio says how the disk compares with the data.
     let on_disk = crate::store::Store::size_on_disk(&store);
     println!(
         "{:.1} MiB of keys and values in {:.1} MiB on disk ({:.1}x)",

@@ -5,7 +5,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config;
 use crate::delivery::{self, unsubscribe::UnsubscribeKey};
 use crate::reload::{self, ReloadStatus};
-use crate::store::{KvStore, SledBackend};
+use crate::store::{FjallBackend, KvStore};
 use crate::worker;
 use anyhow::{Context, bail};
 use std::net::SocketAddr;
@@ -47,13 +47,13 @@ pub fn run(options: RunOptions) -> anyhow::Result<ExitCode> {
     let store_dir = options.data.join("store");
     std::fs::create_dir_all(&store_dir)
         .with_context(|| format!("creating {}", store_dir.display()))?;
-    // A damaged store can make sled panic while opening; that is caught and
+    // A damaged store can make the engine panic while opening; that is caught and
     // reported with the folder and what to do, so its raw message (which
     // the report repeats) is not printed first. Nothing else runs yet.
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
     let backend =
-        SledBackend::open_with_cache(&store_dir, options.store_cache_mib.saturating_mul(1 << 20));
+        crate::store::open_disk(&store_dir, options.store_cache_mib.saturating_mul(1 << 20));
     std::panic::set_hook(default_hook);
     let backend = backend?;
     let store = Arc::new(KvStore::open(backend, &store_dir.display().to_string())?);
@@ -69,7 +69,7 @@ pub fn run(options: RunOptions) -> anyhow::Result<ExitCode> {
 }
 
 /// Replaces this process with a new `dealflow run` of the same arguments
-/// on the same address: sled refuses every write after one failed until
+/// on the same address: fjall refuses every write after one failed until
 /// it is opened again, and a fresh process opens it from what is durable.
 /// Answers only if that failed.
 fn start_again(address: SocketAddr) -> anyhow::Error {
@@ -93,13 +93,14 @@ fn start_again(address: SocketAddr) -> anyhow::Error {
 
 /// How often a store that cannot write looks for room again.
 const WRITE_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
-/// Room a store needs before it is opened again: sled writes whole
-/// segments, so a few bytes free is not enough.
+/// Room a store needs before it is opened again: fjall writes a memtable
+/// of up to 16 MiB at once and compacts beside it, so a few bytes free is
+/// not enough.
 const ROOM_NEEDED: usize = 64 << 20;
 
 /// Waits until the store has failed a write (a full disk) and the data
 /// folder can take [`ROOM_NEEDED`] bytes again, then says so.
-async fn room_again(store: Arc<KvStore<SledBackend>>, data: std::path::PathBuf) {
+async fn room_again(store: Arc<KvStore<FjallBackend>>, data: std::path::PathBuf) {
     let mut logged = false;
     loop {
         tokio::time::sleep(WRITE_RETRY).await;
@@ -132,7 +133,7 @@ async fn room_again(store: Arc<KvStore<SledBackend>>, data: std::path::PathBuf) 
 /// Serves until a stop signal (`None`), or until a store that failed a
 /// write can be opened again (the address, to start again on it).
 async fn serve(
-    store: Arc<KvStore<SledBackend>>,
+    store: Arc<KvStore<FjallBackend>>,
     (mut workflows, loaded): (config::Workflows, u64),
     token: Option<String>,
     options: RunOptions<'_>,

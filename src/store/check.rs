@@ -99,7 +99,7 @@ impl<B: Backend> KvStore<B> {
         if repair && !fixes.is_empty() {
             report.repaired = fixes.len() as u64;
             for batch in fixes.chunks(CHUNK) {
-                self.backend.apply(batch.to_vec())?;
+                self.apply_batch(batch.to_vec())?;
             }
         }
         Ok(report)

@@ -863,38 +863,42 @@ conformance!(
         KvStore::open(MemoryBackend::default(), "memory").unwrap()
     )
 );
-conformance!(sled, {
+conformance!(fjall, {
     let dir = tempfile::tempdir().unwrap();
-    let store = KvStore::open(SledBackend::open(dir.path()).unwrap(), "test").unwrap();
+    let store = KvStore::open(FjallBackend::open(dir.path(), 1 << 20).unwrap(), "test").unwrap();
     (dir, store)
 });
 
-/// sled's background threads let go of the folder lock shortly after the
-/// last handle is dropped; a reopen in the same process waits for that.
-async fn reopen(path: &std::path::Path) -> SledBackend {
-    for _ in 0..100 {
-        match SledBackend::open(path) {
-            Ok(b) => return b,
-            Err(e) if matches!(e, StoreError::InUse { .. }) || e.to_string().contains("lock") => {
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await
-            }
-            Err(e) => panic!("{e}"),
-        }
-    }
-    panic!("the store stayed locked");
-}
-
 #[tokio::test]
-async fn sled_keeps_flushed_state_across_reopen() {
+async fn fjall_keeps_flushed_state_across_reopen() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let s = KvStore::open(SledBackend::open(dir.path()).unwrap(), "t").unwrap();
+        let s = KvStore::open(FjallBackend::open(dir.path(), 1 << 20).unwrap(), "t").unwrap();
         s.append_events(vec![event(Some("a"), "L1")]).unwrap();
         s.flush().await.unwrap();
     }
-    let s = KvStore::open(reopen(dir.path()).await, "t").unwrap();
+    let s = KvStore::open(FjallBackend::open(dir.path(), 1 << 20).unwrap(), "t").unwrap();
     assert_eq!(s.events_after(0, 10).unwrap().len(), 1);
     assert!(s.append_events(vec![event(Some("a"), "L1")]).unwrap()[0].duplicate);
+}
+
+#[tokio::test]
+async fn a_store_whose_files_were_removed_is_refused_not_started_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = KvStore::open(FjallBackend::open(dir.path(), 1 << 20).unwrap(), "t").unwrap();
+        s.append_events(vec![event(Some("a"), "L1")]).unwrap();
+        s.flush().await.unwrap();
+    }
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            std::fs::remove_dir_all(path).unwrap();
+        }
+    }
+    let err = FjallBackend::open(dir.path(), 1 << 20).err().unwrap();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+    assert!(err.to_string().contains("reads as empty"), "{err}");
 }
 
 #[test]
@@ -912,7 +916,7 @@ fn garbage_files_in_the_data_folder_are_refused_not_replaced() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("conf"), b"\xff\xfe garbage").unwrap();
     std::fs::write(dir.path().join("db"), vec![0xAB; 4096]).unwrap();
-    let result = SledBackend::open(dir.path()).and_then(|b| KvStore::open(b, "t"));
+    let result = super::open_disk(dir.path(), 1 << 20).and_then(|b| KvStore::open(b, "t"));
     assert!(result.is_err(), "a corrupt store must not open as empty");
 }
 

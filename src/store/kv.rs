@@ -30,6 +30,8 @@ pub struct KvStore<B: Backend> {
     /// The records written last, decoded.
     pub(super) records: RecordCache,
     pub(super) wakeups: super::Wakeups,
+    /// Where the live keys of the due-ordered indexes begin.
+    pub(super) due_floors: super::due_floors::DueFloors,
     /// While a backup runs, a copy of every batch applied (see `backup`).
     /// Taken only under the writer lock, so no batch is half in it.
     tap: Mutex<Option<Vec<Vec<KvWrite>>>>,
@@ -74,6 +76,7 @@ impl<B: Backend> KvStore<B> {
             writer: Mutex::new(None),
             records: RecordCache::new(DEFAULT_RECORDS_KEPT),
             wakeups: super::Wakeups::default(),
+            due_floors: Default::default(),
             tap: Mutex::new(None),
         })
     }
@@ -150,7 +153,9 @@ impl<B: Backend> KvStore<B> {
     pub(super) fn apply_batch(&self, writes: Vec<KvWrite>) -> Result<(), StoreError> {
         let mut tap = self.tap.lock().unwrap_or_else(|p| p.into_inner());
         let copy = tap.is_some().then(|| writes.clone());
+        let lowest = self.due_floors.lowest(&writes);
         self.backend.apply(writes)?;
+        self.due_floors.lower(lowest);
         if let (Some(kept), Some(copy)) = (tap.as_mut(), copy) {
             kept.push(copy);
         }
@@ -215,28 +220,53 @@ impl<B: Backend> KvStore<B> {
     ) -> Result<Vec<super::backend::Entry>, StoreError> {
         const PAGE: usize = 64;
         let now_ms = u64::try_from(now.timestamp_millis()).unwrap_or(0);
-        let due_ms = |key: &[u8]| {
-            let bytes = key.strip_prefix(prefix)?.get(..8)?;
-            Some(u64::from_be_bytes(bytes.try_into().ok()?))
-        };
+        let floor = self.due_floors.read(prefix);
+        let mut first_live: Option<u64> = None;
         let mut out = Vec::new();
-        let mut after: Option<Vec<u8>> = None;
+        let mut after = floor.after(prefix);
         while out.len() < limit {
             let want = PAGE.min(limit - out.len());
             let page = self.backend.scan(prefix, after.as_deref(), want)?;
             let full = page.len() == want;
             for (key, value) in page {
-                if due_ms(&key).is_none_or(|due| due > now_ms) {
+                let due = super::due_floors::due_ms(prefix, &key);
+                first_live = first_live.or(due);
+                if due.is_none_or(|due| due > now_ms) {
+                    self.due_floors
+                        .raise(prefix, floor, first_live.unwrap_or(0));
                     return Ok(out);
                 }
                 after = Some(key.clone());
                 out.push((key, value));
             }
             if !full {
-                break;
+                // The index holds nothing after what was read.
+                self.due_floors
+                    .raise(prefix, floor, first_live.unwrap_or(u64::MAX));
+                return Ok(out);
             }
         }
+        self.due_floors
+            .raise(prefix, floor, first_live.unwrap_or(0));
         Ok(out)
+    }
+
+    /// The first live key of a due-ordered index, read from its floor.
+    pub(super) fn first_due(
+        &self,
+        prefix: &[u8],
+    ) -> Result<Option<super::backend::Entry>, StoreError> {
+        let floor = self.due_floors.read(prefix);
+        let first = self
+            .backend
+            .scan(prefix, floor.after(prefix).as_deref(), 1)?
+            .pop();
+        let ms = match &first {
+            Some((key, _)) => super::due_floors::due_ms(prefix, key).unwrap_or(0),
+            None => u64::MAX,
+        };
+        self.due_floors.raise(prefix, floor, ms);
+        Ok(first)
     }
 }
 

@@ -1,21 +1,22 @@
 //! Durable state behind small per-table traits.
 //!
 //! The table logic is written once ([`KvStore`]) over an ordered key-value
-//! [`Backend`]: sled on disk ([`SledBackend`]) or a map in memory
-//! ([`MemoryBackend`], for `simulate` and tests). One conformance suite runs
-//! against both. No backend type crosses these traits, so a PostgreSQL
+//! [`Backend`]: fjall on disk ([`FjallBackend`], opened by [`open_disk`],
+//! which first moves a store of the sled engine earlier versions used) or
+//! a map in memory ([`MemoryBackend`], for `simulate` and tests). One
+//! conformance suite runs against both. No backend type crosses these traits, so a PostgreSQL
 //! backend is an addition, not a rewrite. Every change of one event's
 //! handling is one atomic [`Changes`] commit; [`Store::flush`] makes it
 //! durable before anything is acknowledged.
 //!
 //! Blocking from async code, one policy: a read of one key or one page runs
-//! inline (sled serves it from memory); work that reads whole tables runs
+//! inline (from the engine's memtable and block cache); work that reads whole tables runs
 //! on the blocking pool (`api::extract::blocking`); the worker's rounds
 //! (engine and commit) run under `block_in_place`; a flush runs on the
-//! blocking pool ([`SledBackend`]'s flush), never on an async worker thread.
+//! blocking pool (the disk backends' group flush), never on an async worker thread.
 //!
-//! Owns: keys, encodings, indexes and format upgrades ([`migrations`]); it
-//! rings the loops that wait for commits ([`Wakeups`]). Never: decides what
+//! Owns: keys, encodings, indexes, format upgrades ([`migrations`]) and
+//! where due-ordered scans start ([`due_floors`]); it rings the loops that wait for commits ([`Wakeups`]). Never: decides what
 //! to write (callers do) or depends on the engine, the worker or the API.
 
 mod backend;
@@ -37,18 +38,25 @@ mod records;
 mod rejected;
 mod runs;
 mod sled_backend;
+mod sled_to_fjall;
 mod suppressions;
 mod tasks;
 mod timers;
 
 #[cfg(test)]
 mod conformance;
+mod disk;
+mod due_floors;
+mod fjall_backend;
 
 pub use backend::{Backend, KvWrite};
+pub use disk::DEFAULT_CACHE_MIB;
+pub use fjall_backend::FjallBackend;
 pub use kv::KvStore;
 pub use memory::MemoryBackend;
 pub use record_cache::DEFAULT_RECORDS_KEPT;
-pub use sled_backend::{DEFAULT_CACHE_MIB, SledBackend};
+pub use sled_backend::SledBackend;
+pub use sled_to_fjall::open_disk;
 
 use crate::state::{
     Delivery, Enrollment, Event, ForecastSnapshot, MailboxPosition, NewEvent, OutboxEntry,

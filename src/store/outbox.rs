@@ -134,10 +134,8 @@ impl<B: Backend> OutboxTable for KvStore<B> {
 
     fn next_outbox_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
         Ok(self
-            .backend
-            .scan(keys::OUTBOX_DUE, None, 1)?
-            .first()
-            .and_then(|(k, _)| keys::outbox_due_ms(k))
+            .first_due(keys::OUTBOX_DUE)?
+            .and_then(|(k, _)| keys::outbox_due_ms(&k))
             .and_then(|ms| DateTime::from_timestamp_millis(ms as i64)))
     }
 

@@ -18,11 +18,9 @@ impl<B: Backend> TimerTable for KvStore<B> {
     }
 
     fn next_timer(&self) -> Result<Option<Timer>, StoreError> {
-        Ok(self
-            .scan_values(keys::TIMER, None, 1)?
-            .into_iter()
-            .next()
-            .map(|(_, t)| t))
+        self.first_due(keys::TIMER)?
+            .map(|(key, value)| decode_value(&key, &value))
+            .transpose()
     }
 }
 

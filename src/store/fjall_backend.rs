@@ -1,0 +1,209 @@
+//! The on-disk backend: fjall 3, a log-structured merge tree.
+//!
+//! Why fjall and not sled (issue 25): sled copies a whole leaf node on
+//! every insert and keeps about twice its data on disk; fjall appends
+//! each batch to a journal, keeps recent writes in a memtable and writes
+//! compressed sorted tables in the background. Every key lives in one
+//! keyspace (the tables' keys carry their own prefixes), so a batch is one
+//! journal entry and atomic.
+//!
+//! Durability: a batch is written to the journal's buffer; [`Backend::flush`]
+//! writes the buffer out and syncs the journal file (`PersistMode::SyncAll`),
+//! one group at a time. After a failed write fjall refuses every later
+//! one until it is opened again, as sled does; [`Backend::write_failure`]
+//! says so.
+
+use super::StoreError;
+use super::backend::{Backend, Entry, KvWrite};
+use super::disk::{GroupFlush, HELD_DATA, HeldData, lock, panic_text};
+use fjall::config::CompressionPolicy;
+use fjall::{CompressionType, Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+
+/// The one keyspace every table's keys live in.
+const KEYSPACE: &str = "dealflow";
+
+/// Memtable size: the journal replays at most this much on open, and it is
+/// held in memory. fjall's default is 64 MiB.
+const MEMTABLE_BYTES: u64 = 16 << 20;
+
+/// A fjall database in a folder, held by this process alone.
+pub struct FjallBackend {
+    db: Database,
+    items: Keyspace,
+    durability: Arc<GroupFlush>,
+    _lock: std::fs::File,
+    held_data: Arc<HeldData>,
+}
+
+/// Whether `dir` holds a fjall database (rather than nothing or sled).
+pub(super) fn holds_fjall(dir: &Path) -> bool {
+    dir.join("keyspaces").is_dir() || dir.join("journals").is_dir()
+}
+
+impl FjallBackend {
+    /// Opens (or creates) the database in `dir` with a block cache of
+    /// `cache_bytes`. Corruption is reported, never papered over.
+    pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
+        let path = dir.display().to_string();
+        let lock = lock(dir)?;
+        let held_data = Arc::new(HeldData::in_dir(dir));
+        let corrupt = |reason: String| StoreError::Corrupt {
+            path: path.clone(),
+            reason,
+        };
+        let opened = std::panic::catch_unwind(|| {
+            let db = Database::builder(dir).cache_size(cache_bytes).open()?;
+            let items = db.keyspace(KEYSPACE, || {
+                KeyspaceCreateOptions::default()
+                    .max_memtable_size(MEMTABLE_BYTES)
+                    .data_block_compression_policy(CompressionPolicy::all(CompressionType::Lz4))
+                    .manual_journal_persist(true)
+            })?;
+            Ok::<_, fjall::Error>((db, items))
+        })
+        .map_err(|panic| {
+            corrupt(format!(
+                "reading it failed inside fjall: {}",
+                panic_text(&panic)
+            ))
+        })?;
+        let (db, items) = opened.map_err(|e| match e {
+            fjall::Error::Io(io) => {
+                StoreError::backend(format!("cannot open the store at {path}"), io)
+            }
+            fjall::Error::Locked => StoreError::InUse { path: path.clone() },
+            other => corrupt(format!("{other:?}")),
+        })?;
+        if held_data.was_written() && items.is_empty().unwrap_or(false) {
+            return Err(corrupt(format!(
+                "it held data ({HELD_DATA} says so) but reads as empty: its files are damaged or were replaced"
+            )));
+        }
+        Ok(FjallBackend {
+            db,
+            items,
+            durability: Arc::default(),
+            _lock: lock,
+            held_data,
+        })
+    }
+}
+
+/// The store error of a fjall error; an I/O error is kept as the cause (a
+/// full disk is recognised by its kind), and a write failure is sticky.
+fn failed(group: &GroupFlush, e: fjall::Error) -> StoreError {
+    match e {
+        fjall::Error::Io(io) | fjall::Error::Storage(fjall::LsmError::Io(io)) => {
+            group.failed_io("fjall", io)
+        }
+        fjall::Error::Poisoned => group.refused("fjall"),
+        other => StoreError::backend_said(format!("fjall: {other:?}")),
+    }
+}
+
+impl FjallBackend {
+    /// Collects up to `limit` entries of `iter` whose keys start with
+    /// `prefix`, stopping at the first that does not.
+    fn collect(
+        &self,
+        iter: impl Iterator<Item = fjall::Guard>,
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        let mut out = Vec::new();
+        for guard in iter {
+            if out.len() == limit {
+                break;
+            }
+            let (k, v) = guard
+                .into_inner()
+                .map_err(|e| failed(&self.durability, e))?;
+            if !k.starts_with(prefix) {
+                break;
+            }
+            out.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
+}
+
+impl Backend for FjallBackend {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .items
+            .get(key)
+            .map_err(|e| failed(&self.durability, e))?
+            .map(|v| v.to_vec()))
+    }
+
+    fn scan(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        let start = super::backend::forward_start(prefix, after);
+        let range: (std::ops::Bound<Vec<u8>>, std::ops::Bound<Vec<u8>>) =
+            (start, std::ops::Bound::Unbounded);
+        self.collect(self.items.range(range), prefix, limit)
+    }
+
+    fn scan_rev(
+        &self,
+        prefix: &[u8],
+        before: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        let upper = super::backend::reverse_upper(prefix, before);
+        let range = (std::ops::Bound::Included(prefix.to_vec()), upper);
+        self.collect(self.items.range(range).rev(), prefix, limit)
+    }
+
+    fn count(&self, prefix: &[u8], limit: usize) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for guard in self.items.prefix(prefix).take(limit) {
+            guard.key().map_err(|e| failed(&self.durability, e))?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    fn apply(&self, writes: Vec<KvWrite>) -> Result<(), StoreError> {
+        let mut batch = self.db.batch();
+        for w in writes {
+            match w {
+                KvWrite::Put(k, v) => batch.insert(&self.items, k, v),
+                KvWrite::Delete(k) => batch.remove(&self.items, k),
+            }
+        }
+        batch.commit().map_err(|e| failed(&self.durability, e))?;
+        self.durability.applied();
+        Ok(())
+    }
+
+    fn flush(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let db = self.db.clone();
+        let group = self.durability.clone();
+        let held_data = self.held_data.clone();
+        async move {
+            let sync_group = group.clone();
+            group
+                .flush(held_data, move || {
+                    db.persist(PersistMode::SyncAll)
+                        .map_err(|e| failed(&sync_group, e))
+                })
+                .await
+        }
+    }
+
+    fn size_on_disk(&self) -> u64 {
+        self.db.disk_space().unwrap_or(0)
+    }
+
+    fn write_failure(&self) -> Option<String> {
+        self.durability.write_failure()
+    }
+}
