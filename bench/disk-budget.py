@@ -9,7 +9,7 @@ the engine has handled every event, and prints the store's size on disk, the
 events in its log (those posted and those the engine raised: record.created,
 sequence.enrolled, email.sent, ...) and the bytes per posted event. Then
 extrapolates a year of a busy team under the default keep_events (90d).
-`dealflow check` of the stopped store gives sled's space amplification.
+`dealflow check` of the stopped store gives the engine's space amplification.
 
 Run: cargo build --release && python3 bench/disk-budget.py   (LEADS=20000)
 """
@@ -69,7 +69,7 @@ print(f"posted {posted} events for {LEADS} leads; log holds {logged} events; "
       f"store {size / 2**20:.1f} MiB = {size / posted:.0f} bytes per posted event")
 checked = subprocess.run([os.path.join(root, "target/release/dealflow"), "check", "--data", data],
                          capture_output=True, text=True)
-# "X MiB of keys and values in Y MiB on disk (Zx)": sled's space amplification.
+# "X MiB of keys and values in Y MiB on disk (Zx)": the engine's space amplification.
 print(checked.stdout.strip().splitlines()[-2])
 # A busy team: 10,000 posted events a day (20 reps' leads, page views, opens).
 per_day = 10_000

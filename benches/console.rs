@@ -1,4 +1,4 @@
-//! Console benchmark (issue 22): page render times on a sled store with
+//! Console benchmark (issue 22): page render times on a fjall store with
 //! 250,000 deals and 1,000,000 stage visits (the report benchmarks' data),
 //! served by the release daemon over loopback: median and p99 per page,
 //! bytes per page, the first view of the pipeline (figures built) and the

@@ -1,7 +1,7 @@
 //! Delivery benchmark (issue 4): emails per second to a local SMTP server
 //! through the connection pool, webhooks per second to a local HTTP server,
 //! and (issue 23) texts per second to a local server answering like
-//! Twilio's Messages API, all through the whole outbox path on sled (claim
+//! Twilio's Messages API, all through the whole outbox path on the store (claim
 //! and flush, hand over, record and flush).
 //!
 //! Run: `cargo bench --bench delivery` (BENCH_EMAILS, BENCH_WEBHOOKS, BENCH_TEXTS).

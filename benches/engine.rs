@@ -1,6 +1,6 @@
 //! Engine benchmark: events handled per second by the worker loop (engine +
 //! one atomic commit and one flush per round of events), with the ingest
-//! workload's 100 rules, on the in-memory store and on sled.
+//! workload's 100 rules, on the in-memory store and on disk (fjall).
 //!
 //! Run: `cargo bench --bench engine`
 
@@ -81,7 +81,7 @@ async fn main() {
     .await;
     let data = tempfile::tempdir().unwrap();
     measure(
-        "sled",
+        "fjall",
         KvStore::open(
             dealflow::store::open_disk(data.path(), dealflow::store::DEFAULT_CACHE_MIB << 20)
                 .unwrap(),

@@ -1,5 +1,5 @@
 //! Ingest benchmark (issue: engine). Starts the release daemon on loopback
-//! with 100 rules and a sled store in a temp dir, then measures from a
+//! with 100 rules and a store in a temp dir, then measures from a
 //! separate process on the same machine:
 //! 1. events/s for single-event requests at concurrency 32;
 //! 2. events/s for batches of 100;

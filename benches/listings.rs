@@ -1,5 +1,5 @@
 //! Listings benchmark (issue 26, "listings scale"): `/v1/runs?record=`,
-//! `/v1/outbox?record=` and `/v1/tasks?owner=` on a sled store with 210,000
+//! `/v1/outbox?record=` and `/v1/tasks?owner=` on a fjall store with 210,000
 //! run rows, 210,000 outbox rows and 105,000 open tasks, served from their
 //! indexes; the same store scanned whole (a rule filter, a status filter)
 //! shows what every listing cost before them.

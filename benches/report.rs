@@ -1,5 +1,5 @@
 //! Report benchmark (issue 8): the pipeline report over 1,000,000 stored
-//! stage-history rows (250,000 deals × 4 visits, sled): wall time and memory.
+//! stage-history rows (250,000 deals × 4 visits, fjall): wall time and memory.
 //!
 //! Run: `cargo bench --bench report` (BENCH_VISITS changes the million).
 

@@ -5,7 +5,7 @@
 //!    with the store as the daemon has it, which keeps the records it wrote
 //!    last decoded (the bench's 1,000 leads fit), and with a store that
 //!    keeps none, so each event's record is decoded from its bytes;
-//! 2. record-view latency (`GET /v1/records/lead/L1`, release daemon, sled)
+//! 2. record-view latency (`GET /v1/records/lead/L1`, release daemon, fjall)
 //!    for a lead with 10,000 ledger entries.
 //!
 //! Run: `cargo build --release && cargo bench --bench scoring`

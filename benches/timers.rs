@@ -1,4 +1,4 @@
-//! Timer benchmark (issue 5): 1,000,000 pending sequence timers in sled —
+//! Timer benchmark (issue 5): 1,000,000 pending sequence timers on disk (fjall) —
 //! resident memory, time to schedule them, and timers fired per second when
 //! they come due (the scheduler turning each into a logged event and
 //! deleting it, one atomic commit and one flush per batch), with 10,000
