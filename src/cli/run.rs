@@ -94,7 +94,7 @@ fn start_again(address: SocketAddr) -> anyhow::Error {
 /// How often a store that cannot write looks for room again.
 const WRITE_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
 /// Room a store needs before it is opened again: fjall writes a memtable
-/// of up to 16 MiB at once and compacts beside it, so a few bytes free is
+/// of up to 32 MiB at once and compacts beside it, so a few bytes free is
 /// not enough.
 const ROOM_NEEDED: usize = 64 << 20;
 
