@@ -80,6 +80,24 @@ pub struct NewEvent {
 }
 
 impl NewEvent {
+    /// A `form.submitted` with id `id` on lead `lead`, nothing else: the
+    /// event store tests post.
+    #[cfg(test)]
+    pub(crate) fn form(id: &str, lead: &str) -> Self {
+        NewEvent {
+            id: Some(id.to_owned()),
+            event_type: "form.submitted".into(),
+            record: RecordKey {
+                kind: "lead".into(),
+                id: lead.into(),
+            },
+            fields: Default::default(),
+            data: Default::default(),
+            occurred_at: DateTime::UNIX_EPOCH,
+            depth: 0,
+        }
+    }
+
     /// A built-in event dealflow raises from outside the engine (delivery,
     /// inbound mail, a timer, the API), with no fields: data only.
     pub fn raised(

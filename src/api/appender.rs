@@ -92,23 +92,10 @@ fn answer(group: Vec<Request>, sizes: &[usize], appended: Result<Vec<Appended>, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::RecordKey;
     use crate::store::{EventTable, KvStore, MemoryBackend};
-    use chrono::DateTime;
 
     fn event(id: &str) -> NewEvent {
-        NewEvent {
-            id: Some(id.to_owned()),
-            event_type: "form.submitted".into(),
-            record: RecordKey {
-                kind: "lead".into(),
-                id: "L1".into(),
-            },
-            fields: Default::default(),
-            data: Default::default(),
-            occurred_at: DateTime::UNIX_EPOCH,
-            depth: 0,
-        }
+        NewEvent::form(id, "L1")
     }
 
     #[tokio::test]

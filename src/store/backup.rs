@@ -423,23 +423,12 @@ impl<R: Read> Hashing<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::{NewEvent, RecordKey};
+    use crate::state::NewEvent;
     use crate::store::{EventTable, MemoryBackend};
     use std::sync::Arc;
 
     fn event(id: &str) -> NewEvent {
-        NewEvent {
-            id: Some(id.to_owned()),
-            event_type: "form.submitted".into(),
-            record: RecordKey {
-                kind: "lead".into(),
-                id: id.to_owned(),
-            },
-            fields: Default::default(),
-            data: Default::default(),
-            occurred_at: DateTime::UNIX_EPOCH,
-            depth: 0,
-        }
+        NewEvent::form(id, id)
     }
 
     fn everything(backend: &MemoryBackend) -> Vec<(Vec<u8>, Vec<u8>)> {

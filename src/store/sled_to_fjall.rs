@@ -93,22 +93,11 @@ fn move_to_fjall(dir: &Path, moved: &Path, old: &Path) -> Result<(), StoreError>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::{NewEvent, RecordKey};
+    use crate::state::NewEvent;
     use crate::store::{EventTable, KvStore, Store};
 
     fn event(id: &str) -> NewEvent {
-        NewEvent {
-            id: Some(id.to_owned()),
-            event_type: "form.submitted".into(),
-            record: RecordKey {
-                kind: "lead".into(),
-                id: "L1".into(),
-            },
-            fields: Default::default(),
-            data: Default::default(),
-            occurred_at: chrono::DateTime::UNIX_EPOCH,
-            depth: 0,
-        }
+        NewEvent::form(id, "L1")
     }
 
     /// A sled store holding `n` events, written by the engine before fjall.
@@ -124,8 +113,22 @@ mod tests {
     }
 
     fn events_in(dir: &Path) -> usize {
-        let store = KvStore::open(open_disk(dir, 1 << 20).unwrap(), "t").unwrap();
+        let store = KvStore::open(open_when_free(dir), "t").unwrap();
         store.events_after(0, usize::MAX).unwrap().len()
+    }
+
+    /// sled's background threads let go of the folder's lock shortly after
+    /// its last handle is dropped; a move in the same process waits for it.
+    fn open_when_free(dir: &Path) -> FjallBackend {
+        for _ in 0..100 {
+            match open_disk(dir, 1 << 20) {
+                Err(e) if e.to_string().contains("lock") => {
+                    std::thread::sleep(std::time::Duration::from_millis(20))
+                }
+                opened => return opened.unwrap(),
+            }
+        }
+        panic!("the sled store stayed locked");
     }
 
     #[test]
