@@ -54,8 +54,9 @@ fn rename(from: &Path, to: &Path) -> Result<(), StoreError> {
 }
 
 fn move_to_fjall(dir: &Path, moved: &Path, old: &Path) -> Result<(), StoreError> {
-    tracing::warn!(store = %dir.display(), "Moving the store from sled to fjall (once; the sled copy is kept beside it).");
+    // Opened first: a daemon still running on the folder refuses the move.
     let sled = SledBackend::open(dir)?;
+    tracing::warn!(store = %dir.display(), "Moving the store from sled to fjall (once; the sled copy is kept beside it).");
     if moved.exists() {
         // An earlier copy that did not finish.
         std::fs::remove_dir_all(moved)
