@@ -122,6 +122,21 @@ impl NewEvent {
     }
 }
 
+/// Record fields dealflow keeps; workflows and events cannot set them
+/// (`owner` is the exception SPEC §7 allows).
+pub const KEPT_FIELDS: &[&str] = &[
+    "id",
+    "kind",
+    "pipeline",
+    "stage",
+    "stage_entered_at",
+    "days_in_stage",
+    "score",
+    "scores",
+    "created_at",
+    "updated_at",
+];
+
 /// A record: a lead, deal or any other kind.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(from = "StoredRecord")]

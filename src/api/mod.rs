@@ -13,6 +13,7 @@ mod backup;
 mod error;
 mod events;
 mod extract;
+mod kept;
 mod mail;
 pub(crate) mod outbox;
 mod plan;

@@ -41,7 +41,7 @@ pub(super) async fn post_hook<S: Store>(
         ));
     };
     telemetry::source(SOURCE, SourceStep::Received);
-    let headers = super::sources::headers(&header_map);
+    let headers = super::kept::headers(&header_map);
     let url = match &query {
         Some(q) => format!("{}/hooks/sms?{q}", workflows.settings.public_base()),
         None => format!("{}/hooks/sms", workflows.settings.public_base()),
@@ -70,7 +70,7 @@ pub(super) async fn post_hook<S: Store>(
             body: text,
             ..
         } => message_changes(&app, &id, &from, &text, now, || {
-            super::sources::kept_payload(SOURCE, &body, headers, now)
+            super::kept::kept_payload(SOURCE, &body, headers, now)
         })?,
     };
     let events = changes.events.len() as u64;

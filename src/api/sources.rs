@@ -7,6 +7,7 @@
 //! cannot be mapped, are durable. Nothing a sender delivered is dropped.
 
 use super::extract::{commit_durably, page_limit};
+use super::kept::{headers, kept_payload};
 use super::{ApiError, App};
 use crate::config::workflows::{Source, Verification};
 use crate::intake::mapping::{self, Unmappable};
@@ -24,9 +25,6 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::sync::Arc;
-
-/// Headers never kept with a payload: they carry credentials.
-const SECRET_HEADERS: &[&str] = &["authorization", "cookie", "proxy-authorization"];
 
 /// `POST /hooks/{name}`: verify, map, store, then answer.
 pub(super) async fn post_hook<S: Store>(
@@ -140,55 +138,6 @@ fn kept(
     payload.reason = why.to_string();
     payload.delivery_id = verified.delivery_id.clone();
     payload
-}
-
-/// A payload kept for `source` (no reason yet), without the headers that
-/// carry credentials.
-pub(super) fn kept_payload(
-    source: &str,
-    body: &[u8],
-    mut headers: Headers,
-    now: DateTime<Utc>,
-) -> RejectedPayload {
-    headers.retain(|name, _| !SECRET_HEADERS.contains(&name.as_str()));
-    RejectedPayload {
-        id: kept_id(now),
-        source: source.to_owned(),
-        received_at: now,
-        reason: String::new(),
-        body: body.to_vec(),
-        headers,
-        delivery_id: None,
-    }
-}
-
-/// Milliseconds since 1970 then random bits: ids sort by arrival, and two
-/// payloads in the same millisecond still differ.
-fn kept_id(now: DateTime<Utc>) -> String {
-    let mut random = [0u8; 4];
-    // Without randomness the time alone still orders them.
-    let _ = getrandom::fill(&mut random);
-    format!(
-        "{:013}-{}",
-        now.timestamp_millis().max(0),
-        hex::encode(random)
-    )
-}
-
-/// Lower-case names; repeated headers joined; bytes that are not UTF-8
-/// replaced (signature headers are ASCII, so nothing they check is lost).
-pub(super) fn headers(map: &HeaderMap) -> Headers {
-    let mut out = Headers::new();
-    for (name, value) in map {
-        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
-        out.entry(name.as_str().to_owned())
-            .and_modify(|v| {
-                v.push_str(", ");
-                v.push_str(&value);
-            })
-            .or_insert(value);
-    }
-    out
 }
 
 #[derive(Deserialize)]

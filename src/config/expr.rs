@@ -363,7 +363,7 @@ pub fn fields_read<'s>(source: &'s str, kind: &str) -> Option<Vec<&'s str>> {
                     .filter(|_| bytes.get(i) == Some(&b'.'));
                 match field {
                     Some(f) if word == "record" || word == kind => {
-                        if crate::config::compile::KEPT_FIELDS.contains(&f) || f == "owner" {
+                        if crate::state::KEPT_FIELDS.contains(&f) || f == "owner" {
                             return None;
                         }
                         fields.push(f);

@@ -14,6 +14,7 @@ mod actions;
 mod context;
 mod pipeline;
 pub mod reload_plan;
+mod rules;
 mod schedule;
 pub mod scoring;
 pub mod sequence;
@@ -480,8 +481,8 @@ pub fn handle(
     apply_builtin(&mut work, builtin)?;
     sequence::exit_on_event(&mut work);
     work.enter_pipeline_if_ready();
-    scoring::apply(&mut work)?;
-    actions::run_rules(&mut work)?;
+    scoring::apply(&mut work, rules::run_threshold)?;
+    rules::run_rules(&mut work)?;
     Ok(work.finish())
 }
 

@@ -3,7 +3,7 @@
 //! million records never builds one giant commit; without `for_each` the
 //! rule runs once on a stand-in record that is never stored.
 
-use super::{StateView, Work, actions, internal};
+use super::{StateView, Work, internal, rules};
 use crate::config::Workflows;
 use crate::config::workflows::{Rule, RuleTrigger};
 use crate::state::{Event, NewEvent, RecordKey};
@@ -34,7 +34,7 @@ pub(super) fn fan_out(
     };
     let Some((kind, _)) = for_each else {
         let mut work = Work::new(workflows, state, event, now)?;
-        actions::run_rule(&mut work, index, rule)?;
+        rules::run_rule(&mut work, index, rule)?;
         return Ok(work.finish());
     };
     let after = event.data.get("after").and_then(Json::as_str);
@@ -103,7 +103,7 @@ pub(super) fn run_for_record(work: &mut Work) -> Result<(), StoreError> {
             return Ok(());
         }
     }
-    actions::run_rule(work, index, rule)
+    rules::run_rule(work, index, rule)
 }
 
 fn scheduled_rule<'w>(

@@ -12,8 +12,7 @@
 //! points, is exactly what re-arms it.
 
 use super::Work;
-use super::actions::{self, Done};
-use crate::config::workflows::{ScoreTrigger, ScoringModel};
+use crate::config::workflows::{ScoreTrigger, ScoringModel, Threshold};
 use crate::state::BuiltinEvent;
 use crate::state::{Event, Record, RecordKey, ScoreNote, ScoreNotes};
 use crate::store::StoreError;
@@ -49,9 +48,13 @@ impl Change {
     }
 }
 
+/// Runs a threshold's actions: handed in by the rule runner, which sits
+/// above scoring (a threshold's action may move a score again).
+pub(super) type RunThreshold = fn(&mut Work, &ScoringModel, &Threshold) -> Result<(), StoreError>;
+
 /// Applies every scoring model of the record's kind to the current event
 /// and record, then runs the thresholds crossed.
-pub(super) fn apply(work: &mut Work) -> Result<(), StoreError> {
+pub(super) fn apply(work: &mut Work, run_threshold: RunThreshold) -> Result<(), StoreError> {
     let workflows = work.workflows;
     let models: Vec<&ScoringModel> = workflows
         .scoring
@@ -103,7 +106,7 @@ pub(super) fn apply(work: &mut Work) -> Result<(), StoreError> {
     let mut start = 0;
     for (model, end) in models.into_iter().zip(ends) {
         let (before, after) = rescore(work, model, &effects[start..end]);
-        announce(work, model, before, after)?;
+        announce(work, model, before, after, run_threshold)?;
         start = end;
     }
     Ok(())
@@ -212,18 +215,18 @@ fn may_have_changed(work: &Work, reads: Option<&[String]>) -> bool {
     }
 }
 
-/// The `score` action: points on a model outside its rules.
+/// The `score` action: points on a model outside its rules. Answers the
+/// score before and after, or `None` if the model no longer exists.
 pub(super) fn adjust(
     work: &mut Work,
     model_name: &str,
     rule: &str,
     points: f64,
-) -> Result<Done, StoreError> {
+    run_threshold: RunThreshold,
+) -> Result<Option<(f64, f64)>, StoreError> {
     let workflows = work.workflows;
     let Some(model) = workflows.scoring.iter().find(|m| m.name == model_name) else {
-        return Ok(Done::Skipped(format!(
-            "scoring model {model_name} no longer exists"
-        )));
+        return Ok(None);
     };
     let rule = format!("action {rule}");
     let effect = Effect {
@@ -232,10 +235,8 @@ pub(super) fn adjust(
         change: Change::Add(points, None),
     };
     let (before, after) = rescore(work, model, &[effect]);
-    announce(work, model, before, after)?;
-    Ok(Done::Ok(Some(format!(
-        "{model_name}: {before:.1} → {after:.1}"
-    ))))
+    announce(work, model, before, after, run_threshold)?;
+    Ok(Some((before, after)))
 }
 
 /// The factor a part decays by between two times.
@@ -279,6 +280,7 @@ fn announce(
     model: &ScoringModel,
     before: f64,
     after: f64,
+    run_threshold: RunThreshold,
 ) -> Result<(), StoreError> {
     if (after - before).abs() < 1e-9 {
         return Ok(());
@@ -296,13 +298,7 @@ fn announce(
             BuiltinEvent::ScoreCrossed,
             json!({ "model": model.name, "threshold": threshold.name, "at": threshold.at, "score": round1(after) }),
         );
-        let mut run = actions::new_run(
-            work,
-            &format!("score-{}-{}", model.name, threshold.name),
-            format!("scoring:{}/{}", model.name, threshold.name),
-        );
-        actions::run_actions(work, &mut run, &threshold.actions)?;
-        work.changes.runs.push(run);
+        run_threshold(work, model, threshold)?;
     }
     Ok(())
 }

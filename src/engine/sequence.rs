@@ -482,15 +482,15 @@ fn run_step(
                 .thread
                 .as_ref()
                 .and_then(|t| e.messages.get(t).cloned());
-            let result = actions::email_step(work, action, &origin);
+            let result = actions::email::email(work, action, &origin);
             if matches!(result, Ok(Done::Ok(_))) {
                 e.messages.insert(id.to_owned(), origin.id.clone());
             }
             ("email", result)
         }
-        StepKind::Task(action) => ("task", actions::task_step(work, action, &origin)),
-        StepKind::Webhook(action) => ("webhook", actions::webhook_step(work, action, &origin)),
-        StepKind::Sms(action) => ("sms", actions::sms_step(work, action, &origin)),
+        StepKind::Task(action) => ("task", actions::task::task(work, action, &origin)),
+        StepKind::Webhook(action) => ("webhook", actions::webhook::webhook(work, action, &origin)),
+        StepKind::Sms(action) => ("sms", actions::sms::sms(work, action, &origin)),
         _ => ("step", Ok(Done::Skipped("not an action step".to_owned()))),
     })
 }

@@ -1,7 +1,7 @@
 //! An event's JSON, as posted to `/v1/events` or made by a source's
 //! mapping: every field checked, every problem named in a sentence.
 
-use crate::config::compile::KEPT_FIELDS;
+use crate::state::KEPT_FIELDS;
 use crate::state::{NewEvent, RecordKey};
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value as Json};

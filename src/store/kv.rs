@@ -1,17 +1,15 @@
-//! The store over any [`Backend`]: opening it, the read helpers the tables
-//! share (pages, due-time scans), and the one atomic commit. Each table's
-//! keys, encoding, index upkeep and trait implementation live in the
-//! table's own file (`events`, `records`, `history`, `tasks`, `outbox`,
-//! `timers`, `enrollments`, `runs`, `suppressions`, `ledger`).
+//! The store over any [`Backend`]: the read helpers the tables share
+//! (pages, due-time scans) and the writer lock. Each table's keys,
+//! encoding, index upkeep and trait implementation live in the table's own
+//! file (`events`, `records`, `history`, `tasks`, `outbox`, `timers`,
+//! `enrollments`, `runs`, `suppressions`, `ledger`), above this one; the
+//! one atomic commit that calls them all is `commit`, above them, and
+//! opening (the format check) is `migrations`.
 
 use super::backend::{Backend, KvWrite};
-use super::events::Ids;
 use super::keys;
-use super::ledger;
 use super::record_cache::{DEFAULT_RECORDS_KEPT, RecordCache};
-use super::runs;
 use super::*;
-use super::{enrollments, events, mailboxes, records, rejected, suppressions, timers};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::sync::Mutex;
@@ -53,32 +51,17 @@ pub(super) fn decode_value<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Res
 }
 
 impl<B: Backend> KvStore<B> {
-    /// Opens the tables on a backend, checking the store's format mark so a
-    /// store of another program or version is refused rather than misread.
-    pub fn open(backend: B, path: &str) -> Result<Self, StoreError> {
-        match backend.get(keys::FORMAT)? {
-            Some(mark) => super::migrations::upgrade(&backend, mark, path)?,
-            None => {
-                if !backend.scan(b"", None, 1)?.is_empty() {
-                    return Err(StoreError::Corrupt {
-                        path: path.to_owned(),
-                        reason: "it holds data but no dealflow format mark".to_owned(),
-                    });
-                }
-                backend.apply(vec![KvWrite::Put(
-                    keys::FORMAT.to_vec(),
-                    keys::FORMAT_VERSION.to_vec(),
-                )])?;
-            }
-        }
-        Ok(KvStore {
+    /// The tables over a backend whose format mark was checked (see
+    /// `migrations`, which opens a store).
+    pub(super) fn over(backend: B) -> Self {
+        KvStore {
             backend,
             writer: Mutex::new(None),
             records: RecordCache::new(DEFAULT_RECORDS_KEPT),
             wakeups: super::Wakeups::default(),
             due_floors: Default::default(),
             tap: Mutex::new(None),
-        })
+        }
     }
 
     /// Keeps up to `records` of the records written last decoded, rather
@@ -364,96 +347,5 @@ impl<B: Backend> CounterTable for KvStore<B> {
             .get(&keys::counter(name))?
             .and_then(|b| keys::read_u64(&b))
             .unwrap_or(0))
-    }
-}
-
-impl<B: Backend> Store for KvStore<B> {
-    fn commit(&self, changes: Changes) -> Result<(), StoreError> {
-        // Encode before taking the writer lock, so ingest waits only for
-        // the sequence numbers and the apply. Tasks are read-modify-write,
-        // but only the engine worker writes them.
-        let mut w = Vec::new();
-        // Each table writes its own keys and keeps its own indexes in step.
-        records::stage(&changes.records, &mut w)?;
-        self.stage_history_writes(&changes.stage_visits, &mut w)?;
-        for t in &changes.tasks {
-            self.stage_task(t, &mut w)?;
-        }
-        for o in &changes.outbox {
-            self.stage_outbox(o, &mut w)?;
-        }
-        timers::stage(&changes.timers, &changes.timers_done, &mut w)?;
-        enrollments::stage(&changes.enrollments, &mut w)?;
-        runs::stage(&changes.runs, &mut w)?;
-        self.stage_pruned_runs(&changes.runs_pruned, &mut w)?;
-        for (name, value) in &changes.counters {
-            w.push(KvWrite::Put(
-                keys::counter(name),
-                value.to_be_bytes().to_vec(),
-            ));
-        }
-        for notes in &changes.ledger {
-            ledger::encode(notes, &mut w)?;
-        }
-        suppressions::stage(&changes.suppress, &changes.unsuppress, &mut w)?;
-        events::stage_set_aside(&changes.set_aside, &mut w)?;
-        rejected::stage(&changes.rejected, &changes.replayed, &mut w)?;
-        mailboxes::stage_positions(&changes.mailbox_positions, &mut w)?;
-        super::outbox::stage_receipts(&changes.receipts, &mut w)?;
-        self.stage_event_retention(&changes, &mut w)?;
-        forecasts::stage(&changes.forecasts, &mut w)?;
-        let rings_worker = !changes.events.is_empty() || !changes.fired.is_empty();
-        let rings_delivery = !changes.outbox.is_empty();
-        let mut writer = self.lock();
-        let mut next = self.next_seq(*writer)?;
-        if !changes.events.is_empty() {
-            self.stage_events(changes.events, Ids::Deduplicate, &mut next, &mut w)?;
-        }
-        if !changes.fired.is_empty() {
-            self.stage_events(changes.fired, Ids::Unique, &mut next, &mut w)?;
-        }
-        if let Some(seq) = changes.handled {
-            w.push(KvWrite::Put(
-                keys::CURSOR.to_vec(),
-                seq.to_be_bytes().to_vec(),
-            ));
-        }
-        self.apply_batch(w)?;
-        *writer = Some(next);
-        drop(writer);
-        self.records.written(changes.records);
-        self.wakeups.commits.send_modify(|n| *n += 1);
-        if rings_worker {
-            self.wakeups.events.notify_one();
-        }
-        if rings_delivery {
-            self.wakeups.outbox.notify_one();
-        }
-        Ok(())
-    }
-
-    fn flush(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
-        self.backend.flush()
-    }
-
-    fn write_failure(&self) -> Option<String> {
-        self.backend.write_failure()
-    }
-
-    fn size_on_disk(&self) -> u64 {
-        self.backend.size_on_disk()
-    }
-
-    fn wakeups(&self) -> &super::Wakeups {
-        &self.wakeups
-    }
-
-    fn backup_to(
-        &self,
-        out: &mut dyn std::io::Write,
-        unsubscribe_key: Option<&[u8]>,
-        now: DateTime<Utc>,
-    ) -> Result<super::backup::BackupSummary, super::backup::BackupError> {
-        super::backup::write_backup(self, unsubscribe_key, now, out)
     }
 }

@@ -1,17 +1,41 @@
-//! Upgrades of the store format, one registered step at a time. A store
-//! opened with an older mark goes through each step from its mark to
-//! [`keys::FORMAT_VERSION`]; each step writes the next mark only after its
-//! own writes, so a crash part way runs the step again (every step must be
+//! Opening a store: its format mark checked, and upgrades of the format,
+//! one registered step at a time. A store opened with an older mark goes
+//! through each step from its mark to [`keys::FORMAT_VERSION`]; each step
+//! writes the next mark only after its own writes, so a crash part way runs the step again (every step must be
 //! safe to run twice). A mark with no step from it is refused: formats
 //! before `dealflow-6` were never released, and their readers are gone.
 
 use super::StoreError;
 use super::backend::{Backend, KvWrite};
 use super::keys;
-use super::kv::decode_value;
+use super::kv::{KvStore, decode_value};
 use super::runs;
 use super::tasks::owner_task_key;
 use crate::state::{OutboxEntry, Task};
+
+impl<B: Backend> KvStore<B> {
+    /// Opens the tables on a backend, checking the store's format mark so a
+    /// store of another program or version is refused rather than misread,
+    /// and bringing an older format up to date.
+    pub fn open(backend: B, path: &str) -> Result<Self, StoreError> {
+        match backend.get(keys::FORMAT)? {
+            Some(mark) => upgrade(&backend, mark, path)?,
+            None => {
+                if !backend.scan(b"", None, 1)?.is_empty() {
+                    return Err(StoreError::Corrupt {
+                        path: path.to_owned(),
+                        reason: "it holds data but no dealflow format mark".to_owned(),
+                    });
+                }
+                backend.apply(vec![KvWrite::Put(
+                    keys::FORMAT.to_vec(),
+                    keys::FORMAT_VERSION.to_vec(),
+                )])?;
+            }
+        }
+        Ok(KvStore::over(backend))
+    }
+}
 
 /// One step from a format to the next.
 struct Migration<B> {
@@ -32,11 +56,7 @@ fn registry<B: Backend>() -> [Migration<B>; 1] {
 }
 
 /// Brings a store marked `mark` to the current format, or refuses it.
-pub(super) fn upgrade<B: Backend>(
-    backend: &B,
-    mut mark: Vec<u8>,
-    path: &str,
-) -> Result<(), StoreError> {
+fn upgrade<B: Backend>(backend: &B, mut mark: Vec<u8>, path: &str) -> Result<(), StoreError> {
     let steps = registry::<B>();
     while mark != keys::FORMAT_VERSION {
         let Some(step) = steps.iter().find(|m| m.from == mark) else {

@@ -22,6 +22,7 @@
 mod backend;
 pub mod backup;
 pub mod check;
+mod commit;
 mod enrollments;
 mod events;
 mod forecasts;

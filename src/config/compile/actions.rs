@@ -1,9 +1,9 @@
 //! `do:` actions, shared by rules and thresholds, and the email, task and
 //! webhook bodies that sequence steps reuse.
 
+use super::BUILTIN_EVENTS;
 use super::context::{Cx, Scope};
 use super::symbols::Symbols;
-use super::{BUILTIN_EVENTS, KEPT_FIELDS};
 use crate::config::diagnostic::Position;
 use crate::config::expr::Escaping;
 use crate::config::model::{
@@ -14,6 +14,7 @@ use crate::config::workflows::{
     Action, Assignment, EmailAction, EmailContent, FieldValue, Handoff, JsonTemplate, NotifyAction,
     NotifyTarget, SmsAction, TaskAction, WebhookAction,
 };
+use crate::state::KEPT_FIELDS;
 use serde_json::Value as Json;
 use std::collections::BTreeMap;
 

@@ -28,21 +28,6 @@ use std::collections::HashMap;
 /// Event types dealflow raises itself (SPEC §3.5).
 pub const BUILTIN_EVENTS: &[&str] = crate::state::BuiltinEvent::NAMES;
 
-/// Record fields dealflow keeps; workflows and events cannot set them
-/// (`owner` is the exception SPEC §7 allows).
-pub const KEPT_FIELDS: &[&str] = &[
-    "id",
-    "kind",
-    "pipeline",
-    "stage",
-    "stage_entered_at",
-    "days_in_stage",
-    "score",
-    "scores",
-    "created_at",
-    "updated_at",
-];
-
 /// Compiles everything read from a folder. Answers `None` when any error
 /// was recorded; warnings alone still give a [`Workflows`].
 pub fn compile(set: SourceSet, diags: &mut Diagnostics) -> Option<Workflows> {

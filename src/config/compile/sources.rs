@@ -1,7 +1,6 @@
 //! `sources:`: webhooks from other tools, verified and mapped to events
 //! (SPEC §3.10).
 
-use super::KEPT_FIELDS;
 use super::actions::{json_template, relocate};
 use super::context::{Cx, Scope};
 use super::rules::check_event_type;
@@ -11,6 +10,7 @@ use crate::config::model::{
     Located, NameOr, SignatureEncoding, SourceEventSpec, SourceSpec, Text, VerifyScheme, VerifySpec,
 };
 use crate::config::workflows::{MappedValue, SigningSecret, Source, SourceEvent, Verification};
+use crate::state::KEPT_FIELDS;
 use serde_json::Value as Json;
 use std::collections::BTreeMap;
 use std::time::Duration;

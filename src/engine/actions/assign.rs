@@ -7,7 +7,10 @@ use crate::config::workflows::Assignment;
 use crate::engine::Work;
 
 /// The person an assignment picks, or why none could be picked.
-pub(super) fn pick_owner(work: &mut Work, assignment: &Assignment) -> Result<String, ActionError> {
+pub(in crate::engine) fn pick_owner(
+    work: &mut Work,
+    assignment: &Assignment,
+) -> Result<String, ActionError> {
     let (team, strategy) = match assignment {
         Assignment::Owner(email) => return Ok(email.clone()),
         Assignment::Team { team, strategy } => (team, strategy),
@@ -39,7 +42,7 @@ pub(super) fn pick_owner(work: &mut Work, assignment: &Assignment) -> Result<Str
     Ok(picked)
 }
 
-pub(super) fn set_owner(work: &mut Work, owner: String) -> Done {
+pub(in crate::engine) fn set_owner(work: &mut Work, owner: String) -> Done {
     if work.record.owner.as_deref() == Some(owner.as_str()) {
         return Done::Skipped(format!("already owned by {owner}"));
     }

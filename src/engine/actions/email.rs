@@ -19,7 +19,7 @@ pub fn unsubscribe_placeholder(workflows: &crate::config::Workflows, outbox_id: 
     format!("{}/u/{outbox_id}", workflows.settings.public_base())
 }
 
-pub(crate) fn email(work: &mut Work, e: &EmailAction, origin: &Origin) -> ActionResult {
+pub(in crate::engine) fn email(work: &mut Work, e: &EmailAction, origin: &Origin) -> ActionResult {
     let to = match &e.to {
         Some(t) => render(work, t, &[]),
         None => work
@@ -66,7 +66,7 @@ pub(crate) fn email(work: &mut Work, e: &EmailAction, origin: &Origin) -> Action
 }
 
 /// Subject, body and format of a message from a template or inline text.
-pub(super) fn message(
+pub(in crate::engine) fn message(
     work: &mut Work,
     content: &EmailContent,
     extra: &[(&str, Json)],

@@ -5,7 +5,11 @@ use crate::config::workflows::JsonTemplate;
 use crate::engine::Work;
 use serde_json::json;
 
-pub(super) fn emit(work: &mut Work, event_type: &str, data: Option<&JsonTemplate>) -> ActionResult {
+pub(in crate::engine) fn emit(
+    work: &mut Work,
+    event_type: &str,
+    data: Option<&JsonTemplate>,
+) -> ActionResult {
     let data = data
         .map(|d| render_json(work, d))
         .transpose()?

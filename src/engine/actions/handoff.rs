@@ -9,7 +9,7 @@ use crate::engine::Work;
 use crate::state::BuiltinEvent;
 use serde_json::json;
 
-pub(super) fn handoff(work: &mut Work, h: &Handoff, origin: &Origin) -> ActionResult {
+pub(in crate::engine) fn handoff(work: &mut Work, h: &Handoff, origin: &Origin) -> ActionResult {
     let missing: Vec<&String> = h
         .require
         .iter()

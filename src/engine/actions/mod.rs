@@ -1,29 +1,26 @@
-//! Running rules: conditions, then actions in order. A failing action stops
-//! its run and raises `action.failed`; other rules are not affected.
+//! Actions: one file each, and what they share: where an action comes
+//! from ([`Origin`]), how it ended ([`Done`] or an [`ActionError`]: its own
+//! failure, written into the run, or a store error, which fails the whole
+//! event), and writing that outcome into a run.
 //!
-//! This file is the runner; each action is a file of its own. An action
-//! answers how it ended ([`Done`]) or an [`ActionError`]: its own failure,
-//! written into the run, or a store error, which fails the whole event.
+//! Rules (`engine::rules`) and sequence steps (`engine::sequence`) both run
+//! these; neither is known here, so an action cannot reach back into them.
 
-mod assign;
-mod email;
-mod emit;
-mod handoff;
-mod notify;
-mod set;
-mod sms;
-mod task;
-mod webhook;
+pub(super) mod assign;
+pub(super) mod email;
+pub(super) mod emit;
+pub(super) mod handoff;
+pub(super) mod notify;
+pub(super) mod set;
+pub(super) mod sms;
+pub(super) mod task;
+pub(super) mod webhook;
 
-pub(super) use email::email as email_step;
 pub use email::unsubscribe_placeholder;
-pub(super) use sms::sms as sms_step;
-pub(super) use task::task as task_step;
-pub(super) use webhook::webhook as webhook_step;
 
-use super::{MoveResult, Work, context};
+use super::Work;
 use crate::config::expr::TextTemplate;
-use crate::config::workflows::{Action, JsonTemplate, Rule};
+use crate::config::workflows::JsonTemplate;
 use crate::state::{ActionOutcome, BuiltinEvent, Delivery, OutboxEntry, Outcome, Run};
 use crate::store::StoreError;
 use serde_json::{Value as Json, json};
@@ -79,21 +76,6 @@ impl From<StoreError> for ActionError {
 
 pub(super) type ActionResult = Result<Done, ActionError>;
 
-/// Runs every rule the event triggers, in file order (found through the
-/// compiled trigger index, never by scanning all rules).
-pub fn run_rules(work: &mut Work) -> Result<(), StoreError> {
-    let kind = work.record.key.kind.clone();
-    let rules: Vec<(usize, &Rule)> = work
-        .workflows
-        .rules_for(&work.event.event_type)
-        .filter(|(_, r)| r.kind.as_deref().is_none_or(|k| k == kind))
-        .collect();
-    for (index, rule) in rules {
-        run_rule(work, index, rule)?;
-    }
-    Ok(())
-}
-
 /// A run of `rule` on the work's event, matched until its condition says
 /// otherwise; `suffix` makes its id unique within the event.
 pub(super) fn new_run(work: &Work, suffix: &str, rule: String) -> Run {
@@ -111,51 +93,6 @@ pub(super) fn new_run(work: &Work, suffix: &str, rule: String) -> Run {
         at: work.now,
         error: None,
     }
-}
-
-pub(super) fn run_rule(work: &mut Work, index: usize, rule: &Rule) -> Result<(), StoreError> {
-    let mut run = new_run(work, &format!("{index:04}"), rule.name.clone());
-    run.condition = rule.condition.as_ref().map(|c| c.source.clone());
-    if let Some(condition) = &rule.condition {
-        let scope = work.scope(&[]);
-        run.saw = context::values_seen(&condition.source, &scope);
-        match work.workflows.expressions.eval(condition, &scope) {
-            Ok(matched) => run.matched = matched,
-            Err(e) => {
-                run.matched = false;
-                run.error = Some(format!("condition failed: {e}"));
-            }
-        }
-    }
-    if run.matched {
-        run_actions(work, &mut run, &rule.actions)?;
-    }
-    // History keeps runs that fired or failed; a condition that was simply
-    // false on every event would otherwise dominate the store.
-    if run.matched || run.error.is_some() {
-        work.changes.runs.push(run);
-    }
-    Ok(())
-}
-
-/// Runs actions in order into `run`, stopping at the first failure.
-pub(super) fn run_actions(
-    work: &mut Work,
-    run: &mut Run,
-    actions: &[Action],
-) -> Result<(), StoreError> {
-    for (position, action) in actions.iter().enumerate() {
-        let origin = Origin {
-            id: format!("{}-{position:02}", run.id),
-            rule: run.rule.clone(),
-            ..Origin::default()
-        };
-        let result = run_action(work, action, &origin);
-        if record_named_outcome(work, run, action_name(action).to_owned(), result)? {
-            break;
-        }
-    }
-    Ok(())
 }
 
 /// Writes the outcome of an action (or sequence step) named `name` into
@@ -192,51 +129,6 @@ pub(super) fn record_named_outcome(
     Ok(failed)
 }
 
-fn action_name(action: &Action) -> &'static str {
-    match action {
-        Action::Email(_) => "email",
-        Action::Notify(_) => "notify",
-        Action::Webhook(_) => "webhook",
-        Action::Task(_) => "task",
-        Action::Set(_) => "set",
-        Action::Move(_) => "move",
-        Action::Assign(_) => "assign",
-        Action::Handoff(_) => "handoff",
-        Action::Enroll(_) => "enroll",
-        Action::Unenroll(_) => "unenroll",
-        Action::Score { .. } => "score",
-        Action::Emit { .. } => "emit",
-        Action::Sms(_) => "sms",
-    }
-}
-
-fn run_action(work: &mut Work, action: &Action, origin: &Origin) -> ActionResult {
-    match action {
-        Action::Set(fields) => set::set(work, fields),
-        Action::Task(t) => task::task(work, t, origin),
-        Action::Move(stage) => match work.request_move(stage) {
-            MoveResult::Moved { .. } => Ok(Done::Ok(Some(format!("moved to {stage}")))),
-            MoveResult::Refused(unmet) => Ok(Done::Refused(unmet.join("; "))),
-            MoveResult::NotFound(why) => Err(why.into()),
-        },
-        Action::Assign(a) => {
-            let owner = assign::pick_owner(work, a)?;
-            Ok(assign::set_owner(work, owner))
-        }
-        Action::Handoff(h) => handoff::handoff(work, h, origin),
-        Action::Enroll(sequence) => Ok(super::sequence::enroll(work, sequence)),
-        Action::Unenroll(sequence) => Ok(super::sequence::unenroll(work, sequence.as_deref())),
-        Action::Score { model, points } => {
-            Ok(super::scoring::adjust(work, model, &origin.rule, *points)?)
-        }
-        Action::Emit { event_type, data } => emit::emit(work, event_type, data.as_ref()),
-        Action::Email(e) => email::email(work, e, origin),
-        Action::Notify(n) => notify::notify(work, n, origin),
-        Action::Webhook(w) => webhook::webhook(work, w, origin),
-        Action::Sms(t) => sms::sms(work, t, origin),
-    }
-}
-
 /// Renders a text template against the record as it is now.
 pub(super) fn render(
     work: &mut Work,
@@ -251,7 +143,7 @@ pub(super) fn render(
 }
 
 /// Renders the strings of a JSON template in place.
-fn render_json(work: &mut Work, template: &JsonTemplate) -> Result<Json, ActionError> {
+pub(super) fn render_json(work: &mut Work, template: &JsonTemplate) -> Result<Json, ActionError> {
     let scope = work.scope(&[]);
     template
         .render(&work.workflows.expressions, &scope)
@@ -259,7 +151,7 @@ fn render_json(work: &mut Work, template: &JsonTemplate) -> Result<Json, ActionE
 }
 
 /// Queues an outbox row for delivery, identified by the action's origin.
-fn queue_delivery(work: &mut Work, origin: &Origin, delivery: Delivery) {
+pub(super) fn queue_delivery(work: &mut Work, origin: &Origin, delivery: Delivery) {
     let mut row = OutboxEntry::pending(
         origin.id.clone(),
         work.record.key.clone(),

@@ -7,7 +7,11 @@ use crate::config::workflows::{EmailContent, NotifyAction, NotifyTarget};
 use crate::engine::Work;
 use crate::state::{Audience, BodyFormat, Delivery};
 
-pub(super) fn notify(work: &mut Work, n: &NotifyAction, origin: &Origin) -> ActionResult {
+pub(in crate::engine) fn notify(
+    work: &mut Work,
+    n: &NotifyAction,
+    origin: &Origin,
+) -> ActionResult {
     let to = match &n.to {
         NotifyTarget::Person(email) => email.clone(),
         NotifyTarget::Owner => work

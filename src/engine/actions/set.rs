@@ -5,7 +5,7 @@ use crate::config::workflows::FieldValue;
 use crate::engine::Work;
 use serde_json::Value as Json;
 
-pub(super) fn set(work: &mut Work, fields: &[(String, FieldValue)]) -> ActionResult {
+pub(in crate::engine) fn set(work: &mut Work, fields: &[(String, FieldValue)]) -> ActionResult {
     let mut values = serde_json::Map::new();
     for (name, value) in fields {
         let v = match value {

@@ -8,7 +8,7 @@ use crate::engine::Work;
 use crate::state::{Delivery, phone};
 use serde_json::Value as Json;
 
-pub(crate) fn sms(work: &mut Work, t: &SmsAction, origin: &Origin) -> ActionResult {
+pub(in crate::engine) fn sms(work: &mut Work, t: &SmsAction, origin: &Origin) -> ActionResult {
     let to = match &t.to {
         Some(to) => render(work, to, &[])?,
         None => match work.record.fields.get("phone") {

@@ -7,7 +7,7 @@ use crate::engine::Work;
 use crate::state::{BuiltinEvent, Task, TaskStatus};
 use serde_json::json;
 
-pub(crate) fn task(work: &mut Work, t: &TaskAction, origin: &Origin) -> ActionResult {
+pub(in crate::engine) fn task(work: &mut Work, t: &TaskAction, origin: &Origin) -> ActionResult {
     let title = render(work, &t.title, &[])?;
     let owner = match &t.owner {
         Some(o) => Some(render(work, o, &[])?),
@@ -24,7 +24,7 @@ pub(crate) fn task(work: &mut Work, t: &TaskAction, origin: &Origin) -> ActionRe
     Ok(Done::Ok(Some(detail)))
 }
 
-pub(super) fn new_task(
+pub(in crate::engine) fn new_task(
     work: &Work,
     origin: &Origin,
     title: String,
@@ -48,7 +48,7 @@ pub(super) fn new_task(
     }
 }
 
-pub(super) fn queue_task(work: &mut Work, task: Task) {
+pub(in crate::engine) fn queue_task(work: &mut Work, task: Task) {
     if let Some(o) = &task.owner {
         *work.open_tasks.entry(o.clone()).or_default() += 1;
     }

@@ -6,7 +6,11 @@ use crate::engine::{Work, context};
 use crate::state::Delivery;
 use serde_json::json;
 
-pub(crate) fn webhook(work: &mut Work, w: &WebhookAction, origin: &Origin) -> ActionResult {
+pub(in crate::engine) fn webhook(
+    work: &mut Work,
+    w: &WebhookAction,
+    origin: &Origin,
+) -> ActionResult {
     let url = render(work, &w.url, &[])?;
     let headers = w
         .headers

@@ -1,0 +1,103 @@
+//! The one atomic commit: every table stages its part of a [`Changes`]
+//! into one batch, applied under the writer lock, then the loops that wait
+//! for it are rung. Above the tables (it calls each), below nothing.
+
+use super::backend::{Backend, KvWrite};
+use super::events::Ids;
+use super::kv::KvStore;
+use super::*;
+use super::{
+    enrollments, events, forecasts, keys, ledger, mailboxes, outbox, records, rejected, runs,
+    suppressions, timers,
+};
+
+impl<B: Backend> Store for KvStore<B> {
+    fn commit(&self, changes: Changes) -> Result<(), StoreError> {
+        // Encode before taking the writer lock, so ingest waits only for
+        // the sequence numbers and the apply. Tasks are read-modify-write,
+        // but only the engine worker writes them.
+        let mut w = Vec::new();
+        // Each table writes its own keys and keeps its own indexes in step.
+        records::stage(&changes.records, &mut w)?;
+        self.stage_history_writes(&changes.stage_visits, &mut w)?;
+        for t in &changes.tasks {
+            self.stage_task(t, &mut w)?;
+        }
+        for o in &changes.outbox {
+            self.stage_outbox(o, &mut w)?;
+        }
+        timers::stage(&changes.timers, &changes.timers_done, &mut w)?;
+        enrollments::stage(&changes.enrollments, &mut w)?;
+        runs::stage(&changes.runs, &mut w)?;
+        self.stage_pruned_runs(&changes.runs_pruned, &mut w)?;
+        for (name, value) in &changes.counters {
+            w.push(KvWrite::Put(
+                keys::counter(name),
+                value.to_be_bytes().to_vec(),
+            ));
+        }
+        for notes in &changes.ledger {
+            ledger::encode(notes, &mut w)?;
+        }
+        suppressions::stage(&changes.suppress, &changes.unsuppress, &mut w)?;
+        events::stage_set_aside(&changes.set_aside, &mut w)?;
+        rejected::stage(&changes.rejected, &changes.replayed, &mut w)?;
+        mailboxes::stage_positions(&changes.mailbox_positions, &mut w)?;
+        outbox::stage_receipts(&changes.receipts, &mut w)?;
+        self.stage_event_retention(&changes, &mut w)?;
+        forecasts::stage(&changes.forecasts, &mut w)?;
+        let rings_worker = !changes.events.is_empty() || !changes.fired.is_empty();
+        let rings_delivery = !changes.outbox.is_empty();
+        let mut writer = self.lock();
+        let mut next = self.next_seq(*writer)?;
+        if !changes.events.is_empty() {
+            self.stage_events(changes.events, Ids::Deduplicate, &mut next, &mut w)?;
+        }
+        if !changes.fired.is_empty() {
+            self.stage_events(changes.fired, Ids::Unique, &mut next, &mut w)?;
+        }
+        if let Some(seq) = changes.handled {
+            w.push(KvWrite::Put(
+                keys::CURSOR.to_vec(),
+                seq.to_be_bytes().to_vec(),
+            ));
+        }
+        self.apply_batch(w)?;
+        *writer = Some(next);
+        drop(writer);
+        self.records.written(changes.records);
+        self.wakeups.commits.send_modify(|n| *n += 1);
+        if rings_worker {
+            self.wakeups.events.notify_one();
+        }
+        if rings_delivery {
+            self.wakeups.outbox.notify_one();
+        }
+        Ok(())
+    }
+
+    fn flush(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
+        self.backend.flush()
+    }
+
+    fn write_failure(&self) -> Option<String> {
+        self.backend.write_failure()
+    }
+
+    fn size_on_disk(&self) -> u64 {
+        self.backend.size_on_disk()
+    }
+
+    fn wakeups(&self) -> &super::Wakeups {
+        &self.wakeups
+    }
+
+    fn backup_to(
+        &self,
+        out: &mut dyn std::io::Write,
+        unsubscribe_key: Option<&[u8]>,
+        now: DateTime<Utc>,
+    ) -> Result<super::backup::BackupSummary, super::backup::BackupError> {
+        super::backup::write_backup(self, unsubscribe_key, now, out)
+    }
+}
