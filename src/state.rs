@@ -122,6 +122,33 @@ impl NewEvent {
     }
 }
 
+/// One page of a listing; `next` is the cursor for the following page.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    /// Items in key order.
+    pub items: Vec<T>,
+    /// Pass as `after` to get the next page; `None` at the end.
+    pub next: Option<String>,
+}
+
+/// Walks every page of a listing: `page(after)` fetches one page, `each`
+/// takes every item in order. Reports, reload checks and `simulate` read
+/// whole tables this way, one page in memory at a time.
+pub fn for_each_item<T, E>(
+    mut page: impl FnMut(Option<&str>) -> Result<Page<T>, E>,
+    mut each: impl FnMut(T),
+) -> Result<(), E> {
+    let mut after: Option<String> = None;
+    loop {
+        let p = page(after.as_deref())?;
+        p.items.into_iter().for_each(&mut each);
+        match p.next {
+            Some(next) => after = Some(next),
+            None => return Ok(()),
+        }
+    }
+}
+
 /// Record fields dealflow keeps; workflows and events cannot set them
 /// (`owner` is the exception SPEC §7 allows).
 pub const KEPT_FIELDS: &[&str] = &[

@@ -17,6 +17,37 @@ type Graph = BTreeMap<String, BTreeMap<String, BTreeSet<String>>>;
 
 #[test]
 fn top_level_modules_depend_one_way() {
+    let found = cycle_report("src", &top_level_graph());
+    assert!(found.is_empty(), "{found}");
+}
+
+/// The pure core and the store sit at the bottom: the engine reads state
+/// through its own view and answers its own effects, so it names no
+/// storage, no worker and no I/O; the workflow language knows only the
+/// durable types; the store knows nothing of what writes it.
+#[test]
+fn the_core_uses_only_what_lies_below_it() {
+    let allowed: [(&str, &[&str]); 4] = [
+        ("state", &[]),
+        ("config", &["state"]),
+        ("engine", &["config", "state"]),
+        ("store", &["state", "causes"]),
+    ];
+    let graph = top_level_graph();
+    let mut found = String::new();
+    for (module, may_use) in allowed {
+        for (used, files) in graph.get(module).into_iter().flatten() {
+            if !may_use.contains(&used.as_str()) {
+                let files: Vec<&str> = files.iter().map(String::as_str).collect();
+                found.push_str(&format!("{module} → {used}: {}\n", files.join(", ")));
+            }
+        }
+    }
+    assert!(found.is_empty(), "arrows the layers do not allow:\n{found}");
+}
+
+/// `crate::x` in `src/top/...`: top → x.
+fn top_level_graph() -> Graph {
     let src = src_dir();
     let mut graph = Graph::new();
     for file in source_files(&src) {
@@ -29,8 +60,7 @@ fn top_level_modules_depend_one_way() {
             }
         }
     }
-    let found = cycle_report("src", &graph);
-    assert!(found.is_empty(), "{found}");
+    graph
 }
 
 #[test]

@@ -57,7 +57,8 @@ pub(super) async fn post_plan<S: Store>(
             )
             .with(json!({ "diagnostics": errors })));
         };
-        let plan = crate::engine::reload_plan::plan(&running, &new, store.as_ref())?;
+        let plan = crate::engine::reload_plan::plan(&running, &new, store.as_ref())
+            .map_err(crate::store::StoreError::from)?;
         Ok(json!({ "text": plan.to_string(), "refused": plan.refusal().is_some(), "plan": plan }))
     })
     .await??;

@@ -2,16 +2,17 @@
 //! the events it raises, the tasks and outbox rows it queues, and a run log.
 //!
 //! Pure: it performs no I/O and reads no clock. It reads state through
-//! [`StateView`] and answers [`Changes`] that the caller commits atomically,
+//! [`StateView`] and answers [`Effects`] that the caller commits atomically,
 //! so the daemon, `simulate` and the tests all run exactly this code.
 //!
 //! Owns: what an event means (rules, gating, sequences, scoring, timers to
 //! set) and what a new workflow set means for running state
 //! ([`reload_plan`]). Never: performs I/O, reads a clock, commits, or
-//! depends on the worker, the scheduler, delivery or the API.
+//! depends on the store, the worker, the scheduler, delivery or the API.
 
 mod actions;
 mod context;
+mod effects;
 mod pipeline;
 pub mod reload_plan;
 mod rules;
@@ -20,14 +21,13 @@ pub mod scoring;
 pub mod sequence;
 mod timers;
 
-pub use actions::unsubscribe_placeholder;
-pub use context::{record_json, time};
-
-use crate::config::Workflows;
+pub use crate::config::Workflows;
 use crate::state::BuiltinEvent;
 use crate::state::{Enrollment, Event, NewEvent, Record, RecordKey, Run, StageVisit, Task};
-use crate::store::{Changes, StoreError};
+pub use actions::unsubscribe_placeholder;
 use chrono::{DateTime, Utc};
+pub use context::{record_json, time};
+pub use effects::{Effects, ReadError};
 use serde_json::{Map, Value as Json, json};
 use std::collections::HashMap;
 
@@ -56,58 +56,32 @@ pub mod internal {
 /// What the engine may read.
 pub trait StateView {
     /// A record.
-    fn record(&self, key: &RecordKey) -> Result<Option<Record>, StoreError>;
+    fn record(&self, key: &RecordKey) -> Result<Option<Record>, ReadError>;
     /// A counter.
-    fn counter(&self, name: &str) -> Result<u64, StoreError>;
+    fn counter(&self, name: &str) -> Result<u64, ReadError>;
     /// Open tasks of a person.
-    fn open_task_count(&self, owner: &str) -> Result<usize, StoreError>;
+    fn open_task_count(&self, owner: &str) -> Result<usize, ReadError>;
     /// A record's stage visits.
-    fn stage_history(&self, key: &RecordKey) -> Result<Vec<StageVisit>, StoreError>;
+    fn stage_history(&self, key: &RecordKey) -> Result<Vec<StageVisit>, ReadError>;
     /// A record's enrollments.
-    fn enrollments(&self, key: &RecordKey) -> Result<Vec<Enrollment>, StoreError>;
+    fn enrollments(&self, key: &RecordKey) -> Result<Vec<Enrollment>, ReadError>;
     /// A task.
-    fn task(&self, id: &str) -> Result<Option<Task>, StoreError>;
+    fn task(&self, id: &str) -> Result<Option<Task>, ReadError>;
     /// Whether an address must not be emailed.
-    fn is_suppressed(&self, email: &str) -> Result<bool, StoreError>;
+    fn is_suppressed(&self, email: &str) -> Result<bool, ReadError>;
     /// Records of a kind, a page at a time (`after` is the previous page's `next`).
     fn records_of_kind(
         &self,
         kind: &str,
         after: Option<&str>,
         limit: usize,
-    ) -> Result<crate::store::Page<Record>, StoreError>;
-}
-
-impl<S: crate::store::Store> StateView for S {
-    fn record(&self, key: &RecordKey) -> Result<Option<Record>, StoreError> {
-        crate::store::RecordTable::record(self, key)
-    }
-    fn counter(&self, name: &str) -> Result<u64, StoreError> {
-        crate::store::CounterTable::counter(self, name)
-    }
-    fn open_task_count(&self, owner: &str) -> Result<usize, StoreError> {
-        crate::store::TaskTable::open_task_count(self, owner)
-    }
-    fn stage_history(&self, key: &RecordKey) -> Result<Vec<StageVisit>, StoreError> {
-        crate::store::StageHistoryTable::stage_history(self, key)
-    }
-    fn enrollments(&self, key: &RecordKey) -> Result<Vec<Enrollment>, StoreError> {
-        crate::store::EnrollmentTable::enrollments(self, key)
-    }
-    fn task(&self, id: &str) -> Result<Option<Task>, StoreError> {
-        crate::store::TaskTable::task(self, id)
-    }
-    fn is_suppressed(&self, email: &str) -> Result<bool, StoreError> {
-        crate::store::SuppressionTable::is_suppressed(self, email)
-    }
-    fn records_of_kind(
+    ) -> Result<crate::state::Page<Record>, ReadError>;
+    /// Every active enrollment, a page at a time (a reload plans their moves).
+    fn active_enrollments(
         &self,
-        kind: &str,
         after: Option<&str>,
         limit: usize,
-    ) -> Result<crate::store::Page<Record>, StoreError> {
-        crate::store::RecordTable::records_of_kind(self, kind, after, limit)
-    }
+    ) -> Result<crate::state::Page<Enrollment>, ReadError>;
 }
 
 /// The answer to a requested stage move.
@@ -147,7 +121,7 @@ pub(crate) struct Work<'a> {
     pub updated_fields: Vec<String>,
     /// Fields the event itself changed.
     pub changed_fields: Vec<String>,
-    pub changes: Changes,
+    pub effects: Effects,
 }
 
 impl<'a> Work<'a> {
@@ -156,7 +130,7 @@ impl<'a> Work<'a> {
         state: &'a dyn StateView,
         event: &'a Event,
         now: DateTime<Utc>,
-    ) -> Result<Self, StoreError> {
+    ) -> Result<Self, ReadError> {
         let existing = state.record(&event.record)?;
         let record_changed = existing.is_none();
         let record = existing.unwrap_or_else(|| Record::new(event.record.clone(), now));
@@ -181,7 +155,7 @@ impl<'a> Work<'a> {
             updated_fields: Vec::new(),
             changed_fields: Vec::new(),
             scope_cache: None,
-            changes: Changes::default(),
+            effects: Effects::default(),
         })
     }
 
@@ -204,7 +178,7 @@ impl<'a> Work<'a> {
             Json::Object(map) => map,
             _ => Map::new(),
         };
-        self.changes.events.push(NewEvent {
+        self.effects.events.push(NewEvent {
             id: None,
             event_type: event_type.to_owned(),
             record,
@@ -235,7 +209,7 @@ impl<'a> Work<'a> {
     }
 
     /// A counter's value, with this handling's updates.
-    pub fn counter(&mut self, name: &str) -> Result<u64, StoreError> {
+    pub fn counter(&mut self, name: &str) -> Result<u64, ReadError> {
         if let Some(v) = self.counters.get(name) {
             return Ok(*v);
         }
@@ -251,7 +225,7 @@ impl<'a> Work<'a> {
         let index = self.history.len() as u64;
         if let Some(last) = self.history.last_mut().filter(|v| v.exited_at.is_none()) {
             last.exited_at = Some(self.now);
-            self.changes
+            self.effects
                 .stage_visits
                 .push((self.record.key.clone(), index - 1, last.clone()));
         }
@@ -263,7 +237,7 @@ impl<'a> Work<'a> {
             owner: self.record.owner.clone(),
             ..StageVisit::default()
         };
-        self.changes
+        self.effects
             .stage_visits
             .push((self.record.key.clone(), index, visit.clone()));
         self.history.push(visit);
@@ -278,7 +252,7 @@ impl<'a> Work<'a> {
         );
     }
 
-    /// Changes the record's current stage visit (reports' stalls and
+    /// Effects the record's current stage visit (reports' stalls and
     /// refusals), if it is in a stage.
     pub fn update_open_visit(&mut self, update: impl FnOnce(&mut StageVisit)) {
         let Some(index) = self.history.len().checked_sub(1) else {
@@ -291,7 +265,7 @@ impl<'a> Work<'a> {
         update(visit);
         // A later write of the same visit replaces an earlier one.
         let visit = visit.clone();
-        self.changes
+        self.effects
             .stage_visits
             .push((self.record.key.clone(), index as u64, visit));
     }
@@ -396,7 +370,7 @@ impl<'a> Work<'a> {
     fn own_new_visits(&mut self) {
         let owner = &self.record.owner;
         let opened = self
-            .changes
+            .effects
             .stage_visits
             .iter_mut()
             .filter(|(_, _, v)| v.exited_at.is_none() && v.entered_at == self.now);
@@ -407,14 +381,14 @@ impl<'a> Work<'a> {
 
     /// Finishes an event that no longer applies (a timer that outlived its
     /// reason): only the cursor moves.
-    fn finish_stale(self) -> Changes {
-        Changes {
+    fn finish_stale(self) -> Effects {
+        Effects {
             handled: Some(self.event.seq),
-            ..Changes::default()
+            ..Effects::default()
         }
     }
 
-    fn finish(mut self) -> Changes {
+    fn finish(mut self) -> Effects {
         self.own_new_visits();
         if !self.updated_fields.is_empty() {
             let changed = std::mem::take(&mut self.updated_fields);
@@ -423,11 +397,11 @@ impl<'a> Work<'a> {
         // Schedule slots run on a stand-in record that is never stored.
         if self.record_changed && self.record.key.kind != internal::SCHEDULE_KIND {
             self.record.updated_at = self.now;
-            self.changes.records.push(self.record);
+            self.effects.records.push(self.record);
         }
-        self.changes.counters.extend(self.counters);
-        self.changes.handled = Some(self.event.seq);
-        self.changes
+        self.effects.counters.extend(self.counters);
+        self.effects.handled = Some(self.event.seq);
+        self.effects
     }
 }
 
@@ -439,13 +413,13 @@ pub fn handle(
     workflows: &Workflows,
     state: &dyn StateView,
     now: DateTime<Utc>,
-) -> Result<Changes, StoreError> {
+) -> Result<Effects, ReadError> {
     if event.event_type == internal::SCHEDULE {
         return schedule::fan_out(event, workflows, state, now);
     }
     let mut work = Work::new(workflows, state, event, now)?;
     if event.depth > MAX_CHAIN_DEPTH {
-        work.changes.runs.push(chain_cut_run(event, workflows, now));
+        work.effects.runs.push(chain_cut_run(event, workflows, now));
         return Ok(work.finish());
     }
     match event.event_type.as_str() {
@@ -487,7 +461,7 @@ pub fn handle(
 }
 
 /// Built-in events that change state themselves before rules see them.
-fn apply_builtin(work: &mut Work, builtin: Option<BuiltinEvent>) -> Result<(), StoreError> {
+fn apply_builtin(work: &mut Work, builtin: Option<BuiltinEvent>) -> Result<(), ReadError> {
     suppress_on_opt_out(work, builtin);
     if builtin == Some(BuiltinEvent::TaskCompleted) {
         let id = work
@@ -502,7 +476,7 @@ fn apply_builtin(work: &mut Work, builtin: Option<BuiltinEvent>) -> Result<(), S
             task.status = crate::state::TaskStatus::Completed;
             task.completed_at = Some(work.now);
             timers::disarm_overdue(work, &task);
-            work.changes.tasks.push(task);
+            work.effects.tasks.push(task);
         }
     }
     Ok(())
@@ -536,7 +510,7 @@ fn suppress_on_opt_out(work: &mut Work, builtin: Option<BuiltinEvent>) {
     };
     if let Some(address) = address {
         let suppression = crate::state::Suppression::new(address, reason, work.now);
-        work.changes.suppress.push(suppression);
+        work.effects.suppress.push(suppression);
     }
 }
 
@@ -549,11 +523,11 @@ pub fn move_stage(
     workflows: &Workflows,
     state: &dyn StateView,
     now: DateTime<Utc>,
-) -> Result<(MoveResult, Changes), StoreError> {
+) -> Result<(MoveResult, Effects), ReadError> {
     if state.record(key)?.is_none() {
         return Ok((
             MoveResult::NotFound(format!("no record {key}")),
-            Changes::default(),
+            Effects::default(),
         ));
     }
     let mut work = Work::new(workflows, state, command, now)?;

@@ -12,11 +12,12 @@
 //! of their compiled form, never across versions.
 
 use super::sequence::{EnrollmentMove, has_step, renamed_step, steps_after};
+use super::{ReadError, StateView};
 use crate::config::Workflows;
 use crate::config::model::OnStepRemoved;
 use crate::config::workflows::{Step, StepKind};
 use crate::state::Enrollment;
-use crate::store::{EnrollmentTable, RecordTable, StoreError, for_each_item};
+use crate::state::for_each_item;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -170,14 +171,14 @@ impl ReloadPlan {
 }
 
 /// Decides what replacing `old` by `new` changes, reading the counts and
-/// the waiting enrollments from `store`.
-pub fn plan<S: EnrollmentTable + RecordTable>(
+/// the waiting enrollments from `state`.
+pub fn plan(
     old: &Workflows,
     new: &Workflows,
-    store: &S,
-) -> Result<ReloadPlan, StoreError> {
+    state: &dyn StateView,
+) -> Result<ReloadPlan, ReadError> {
     let mut records = RecordCounts {
-        store,
+        state,
         counted: BTreeMap::new(),
     };
     let mut plan = ReloadPlan {
@@ -192,7 +193,7 @@ pub fn plan<S: EnrollmentTable + RecordTable>(
     plan.pipelines = item_changes(&pipelines(old), &pipelines(new), &mut records)?;
     let scoring = |w: &Workflows| digests(w.scoring.iter().map(|m| (&m.name, Some(&m.kind), m)));
     plan.scoring = item_changes(&scoring(old), &scoring(new), &mut records)?;
-    let waiting = waiting_enrollments(old, new, store, &mut plan.moves)?;
+    let waiting = waiting_enrollments(old, new, state, &mut plan.moves)?;
     plan.sequences = sequence_changes(old, new, &waiting);
     Ok(plan)
 }
@@ -213,19 +214,19 @@ fn digest(value: &impl fmt::Debug) -> String {
 }
 
 /// Records per kind, counted once each.
-struct RecordCounts<'s, S> {
-    store: &'s S,
+struct RecordCounts<'s> {
+    state: &'s dyn StateView,
     counted: BTreeMap<String, usize>,
 }
 
-impl<S: RecordTable> RecordCounts<'_, S> {
-    fn of(&mut self, kind: &str) -> Result<usize, StoreError> {
+impl RecordCounts<'_> {
+    fn of(&mut self, kind: &str) -> Result<usize, ReadError> {
         if let Some(n) = self.counted.get(kind) {
             return Ok(*n);
         }
         let mut n = 0;
         for_each_item(
-            |after| self.store.records_of_kind(kind, after, PAGE),
+            |after| self.state.records_of_kind(kind, after, PAGE),
             |_| n += 1,
         )?;
         self.counted.insert(kind.to_owned(), n);
@@ -233,13 +234,13 @@ impl<S: RecordTable> RecordCounts<'_, S> {
     }
 }
 
-fn item_changes<S: RecordTable>(
+fn item_changes(
     old: &BTreeMap<String, (Option<String>, String)>,
     new: &BTreeMap<String, (Option<String>, String)>,
-    records: &mut RecordCounts<S>,
-) -> Result<Vec<ItemChange>, StoreError> {
+    records: &mut RecordCounts,
+) -> Result<Vec<ItemChange>, ReadError> {
     let mut changes = Vec::new();
-    let mut push = |name: &str, kind: &Option<String>, change| -> Result<(), StoreError> {
+    let mut push = |name: &str, kind: &Option<String>, change| -> Result<(), ReadError> {
         let kind = match kind {
             Some(k) => Some(KindCount {
                 kind: k.clone(),
@@ -269,15 +270,15 @@ fn item_changes<S: RecordTable>(
 
 /// Active enrollments by sequence and the step they wait on; collects the
 /// moves the new set needs on the way.
-fn waiting_enrollments<S: EnrollmentTable>(
+fn waiting_enrollments(
     old: &Workflows,
     new: &Workflows,
-    store: &S,
+    state: &dyn StateView,
     moves: &mut Vec<(Enrollment, EnrollmentMove)>,
-) -> Result<BTreeMap<String, BTreeMap<String, usize>>, StoreError> {
+) -> Result<BTreeMap<String, BTreeMap<String, usize>>, ReadError> {
     let mut waiting: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
     for_each_item(
-        |after| store.active_enrollments(after, PAGE),
+        |after| state.active_enrollments(after, PAGE),
         |e| {
             let step = e.next_step.clone().unwrap_or_else(|| "(none)".to_owned());
             *waiting

@@ -11,12 +11,12 @@ use super::actions::{
 };
 use super::{MoveResult, Work, context, scoring, sequence};
 use crate::config::workflows::{Action, Rule, ScoringModel, Threshold};
+use crate::engine::ReadError;
 use crate::state::Run;
-use crate::store::StoreError;
 
 /// Runs every rule the event triggers, in file order (found through the
 /// compiled trigger index, never by scanning all rules).
-pub fn run_rules(work: &mut Work) -> Result<(), StoreError> {
+pub fn run_rules(work: &mut Work) -> Result<(), ReadError> {
     let kind = work.record.key.kind.clone();
     let rules: Vec<(usize, &Rule)> = work
         .workflows
@@ -29,7 +29,7 @@ pub fn run_rules(work: &mut Work) -> Result<(), StoreError> {
     Ok(())
 }
 
-pub(super) fn run_rule(work: &mut Work, index: usize, rule: &Rule) -> Result<(), StoreError> {
+pub(super) fn run_rule(work: &mut Work, index: usize, rule: &Rule) -> Result<(), ReadError> {
     let mut run = new_run(work, &format!("{index:04}"), rule.name.clone());
     run.condition = rule.condition.as_ref().map(|c| c.source.clone());
     if let Some(condition) = &rule.condition {
@@ -49,13 +49,13 @@ pub(super) fn run_rule(work: &mut Work, index: usize, rule: &Rule) -> Result<(),
     // History keeps runs that fired or failed; a condition that was simply
     // false on every event would otherwise dominate the store.
     if run.matched || run.error.is_some() {
-        work.changes.runs.push(run);
+        work.effects.runs.push(run);
     }
     Ok(())
 }
 
 /// Runs actions in order into `run`, stopping at the first failure.
-fn run_actions(work: &mut Work, run: &mut Run, actions: &[Action]) -> Result<(), StoreError> {
+fn run_actions(work: &mut Work, run: &mut Run, actions: &[Action]) -> Result<(), ReadError> {
     for (position, action) in actions.iter().enumerate() {
         let origin = Origin {
             id: format!("{}-{position:02}", run.id),
@@ -128,13 +128,13 @@ pub(super) fn run_threshold(
     work: &mut Work,
     model: &ScoringModel,
     threshold: &Threshold,
-) -> Result<(), StoreError> {
+) -> Result<(), ReadError> {
     let mut run = new_run(
         work,
         &format!("score-{}-{}", model.name, threshold.name),
         format!("scoring:{}/{}", model.name, threshold.name),
     );
     run_actions(work, &mut run, &threshold.actions)?;
-    work.changes.runs.push(run);
+    work.effects.runs.push(run);
     Ok(())
 }

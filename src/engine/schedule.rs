@@ -6,8 +6,8 @@
 use super::{StateView, Work, internal, rules};
 use crate::config::Workflows;
 use crate::config::workflows::{Rule, RuleTrigger};
+use crate::engine::{Effects, ReadError};
 use crate::state::{Event, NewEvent, RecordKey};
-use crate::store::{Changes, StoreError};
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value as Json};
 
@@ -20,12 +20,12 @@ pub(super) fn fan_out(
     workflows: &Workflows,
     state: &dyn StateView,
     now: DateTime<Utc>,
-) -> Result<Changes, StoreError> {
+) -> Result<Effects, ReadError> {
     let Some((index, rule)) = scheduled_rule(workflows, &event.data) else {
         // Removed by a reload since the slot fired.
-        return Ok(Changes {
+        return Ok(Effects {
             handled: Some(event.seq),
-            ..Changes::default()
+            ..Effects::default()
         });
     };
     let for_each = match &rule.trigger {
@@ -39,9 +39,9 @@ pub(super) fn fan_out(
     };
     let after = event.data.get("after").and_then(Json::as_str);
     let page = state.records_of_kind(kind, after, PAGE)?;
-    let mut changes = Changes {
+    let mut changes = Effects {
         handled: Some(event.seq),
-        ..Changes::default()
+        ..Effects::default()
     };
     for record in page.items {
         changes
@@ -81,7 +81,7 @@ fn follow_up(
 
 /// Runs a schedule rule for one record of its `for_each`, when the record
 /// still exists and matches the `for_each` condition.
-pub(super) fn run_for_record(work: &mut Work) -> Result<(), StoreError> {
+pub(super) fn run_for_record(work: &mut Work) -> Result<(), ReadError> {
     let workflows = work.workflows;
     let Some((index, rule)) = scheduled_rule(workflows, &work.event.data) else {
         return Ok(());

@@ -13,9 +13,9 @@
 
 use super::Work;
 use crate::config::workflows::{ScoreTrigger, ScoringModel, Threshold};
+use crate::engine::ReadError;
 use crate::state::BuiltinEvent;
 use crate::state::{Event, Record, RecordKey, ScoreNote, ScoreNotes};
-use crate::store::StoreError;
 use chrono::{DateTime, Utc};
 use compact_str::CompactString;
 use serde_json::json;
@@ -50,11 +50,11 @@ impl Change {
 
 /// Runs a threshold's actions: handed in by the rule runner, which sits
 /// above scoring (a threshold's action may move a score again).
-pub(super) type RunThreshold = fn(&mut Work, &ScoringModel, &Threshold) -> Result<(), StoreError>;
+pub(super) type RunThreshold = fn(&mut Work, &ScoringModel, &Threshold) -> Result<(), ReadError>;
 
 /// Applies every scoring model of the record's kind to the current event
 /// and record, then runs the thresholds crossed.
-pub(super) fn apply(work: &mut Work, run_threshold: RunThreshold) -> Result<(), StoreError> {
+pub(super) fn apply(work: &mut Work, run_threshold: RunThreshold) -> Result<(), ReadError> {
     let workflows = work.workflows;
     let models: Vec<&ScoringModel> = workflows
         .scoring
@@ -102,7 +102,7 @@ pub(super) fn apply(work: &mut Work, run_threshold: RunThreshold) -> Result<(), 
         ends.push(effects.len());
     }
     // Each model raises at most a `score.changed`.
-    work.changes.events.reserve(models.len());
+    work.effects.events.reserve(models.len());
     let mut start = 0;
     for (model, end) in models.into_iter().zip(ends) {
         let (before, after) = rescore(work, model, &effects[start..end]);
@@ -119,7 +119,7 @@ pub(super) fn apply(work: &mut Work, run_threshold: RunThreshold) -> Result<(), 
 fn rescore(work: &mut Work, model: &ScoringModel, effects: &[Effect]) -> (f64, f64) {
     let Work {
         record,
-        changes,
+        effects: changes,
         event,
         now,
         ..
@@ -223,7 +223,7 @@ pub(super) fn adjust(
     rule: &str,
     points: f64,
     run_threshold: RunThreshold,
-) -> Result<Option<(f64, f64)>, StoreError> {
+) -> Result<Option<(f64, f64)>, ReadError> {
     let workflows = work.workflows;
     let Some(model) = workflows.scoring.iter().find(|m| m.name == model_name) else {
         return Ok(None);
@@ -281,7 +281,7 @@ fn announce(
     before: f64,
     after: f64,
     run_threshold: RunThreshold,
-) -> Result<(), StoreError> {
+) -> Result<(), ReadError> {
     if (after - before).abs() < 1e-9 {
         return Ok(());
     }

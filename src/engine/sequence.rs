@@ -11,9 +11,10 @@ use super::timers;
 use super::{Work, internal};
 use crate::config::send_window as window;
 use crate::config::workflows::{Sequence, Step, StepKind};
+use crate::engine::Effects;
+use crate::engine::ReadError;
 use crate::state::BuiltinEvent;
 use crate::state::{Enrollment, EnrollmentStatus, ExitCause, NewEvent, Run, Timer, TimerKind};
-use crate::store::StoreError;
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
@@ -202,10 +203,10 @@ fn save(work: &mut Work, enrollment: Enrollment) {
     work.enrollments
         .retain(|e| e.sequence != enrollment.sequence);
     work.enrollments.push(enrollment.clone());
-    work.changes
+    work.effects
         .enrollments
         .retain(|e| e.sequence != enrollment.sequence);
-    work.changes.enrollments.push(enrollment);
+    work.effects.enrollments.push(enrollment);
 }
 
 /// Sets the enrollment's timer: resume like `resume` at `due`.
@@ -238,12 +239,12 @@ fn wait_for(work: &mut Work, e: &mut Enrollment, resume: Resume, due: DateTime<U
         _ => None,
     };
     e.next_at = Some(due);
-    work.changes.timers.push(timer);
+    work.effects.timers.push(timer);
 }
 
 /// Handles a step event: runs the enrollment's steps from the one it waits
 /// on until the next wait, a closed window, an exit or the end.
-pub(super) fn resume(work: &mut Work) -> Result<(), StoreError> {
+pub(super) fn resume(work: &mut Work) -> Result<(), ReadError> {
     let name = work
         .event
         .data
@@ -295,7 +296,7 @@ pub(super) fn resume(work: &mut Work) -> Result<(), StoreError> {
         Some(Ending::Exit(reason, cause)) => exit(work, &name, &reason, cause),
         None => {}
     }
-    work.changes.runs.push(run);
+    work.effects.runs.push(run);
     Ok(())
 }
 
@@ -307,7 +308,7 @@ fn run_steps<'s>(
     e: &mut Enrollment,
     run: &mut Run,
     mut queue: VecDeque<&'s Step>,
-) -> Result<Option<Ending>, StoreError> {
+) -> Result<Option<Ending>, ReadError> {
     while let Some(step) = queue.pop_front() {
         match &step.kind {
             StepKind::Wait(_) => {
@@ -466,7 +467,7 @@ fn run_step(
     step: &Step,
     id: &str,
     zone: Option<Tz>,
-) -> Result<(&'static str, ActionResult), StoreError> {
+) -> Result<(&'static str, ActionResult), ReadError> {
     let zone = zone.or(definition.send_window.as_ref().map(|c| c.timezone));
     e.last_step = Some(id.to_owned());
     let mut origin = Origin {
@@ -581,8 +582,8 @@ pub fn move_enrollment(
     enrollment: &Enrollment,
     to: &EnrollmentMove,
     now: DateTime<Utc>,
-) -> crate::store::Changes {
-    let mut changes = crate::store::Changes::default();
+) -> Effects {
+    let mut changes = Effects::default();
     let mut e = enrollment.clone();
     let resume = match to {
         EnrollmentMove::To(step) => Resume::Step(step.clone()),

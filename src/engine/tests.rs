@@ -377,7 +377,7 @@ fn move_deal(b: &Bench, to: &str) -> MoveResult {
         b.clock.now(),
     )
     .unwrap();
-    b.store.commit(changes).unwrap();
+    b.store.commit(crate::worker::changes_of(changes)).unwrap();
     result
 }
 

@@ -5,6 +5,7 @@
 //! its reason changes nothing.
 
 use super::Work;
+use crate::engine::ReadError;
 use crate::state::{BuiltinEvent, NewEvent, Task, TaskStatus, Timer, TimerKind, TimerRef};
 use chrono::{DateTime, Utc};
 use serde_json::{Value as Json, json};
@@ -21,7 +22,7 @@ fn timer(work: &Work, id: String, due_at: DateTime<Utc>, event: BuiltinEvent, da
 /// Deletes a timer the engine no longer wants.
 pub fn cancel(work: &mut Work, timer: Option<TimerRef>) {
     if let Some(t) = timer {
-        work.changes.timers_done.push((t.due_at, t.id));
+        work.effects.timers_done.push((t.due_at, t.id));
     }
 }
 
@@ -57,7 +58,7 @@ fn schedule_stall(work: &mut Work, visit_index: usize, count: u64, after: std::t
     let t = timer(work, id, due, BuiltinEvent::StageStalled, data);
     work.record.stall_timer = Some(t.reference());
     work.touch();
-    work.changes.timers.push(t);
+    work.effects.timers.push(t);
 }
 
 fn current_stage<'w>(work: &Work<'w>) -> Option<&'w crate::config::workflows::Stage> {
@@ -112,7 +113,7 @@ pub fn arm_overdue(work: &mut Work, task: &Task) {
             BuiltinEvent::TaskOverdue,
             data,
         );
-        work.changes.timers.push(t);
+        work.effects.timers.push(t);
     }
 }
 
@@ -134,7 +135,7 @@ pub fn disarm_overdue(work: &mut Work, task: &Task) {
 }
 
 /// A `task.overdue` from a task timer applies while the task is open.
-pub fn on_overdue(work: &mut Work) -> Result<bool, crate::store::StoreError> {
+pub fn on_overdue(work: &mut Work) -> Result<bool, ReadError> {
     let Some((TimerKind::Overdue, task_id)) = TimerKind::of(&work.event.id) else {
         return Ok(true);
     };

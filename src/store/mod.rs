@@ -59,6 +59,8 @@ pub use record_cache::DEFAULT_RECORDS_KEPT;
 pub use sled_backend::SledBackend;
 pub use sled_to_fjall::open_disk;
 
+pub use crate::state::{Page, for_each_item};
+
 use crate::state::{
     Delivery, Enrollment, Event, ForecastSnapshot, MailboxPosition, NewEvent, OutboxEntry,
     OutboxStatus, Receipt, Record, RecordKey, RejectedPayload, Run, ScoreEntry, ScoreNotes,
@@ -214,33 +216,6 @@ pub struct EventRow {
     pub last: u64,
     /// Each event's (sequence number, id).
     pub ids: Vec<(u64, String)>,
-}
-
-/// One page of a listing; `next` is the cursor for the following page.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Page<T> {
-    /// Items in key order.
-    pub items: Vec<T>,
-    /// Pass as `after` to get the next page; `None` at the end.
-    pub next: Option<String>,
-}
-
-/// Walks every page of a listing: `page(after)` fetches one page, `each`
-/// takes every item in order. Reports, reload checks and `simulate` read
-/// whole tables this way, one page in memory at a time.
-pub fn for_each_item<T>(
-    mut page: impl FnMut(Option<&str>) -> Result<Page<T>, StoreError>,
-    mut each: impl FnMut(T),
-) -> Result<(), StoreError> {
-    let mut after: Option<String> = None;
-    loop {
-        let p = page(after.as_deref())?;
-        p.items.into_iter().for_each(&mut each);
-        match p.next {
-            Some(next) => after = Some(next),
-            None => return Ok(()),
-        }
-    }
 }
 
 /// Which tasks to list.

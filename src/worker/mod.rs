@@ -13,6 +13,8 @@
 pub mod health;
 pub mod retention;
 mod round;
+mod store_view;
+pub use store_view::changes_of;
 
 use crate::clock::Clock;
 use crate::config::Workflows;
@@ -125,10 +127,10 @@ fn handle_round<S: Store>(
 ) -> Result<(), StoreError> {
     let mut round = round::Round::new(store);
     for event in events {
-        let changes = engine::handle(event, workflows, &round, clock.now())?;
-        round.absorb(changes)?;
+        let effects = engine::handle(event, workflows, &round, clock.now())?;
+        round.absorb(effects)?;
     }
-    let changes = round.into_changes();
+    let changes = changes_of(round.into_effects());
     // Counted before the commit (no copy of the runs on this hot path); a
     // failed commit, which is retried, counts its runs twice.
     crate::telemetry::runs_committed(&changes.runs);
@@ -470,12 +472,14 @@ async fn swap<S: Store>(
         return Err(refused);
     }
     let now = clock.now();
-    let mut changes = crate::store::Changes::default();
+    let mut effects = engine::Effects::default();
     for (enrollment, to) in &plan.moves {
-        changes.append(engine::sequence::move_enrollment(enrollment, to, now));
+        effects.append(engine::sequence::move_enrollment(enrollment, to, now));
     }
     if !plan.moves.is_empty() {
-        store.commit(changes).map_err(|e| e.to_string())?;
+        store
+            .commit(changes_of(effects))
+            .map_err(|e| e.to_string())?;
         store.flush().await.map_err(|e| e.to_string())?;
     }
     workflows.store(new);
@@ -500,8 +504,8 @@ async fn move_now<S: Store>(
         occurred_at: now,
         depth: 0,
     };
-    let (result, changes) = engine::move_stage(record, to, &request, workflows, store, now)?;
-    store.commit(changes)?;
+    let (result, effects) = engine::move_stage(record, to, &request, workflows, store, now)?;
+    store.commit(changes_of(effects))?;
     store.flush().await?;
     Ok(result)
 }

@@ -3,9 +3,9 @@
 //! Reads go through this overlay so each event sees what the events before
 //! it in the round did, exactly as if each had been committed alone.
 
-use crate::engine::StateView;
-use crate::state::{Enrollment, Record, RecordKey, StageVisit, Task, TaskStatus};
-use crate::store::{Changes, Store, StoreError};
+use crate::engine::{Effects, ReadError, StateView};
+use crate::state::{Enrollment, Page, Record, RecordKey, StageVisit, Task, TaskStatus};
+use crate::store::{self, Store};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// The store seen through a round's pending changes.
@@ -18,7 +18,7 @@ pub struct Round<'a, S: Store> {
     visits: HashMap<RecordKey, BTreeMap<u64, StageVisit>>,
     enrollments: HashMap<RecordKey, BTreeMap<String, Enrollment>>,
     suppressed: HashSet<String>,
-    pending: Changes,
+    pending: Effects,
 }
 
 impl<'a, S: Store> Round<'a, S> {
@@ -33,12 +33,12 @@ impl<'a, S: Store> Round<'a, S> {
             visits: HashMap::new(),
             enrollments: HashMap::new(),
             suppressed: HashSet::new(),
-            pending: Changes::default(),
+            pending: Effects::default(),
         }
     }
 
-    /// Adds one event's changes to the round.
-    pub fn absorb(&mut self, mut changes: Changes) -> Result<(), StoreError> {
+    /// Adds one event's effects to the round.
+    pub fn absorb(&mut self, mut changes: Effects) -> Result<(), ReadError> {
         for task in std::mem::take(&mut changes.tasks) {
             let old = self.task(&task.id)?;
             if let Some(o) = old.filter(|o| o.status == TaskStatus::Open) {
@@ -84,34 +84,34 @@ impl<'a, S: Store> Round<'a, S> {
         Ok(())
     }
 
-    /// The round's changes, for one commit.
-    pub fn into_changes(self) -> Changes {
+    /// The round's effects, for one commit.
+    pub fn into_effects(self) -> Effects {
         self.pending
     }
 }
 
 impl<S: Store> StateView for Round<'_, S> {
-    fn record(&self, key: &RecordKey) -> Result<Option<Record>, StoreError> {
+    fn record(&self, key: &RecordKey) -> Result<Option<Record>, ReadError> {
         match self.records.get(key) {
             Some(r) => Ok(Some(r.clone())),
-            None => crate::store::RecordTable::record(self.store, key),
+            None => Ok(store::RecordTable::record(self.store, key)?),
         }
     }
 
-    fn counter(&self, name: &str) -> Result<u64, StoreError> {
+    fn counter(&self, name: &str) -> Result<u64, ReadError> {
         match self.counters.get(name) {
             Some(v) => Ok(*v),
-            None => crate::store::CounterTable::counter(self.store, name),
+            None => Ok(store::CounterTable::counter(self.store, name)?),
         }
     }
 
-    fn open_task_count(&self, owner: &str) -> Result<usize, StoreError> {
-        let stored = crate::store::TaskTable::open_task_count(self.store, owner)? as i64;
+    fn open_task_count(&self, owner: &str) -> Result<usize, ReadError> {
+        let stored = store::TaskTable::open_task_count(self.store, owner)? as i64;
         Ok((stored + self.open_delta.get(owner).copied().unwrap_or(0)).max(0) as usize)
     }
 
-    fn stage_history(&self, key: &RecordKey) -> Result<Vec<StageVisit>, StoreError> {
-        let mut visits = crate::store::StageHistoryTable::stage_history(self.store, key)?;
+    fn stage_history(&self, key: &RecordKey) -> Result<Vec<StageVisit>, ReadError> {
+        let mut visits = store::StageHistoryTable::stage_history(self.store, key)?;
         for (index, visit) in self.visits.get(key).into_iter().flatten() {
             let i = *index as usize;
             if i < visits.len() {
@@ -123,8 +123,8 @@ impl<S: Store> StateView for Round<'_, S> {
         Ok(visits)
     }
 
-    fn enrollments(&self, key: &RecordKey) -> Result<Vec<Enrollment>, StoreError> {
-        let mut list = crate::store::EnrollmentTable::enrollments(self.store, key)?;
+    fn enrollments(&self, key: &RecordKey) -> Result<Vec<Enrollment>, ReadError> {
+        let mut list = store::EnrollmentTable::enrollments(self.store, key)?;
         for (sequence, e) in self.enrollments.get(key).into_iter().flatten() {
             list.retain(|x| &x.sequence != sequence);
             list.push(e.clone());
@@ -132,18 +132,18 @@ impl<S: Store> StateView for Round<'_, S> {
         Ok(list)
     }
 
-    fn task(&self, id: &str) -> Result<Option<Task>, StoreError> {
+    fn task(&self, id: &str) -> Result<Option<Task>, ReadError> {
         match self.tasks.get(id) {
             Some(t) => Ok(Some(t.clone())),
-            None => crate::store::TaskTable::task(self.store, id),
+            None => Ok(store::TaskTable::task(self.store, id)?),
         }
     }
 
-    fn is_suppressed(&self, email: &str) -> Result<bool, StoreError> {
+    fn is_suppressed(&self, email: &str) -> Result<bool, ReadError> {
         Ok(self
             .suppressed
             .contains(&crate::state::address::normalized(email))
-            || crate::store::SuppressionTable::is_suppressed(self.store, email)?)
+            || store::SuppressionTable::is_suppressed(self.store, email)?)
     }
 
     /// Stored records only: a schedule's fan-out may miss a record created
@@ -153,7 +153,16 @@ impl<S: Store> StateView for Round<'_, S> {
         kind: &str,
         after: Option<&str>,
         limit: usize,
-    ) -> Result<crate::store::Page<Record>, StoreError> {
-        crate::store::RecordTable::records_of_kind(self.store, kind, after, limit)
+    ) -> Result<Page<Record>, ReadError> {
+        StateView::records_of_kind(self.store, kind, after, limit)
+    }
+
+    /// Stored enrollments only: a reload is planned between rounds.
+    fn active_enrollments(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<Enrollment>, ReadError> {
+        StateView::active_enrollments(self.store, after, limit)
     }
 }

@@ -31,6 +31,7 @@ pub async fn show<S: Store>(
             crate::config::load(&dir, &crate::config::environment::ProcessEnvironment);
         match new {
             Some(new) => crate::engine::reload_plan::plan(&plan_of, &new, store.as_ref())
+                .map_err(crate::store::StoreError::from)
                 .map(|plan| minijinja::context! { text => plan.to_string(), refused => plan.refusal().is_some() }),
             None => Ok(minijinja::context! {
                 errors => diagnostics

@@ -21,8 +21,8 @@ pub use email::unsubscribe_placeholder;
 use super::Work;
 use crate::config::expr::TextTemplate;
 use crate::config::workflows::JsonTemplate;
+use crate::engine::ReadError;
 use crate::state::{ActionOutcome, BuiltinEvent, Delivery, OutboxEntry, Outcome, Run};
-use crate::store::StoreError;
 use serde_json::{Value as Json, json};
 
 /// Where an action comes from: its stable id (outbox row, task), the rule
@@ -53,7 +53,7 @@ pub(super) enum ActionError {
     Failed(String),
     /// Reading state failed: the event is not handled (retried, or set
     /// aside by the worker).
-    Store(StoreError),
+    Read(ReadError),
 }
 
 impl From<String> for ActionError {
@@ -68,9 +68,9 @@ impl From<&str> for ActionError {
     }
 }
 
-impl From<StoreError> for ActionError {
-    fn from(e: StoreError) -> Self {
-        ActionError::Store(e)
+impl From<ReadError> for ActionError {
+    fn from(e: ReadError) -> Self {
+        ActionError::Read(e)
     }
 }
 
@@ -103,13 +103,13 @@ pub(super) fn record_named_outcome(
     run: &mut Run,
     name: String,
     result: ActionResult,
-) -> Result<bool, StoreError> {
+) -> Result<bool, ReadError> {
     let (outcome, detail, failed) = match result {
         Ok(Done::Ok(detail)) => (Outcome::Ok, detail, false),
         Ok(Done::Refused(why)) => (Outcome::Refused, Some(why), false),
         Ok(Done::Skipped(why)) => (Outcome::Skipped, Some(why), false),
         Err(ActionError::Failed(why)) => (Outcome::Failed, Some(why), true),
-        Err(ActionError::Store(e)) => return Err(e),
+        Err(ActionError::Read(e)) => return Err(e),
     };
     if failed {
         let reason = work
@@ -161,5 +161,5 @@ pub(super) fn queue_delivery(work: &mut Work, origin: &Origin, delivery: Deliver
     );
     row.step = origin.step.clone();
     row.depth = work.event.depth + 1;
-    work.changes.outbox.push(row);
+    work.effects.outbox.push(row);
 }

@@ -57,5 +57,5 @@ pub(in crate::engine) fn queue_task(work: &mut Work, task: Task) {
         json!({ "task_id": task.id, "title": task.title, "owner": task.owner, "step": task.step }),
     );
     crate::engine::timers::arm_overdue(work, &task);
-    work.changes.tasks.push(task);
+    work.effects.tasks.push(task);
 }
