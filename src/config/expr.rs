@@ -106,8 +106,30 @@ impl Condition {
     }
 }
 
-// Shown by source only: the storage key depends on what was compiled
-// before, and `dealflow plan` compares items by their Debug form.
+// Shown and compared by source only: the storage key depends on what was
+// compiled before, and where a template starts is not what it does, so two
+// compilations of the same text are equal (`dealflow plan` compares items
+// of two compiled sets).
+impl PartialEq for Condition {
+    fn eq(&self, other: &Self) -> bool {
+        self.source == other.source
+    }
+}
+
+impl PartialEq for TextTemplate {
+    fn eq(&self, other: &Self) -> bool {
+        // The key's extension is how the text is escaped.
+        let escaped = |t: &TextTemplate| t.key.ends_with(".html");
+        self.source == other.source && escaped(self) == escaped(other)
+    }
+}
+
+impl PartialEq for ValueExpr {
+    fn eq(&self, other: &Self) -> bool {
+        self.source == other.source
+    }
+}
+
 impl std::fmt::Debug for Condition {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_tuple("Condition").field(&self.source).finish()

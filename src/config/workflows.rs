@@ -92,7 +92,7 @@ impl Workflows {
 }
 
 /// `settings:` with every default applied.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     /// Base of unsubscribe links.
     pub public_url: Option<String>,
@@ -258,7 +258,7 @@ impl Settings {
 pub const DEFAULT_PUBLIC_URL: &str = "http://127.0.0.1:8080";
 
 /// Sending limits; none unless set.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Limits {
     /// Per sending address.
     pub per_mailbox: Option<RateLimit>,
@@ -269,7 +269,7 @@ pub struct Limits {
 }
 
 /// Exponential backoff of failed deliveries (SPEC §7 "Retries").
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RetryPolicy {
     /// Delay before the first retry.
     pub first: Duration,
@@ -290,7 +290,7 @@ impl Default for RetryPolicy {
 }
 
 /// A send window.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Calendar {
     /// Zone used when the recipient's zone is unknown.
     pub timezone: Tz,
@@ -303,7 +303,7 @@ pub struct Calendar {
 }
 
 /// The team: people by email and named groups.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Team {
     /// Everyone, by email.
     pub people: BTreeMap<String, Person>,
@@ -312,7 +312,7 @@ pub struct Team {
 }
 
 /// A person of the team.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, PartialEq)]
 pub struct Person {
     /// Address and identity.
     pub email: String,
@@ -333,7 +333,7 @@ fn serialize_optional_tz<S: serde::Serializer>(tz: &Option<Tz>, s: S) -> Result<
 }
 
 /// A pipeline: a state machine over stages.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Pipeline {
     /// Its name.
     pub name: String,
@@ -355,7 +355,7 @@ impl Pipeline {
 }
 
 /// One stage.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Stage {
     /// Unique within the pipeline.
     pub name: String,
@@ -375,7 +375,7 @@ pub struct Stage {
 }
 
 /// A requirement of entering or leaving a stage.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum StageRequirement {
     /// The field must be present and non-empty.
     Field(String),
@@ -389,7 +389,7 @@ pub enum StageRequirement {
 }
 
 /// A rule.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Rule {
     /// Unique name.
     pub name: String,
@@ -404,7 +404,7 @@ pub struct Rule {
 }
 
 /// What starts a rule.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum RuleTrigger {
     /// These event types (`*` is in `wildcard_rules`).
     Events(Vec<String>),
@@ -413,7 +413,7 @@ pub enum RuleTrigger {
 }
 
 /// A cron schedule.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Schedule {
     /// The crontab line as written.
     pub cron_line: String,
@@ -428,7 +428,7 @@ pub struct Schedule {
 }
 
 /// One action.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     /// Email to the record's contact.
     Email(EmailAction),
@@ -469,7 +469,7 @@ pub enum Action {
 }
 
 /// `sms:`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SmsAction {
     /// Recipient; `None` is the record's `phone` field.
     pub to: Option<TextTemplate>,
@@ -478,7 +478,7 @@ pub struct SmsAction {
 }
 
 /// A field value of `set:`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum FieldValue {
     /// A text rendered at run time.
     Template(TextTemplate),
@@ -487,7 +487,7 @@ pub enum FieldValue {
 }
 
 /// A JSON value whose string leaves are templates (webhook bodies, emit data).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct JsonTemplate {
     /// The value as written.
     pub value: Json,
@@ -514,7 +514,7 @@ impl JsonTemplate {
 }
 
 /// Where an email's content comes from.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum EmailContent {
     /// A file under `templates/`.
     Template(String),
@@ -528,7 +528,7 @@ pub enum EmailContent {
 }
 
 /// `email:`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct EmailAction {
     /// Content.
     pub content: EmailContent,
@@ -552,7 +552,7 @@ pub enum NotifyTarget {
 }
 
 /// `notify:`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct NotifyAction {
     /// Recipient.
     pub to: NotifyTarget,
@@ -565,7 +565,7 @@ pub struct NotifyAction {
 }
 
 /// `webhook:`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct WebhookAction {
     /// URL.
     pub url: TextTemplate,
@@ -580,7 +580,7 @@ pub struct WebhookAction {
 }
 
 /// `task:`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TaskAction {
     /// Title.
     pub title: TextTemplate,
@@ -593,7 +593,7 @@ pub struct TaskAction {
 }
 
 /// `assign:`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Assignment {
     /// Pick from a team.
     Team {
@@ -607,7 +607,7 @@ pub enum Assignment {
 }
 
 /// `handoff:`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Handoff {
     /// Receiver.
     pub to: Assignment,
@@ -620,7 +620,7 @@ pub struct Handoff {
 }
 
 /// A sequence.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Sequence {
     /// Unique name.
     pub name: String,
@@ -641,7 +641,7 @@ pub struct Sequence {
 }
 
 /// A sequence step.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Step {
     /// Id (absent on `wait` and `exit`).
     pub id: Option<String>,
@@ -652,7 +652,7 @@ pub struct Step {
 }
 
 /// What a step does.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum StepKind {
     /// Send an email.
     Email(EmailAction),
@@ -678,7 +678,7 @@ pub enum StepKind {
 }
 
 /// A scoring model.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ScoringModel {
     /// Unique name.
     pub name: String,
@@ -695,7 +695,7 @@ pub struct ScoringModel {
     index: ScoringIndex,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 struct ScoringIndex {
     /// Looked up by every event in every model of its record's kind, with a
     /// hash cheaper than SipHash (3% of issue 6's benchmark with SipHash).
@@ -785,7 +785,7 @@ impl ScoringModel {
 }
 
 /// A scoring rule.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ScoreRule {
     /// Name in the ledger (given, or position and trigger).
     pub name: String,
@@ -798,7 +798,7 @@ pub struct ScoreRule {
 }
 
 /// What earns the points.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum ScoreTrigger {
     /// An event, optionally with a condition.
     Event(String, Option<Condition>),
@@ -807,7 +807,7 @@ pub enum ScoreTrigger {
 }
 
 /// A threshold.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Threshold {
     /// Unique in the model.
     pub name: String,
@@ -818,7 +818,7 @@ pub struct Threshold {
 }
 
 /// An email template file.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct EmailTemplate {
     /// Base name.
     pub name: String,
@@ -831,7 +831,7 @@ pub struct EmailTemplate {
 }
 
 /// A source: a webhook from another tool, mapped to events (SPEC §3.10).
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub struct Source {
     /// Unique name; served at `POST /hooks/NAME`.
     pub name: String,
@@ -893,7 +893,7 @@ pub enum Verification {
 }
 
 /// One event a source's payload may give.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub struct SourceEvent {
     /// Only when this holds.
     pub condition: Option<Condition>,
@@ -914,7 +914,7 @@ pub struct SourceEvent {
 }
 
 /// A value of a source event's `fields` or `data`.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub enum MappedValue {
     /// One `{{ ... }}`: its value, with its JSON type.
     Value(ValueExpr),
@@ -923,7 +923,7 @@ pub enum MappedValue {
 }
 
 /// A workflow test.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct WorkflowTest {
     /// Unique name.
     pub name: String,
@@ -940,7 +940,7 @@ pub struct WorkflowTest {
 }
 
 /// What a workflow test feeds in at one moment.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum TestInput {
     /// An event, as posted to `/v1/events`.
     Event(TestEvent),
@@ -968,7 +968,7 @@ impl TestInput {
 }
 
 /// An event of a workflow test.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TestEvent {
     /// Offset from the start.
     pub at: Duration,

@@ -8,8 +8,9 @@
 //!
 //! The worker applies a plan (or refuses it); `POST /v1/plan` answers the
 //! same value as a dry run for `dealflow plan`. Both sets are compiled by
-//! the same build in the same process, so items are compared by a digest
-//! of their compiled form, never across versions.
+//! the same build in the same process, and items are compared as compiled
+//! values (`PartialEq`; expressions and templates by what they say, not
+//! where they were compiled).
 
 use super::sequence::{EnrollmentMove, has_step, renamed_step, steps_after};
 use super::{ReadError, StateView};
@@ -19,7 +20,6 @@ use crate::config::workflows::{Step, StepKind};
 use crate::state::Enrollment;
 use crate::state::for_each_item;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::fmt::{self, Write};
 
@@ -186,31 +186,18 @@ pub fn plan(
         to_version: new.version.clone(),
         ..ReloadPlan::default()
     };
-    let rules = |w: &Workflows| digests(w.rules.iter().map(|r| (&r.name, r.kind.as_ref(), r)));
-    plan.rules = item_changes(&rules(old), &rules(new), &mut records)?;
-    let pipelines =
-        |w: &Workflows| digests(w.pipelines.values().map(|p| (&p.name, Some(&p.kind), p)));
-    plan.pipelines = item_changes(&pipelines(old), &pipelines(new), &mut records)?;
-    let scoring = |w: &Workflows| digests(w.scoring.iter().map(|m| (&m.name, Some(&m.kind), m)));
-    plan.scoring = item_changes(&scoring(old), &scoring(new), &mut records)?;
+    plan.rules = item_changes(old, new, &mut records, |w| {
+        w.rules.iter().map(|r| (&r.name, r.kind.as_ref(), r))
+    })?;
+    plan.pipelines = item_changes(old, new, &mut records, |w| {
+        w.pipelines.values().map(|p| (&p.name, Some(&p.kind), p))
+    })?;
+    plan.scoring = item_changes(old, new, &mut records, |w| {
+        w.scoring.iter().map(|m| (&m.name, Some(&m.kind), m))
+    })?;
     let waiting = waiting_enrollments(old, new, state, &mut plan.moves)?;
     plan.sequences = sequence_changes(old, new, &waiting);
     Ok(plan)
-}
-
-/// Name → (record kind, digest) of named items.
-fn digests<'w, T: fmt::Debug + 'w>(
-    items: impl Iterator<Item = (&'w String, Option<&'w String>, &'w T)>,
-) -> BTreeMap<String, (Option<String>, String)> {
-    items
-        .map(|(name, kind, item)| (name.clone(), (kind.cloned(), digest(item))))
-        .collect()
-}
-
-/// A digest of an item's compiled form.
-fn digest(value: &impl fmt::Debug) -> String {
-    let digest = Sha256::digest(format!("{value:?}").as_bytes());
-    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 /// Records per kind, counted once each.
@@ -234,16 +221,28 @@ impl RecordCounts<'_> {
     }
 }
 
-fn item_changes(
-    old: &BTreeMap<String, (Option<String>, String)>,
-    new: &BTreeMap<String, (Option<String>, String)>,
+/// The named items (name, record kind, item) that `items` lists in each
+/// set, compared by name.
+fn item_changes<'w, T: PartialEq + 'w, I>(
+    old: &'w Workflows,
+    new: &'w Workflows,
     records: &mut RecordCounts,
-) -> Result<Vec<ItemChange>, ReadError> {
+    items: impl Fn(&'w Workflows) -> I,
+) -> Result<Vec<ItemChange>, ReadError>
+where
+    I: Iterator<Item = (&'w String, Option<&'w String>, &'w T)>,
+{
+    let by_name = |w| -> BTreeMap<&str, (Option<&String>, &T)> {
+        items(w)
+            .map(|(name, kind, item)| (name.as_str(), (kind, item)))
+            .collect()
+    };
+    let (old, new) = (by_name(old), by_name(new));
     let mut changes = Vec::new();
-    let mut push = |name: &str, kind: &Option<String>, change| -> Result<(), ReadError> {
+    let mut push = |name: &str, kind: &Option<&String>, change| -> Result<(), ReadError> {
         let kind = match kind {
             Some(k) => Some(KindCount {
-                kind: k.clone(),
+                kind: (*k).clone(),
                 records: records.of(k)?,
             }),
             None => None,
@@ -255,10 +254,10 @@ fn item_changes(
         });
         Ok(())
     };
-    for (name, (kind, print)) in new {
+    for (name, (kind, item)) in &new {
         match old.get(name) {
             None => push(name, kind, Change::Added)?,
-            Some((_, before)) if before != print => push(name, kind, Change::Changed)?,
+            Some((_, before)) if before != item => push(name, kind, Change::Changed)?,
             Some(_) => {}
         }
     }
@@ -313,14 +312,14 @@ fn sequence_changes(
             });
             continue;
         };
-        if digest(before) == digest(after) {
+        if before == after {
             continue;
         }
-        let (old_steps, new_steps) = (step_digests(&before.steps), step_digests(&after.steps));
+        let (old_steps, new_steps) = (steps_by_id(&before.steps), steps_by_id(&after.steps));
         let mut steps = Vec::new();
-        for (step, print) in &old_steps {
+        for (step, kind) in &old_steps {
             let (change, fate) = match new_steps.get(step) {
-                Some(p) if p == print => continue,
+                Some(k) if k == kind => continue,
                 Some(_) => (Change::Changed, None),
                 None => (Change::Removed, Some(fate(after, step, count(step)))),
             };
@@ -372,13 +371,13 @@ fn fate(after: &crate::config::workflows::Sequence, step: &str, waiting: usize) 
     }
 }
 
-/// Step id → digest, branches included.
-fn step_digests(list: &[Step]) -> BTreeMap<String, String> {
+/// Step id → what the step does, branches included.
+fn steps_by_id(list: &[Step]) -> BTreeMap<String, &StepKind> {
     let mut out = BTreeMap::new();
-    fn walk(list: &[Step], out: &mut BTreeMap<String, String>) {
+    fn walk<'s>(list: &'s [Step], out: &mut BTreeMap<String, &'s StepKind>) {
         for s in list {
             if let Some(id) = &s.id {
-                out.insert(id.clone(), digest(&s.kind));
+                out.insert(id.clone(), &s.kind);
             }
             if let StepKind::Branch {
                 then, otherwise, ..
@@ -633,6 +632,37 @@ mod tests {
         let plan = plan(&load(&base), &load(&moved), &waiting_on("b")).unwrap();
         assert!(!plan.changed(), "{plan}");
         assert!(plan.to_string().ends_with("No changes."), "{plan}");
+    }
+
+    #[test]
+    fn items_compare_by_what_they_say_not_by_what_was_compiled_before_them() {
+        let rule = |name: &str, condition: &str| {
+            format!(
+                "  - name: {name}\n    for: lead\n    on: x\n    if: \"{condition}\"\n    do: [ {{ task: {{ title: \"{{{{ lead.id }}}}\" }} }} ]\n"
+            )
+        };
+        let old = format!("rules:\n{}", rule("r", "lead.a == 1"));
+        let rule_changes = |new: String| {
+            let plan = plan(&load(&old), &load(&new), &waiting_on("b")).unwrap();
+            let changes: Vec<(String, Change)> = plan
+                .rules
+                .iter()
+                .map(|c| (c.name.clone(), c.change))
+                .collect();
+            (changes, plan.to_string())
+        };
+        // A rule ahead of it: every template of `r` is compiled under
+        // another key, and is still the same.
+        let ahead = format!(
+            "rules:\n{}{}",
+            rule("first", "true"),
+            rule("r", "lead.a == 1")
+        );
+        let (changes, text) = rule_changes(ahead);
+        assert_eq!(changes, vec![("first".to_owned(), Change::Added)], "{text}");
+        let other = format!("rules:\n{}", rule("r", "lead.a == 2"));
+        let (changes, text) = rule_changes(other);
+        assert_eq!(changes, vec![("r".to_owned(), Change::Changed)], "{text}");
     }
 
     #[test]

@@ -60,7 +60,7 @@ impl Scores {
 /// A model's slots: each rule name once, in rule order, and whether its
 /// part is held (an attribute rule's: who the lead is does not fade, what
 /// it did does). Built once per model; standings share its names.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct RuleSlots {
     /// Each name ended by a NUL.
     names: Arc<str>,
