@@ -52,13 +52,14 @@ fn validate_reports_every_problem_with_its_place_and_exits_1() {
 }
 
 #[test]
-fn validate_json_format_is_one_object_per_line() {
+fn validate_json_format_is_one_object_per_line_with_its_code() {
     let out = dealflow(&["validate", "--format", "json", &fixture("bad-cron")]);
     assert_eq!(out.status.code(), Some(1));
     let stdout = String::from_utf8(out.stdout).unwrap();
     let first: serde_json::Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
     assert_eq!(first["severity"], "error");
     assert_eq!(first["position"]["line"], 6);
+    assert_eq!(first["code"], "value");
 }
 
 #[test]

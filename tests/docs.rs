@@ -139,3 +139,20 @@ fn every_relative_link_in_the_manual_points_at_a_file() {
     }
     assert!(broken.is_empty(), "links to missing files: {broken:#?}");
 }
+
+/// Every diagnostic code is explained where `validate` is documented, so a
+/// user who meets `[no-effect]` can look it up.
+#[test]
+fn every_diagnostic_code_is_explained_in_the_cli_guide() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let guide = std::fs::read_to_string(root.join("docs/cli.md")).unwrap_or_default();
+    let missing: Vec<&str> = config::diagnostic::Code::ALL
+        .iter()
+        .map(|code| code.name())
+        .filter(|name| !guide.contains(&format!("| `{name}` |")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "docs/cli.md does not explain: {missing:?}"
+    );
+}

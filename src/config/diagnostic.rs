@@ -50,22 +50,142 @@ impl fmt::Display for Position {
     }
 }
 
-/// One problem: where, how serious, and what to do about it.
+/// What kind of problem a diagnostic is. A message may be reworded from
+/// one version to the next; a code never is, so scripts, editors and CI
+/// filters can rely on it, and docs/workflows.md explains each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Code {
+    /// The folder is missing, or holds no workflow files.
+    Folder,
+    /// A file cannot be read as UTF-8 text (unreadable, empty, too large, binary).
+    File,
+    /// Not YAML of the expected shape: syntax, indentation, an unknown,
+    /// repeated or missing key, a value of the wrong type.
+    Yaml,
+    /// An environment variable is not set, or a secret taken from one is empty.
+    Env,
+    /// A value that is not what its field takes: a duration, cron line,
+    /// time zone, number, URL, address, phone number, method, header name.
+    Value,
+    /// An expression or template that does not compile.
+    Expression,
+    /// A name nothing defines: a stage, sequence, template, model, team,
+    /// source, step or a name inside an expression.
+    UnknownName,
+    /// A name defined twice (or settings given in two files).
+    Duplicate,
+    /// A name or event type that is not allowed: spaces, control
+    /// characters, a reserved name, a field dealflow keeps, an event
+    /// dealflow raises itself.
+    Name,
+    /// A required part is missing.
+    Missing,
+    /// Parts that cannot go together, or a part that does not apply where
+    /// it is written.
+    Conflict,
+    /// An item used for a record kind it is not for, or a kind given two
+    /// pipelines.
+    Kind,
+    /// Defined but never used.
+    Unused,
+    /// Something that can never have an effect as written.
+    NoEffect,
+    /// An event type no built-in event has: only a sender outside dealflow
+    /// can raise it.
+    UnknownEvent,
+    /// Passwords, mail or events that would travel or arrive unprotected.
+    Insecure,
+    /// What emails to prospects must carry (unsubscribe links that reach,
+    /// the sender's postal address) is not set.
+    Compliance,
+    /// A text long enough to be billed and delivered as several.
+    LongText,
+    /// A workflow test that cannot run as written.
+    Test,
+    /// A dealflow bug: please report it with the folder.
+    Internal,
+}
+
+impl Code {
+    /// Every code, in the order docs list them.
+    pub const ALL: [Code; 20] = [
+        Code::Folder,
+        Code::File,
+        Code::Yaml,
+        Code::Env,
+        Code::Value,
+        Code::Expression,
+        Code::UnknownName,
+        Code::Duplicate,
+        Code::Name,
+        Code::Missing,
+        Code::Conflict,
+        Code::Kind,
+        Code::Unused,
+        Code::NoEffect,
+        Code::UnknownEvent,
+        Code::Insecure,
+        Code::Compliance,
+        Code::LongText,
+        Code::Test,
+        Code::Internal,
+    ];
+
+    /// The code as shown and serialized.
+    pub fn name(self) -> &'static str {
+        match self {
+            Code::Folder => "folder",
+            Code::File => "file",
+            Code::Yaml => "yaml",
+            Code::Env => "env",
+            Code::Value => "value",
+            Code::Expression => "expression",
+            Code::UnknownName => "unknown-name",
+            Code::Duplicate => "duplicate",
+            Code::Name => "name",
+            Code::Missing => "missing",
+            Code::Conflict => "conflict",
+            Code::Kind => "kind",
+            Code::Unused => "unused",
+            Code::NoEffect => "no-effect",
+            Code::UnknownEvent => "unknown-event",
+            Code::Insecure => "insecure",
+            Code::Compliance => "compliance",
+            Code::LongText => "long-text",
+            Code::Test => "test",
+            Code::Internal => "internal",
+        }
+    }
+}
+
+impl fmt::Display for Code {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One problem: where, how serious, what kind, and what to do about it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Diagnostic {
     /// Where the problem is.
     pub position: Position,
     /// Error or warning.
     pub severity: Severity,
+    /// What kind of problem it is (stable across versions).
+    pub code: Code,
     /// A sentence saying what is wrong and, where possible, how to fix it.
     pub message: String,
 }
 
+/// `file:line:col: message [code]`; the code last, so the place and the
+/// sentence read as before and a script can still take the code.
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (position, message, code) = (&self.position, &self.message, self.code);
         match self.severity {
-            Severity::Error => write!(f, "{}: {}", self.position, self.message),
-            Severity::Warning => write!(f, "{}: warning: {}", self.position, self.message),
+            Severity::Error => write!(f, "{position}: {message} [{code}]"),
+            Severity::Warning => write!(f, "{position}: warning: {message} [{code}]"),
         }
     }
 }
@@ -78,19 +198,20 @@ pub struct Diagnostics {
 
 impl Diagnostics {
     /// Records an error.
-    pub fn error(&mut self, position: Position, message: impl Into<String>) {
-        self.push(position, Severity::Error, message.into());
+    pub fn error(&mut self, position: Position, code: Code, message: impl Into<String>) {
+        self.push(position, Severity::Error, code, message.into());
     }
 
     /// Records a warning.
-    pub fn warning(&mut self, position: Position, message: impl Into<String>) {
-        self.push(position, Severity::Warning, message.into());
+    pub fn warning(&mut self, position: Position, code: Code, message: impl Into<String>) {
+        self.push(position, Severity::Warning, code, message.into());
     }
 
-    fn push(&mut self, position: Position, severity: Severity, message: String) {
+    fn push(&mut self, position: Position, severity: Severity, code: Code, message: String) {
         self.items.push(Diagnostic {
             position,
             severity,
+            code,
             message,
         });
     }
@@ -165,9 +286,25 @@ mod tests {
     #[test]
     fn sorts_by_position() {
         let mut d = Diagnostics::default();
-        d.error(Position::new("b.yaml", 1, 1), "late");
-        d.warning(Position::new("a.yaml", 9, 1), "early");
+        d.error(Position::new("b.yaml", 1, 1), Code::Value, "late");
+        d.warning(Position::new("a.yaml", 9, 1), Code::Unused, "early");
         let out: Vec<String> = d.sorted().iter().map(|d| d.to_string()).collect();
-        assert_eq!(out, ["a.yaml:9:1: warning: early", "b.yaml:1:1: late"]);
+        assert_eq!(
+            out,
+            [
+                "a.yaml:9:1: warning: early [unused]",
+                "b.yaml:1:1: late [value]"
+            ]
+        );
+    }
+
+    #[test]
+    fn every_code_has_its_own_name() {
+        let names: std::collections::BTreeSet<&str> = Code::ALL.iter().map(|c| c.name()).collect();
+        assert_eq!(names.len(), Code::ALL.len());
+        for code in Code::ALL {
+            let serialized = serde_json::to_value(code).unwrap_or_default();
+            assert_eq!(serialized, code.name(), "{code:?}");
+        }
     }
 }

@@ -2,7 +2,7 @@
 //! YAML into [`WorkflowFile`]s and templates, and turns parser errors into
 //! diagnostics that point at the value and say how to fix it.
 
-use super::diagnostic::{Diagnostics, Position, relative_to, suggestion};
+use super::diagnostic::{Code, Diagnostics, Position, relative_to, suggestion};
 use super::environment::{Environment, Secrets, referenced_variables};
 use super::interpolation;
 use super::model::{Text, WorkflowFile};
@@ -68,7 +68,7 @@ pub fn read_folder(root: &Path, env: &dyn Environment, diags: &mut Diagnostics) 
     };
     if !root.is_dir() {
         diags.error(
-            Position::file(""),
+            Position::file(""), Code::Folder,
             "workflow folder not found (or not a folder); pass the folder that holds your *.yaml files",
         );
         return set;
@@ -105,7 +105,7 @@ pub fn read_folder(root: &Path, env: &dyn Environment, diags: &mut Diagnostics) 
     set.version = hex_prefix(&hasher.finalize());
     if set.files.is_empty() && set.unreadable == 0 {
         diags.warning(
-            Position::file(""),
+            Position::file(""), Code::Folder,
             "the folder holds no workflow files (*.yaml), so nothing will run; `dealflow init DIR` writes a starter folder",
         );
     }
@@ -145,7 +145,7 @@ pub fn workflow_paths(root: &Path, diags: &mut Diagnostics) -> Vec<PathBuf> {
                             .map_or_else(|| e.to_string(), |io| io.to_string())
                     )
                 };
-                diags.error(Position::file(at), why);
+                diags.error(Position::file(at), Code::File, why);
             }
         }
     }
@@ -178,6 +178,7 @@ fn read_text(path: &Path, rel: &Path, diags: &mut Diagnostics) -> Option<String>
     if let Ok(true) = too_big {
         diags.error(
             Position::file(rel),
+            Code::File,
             format!(
                 "file is larger than {} MiB; split it into several files",
                 MAX_FILE_BYTES >> 20
@@ -188,7 +189,11 @@ fn read_text(path: &Path, rel: &Path, diags: &mut Diagnostics) -> Option<String>
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) => {
-            diags.error(Position::file(rel), format!("cannot read file: {e}"));
+            diags.error(
+                Position::file(rel),
+                Code::File,
+                format!("cannot read file: {e}"),
+            );
             return None;
         }
     };
@@ -196,7 +201,7 @@ fn read_text(path: &Path, rel: &Path, diags: &mut Diagnostics) -> Option<String>
         // Editors and `git checkout` truncate a file before writing it; a
         // reload that caught that moment must not run an empty rule set.
         diags.error(
-            Position::file(rel),
+            Position::file(rel), Code::File,
             "file is empty; write its content or delete it (empty files are refused so that a save in progress never replaces the running workflows)",
         );
         return None;
@@ -204,6 +209,7 @@ fn read_text(path: &Path, rel: &Path, diags: &mut Diagnostics) -> Option<String>
     if bytes.contains(&0) {
         diags.error(
             Position::file(rel),
+            Code::File,
             "binary file (contains NUL bytes); workflow files must be UTF-8 text",
         );
         return None;
@@ -217,6 +223,7 @@ fn read_text(path: &Path, rel: &Path, diags: &mut Diagnostics) -> Option<String>
             let column = text.rsplit('\n').next().map_or(0, |l| l.chars().count()) as u64 + 1;
             diags.error(
                 Position::new(rel, line, column),
+                Code::File,
                 "file is not valid UTF-8 text; save it as UTF-8",
             );
             None
@@ -258,8 +265,8 @@ pub fn parse_yaml<T: for<'de> Deserialize<'de>>(
     match serde_saphyr::from_str_with_options::<T>(&rewritten.text, options) {
         Ok(v) => Some(v),
         Err(err) => {
-            let (position, message) = explain(rel, text, &rewritten, &err);
-            diags.error(position, message);
+            let (position, code, message) = explain(rel, text, &rewritten, &err);
+            diags.error(position, code, message);
             None
         }
     }
@@ -279,7 +286,7 @@ fn explain(
     text: &str,
     rewritten: &interpolation::Rewritten,
     err: &serde_saphyr::Error,
-) -> (Position, String) {
+) -> (Position, Code, String) {
     use serde_saphyr::Error as E;
     let err = err.without_snippet();
     let location = err.location();
@@ -316,7 +323,11 @@ fn explain(
         ),
         _ => plain_message(err),
     };
-    (at, message)
+    let code = match err {
+        E::UnresolvedProperty { .. } | E::PropertyRequiredButUnset { .. } => Code::Env,
+        _ => Code::Yaml,
+    };
+    (at, code, message)
 }
 
 fn unknown_key<'a>(key: &str, expected: impl Iterator<Item = &'a str> + Clone) -> String {

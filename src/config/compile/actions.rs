@@ -4,6 +4,7 @@
 use super::BUILTIN_EVENTS;
 use super::context::{Cx, Scope};
 use super::symbols::Symbols;
+use crate::config::diagnostic::Code;
 use crate::config::diagnostic::Position;
 use crate::config::expr::Escaping;
 use crate::config::model::{
@@ -49,7 +50,7 @@ fn compile(
     let without_record = needs_record(action.get()).filter(|_| !site.scope.has_record());
     if let Some(why) = without_record {
         cx.error(
-            action,
+            action, Code::Conflict,
             format!("{why} needs a record, but a schedule rule without for_each has none; add for_each: {{kind: ...}}"),
         );
         return None;
@@ -60,6 +61,7 @@ fn compile(
             if let Some(thread) = &e.thread {
                 cx.error(
                     thread,
+                    Code::Conflict,
                     "thread only works in sequence steps, where it names an earlier email step",
                 );
                 return None;
@@ -136,6 +138,7 @@ fn same_kind(
         (Some(theirs), Some(ours)) if theirs != ours => {
             cx.error(
                 name,
+                Code::Kind,
                 format!(
                     "{what} \"{}\" is for {theirs}, but this {} is for {ours}",
                     name.get(),
@@ -153,7 +156,11 @@ pub fn finite(cx: &mut Cx, value: &Located<f64>, what: &str) -> bool {
     if value.get().is_finite() && value.get().abs() < 1e12 {
         return true;
     }
-    cx.error(value, format!("{what} must be a finite number below 1e12"));
+    cx.error(
+        value,
+        Code::Value,
+        format!("{what} must be a finite number below 1e12"),
+    );
     false
 }
 
@@ -182,7 +189,11 @@ pub fn email(
     cx: &mut Cx,
 ) -> Option<EmailAction> {
     if e.template.is_none() && e.subject.is_none() && e.body.is_none() {
-        cx.error_at(at, "an email needs a template, or a subject and a body");
+        cx.error_at(
+            at,
+            Code::Missing,
+            "an email needs a template, or a subject and a body",
+        );
         return None;
     }
     let content = email_content(
@@ -227,6 +238,7 @@ fn email_content(
         (Some(t), _, Some(b)) => {
             cx.error(
                 b,
+                Code::Conflict,
                 format!(
                     "give either template or body, not both (template \"{}\")",
                     t.get()
@@ -242,7 +254,7 @@ fn email_content(
                 && subject.is_none()
                 && !symbols.templates_with_subject.contains(t.get())
             {
-                cx.error(t, format!("template \"{}\" has no subject in its front matter; add one or give subject here", t.get()));
+                cx.error(t, Code::Missing, format!("template \"{}\" has no subject in its front matter; add one or give subject here", t.get()));
                 return None;
             }
             Some(EmailContent::Template(t.get().clone()))
@@ -252,12 +264,17 @@ fn email_content(
             body: cx.template(b, &email_scope(scope), Escaping::Html)?,
         }),
         (None, Some(s), None) => {
-            cx.error(s, "an email needs a body or a template besides its subject");
+            cx.error(
+                s,
+                Code::Missing,
+                "an email needs a body or a template besides its subject",
+            );
             None
         }
         (None, None, Some(b)) => {
             cx.error(
                 b,
+                Code::Missing,
                 "an email needs a subject besides its body (or use a template)",
             );
             None
@@ -286,12 +303,16 @@ fn notify(
         }
     };
     if n.template.is_none() && n.body.is_none() && n.subject.is_none() {
-        cx.error(at, "notify needs a subject, a template or a body");
+        cx.error(
+            at,
+            Code::Missing,
+            "notify needs a subject, a template or a body",
+        );
         return None;
     }
     if !symbols.email_from && !symbols.incomplete {
         cx.error(
-            at,
+            at, Code::Missing,
             "notify sends from settings.email.from, which is not set; add settings: { email: { from: \"Acme Sales <sales@acme.example>\" } }",
         );
         return None;
@@ -338,12 +359,20 @@ pub fn webhook(
         || w.url.get().starts_with("https://")
         || w.url.get().starts_with("{{");
     if !url_shape {
-        cx.error(&w.url, "webhook url must start with http:// or https://");
+        cx.error(
+            &w.url,
+            Code::Value,
+            "webhook url must start with http:// or https://",
+        );
     }
     if let Some(why) = static_host(w.url.get()).and_then(|base| {
         crate::config::webhook_hosts::refused_without_dns(&base, &symbols.webhook_allow_hosts)
     }) {
-        cx.warning(&w.url, format!("every call will fail: {why}"));
+        cx.warning(
+            &w.url,
+            Code::NoEffect,
+            format!("every call will fail: {why}"),
+        );
     }
     let method = match &w.method {
         None => Some("POST".to_owned()),
@@ -354,6 +383,7 @@ pub fn webhook(
             } else {
                 cx.error(
                     m,
+                    Code::Value,
                     format!(
                         "unknown HTTP method \"{}\"; use one of {}",
                         m.get(),
@@ -377,7 +407,11 @@ pub fn webhook(
         Some(b) => json_template(b, scope, cx).map(Some),
     };
     if let Some(secret) = w.secret.as_ref().filter(|s| s.get().is_empty()) {
-        cx.error(secret, "secret is empty; is its environment variable set?");
+        cx.error(
+            secret,
+            Code::Env,
+            "secret is empty; is its environment variable set?",
+        );
     }
     Some(WebhookAction {
         url: url?,
@@ -452,6 +486,7 @@ pub fn sms(t: &SmsSpec, scope: &Scope, symbols: &Symbols, cx: &mut Cx) -> Option
     if !symbols.sms {
         cx.error(
             &t.body,
+            Code::Missing,
             "sms needs a provider: add settings.sms (provider, account, token, from)",
         );
         return None;
@@ -460,18 +495,18 @@ pub fn sms(t: &SmsSpec, scope: &Scope, symbols: &Symbols, cx: &mut Cx) -> Option
     if let Some(to) = t.to.as_ref().filter(|to| literal(to))
         && let Err(why) = crate::state::phone::e164(to.get())
     {
-        cx.error(to, why);
+        cx.error(to, Code::Value, why);
         return None;
     }
     if literal(&t.body) {
         if let Some(why) = crate::state::phone::body_problem(t.body.get()) {
-            cx.error(&t.body, why);
+            cx.error(&t.body, Code::Value, why);
             return None;
         }
         let (encoding, count) = crate::state::phone::segments(t.body.get());
         if count > 1 {
             cx.warning(
-                &t.body,
+                &t.body, Code::LongText,
                 format!("this text is {count} segments ({encoding}); carriers bill and may deliver each separately"),
             );
         }
@@ -507,14 +542,14 @@ fn set(
     cx: &mut Cx,
 ) -> Option<Vec<(String, FieldValue)>> {
     if fields.is_empty() {
-        cx.error(at, "set needs at least one field: value");
+        cx.error(at, Code::Missing, "set needs at least one field: value");
         return None;
     }
     let mut out = Vec::new();
     let mut ok = true;
     for (name, value) in fields {
         if KEPT_FIELDS.contains(&name.as_str()) {
-            cx.error(value, format!("\"{name}\" is kept by dealflow and cannot be set; use move for stages and score for scores"));
+            cx.error(value, Code::Name, format!("\"{name}\" is kept by dealflow and cannot be set; use move for stages and score for scores"));
             ok = false;
             continue;
         }
@@ -565,7 +600,7 @@ fn move_to(stage: &Text, site: &ActionSite, symbols: &Symbols, cx: &mut Cx) -> b
             }
         },
         None => {
-            cx.error(stage, format!("move needs the {} to say which record kind it is for (for: KIND), so the stage can be checked", site.owner));
+            cx.error(stage, Code::Kind, format!("move needs the {} to say which record kind it is for (for: KIND), so the stage can be checked", site.owner));
             false
         }
     }
@@ -591,7 +626,11 @@ fn assign(
         }
         (None, Some(owner)) => {
             if let Some(s) = &a.strategy {
-                cx.error(s, "strategy only applies when assigning to a team");
+                cx.error(
+                    s,
+                    Code::Conflict,
+                    "strategy only applies when assigning to a team",
+                );
                 return None;
             }
             symbols
@@ -601,6 +640,7 @@ fn assign(
         _ => {
             cx.error(
                 at,
+                Code::Conflict,
                 "assign needs either team (with an optional strategy) or owner, not both",
             );
             None
@@ -643,12 +683,13 @@ fn enroll(name: &Text, site: &ActionSite, symbols: &Symbols, cx: &mut Cx) -> boo
 fn emit(e: &EmitSpec, scope: &Scope, cx: &mut Cx) -> Option<Action> {
     let t = e.event_type.get();
     if BUILTIN_EVENTS.contains(&t.as_str()) {
-        cx.error(&e.event_type, format!("\"{t}\" is raised by dealflow itself; emit raises custom events such as meeting.requested"));
+        cx.error(&e.event_type, Code::Name, format!("\"{t}\" is raised by dealflow itself; emit raises custom events such as meeting.requested"));
         return None;
     }
     if t.trim().is_empty() || t.contains(char::is_whitespace) {
         cx.error(
             &e.event_type,
+            Code::Name,
             "event type must be a word without spaces, e.g. meeting.requested",
         );
         return None;

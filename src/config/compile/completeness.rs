@@ -5,6 +5,7 @@
 //! that silently never runs.
 
 use super::context::Cx;
+use crate::config::diagnostic::Code;
 use crate::config::diagnostic::Position;
 use crate::config::loader::SourceSet;
 use crate::config::model::{Located, StepSpec};
@@ -57,7 +58,7 @@ pub fn check(set: &SourceSet, workflows: &Workflows, cx: &mut Cx) {
     };
     for (what, written, compiled) in written.differences(&compiled) {
         cx.error_at(
-            Position::file(""),
+            Position::file(""), Code::Internal,
             format!(
                 "{written} {what} written but {compiled} compiled, with no error saying why; this is a dealflow bug, please report it with the folder"
             ),

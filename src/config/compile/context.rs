@@ -1,6 +1,7 @@
 //! The compiler's working state: where it is, what it found, and the
 //! checks every section shares (durations, names in scope, expressions).
 
+use crate::config::diagnostic::Code;
 use crate::config::diagnostic::{Diagnostics, Position, suggestion};
 use crate::config::environment::Secrets;
 use crate::config::expr::{
@@ -106,28 +107,27 @@ impl<'a> Cx<'a> {
     }
 
     /// Records an error at a value.
-    pub fn error<T>(&mut self, value: &Located<T>, message: impl Into<String>) {
+    pub fn error<T>(&mut self, value: &Located<T>, code: Code, message: impl Into<String>) {
         let at = self.at(value);
-        self.error_at(at, message);
+        self.error_at(at, code, message);
     }
 
     /// Records an error at a position.
-    pub fn error_at(&mut self, at: Position, message: impl Into<String>) {
+    pub fn error_at(&mut self, at: Position, code: Code, message: impl Into<String>) {
         let message = self.secrets.redact(&message.into());
-        self.diags.error(at, message);
+        self.diags.error(at, code, message);
     }
 
     /// Records a warning at a value.
-    pub fn warning<T>(&mut self, value: &Located<T>, message: impl Into<String>) {
-        let message = self.secrets.redact(&message.into());
+    pub fn warning<T>(&mut self, value: &Located<T>, code: Code, message: impl Into<String>) {
         let at = self.at(value);
-        self.diags.warning(at, message);
+        self.warning_at(at, code, message);
     }
 
     /// Records a warning at a position.
-    pub fn warning_at(&mut self, at: Position, message: impl Into<String>) {
+    pub fn warning_at(&mut self, at: Position, code: Code, message: impl Into<String>) {
         let message = self.secrets.redact(&message.into());
-        self.diags.warning(at, message);
+        self.diags.warning(at, code, message);
     }
 
     /// Parses a duration, reporting a bad one.
@@ -139,7 +139,7 @@ impl<'a> Cx<'a> {
     pub fn positive_duration(&mut self, text: &Located<String>, what: &str) -> Option<Duration> {
         let d = self.duration(text)?;
         if d.is_zero() {
-            self.error(text, format!("{what} must be longer than 0s"));
+            self.error(text, Code::Value, format!("{what} must be longer than 0s"));
             return None;
         }
         Some(d)
@@ -154,7 +154,7 @@ impl<'a> Cx<'a> {
         match parse(text.get()) {
             Ok(v) => Some(v),
             Err(message) => {
-                self.error(text, message);
+                self.error(text, Code::Value, message);
                 None
             }
         }
@@ -230,7 +230,11 @@ impl<'a> Cx<'a> {
                 for name in &unknown {
                     let at = position_of_name(source, name, first_line, &self.file);
                     let hint = unknown_name_hint(name, scope);
-                    self.error_at(at, format!("unknown name \"{name}\" in template{hint}"));
+                    self.error_at(
+                        at,
+                        Code::UnknownName,
+                        format!("unknown name \"{name}\" in template{hint}"),
+                    );
                 }
                 let origin = Position::new(&self.file, first_line, 1);
                 unknown.is_empty().then(|| template.at(origin))
@@ -238,7 +242,11 @@ impl<'a> Cx<'a> {
             Err(problem) => {
                 let (line, column) = problem.offset.map_or((0, 1), |o| line_col_in(source, o));
                 let at = Position::new(&self.file, first_line + line, column);
-                self.error_at(at, format!("template syntax error: {}", problem.message));
+                self.error_at(
+                    at,
+                    Code::Expression,
+                    format!("template syntax error: {}", problem.message),
+                );
                 None
             }
         }
@@ -264,14 +272,18 @@ impl<'a> Cx<'a> {
                 format!("unknown name \"{name}\"{near}")
             };
             let at = self.position_inside(text, text.get().find(name.as_str()));
-            self.error_at(at, message);
+            self.error_at(at, Code::UnknownName, message);
         }
         unknown.is_empty()
     }
 
     fn syntax_error(&mut self, text: &Located<String>, what: &str, problem: &SyntaxProblem) {
         let at = self.position_inside(text, problem.offset);
-        self.error_at(at, format!("{what} syntax error: {}", problem.message));
+        self.error_at(
+            at,
+            Code::Expression,
+            format!("{what} syntax error: {}", problem.message),
+        );
     }
 
     /// The position of byte `offset` of a value's text, when the value sits

@@ -1,6 +1,7 @@
 //! `settings.mailboxes`: the IMAP mailboxes replies are read from (SPEC §3.11).
 
 use super::context::Cx;
+use crate::config::diagnostic::Code;
 use crate::config::model::{MailboxSpec, MatchMode, Text};
 use crate::config::workflows::{AfterHandled, MailSecurity, Mailbox, SigningSecret};
 use std::collections::BTreeSet;
@@ -17,6 +18,7 @@ pub fn compile(specs: &[MailboxSpec], cx: &mut Cx) -> Vec<Mailbox> {
         if !names.insert(spec.name.get().clone()) {
             cx.error(
                 &spec.name,
+                Code::Duplicate,
                 format!("mailbox \"{}\" is defined twice", spec.name.get()),
             );
             continue;
@@ -54,7 +56,7 @@ fn mailbox(spec: &MailboxSpec, cx: &mut Cx) -> Option<Mailbox> {
 
 fn warn_plain(url: &Text, host: &str, cx: &mut Cx) {
     cx.warning(
-        url,
+        url, Code::Insecure,
         format!("imap:// to {host} sends the password unencrypted; use imaps:// or add ?tls=required (plain imap:// is for loopback)"),
     );
 }

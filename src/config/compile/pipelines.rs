@@ -2,6 +2,7 @@
 
 use super::context::{Cx, Scope};
 use super::symbols::Symbols;
+use crate::config::diagnostic::Code;
 use crate::config::loader::SourceSet;
 use crate::config::model::{Located, PipelineSpec, Requirement, StageSpec};
 use crate::config::workflows::{Pipeline, Stage, StageRequirement};
@@ -29,6 +30,7 @@ fn compile_pipeline(spec: &PipelineSpec, cx: &mut Cx) -> Option<Pipeline> {
     if spec.stages.is_empty() {
         cx.error(
             &spec.name,
+            Code::Missing,
             format!("pipeline \"{}\" has no stages", spec.name.get()),
         );
         return None;
@@ -41,6 +43,7 @@ fn compile_pipeline(spec: &PipelineSpec, cx: &mut Cx) -> Option<Pipeline> {
         if !names.insert(st.name.get().clone()) {
             cx.error(
                 &st.name,
+                Code::Duplicate,
                 format!(
                     "stage \"{}\" appears twice in pipeline \"{}\"",
                     st.name.get(),
@@ -59,6 +62,7 @@ fn compile_pipeline(spec: &PipelineSpec, cx: &mut Cx) -> Option<Pipeline> {
     if first_is_outcome {
         cx.error(
             &spec.stages[0].name,
+            Code::Conflict,
             "the first stage cannot be an outcome stage; records start there",
         );
         ok = false;
@@ -66,6 +70,7 @@ fn compile_pipeline(spec: &PipelineSpec, cx: &mut Cx) -> Option<Pipeline> {
     if let Some(value) = spec.value.as_ref().filter(|v| v.get().trim().is_empty()) {
         cx.error(
             value,
+            Code::Value,
             "value names the field that holds a deal's value, e.g. value: amount",
         );
         ok = false;
@@ -87,7 +92,7 @@ fn check_probability(pipeline: &PipelineSpec, st: &StageSpec, cx: &mut Cx) -> bo
     let Some(p) = &st.probability else {
         if pipeline.value.is_some() && st.outcome.is_none() {
             cx.warning(
-                &st.name,
+                &st.name, Code::NoEffect,
                 format!(
                     "stage \"{}\" has no probability: its deals add nothing to the weighted forecast",
                     st.name.get()
@@ -97,28 +102,37 @@ fn check_probability(pipeline: &PipelineSpec, st: &StageSpec, cx: &mut Cx) -> bo
         return true;
     };
     let problem = if !(0.0..=1.0).contains(p.get()) {
-        Some("probability is a share from 0 to 1, e.g. 0.4 for 40%".to_owned())
+        Some((
+            Code::Value,
+            "probability is a share from 0 to 1, e.g. 0.4 for 40%".to_owned(),
+        ))
     } else if let Some(outcome) = &st.outcome {
-        Some(format!(
-            "an outcome stage's probability is fixed ({} is {}); remove it",
-            st.name.get(),
-            if *outcome.get() == crate::config::model::Outcome::Won {
-                1
-            } else {
-                0
-            }
+        Some((
+            Code::Conflict,
+            format!(
+                "an outcome stage's probability is fixed ({} is {}); remove it",
+                st.name.get(),
+                if *outcome.get() == crate::config::model::Outcome::Won {
+                    1
+                } else {
+                    0
+                }
+            ),
         ))
     } else if pipeline.value.is_none() {
-        Some(format!(
-            "probability needs value: on pipeline \"{}\" (the field that holds a deal's value, e.g. value: amount)",
-            pipeline.name.get()
+        Some((
+            Code::Missing,
+            format!(
+                "probability needs value: on pipeline \"{}\" (the field that holds a deal's value, e.g. value: amount)",
+                pipeline.name.get()
+            ),
         ))
     } else {
         None
     };
     match problem {
-        Some(message) => {
-            cx.error(p, message);
+        Some((code, message)) => {
+            cx.error(p, code, message);
             false
         }
         None => true,
@@ -139,12 +153,14 @@ fn compile_stage(st: &StageSpec, scope: &Scope, cx: &mut Cx) -> Option<Stage> {
     if let (Some(repeat), None) = (&st.stall_repeat, &st.stall_after) {
         cx.error(
             repeat,
+            Code::Missing,
             "stall_repeat needs stall_after: the first stall comes before any repeat",
         );
     }
     if let (Some(outcome), false) = (&st.outcome, st.exit_require.is_empty()) {
         cx.error(
             outcome,
+            Code::Conflict,
             "an outcome stage is final, so exit_require can never apply; remove it",
         );
     }
@@ -173,7 +189,7 @@ fn requirements(
         .iter()
         .map(|r| match r.get() {
             Requirement::Field(name) if name.trim().is_empty() => {
-                cx.error(r, "a required field needs a name");
+                cx.error(r, Code::Missing, "a required field needs a name");
                 None
             }
             Requirement::Field(name) => Some(StageRequirement::Field(name.clone())),

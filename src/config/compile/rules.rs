@@ -4,6 +4,7 @@ use super::BUILTIN_EVENTS;
 use super::actions::{self, ActionSite};
 use super::context::{Cx, Scope};
 use super::symbols::Symbols;
+use crate::config::diagnostic::Code;
 use crate::config::diagnostic::suggestion;
 use crate::config::loader::SourceSet;
 use crate::config::model::{CatchUp, ForEachSpec, Located, RuleSpec, ScheduleSpec, Text, Trigger};
@@ -41,7 +42,7 @@ fn compile_rule(
         }
         other => {
             if let Some(f) = &spec.for_each {
-                cx.error(&f.kind, "for_each only works with on: {schedule: ...}; an event already names its record");
+                cx.error(&f.kind, Code::Conflict, "for_each only works with on: {schedule: ...}; an event already names its record");
             }
             let types = event_types(&spec.on, other, cx);
             warn_unhandled_kind(
@@ -64,6 +65,7 @@ fn compile_rule(
     if spec.actions.is_empty() {
         cx.error(
             &spec.name,
+            Code::Missing,
             format!("rule \"{}\" has no actions; add do: [...]", spec.name.get()),
         );
     }
@@ -89,6 +91,7 @@ fn rule_kind(spec: &RuleSpec, cx: &mut Cx) -> Option<Option<String>> {
         (Some(k), Some(f)) if k.get() != f.kind.get() => {
             cx.error(
                 &f.kind,
+                Code::Kind,
                 format!(
                     "for_each.kind \"{}\" does not match for: {}",
                     f.kind.get(),
@@ -113,7 +116,7 @@ fn event_types(at: &Located<Trigger>, trigger: &Trigger, cx: &mut Cx) -> Option<
         Trigger::Schedule(_) => Vec::new(),
     };
     if texts.is_empty() {
-        cx.error(at, "on: needs at least one event type");
+        cx.error(at, Code::Missing, "on: needs at least one event type");
         return None;
     }
     let mut ok = true;
@@ -142,6 +145,7 @@ pub fn check_event_type(t: &Text, cx: &mut Cx) -> bool {
     if name.trim().is_empty() || name.contains(char::is_whitespace) {
         cx.error(
             t,
+            Code::Name,
             "event type must be a word without spaces, e.g. form.submitted",
         );
         return false;
@@ -153,7 +157,7 @@ pub fn check_event_type(t: &Text, cx: &mut Cx) -> bool {
         && name != "email.clicked"
     {
         let hint = suggestion(name, BUILTIN_EVENTS.iter().copied());
-        cx.warning(t, format!("no built-in event is called \"{name}\", so only a sender outside dealflow could raise it{hint}"));
+        cx.warning(t, Code::UnknownEvent, format!("no built-in event is called \"{name}\", so only a sender outside dealflow could raise it{hint}"));
     }
     true
 }
@@ -173,6 +177,7 @@ fn warn_unhandled_kind(
     if let (Some(t), false) = (stage_event, symbols.pipelines.contains_key(kind)) {
         cx.warning(
             at,
+            Code::NoEffect,
             format!("{t} never happens for {kind}: no pipeline is for {kind}"),
         );
     }

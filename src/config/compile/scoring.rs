@@ -4,6 +4,7 @@ use super::actions::{self, ActionSite, finite};
 use super::context::{Cx, Scope};
 use super::rules::check_event_type;
 use super::symbols::Symbols;
+use crate::config::diagnostic::Code;
 use crate::config::loader::SourceSet;
 use crate::config::model::{Located, ScoreRuleSpec, ScoringSpec};
 use crate::config::workflows::{ScoreRule, ScoreTrigger, ScoringModel, Threshold};
@@ -29,6 +30,7 @@ fn compile_model(spec: &ScoringSpec, symbols: &Symbols, cx: &mut Cx) -> Option<S
     if spec.rules.is_empty() {
         cx.error(
             &spec.name,
+            Code::Missing,
             format!("scoring model \"{}\" has no rules", spec.name.get()),
         );
     }
@@ -53,11 +55,11 @@ fn compile_model(spec: &ScoringSpec, symbols: &Symbols, cx: &mut Cx) -> Option<S
         .iter()
         .map(|t| {
             if !names.insert(t.name.get().clone()) {
-                cx.error(&t.name, format!("threshold \"{}\" appears twice in model \"{}\"", t.name.get(), spec.name.get()));
+                cx.error(&t.name, Code::Duplicate, format!("threshold \"{}\" appears twice in model \"{}\"", t.name.get(), spec.name.get()));
             }
             let at_ok = finite(cx, &t.at, "at");
             if t.actions.is_empty() {
-                cx.error(&t.name, format!("threshold \"{}\" has no actions, so crossing it would do nothing; add do: [...]", t.name.get()));
+                cx.error(&t.name, Code::Missing, format!("threshold \"{}\" has no actions, so crossing it would do nothing; add do: [...]", t.name.get()));
                 return None;
             }
             let actions = actions::compile_all(&t.actions, &site, symbols, cx)?;
@@ -98,6 +100,7 @@ fn compile_rule(
             if let Some(c) = &r.condition {
                 cx.error(
                     c,
+                    Code::Conflict,
                     "if only works with on; an attribute rule's condition is its when",
                 );
                 return None;
@@ -107,6 +110,7 @@ fn compile_rule(
         _ => {
             cx.error(
                 at,
+                Code::Missing,
                 "a scoring rule needs either on (an event) or when (an attribute condition)",
             );
             return None;
@@ -114,11 +118,15 @@ fn compile_rule(
     };
     let points_ok = finite(cx, &r.points, "points");
     if *r.points.get() == 0.0 {
-        cx.warning(&r.points, "0 points: this rule never changes the score");
+        cx.warning(
+            &r.points,
+            Code::NoEffect,
+            "0 points: this rule never changes the score",
+        );
     }
     let max_ok = match &r.max {
         Some(m) if *m.get() <= 0.0 || !m.get().is_finite() => {
-            cx.error(m, "max must be a positive number: the most points (or, for negative rules, the most removed) this rule can account for");
+            cx.error(m, Code::Value, "max must be a positive number: the most points (or, for negative rules, the most removed) this rule can account for");
             false
         }
         _ => true,

@@ -5,6 +5,7 @@ use super::context::{Cx, Scope};
 use super::rules::check_event_type;
 use super::settings::compile_calendar;
 use super::symbols::Symbols;
+use crate::config::diagnostic::Code;
 use crate::config::diagnostic::Position;
 use crate::config::expr::Escaping;
 use crate::config::loader::SourceSet;
@@ -84,6 +85,7 @@ fn compile_sequence(
     if spec.steps.is_empty() {
         cx.error(
             &spec.name,
+            Code::Missing,
             format!("sequence \"{}\" has no steps", spec.name.get()),
         );
         return None;
@@ -128,6 +130,7 @@ impl StepIds {
             if self.all.contains(old.get()) {
                 cx.error(
                     old,
+                    Code::Conflict,
                     format!(
                         "renamed_from \"{}\" names a step that still exists",
                         old.get()
@@ -176,6 +179,7 @@ fn compile_step(
         [] => {
             cx.error(
                 at,
+                Code::Missing,
                 "a step needs one of email, task, webhook, sms, wait, exit or if",
             );
             return None;
@@ -184,6 +188,7 @@ fn compile_step(
         many => {
             cx.error(
                 at,
+                Code::Conflict,
                 format!(
                     "a step does one thing, but this one has {}; split it into several steps",
                     many.join(" and ")
@@ -197,6 +202,7 @@ fn compile_step(
         None if needs_id => {
             cx.error(
                 at,
+                Code::Missing,
                 format!(
                     "this {} step needs an id, so enrollments can follow it across reloads",
                     present[0]
@@ -205,12 +211,13 @@ fn compile_step(
             return None;
         }
         Some(id) if id.get().trim().is_empty() => {
-            cx.error(id, "step id is empty");
+            cx.error(id, Code::Name, "step id is empty");
             return None;
         }
         Some(id) if !seen.insert(id.get().clone()) => {
             cx.error(
                 id,
+                Code::Duplicate,
                 format!("step id \"{}\" is used twice in this sequence", id.get()),
             );
             return None;
@@ -218,7 +225,7 @@ fn compile_step(
         _ => {}
     }
     if s.condition.is_none() && !(s.then.is_empty() && s.otherwise.is_empty()) {
-        cx.error(at, "then and else only work with if");
+        cx.error(at, Code::Conflict, "then and else only work with if");
         return None;
     }
     let kind = step_kind(cx.at(at), s, scope, symbols, ids, seen, cx)?;
@@ -253,6 +260,7 @@ fn step_kind(
             );
             cx.error(
                 thread,
+                Code::UnknownName,
                 format!(
                     "thread \"{}\" must name an earlier email step of this sequence{hint}",
                     thread.get()
@@ -280,7 +288,11 @@ fn step_kind(
     let condition_text = s.condition.as_ref()?;
     let condition = cx.condition(condition_text, scope);
     if s.then.is_empty() && s.otherwise.is_empty() {
-        cx.error(condition_text, "if needs then: [...] or else: [...]");
+        cx.error(
+            condition_text,
+            Code::Missing,
+            "if needs then: [...] or else: [...]",
+        );
         return None;
     }
     let mut branch =

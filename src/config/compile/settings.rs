@@ -2,6 +2,7 @@
 
 use super::context::Cx;
 use super::symbols::Symbols;
+use crate::config::diagnostic::Code;
 use crate::config::loader::SourceSet;
 use crate::config::model::{
     CalendarSpec, EmailSettingsSpec, SettingsSpec, SmsProvider, SmsSettingsSpec, Text,
@@ -44,7 +45,11 @@ pub fn compile_settings(set: &SourceSet, cx: &mut Cx) -> Settings {
         if url.get().starts_with("http://") || url.get().starts_with("https://") {
             out.public_url = Some(url.get().trim_end_matches('/').to_owned());
         } else {
-            cx.error(url, "public_url must start with http:// or https://");
+            cx.error(
+                url,
+                Code::Value,
+                "public_url must start with http:// or https://",
+            );
         }
     }
     if let Some(tz) = timezone
@@ -87,7 +92,7 @@ pub fn compile_settings(set: &SourceSet, cx: &mut Cx) -> Settings {
         }
         if let Some(a) = &r.attempts {
             if *a.get() == 0 {
-                cx.error(a, "attempts must be at least 1");
+                cx.error(a, Code::Value, "attempts must be at least 1");
             } else {
                 out.retry.attempts = *a.get();
             }
@@ -104,7 +109,7 @@ pub fn compile_settings(set: &SourceSet, cx: &mut Cx) -> Settings {
     {
         if d < MIN_KEEP_EVENTS {
             cx.error(
-                text,
+                text, Code::Value,
                 "keep_events must be at least 7d: event ids are remembered for deduplication that long (SPEC §7)",
             );
         } else {
@@ -126,7 +131,11 @@ fn compile_sms(spec: &SmsSettingsSpec, cx: &mut Cx) -> Option<SmsSettings> {
         (Some(u), _) if !u.get().is_empty() => {
             let text = u.get();
             if !(text.starts_with("http://") || text.starts_with("https://")) {
-                cx.error(u, "sms url must start with http:// or https://");
+                cx.error(
+                    u,
+                    Code::Value,
+                    "sms url must start with http:// or https://",
+                );
                 return None;
             }
             text.trim_end_matches('/').to_owned()
@@ -135,6 +144,7 @@ fn compile_sms(spec: &SmsSettingsSpec, cx: &mut Cx) -> Option<SmsSettings> {
         (_, SmsProvider::Http) => {
             cx.error(
                 &spec.token,
+                Code::Missing,
                 "the http sms provider needs url: the address texts are posted to",
             );
             return None;
@@ -146,6 +156,7 @@ fn compile_sms(spec: &SmsSettingsSpec, cx: &mut Cx) -> Option<SmsSettings> {
         (_, SmsProvider::Twilio) => {
             cx.error(
                 &spec.token,
+                Code::Missing,
                 "twilio needs account: your Account SID (AC...), e.g. ${TWILIO_ACCOUNT_SID}",
             );
             return None;
@@ -155,6 +166,7 @@ fn compile_sms(spec: &SmsSettingsSpec, cx: &mut Cx) -> Option<SmsSettings> {
     if spec.token.get().trim().is_empty() {
         cx.error(
             &spec.token,
+            Code::Env,
             "sms token is empty; set it from the environment, e.g. ${TWILIO_AUTH_TOKEN}",
         );
         return None;
@@ -207,6 +219,7 @@ fn compile_email(email: &EmailSettingsSpec, out: &mut Settings, cx: &mut Cx) {
         } else {
             cx.error(
                 from,
+                Code::Value,
                 "from must be an email address, e.g. \"Acme Sales <sales@acme.example>\"",
             );
         }
@@ -231,13 +244,13 @@ fn compile_email(email: &EmailSettingsSpec, out: &mut Settings, cx: &mut Cx) {
 fn warn_before_real_mail(t: &Text, email: &EmailSettingsSpec, public_url: bool, cx: &mut Cx) {
     if !public_url {
         cx.warning(
-            t,
+            t, Code::Compliance,
             "settings.public_url is not set, so unsubscribe links point at the address the daemon listens on; set it to the address prospects can reach",
         );
     }
     if email.postal_address.is_none() {
         cx.warning(
-            t,
+            t, Code::Compliance,
             "settings.email.postal_address is not set; emails to prospects must carry the sender's postal address (CAN-SPAM)",
         );
     }
@@ -249,7 +262,11 @@ fn check_transport(t: &Text, cx: &mut Cx) {
     let url = t.get();
     if let Some(path) = url.strip_prefix("maildir:") {
         if path.is_empty() {
-            cx.error(t, "maildir: needs a folder, e.g. maildir:./var/outbox");
+            cx.error(
+                t,
+                Code::Value,
+                "maildir: needs a folder, e.g. maildir:./var/outbox",
+            );
         }
         return;
     }
@@ -259,6 +276,7 @@ fn check_transport(t: &Text, cx: &mut Cx) {
     let Some(rest) = rest else {
         cx.error(
             t,
+            Code::Value,
             "unknown mail transport; use smtp://host:port, smtps://host:port or maildir:PATH",
         );
         return;
@@ -268,6 +286,7 @@ fn check_transport(t: &Text, cx: &mut Cx) {
     if host.is_empty() {
         cx.error(
             t,
+            Code::Value,
             "mail transport has no host, e.g. smtp://mail.acme.example:587",
         );
         return;
@@ -277,7 +296,7 @@ fn check_transport(t: &Text, cx: &mut Cx) {
         || url.contains("tls=required")
         || url.contains("tls=opportunistic");
     if !loopback && !tls {
-        cx.warning(t, "plain SMTP to another machine sends passwords and mail unencrypted; use smtps:// or add ?tls=required");
+        cx.warning(t, Code::Insecure, "plain SMTP to another machine sends passwords and mail unencrypted; use smtps:// or add ?tls=required");
     }
 }
 
@@ -306,7 +325,11 @@ pub fn compile_calendar(spec: &CalendarSpec, cx: &mut Cx) -> Option<Calendar> {
                 .map(|d| cx.parsed(d, values::parse_weekday))
                 .collect();
             if list.is_empty() {
-                cx.error(&spec.timezone, "days is empty, so this window never opens");
+                cx.error(
+                    &spec.timezone,
+                    Code::NoEffect,
+                    "days is empty, so this window never opens",
+                );
             }
             parsed
                 .into_iter()
@@ -353,6 +376,7 @@ pub fn compile_team(set: &SourceSet, symbols: &Symbols, cx: &mut Cx) -> Team {
             if !p.email.get().contains('@') {
                 cx.error(
                     &p.email,
+                    Code::Value,
                     format!("\"{}\" is not an email address", p.email.get()),
                 );
             }
@@ -372,7 +396,11 @@ pub fn compile_team(set: &SourceSet, symbols: &Symbols, cx: &mut Cx) -> Team {
         }
         for (name, members) in &spec.teams {
             if members.is_empty() {
-                cx.error(name, format!("team \"{}\" has no members", name.get()));
+                cx.error(
+                    name,
+                    Code::Missing,
+                    format!("team \"{}\" has no members", name.get()),
+                );
             }
             for m in members {
                 symbols.check(cx, "person", m, &symbols.people);

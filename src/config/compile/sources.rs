@@ -4,6 +4,7 @@
 use super::actions::{json_template, relocate};
 use super::context::{Cx, Scope};
 use super::rules::check_event_type;
+use crate::config::diagnostic::Code;
 use crate::config::expr::{Escaping, single_expression};
 use crate::config::loader::SourceSet;
 use crate::config::model::{
@@ -36,6 +37,7 @@ pub fn compile(set: &SourceSet, cx: &mut Cx) -> BTreeMap<String, Source> {
             if let Some(first) = first_at.get(name) {
                 cx.error(
                     &spec.name,
+                    Code::Duplicate,
                     format!("source \"{name}\" is defined twice; first at {first}"),
                 );
                 continue;
@@ -55,7 +57,7 @@ fn compile_source(spec: &SourceSpec, cx: &mut Cx) -> Option<Source> {
     let verify = match &spec.verify {
         None => {
             cx.error(
-                &spec.name,
+                &spec.name, Code::Missing,
                 format!(
                     "source \"{name}\" has no verify; add verify: {{ scheme: hmac, header: ..., secret: \"${{VAR}}\" }} (or write verify: none to accept unsigned posts from anyone)"
                 ),
@@ -67,6 +69,7 @@ fn compile_source(spec: &SourceSpec, cx: &mut Cx) -> Option<Source> {
     if spec.events.is_empty() {
         cx.warning(
             &spec.name,
+            Code::NoEffect,
             format!("source \"{name}\" has no events, so every payload it receives gives none"),
         );
     }
@@ -89,7 +92,7 @@ fn check_name(name: &Text, cx: &mut Cx) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
     if !shaped {
         cx.error(
-            name,
+            name, Code::Name,
             format!("source name \"{text}\" must be letters, digits, - and _ (it is the path /hooks/NAME)"),
         );
         return false;
@@ -97,6 +100,7 @@ fn check_name(name: &Text, cx: &mut Cx) -> bool {
     if RESERVED_NAMES.contains(&text.as_str()) {
         cx.error(
             name,
+            Code::Name,
             format!("source name \"{text}\" is reserved: /hooks/{text} is dealflow's own"),
         );
         return false;
@@ -112,14 +116,14 @@ fn verification(
     match at.get() {
         NameOr::Name(none) if none == "none" => {
             cx.warning(
-                at,
+                at, Code::Insecure,
                 format!("source \"{source}\" is not verified: anyone who can reach /hooks/{source} can post events to it"),
             );
             Some(Verification::None)
         }
         NameOr::Name(other) => {
             cx.error(
-                at,
+                at, Code::Value,
                 format!("verify is `none` or a mapping with a scheme (hmac, timestamped, standard, token), not \"{other}\""),
             );
             None
@@ -140,6 +144,7 @@ fn scheme(
         None => {
             cx.error(
                 at,
+                Code::Missing,
                 format!(
                     "verify scheme {} needs `header:`, the header that carries the signature",
                     name_of(scheme)
@@ -171,6 +176,7 @@ fn scheme(
         };
         cx.error_at(
             place,
+            Code::Conflict,
             format!(
                 "`{key}:` does not apply to verify scheme {}; it takes {}",
                 name_of(scheme),
@@ -231,12 +237,17 @@ fn secret(
         None => {
             cx.error(
                 at,
+                Code::Missing,
                 "verify needs `secret:`; write secret: \"${VAR}\" and set VAR in the environment",
             );
             None
         }
         Some(s) if s.get().is_empty() => {
-            cx.error(s, "the secret is empty; is its environment variable set?");
+            cx.error(
+                s,
+                Code::Env,
+                "the secret is empty; is its environment variable set?",
+            );
             None
         }
         Some(s) => Some(SigningSecret(s.get().clone())),
@@ -250,6 +261,7 @@ fn header_name(header: &Text, cx: &mut Cx) -> Option<String> {
         Err(_) => {
             cx.error(
                 header,
+                Code::Value,
                 format!("\"{}\" is not a valid header name", header.get()),
             );
             None
@@ -273,7 +285,7 @@ fn event(at: &Located<SourceEventSpec>, cx: &mut Cx) -> Option<SourceEvent> {
         // would be dropped as duplicates.
         if !id.get().contains("item") {
             cx.error(
-                id,
+                id, Code::Value,
                 "under for_each, the id must tell the items apart: include a value of item, e.g. \"{{ payload.id }}/{{ item.id }}\"",
             );
         }
@@ -318,6 +330,7 @@ fn values(
         if reserved.contains(&name.as_str()) {
             cx.error(
                 value,
+                Code::Name,
                 format!("\"{what}.{name}\" is kept by dealflow and cannot be mapped"),
             );
             ok = false;
@@ -326,6 +339,7 @@ fn values(
         if name.chars().any(char::is_control) {
             cx.error(
                 value,
+                Code::Name,
                 format!("the name {name:?} in {what} has a control character"),
             );
             ok = false;

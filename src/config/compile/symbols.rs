@@ -2,6 +2,7 @@
 //! Names defined twice are reported here, naming both places.
 
 use super::context::Cx;
+use crate::config::diagnostic::Code;
 use crate::config::diagnostic::{Position, suggestion};
 use crate::config::loader::SourceSet;
 use crate::config::model::{Located, Text};
@@ -61,6 +62,7 @@ impl Definitions {
             Some(first) => {
                 cx.error_at(
                     at,
+                    Code::Duplicate,
                     format!("{what} \"{name}\" is defined twice; first at {first}"),
                 );
                 false
@@ -98,6 +100,7 @@ pub fn collect(set: &SourceSet, cx: &mut Cx) -> Symbols {
             match &settings_at {
                 Some(first) => cx.error(
                     settings,
+                    Code::Duplicate,
                     format!("settings are given in more than one file; first at {first}"),
                 ),
                 None => settings_at = Some(cx.at(settings)),
@@ -137,7 +140,7 @@ pub fn collect(set: &SourceSet, cx: &mut Cx) -> Symbols {
             }
             if let Some((other, _)) = s.pipelines.get(p.kind.get()) {
                 cx.error(
-                    &p.kind,
+                    &p.kind, Code::Kind,
                     format!(
                         "kind \"{}\" already has pipeline \"{other}\"; a record kind moves through one pipeline",
                         p.kind.get()
@@ -192,7 +195,11 @@ impl Symbols {
         let found = defined.clone().into_iter().any(|d| d == name.get());
         if !found && !self.incomplete {
             let hint = suggestion(name.get(), defined.into_iter().map(String::as_str));
-            cx.error(name, format!("unknown {what} \"{}\"{hint}", name.get()));
+            cx.error(
+                name,
+                Code::UnknownName,
+                format!("unknown {what} \"{}\"{hint}", name.get()),
+            );
         }
         found
     }
@@ -201,7 +208,7 @@ impl Symbols {
     /// file may define it.
     pub fn missing<T>(&self, cx: &mut Cx, at: &Located<T>, message: String) {
         if !self.incomplete {
-            cx.error(at, message);
+            cx.error(at, Code::UnknownName, message);
         }
     }
 
@@ -230,13 +237,18 @@ impl Symbols {
         let used = self.used.borrow();
         for (name, at) in &self.templates {
             if !used.contains(&("template", name.clone())) {
-                cx.warning_at(at.clone(), format!("template \"{name}\" is never used"));
+                cx.warning_at(
+                    at.clone(),
+                    Code::Unused,
+                    format!("template \"{name}\" is never used"),
+                );
             }
         }
         for (name, at) in &self.sequence_positions {
             if !used.contains(&("sequence", name.clone())) {
                 cx.warning_at(
                     at.clone(),
+                    Code::Unused,
                     format!("sequence \"{name}\" is never enrolled in by any rule or threshold"),
                 );
             }

@@ -4,6 +4,7 @@ use super::BUILTIN_EVENTS;
 use super::context::Cx;
 use super::rules::check_event_type;
 use super::symbols::Symbols;
+use crate::config::diagnostic::Code;
 use crate::config::diagnostic::suggestion;
 use crate::config::loader::SourceSet;
 use crate::config::model::{Located, TestEventSpec, TestSpec, Text};
@@ -82,6 +83,7 @@ fn compile_test(
     if spec.events.is_empty() {
         cx.error(
             &spec.name,
+            Code::Test,
             format!("test \"{}\" has no events", spec.name.get()),
         );
     }
@@ -121,6 +123,7 @@ fn compile_input(
                 let hint = suggestion(source.get(), sources.keys().map(String::as_str));
                 cx.error(
                     source,
+                    Code::UnknownName,
                     format!("no source is called \"{}\"{hint}", source.get()),
                 );
             }
@@ -137,7 +140,7 @@ fn compile_input(
         }
         _ => {
             cx.error(
-                at,
+                at, Code::Test,
                 "a test event is either { type, record, data } or { source, payload } (a payload posted to a source)",
             );
             None
@@ -164,6 +167,7 @@ fn compile_event(
     if names.iter().any(|n| n.chars().any(char::is_control)) {
         cx.error(
             event_type,
+            Code::Name,
             "kinds, ids and event types are printable text (no control characters)",
         );
         return None;
@@ -171,7 +175,7 @@ fn compile_event(
     if !symbols.incomplete && !symbols.kinds.contains(kind.get()) {
         let hint = suggestion(kind.get(), symbols.kinds.iter().map(String::as_str));
         cx.warning(
-            kind,
+            kind, Code::UnknownName,
             format!(
                 "no workflow names kind \"{}\" (in `for:`), so only rules without `for:` see this event{hint}",
                 kind.get()
@@ -220,6 +224,7 @@ fn expectations(
         let (Some((kind, fields)), None) = (entries.next(), entries.next()) else {
             cx.error(
                 item,
+                Code::Test,
                 "each expectation names one timeline entry, e.g. { email: { step: intro } }",
             );
             ok = false;
@@ -233,6 +238,7 @@ fn expectations(
             ));
             cx.error(
                 &at,
+                Code::Test,
                 format!(
                     "unknown timeline entry \"{kind}\"{}",
                     suggestion(kind, known())
@@ -244,13 +250,14 @@ fn expectations(
         if !(fields.is_object() || fields.is_null()) {
             cx.error(
                 item,
+                Code::Test,
                 format!("the fields to match under \"{kind}\" must be a mapping"),
             );
             ok = false;
             continue;
         }
         if let Some(unknown) = unknown_field(kind, fields) {
-            cx.error(item, unknown);
+            cx.error(item, Code::Test, unknown);
             ok = false;
             continue;
         }
