@@ -12,8 +12,8 @@
 //!   retries, limits, unsubscribe links and inbound mail;
 //! - `scheduler` turns due timers and schedule slots into logged events and
 //!   knows send windows; the worker fires them between rounds;
-//! - `simulation` runs the same engine and scheduler on a virtual clock over
-//!   an in-memory store (`simulate`, `test`);
+//! - `simulation` runs the worker's own loop on a virtual clock over an
+//!   in-memory store (`simulate`, `test`);
 //! - `state` holds the durable types, `clock` the only reading of time,
 //!   `cli` the commands.
 //!

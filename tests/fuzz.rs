@@ -307,13 +307,18 @@ fn run(workflows: &Workflows, fields: Json) {
     };
     let store = KvStore::open(MemoryBackend::default(), "memory").unwrap();
     let until = now() + chrono::Duration::days(1);
-    let ran = dealflow::simulation::run_on(
-        &store,
-        workflows,
-        now(),
-        vec![event("form.submitted"), event("lead.updated")],
-        until,
-    );
+    let ran = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .map_err(|e| e.to_string())
+        .map(|runtime| {
+            runtime.block_on(dealflow::simulation::run_on(
+                &store,
+                workflows,
+                now(),
+                vec![event("form.submitted"), event("lead.updated")],
+                until,
+            ))
+        });
     assert!(ran.is_ok(), "a run over the memory store failed: {ran:?}");
 }
 

@@ -118,13 +118,13 @@ fn a_month() -> (Workflows, KvStore<MemoryBackend>) {
     let w = crate::config::load_for_tests(FLOWS);
     let store = KvStore::open(MemoryBackend::default(), "memory").unwrap();
     let (early, late): (Vec<_>, Vec<_>) = scenario().into_iter().partition(|e| e.at < at(1.1));
-    run_on(&store, &w, start(), early, at(1.1)).unwrap();
+    block_on(run_on(&store, &w, start(), early, at(1.1))).unwrap();
     let task = handoff_task(&store, "L5");
     let mut done = event(1.25, "task.completed", "lead/L5", json!({}));
     done.event.data.insert("task_id".into(), json!(task.id));
     let mut late = late;
     late.push(done);
-    run_on(&store, &w, at(1.1), late, at(28.0)).unwrap();
+    block_on(run_on(&store, &w, at(1.1), late, at(28.0))).unwrap();
     let mut sent = Changes::default();
     for_each_item(
         |after| store.outbox_matching(&OutboxFilter::default(), after, PAGE),
@@ -231,7 +231,7 @@ rules:
         event(0.0, "deal.opened", "deal/D1", json!({})),
         event(2.0, "deal.rush", "deal/D1", json!({})),
     ];
-    run_on(&store, &w, start(), events, at(3.0)).unwrap();
+    block_on(run_on(&store, &w, start(), events, at(3.0))).unwrap();
     let pipeline = &pipeline_report(&store, &w, start()).unwrap()[0];
     let ana = &pipeline.by_owner["ana@x.example"];
     assert_eq!(ana[0].1.entered, 1, "{:?}", pipeline.by_owner.keys());
@@ -242,4 +242,12 @@ rules:
         q.most_blocking.as_deref(),
         Some("budget is required to leave qualified")
     );
+}
+
+/// Runs a simulation to its end on a runtime of this thread.
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a current-thread runtime builds")
+        .block_on(f)
 }

@@ -1,24 +1,24 @@
-//! Running workflows on a virtual clock: the daemon's engine and scheduler
-//! over an in-memory store, jumping from one due moment to the next, with
+//! Running workflows on a virtual clock: the daemon worker's own loop over
+//! an in-memory store, jumping from one due moment to the next, with
 //! nothing sent. `dealflow simulate` prints the timeline; `dealflow test`
 //! matches it against a workflow file's expectations.
 //!
-//! Owns: the virtual clock loop and the timeline. Never: sends, touches a
-//! disk store, or runs engine code of its own.
+//! Owns: moving the virtual clock and the timeline. Never: sends, touches
+//! a disk store, or runs a loop or engine code of its own.
 
 mod timeline;
 pub mod workflow_test;
 
 pub use timeline::{Entry, Timeline};
 
-use crate::clock::{Clock, ManualClock};
+use crate::clock::ManualClock;
 use crate::config::Workflows;
-use crate::scheduler;
 use crate::state::NewEvent;
 use crate::store::{EventTable, KvStore, MemoryBackend, StoreError};
-use crate::worker;
+use crate::worker::{self, NextStep, Retention, Turns};
 use chrono::{DateTime, Utc};
 use std::collections::VecDeque;
+use std::time::Duration;
 
 /// An input event and when it arrives.
 #[derive(Debug, Clone)]
@@ -56,8 +56,8 @@ pub(crate) fn timed_event(
     }
 }
 
-/// Steps at one moment before the simulation gives up on it: rules that keep
-/// setting timers due "now" would otherwise never let the clock move.
+/// Turns at one moment before the simulation gives up on it: rules that
+/// keep setting timers due "now" would otherwise never let the clock move.
 const MAX_STEPS_PER_MOMENT: usize = 10_000;
 
 /// Runs `events` from `start` until `until` and answers the timeline.
@@ -68,13 +68,17 @@ pub async fn run(
     until: DateTime<Utc>,
 ) -> Result<Timeline, StoreError> {
     let store = KvStore::open(MemoryBackend::default(), "memory")?;
-    run_on(&store, workflows, start, events, until)?;
+    run_on(&store, workflows, start, events, until).await?;
     Timeline::from_store(&store, workflows)
 }
 
 /// Runs `events` from `start` until `until` on a store, which may hold an
 /// earlier run's state (a test can look at the store, act, and go on).
-pub fn run_on(
+///
+/// The loop is the daemon worker's own ([`worker::Turns`]); where the
+/// daemon sleeps until something is due, the simulation moves its clock
+/// there. It keeps everything (no retention), so the timeline is whole.
+pub async fn run_on(
     store: &KvStore<MemoryBackend>,
     workflows: &Workflows,
     start: DateTime<Utc>,
@@ -82,6 +86,8 @@ pub fn run_on(
     until: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     let clock = ManualClock::new(start);
+    let health = worker::health::EngineHealth::default();
+    let mut turns = Turns::new(store, &clock, &health, Retention::KeepAll, None);
     events.sort_by_key(|e| e.at);
     let mut inbox: VecDeque<TimedEvent> = events.into();
     let mut now = start;
@@ -100,10 +106,12 @@ pub fn run_on(
         })
         .collect();
         store.append_events(arrived)?;
-        settle(store, workflows, &clock)?;
+        let idle = settle(&mut turns, store, workflows).await?;
         let next_input = inbox.front().map(|e| e.at);
-        let next_timer = scheduler::next_due(store, workflows, now)?;
-        let Some(next) = [next_input, next_timer].into_iter().flatten().min() else {
+        let next_due = chrono::Duration::from_std(idle)
+            .ok()
+            .and_then(|idle| now.checked_add_signed(idle));
+        let Some(next) = [next_input, next_due].into_iter().flatten().min() else {
             break;
         };
         if next > until {
@@ -118,24 +126,30 @@ pub fn run_on(
     Ok(())
 }
 
-/// Fires what is due at the clock's time and handles every event that
-/// follows, until nothing more happens at this moment.
-fn settle(
+/// Turns the worker's loop until nothing more happens at this moment;
+/// answers how long it would then sleep (until the next timer or slot).
+async fn settle(
+    turns: &mut Turns<'_, KvStore<MemoryBackend>>,
     store: &KvStore<MemoryBackend>,
     workflows: &Workflows,
-    clock: &ManualClock,
-) -> Result<(), StoreError> {
+) -> Result<Duration, StoreError> {
     for _ in 0..MAX_STEPS_PER_MOMENT {
-        let fired = scheduler::fire_due(store, workflows, clock.now())?;
-        let handled = worker::drain_now(store, workflows, clock)?;
-        if fired == 0 && handled == 0 {
-            return Ok(());
+        match turns.turn(workflows, store.cursor()?).await {
+            NextStep::Continue => {}
+            NextStep::Idle(wait) => return Ok(wait),
+            // Memory does not fail and then recover: a failure ends the run.
+            NextStep::Wait(_) => {
+                return Err(turns
+                    .failure()
+                    .cloned()
+                    .unwrap_or_else(|| StoreError::backend_said("the simulation failed")));
+            }
         }
     }
     tracing::warn!(
         "Stopped after {MAX_STEPS_PER_MOMENT} steps at one moment: rules keep setting timers due now."
     );
-    Ok(())
+    Ok(Duration::ZERO)
 }
 
 #[cfg(test)]

@@ -442,7 +442,17 @@ fn every_event_the_daemon_raises_is_a_builtin_type() {
     }
     assert!(events.len() > 5, "the default workflows name triggers");
     let store = KvStore::open(MemoryBackend::default(), "memory").unwrap();
-    super::run_on(&store, &w, start, events, start + Duration::days(60)).unwrap();
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(super::run_on(
+            &store,
+            &w,
+            start,
+            events,
+            start + Duration::days(60),
+        ))
+        .unwrap();
     let raised: Vec<String> = store
         .events_after(0, usize::MAX)
         .unwrap()

@@ -6,7 +6,8 @@
 //! any point replays from the last committed round: each event is handled
 //! exactly once.
 //!
-//! Owns: the order of events, rounds, commits and the swap of workflow sets.
+//! Owns: the order of events, rounds, commits, the loop that turns them
+//! ([`Turns`], which `simulate` runs too) and the swap of workflow sets.
 //! Never: decides what an event means (the engine does) or stops for one
 //! event it cannot handle (it is set aside, counted and shown).
 
@@ -14,15 +15,15 @@ pub mod health;
 pub mod retention;
 mod round;
 mod store_view;
+mod turns;
 pub use store_view::changes_of;
+pub use turns::{NextStep, Retention, Turns};
 
 use crate::clock::Clock;
 use crate::config::Workflows;
 use crate::engine::{self, MoveResult};
-use crate::scheduler;
-use crate::state::{Event, RecordKey, SetAsideEvent};
+use crate::state::{Event, RecordKey};
 use crate::store::{Store, StoreError};
-use chrono::{DateTime, Utc};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -46,23 +47,6 @@ pub async fn drain<S: Store>(
     let mut handled = 0;
     loop {
         match next_round(store, workflows, clock, BATCH).await {
-            Ok(0) => return Ok(handled),
-            Ok(n) => handled += n,
-            Err(failure) => return Err(failure.error),
-        }
-    }
-}
-
-/// Handles every event after the cursor without flushing: for the in-memory
-/// store of `simulate` and `test`, where there is nothing to make durable.
-pub fn drain_now<S: Store>(
-    store: &S,
-    workflows: &Workflows,
-    clock: &dyn Clock,
-) -> Result<usize, StoreError> {
-    let mut handled = 0;
-    loop {
-        match handle_next_round(store, workflows, clock, BATCH) {
             Ok(0) => return Ok(handled),
             Ok(n) => handled += n,
             Err(failure) => return Err(failure.error),
@@ -137,125 +121,6 @@ fn handle_round<S: Store>(
     store.commit(changes)
 }
 
-/// How the worker goes on after rounds fail, so one event it cannot handle
-/// never stops the ones after it, and a failing disk is not hammered.
-struct Recovery {
-    /// Events up to this one are handled one at a time: a round failed
-    /// somewhere in them, and alone the culprit can be told apart.
-    one_by_one_through: u64,
-    /// Wait before trying again after a failure that may pass.
-    backoff: Duration,
-}
-
-/// First wait after a failure that may pass; doubled each time, up to
-/// [`MAX_BACKOFF`].
-const FIRST_BACKOFF: Duration = Duration::from_secs(1);
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
-
-/// What to do after a round.
-enum NextStep {
-    /// Go on at once.
-    Continue,
-    /// Nothing to do: sleep until rung or something is due.
-    Idle,
-    /// Wait this long first (backing off).
-    Wait(Duration),
-}
-
-impl Recovery {
-    fn new() -> Self {
-        Recovery {
-            one_by_one_through: 0,
-            backoff: FIRST_BACKOFF,
-        }
-    }
-
-    /// How many events the next round may take, given the cursor.
-    fn round_size(&self, cursor: u64) -> usize {
-        if cursor < self.one_by_one_through {
-            1
-        } else {
-            BATCH
-        }
-    }
-
-    fn succeeded(&mut self, health: &health::EngineHealth) {
-        if self.backoff != FIRST_BACKOFF {
-            tracing::info!("Handling events works again.");
-            health.recovered();
-        }
-        self.backoff = FIRST_BACKOFF;
-    }
-
-    /// Decides what a failed round means: narrow it down, set its one event
-    /// aside (an error about the data comes back every time), or back off
-    /// (a disk error may pass; the event is never skipped for it).
-    fn failed<S: Store>(
-        &mut self,
-        store: &S,
-        failure: RoundFailure,
-        now: DateTime<Utc>,
-        health: &health::EngineHealth,
-    ) -> NextStep {
-        let RoundFailure { error, mut events } = failure;
-        if events.len() > 1 {
-            self.one_by_one_through = events.last().map_or(0, |e| e.seq);
-            tracing::warn!(error = %error, events = events.len(), "A round of events failed; handling them one at a time to find the one at fault.");
-            return NextStep::Continue;
-        }
-        if let (Some(event), true) = (events.pop(), error.is_about_data()) {
-            match set_aside(store, event, &error, now) {
-                Ok(()) => return NextStep::Continue,
-                Err(e) => return self.back_off(&e, now, health),
-            }
-        }
-        self.back_off(&error, now, health)
-    }
-
-    fn back_off(
-        &mut self,
-        error: &StoreError,
-        now: DateTime<Utc>,
-        health: &health::EngineHealth,
-    ) -> NextStep {
-        let wait = self.backoff;
-        tracing::error!(error = %error, retry_in = ?wait, "Handling events failed; trying again.");
-        health.failed(
-            now,
-            &error.to_string(),
-            now + chrono::Duration::from_std(wait).unwrap_or_default(),
-        );
-        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
-        NextStep::Wait(wait)
-    }
-}
-
-/// Records an event the engine cannot handle and moves the cursor past it,
-/// in one commit, so the events after it are handled.
-fn set_aside<S: Store>(
-    store: &S,
-    event: Event,
-    error: &StoreError,
-    now: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    tracing::error!(seq = event.seq, id = %event.id, r#type = %event.event_type, error = %error,
-        "An event cannot be handled; it is set aside (see /v1/status) and the events after it go on.");
-    metrics::counter!("dealflow_events_set_aside_total").increment(1);
-    let changes = crate::store::Changes {
-        handled: Some(event.seq),
-        set_aside: vec![SetAsideEvent {
-            seq: event.seq,
-            id: event.id,
-            event_type: event.event_type,
-            record: event.record,
-            error: error.to_string(),
-            at: now,
-        }],
-        ..Default::default()
-    };
-    store.commit(changes)
-}
-
 /// Runs blocking work without stalling the async runtime's other tasks
 /// (on a current-thread runtime, as in tests and `simulate`, it just runs).
 fn run_blocking<T>(work: impl FnOnce() -> T) -> T {
@@ -323,46 +188,31 @@ pub fn spawn<S: Store>(
     let (progress, handled) = watch::channel(initial);
     let handle = WorkerHandle { commands, handled };
     let task = tokio::spawn(async move {
-        let mut next_prune = clock.now();
-        let mut recovery = Recovery::new();
+        let mut turns = Turns::new(
+            store.as_ref(),
+            clock.as_ref(),
+            &health,
+            Retention::Prune,
+            Some(IDLE_CAP),
+        );
         loop {
             let snapshot = workflows.load_full();
-            let fire_failed = scheduler::fire_due(store.as_ref(), &snapshot, clock.now())
-                .err()
-                .map(|e| recovery.back_off(&e, clock.now(), &health));
-            if clock.now() >= next_prune {
-                next_prune = prune(store.as_ref(), &snapshot, clock.as_ref());
-            }
             // The cursor as this worker last moved it (only it moves it).
-            let size = recovery.round_size(*progress.borrow());
-            let (handled, step) =
-                match next_round(store.as_ref(), &snapshot, clock.as_ref(), size).await {
-                    Ok(0) => match fire_failed {
-                        Some(step) => (0, step),
-                        None => {
-                            // Caught up after a failure: not retrying any more.
-                            recovery.succeeded(&health);
-                            (0, NextStep::Idle)
-                        }
-                    },
-                    Ok(n) => {
-                        recovery.succeeded(&health);
-                        (n, NextStep::Continue)
-                    }
-                    Err(failure) => {
-                        let step = recovery.failed(store.as_ref(), failure, clock.now(), &health);
-                        (0, step)
-                    }
-                };
+            let moved = *progress.borrow();
+            let step = turns.turn(&snapshot, moved).await;
             let cursor = store.cursor().unwrap_or(0);
             let _ = progress.send(cursor);
-            if handled > 0 {
+            if turns.handled() > 0 {
                 // One line per batch: a sign of life an operator can follow
                 // without a line per event under load.
-                tracing::info!(events = handled, through = cursor, "Handled events.");
+                tracing::info!(
+                    events = turns.handled(),
+                    through = cursor,
+                    "Handled events."
+                );
             }
             let wait = match step {
-                NextStep::Wait(wait) => wait,
+                NextStep::Wait(wait) | NextStep::Idle(wait) => wait,
                 NextStep::Continue => {
                     // Commands wait at most one round, however busy the log is.
                     while let Ok(command) = inbox.try_recv() {
@@ -373,14 +223,10 @@ pub fn spawn<S: Store>(
                     }
                     continue;
                 }
-                NextStep::Idle => {
-                    let until_prune = (next_prune - clock.now()).to_std().unwrap_or_default();
-                    idle_wait(store.as_ref(), &snapshot, clock.as_ref()).min(until_prune)
-                }
             };
             tokio::select! {
                 _ = cancel.cancelled() => break,
-                _ = store.wakeups().events.notified(), if recovery.backoff == FIRST_BACKOFF => {}
+                _ = store.wakeups().events.notified(), if !turns.backing_off() => {}
                 Some(command) = inbox.recv() => run_command(store.as_ref(), &workflows, clock.as_ref(), command).await,
                 _ = clock.sleep(wait) => {}
             }
@@ -388,52 +234,6 @@ pub fn spawn<S: Store>(
         tracing::info!("Engine worker stopped.");
     });
     (handle, task)
-}
-
-/// Forgets runs past `settings.keep_runs` and handled events past
-/// `settings.keep_events`; answers when to do it next.
-fn prune<S: Store>(store: &S, workflows: &Workflows, clock: &dyn Clock) -> DateTime<Utc> {
-    let settings = &workflows.settings;
-    let now = clock.now();
-    let failed = |what: &str, e: StoreError| {
-        tracing::error!(error = %e, "Pruning old {what} failed; trying again later.");
-        retention::Pruned {
-            count: 0,
-            more: false,
-        }
-    };
-    let runs = run_blocking(|| retention::prune_runs(store, settings.keep_runs, now))
-        .unwrap_or_else(|e| failed("runs", e));
-    let events = run_blocking(|| retention::prune_events(store, settings.keep_events, now))
-        .unwrap_or_else(|e| failed("events", e));
-    if runs.count > 0 || events.count > 0 {
-        tracing::debug!(
-            runs = runs.count,
-            events = events.count,
-            "Forgot runs and events past settings.keep_runs and keep_events."
-        );
-    }
-    retention::next_prune(now, settings.keep_runs, runs).min(retention::next_prune(
-        now,
-        settings.keep_events,
-        events,
-    ))
-}
-
-/// How long the worker may sleep: until the next timer or schedule slot is
-/// due (timers are only added by this worker, so it never misses an earlier
-/// one), at most [`IDLE_CAP`].
-fn idle_wait<S: Store>(store: &S, workflows: &Workflows, clock: &dyn Clock) -> Duration {
-    let now = clock.now();
-    let until_due = match scheduler::next_due(store, workflows, now) {
-        Ok(Some(due)) => (due - now).to_std().unwrap_or(Duration::ZERO),
-        Ok(None) => IDLE_CAP,
-        Err(e) => {
-            tracing::warn!(error = %e, "Could not read when the next timer is due; looking again in a second.");
-            Duration::from_secs(1)
-        }
-    };
-    until_due.min(IDLE_CAP)
 }
 
 async fn run_command<S: Store>(
@@ -643,37 +443,5 @@ mod tests {
             .expect("the step after the wait ran once the clock moved");
         cancel.cancel();
         task.await.unwrap();
-    }
-
-    #[test]
-    fn a_failure_that_may_pass_backs_off_and_shows_until_the_worker_catches_up() {
-        let store = KvStore::open(MemoryBackend::default(), "memory").unwrap();
-        let health = health::EngineHealth::default();
-        let mut recovery = Recovery::new();
-        let now = SystemClock.now();
-        let disk = || RoundFailure {
-            error: StoreError::backend_said("disk full"),
-            events: Vec::new(),
-        };
-        let waits: Vec<Duration> = (0..7)
-            .map(|_| match recovery.failed(&store, disk(), now, &health) {
-                NextStep::Wait(wait) => wait,
-                _ => panic!("a disk error is waited out, never skipped"),
-            })
-            .collect();
-        assert_eq!(waits[0], FIRST_BACKOFF);
-        assert_eq!(waits[1], FIRST_BACKOFF * 2);
-        assert_eq!(waits[6], MAX_BACKOFF);
-        assert_eq!(health.status()["state"], "retrying");
-        assert!(
-            health.status()["last_error"]
-                .as_str()
-                .unwrap()
-                .contains("disk full")
-        );
-        assert_eq!(store.set_aside_count(10).unwrap(), 0, "nothing set aside");
-        recovery.succeeded(&health);
-        assert_eq!(health.status()["state"], "running");
-        assert_eq!(recovery.backoff, FIRST_BACKOFF);
     }
 }
