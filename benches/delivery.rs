@@ -13,6 +13,7 @@ use arc_swap::ArcSwap;
 use dealflow::clock::{Clock, SystemClock};
 use dealflow::config;
 use dealflow::delivery::{self, Outbox, unsubscribe::UnsubscribeKey};
+use dealflow::state::Effects;
 use dealflow::state::{Delivery, OutboxEntry, OutboxStatus, RecordKey};
 use dealflow::store::{Changes, KvStore, OutboxTable, Store};
 use serde_json::json;
@@ -105,11 +106,11 @@ async fn run(name: &str, yaml: &str, rows: Vec<OutboxEntry>) {
         .map(|r| dealflow::state::Record::new(r.record.clone(), SystemClock.now()))
         .collect();
     store
-        .commit(Changes {
+        .commit(Changes::from(Effects {
             records,
             outbox: rows,
-            ..Changes::default()
-        })
+            ..Effects::default()
+        }))
         .unwrap();
     store.flush().await.unwrap();
     let cancel = CancellationToken::new();

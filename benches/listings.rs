@@ -13,7 +13,9 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use chrono::DateTime;
-use dealflow::state::{Delivery, OutboxEntry, OutboxStatus, RecordKey, Run, Task, TaskStatus};
+use dealflow::state::{
+    Delivery, Effects, OutboxEntry, OutboxStatus, RecordKey, Run, Task, TaskStatus,
+};
 use dealflow::store::{
     Changes, FjallBackend, KvStore, OutboxFilter, OutboxTable, RunFilter, RunTable, Store,
     TaskFilter, TaskTable,
@@ -203,12 +205,12 @@ fn fill(store: &KvStore<FjallBackend>, rows: usize) {
             })
             .collect();
         store
-            .commit(Changes {
+            .commit(Changes::from(Effects {
                 runs,
                 outbox,
                 tasks,
-                ..Changes::default()
-            })
+                ..Effects::default()
+            }))
             .unwrap();
     }
 }

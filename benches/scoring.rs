@@ -136,7 +136,9 @@ fn engine_alone(records: Records) {
         // keeps the ledger on disk.
         changes.events.clear();
         changes.ledger.clear();
-        store.commit(dealflow::worker::changes_of(changes)).unwrap();
+        store
+            .commit(dealflow::store::Changes::from(changes))
+            .unwrap();
     }
     let total = began.elapsed().as_secs_f64();
     chunk_rates.sort_by(f64::total_cmp);

@@ -93,6 +93,7 @@ pub fn fill_stage_history(
     visits: u64,
 ) -> chrono::DateTime<chrono::Utc> {
     use chrono::Duration;
+    use dealflow::state::Effects;
     use dealflow::state::{RecordKey, StageVisit};
     use dealflow::store::{Changes, Store};
     let start = chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
@@ -137,18 +138,18 @@ pub fn fill_stage_history(
         }
         if batch.len() >= 20_000 {
             store
-                .commit(Changes {
+                .commit(Changes::from(Effects {
                     stage_visits: std::mem::take(&mut batch),
-                    ..Changes::default()
-                })
+                    ..Effects::default()
+                }))
                 .unwrap();
         }
     }
     store
-        .commit(Changes {
+        .commit(Changes::from(Effects {
             stage_visits: batch,
-            ..Changes::default()
-        })
+            ..Effects::default()
+        }))
         .unwrap();
     start
 }

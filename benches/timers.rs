@@ -18,6 +18,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use chrono::{DateTime, Duration, Utc};
 use dealflow::config;
+use dealflow::state::Effects;
 use dealflow::state::{NewEvent, RecordKey, Timer};
 use dealflow::store::{Changes, FjallBackend, KvStore, Store};
 use serde_json::{Map, json};
@@ -62,10 +63,10 @@ async fn schedule(store: &KvStore<FjallBackend>, n: u64, start: DateTime<Utc>) -
             .collect();
         i += batch.len() as u64;
         store
-            .commit(Changes {
+            .commit(Changes::from(Effects {
                 timers: batch,
-                ..Changes::default()
-            })
+                ..Effects::default()
+            }))
             .unwrap();
         // As the daemon does: durable before the next batch is taken.
         store.flush().await.unwrap();

@@ -14,10 +14,12 @@ use std::collections::BTreeMap;
 
 pub mod address;
 mod builtin;
+mod effects;
 pub mod phone;
 mod scores;
 
 pub use builtin::BuiltinEvent;
+pub use effects::Effects;
 pub use scores::{ModelScore, RuleSlots, Scores};
 
 /// Which record an event or task concerns.
@@ -942,7 +944,7 @@ pub struct ForecastSnapshot {
 /// Where dealflow is in an IMAP mailbox: stored in the same commit as the
 /// events its messages raised, so each message is handled once across
 /// crashes (SPEC §3.11).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MailboxPosition {
     /// The mailbox's name.
     pub name: String,

@@ -80,9 +80,9 @@ pub(super) async fn blocking<T: Send + 'static>(
 /// durable.
 pub(super) async fn commit_durably<S: crate::store::Store>(
     app: &super::App<S>,
-    changes: crate::store::Changes,
+    changes: impl Into<crate::store::Changes>,
 ) -> Result<(), super::ApiError> {
-    app.store.commit(changes)?;
+    app.store.commit(changes.into())?;
     app.store.flush().await?;
     Ok(())
 }

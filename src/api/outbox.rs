@@ -105,14 +105,9 @@ pub(crate) async fn decide<S: Store>(
         ));
     }
     let status = row.status;
-    super::extract::commit_durably(
-        app,
-        crate::store::Changes {
-            outbox: vec![row],
-            ..Default::default()
-        },
-    )
-    .await?;
+    let mut changes = crate::store::DeliveryWrites::default();
+    changes.outbox([row]);
+    super::extract::commit_durably(app, changes).await?;
     Ok(json!({ "id": id, "status": status }))
 }
 

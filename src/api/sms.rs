@@ -12,7 +12,7 @@ use super::{ApiError, App};
 use crate::config::model::SmsProvider;
 use crate::intake::sms::{self, Inbound, Intent};
 use crate::state::{Delivery, RejectedPayload, Suppression};
-use crate::store::{Changes, Store};
+use crate::store::{IntakeWrites, Store};
 use crate::telemetry::{self, SourceStep};
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
@@ -73,7 +73,7 @@ pub(super) async fn post_hook<S: Store>(
             super::kept::kept_payload(SOURCE, &body, headers, now)
         })?,
     };
-    let events = changes.events.len() as u64;
+    let events = changes.events().len() as u64;
     commit_durably(&app, changes).await?;
     telemetry::source(SOURCE, SourceStep::Events(events));
     Ok(answer(settings.provider))
@@ -103,7 +103,7 @@ fn receipt_changes<S: Store>(
     app: &App<S>,
     row: Option<String>,
     receipt: crate::state::Receipt,
-) -> Result<Changes, ApiError> {
+) -> Result<IntakeWrites, ApiError> {
     let found = match &row {
         Some(id) => app.store.outbox_entry(id)?,
         None => None,
@@ -111,7 +111,7 @@ fn receipt_changes<S: Store>(
     let Some(found) = found else {
         telemetry::source(SOURCE, SourceStep::Rejected("receipt_for_unknown_text"));
         tracing::info!(row = ?row, status = %receipt.status, "A text receipt names no text of ours.");
-        return Ok(Changes::default());
+        return Ok(IntakeWrites::default());
     };
     let Delivery::Sms { to, .. } = &found.delivery else {
         return Err(ApiError::bad_request(
@@ -120,11 +120,9 @@ fn receipt_changes<S: Store>(
         ));
     };
     let event = sms::receipt_event(&found.id, &found.record, to, &receipt);
-    Ok(Changes {
-        events: event.into_iter().collect(),
-        receipts: vec![(found.id.clone(), receipt)],
-        ..Changes::default()
-    })
+    let mut changes = IntakeWrites::default();
+    changes.raise(event).receipts([(found.id.clone(), receipt)]);
+    Ok(changes)
 }
 
 /// A text from a person: a reply on the record last texted at that
@@ -136,7 +134,7 @@ pub(crate) fn message_changes<S: Store>(
     text: &str,
     now: DateTime<Utc>,
     keep: impl FnOnce() -> RejectedPayload,
-) -> Result<Changes, ApiError> {
+) -> Result<IntakeWrites, ApiError> {
     let record = match crate::state::phone::e164(from.trim()) {
         Ok(phone) => app.store.texted(phone)?,
         Err(_) => None,
@@ -148,26 +146,21 @@ pub(crate) fn message_changes<S: Store>(
             payload.reason = why.0;
             telemetry::source(SOURCE, SourceStep::Rejected("unknown_number"));
             tracing::info!(kept = %payload.id, reason = %payload.reason, "A text was kept: it has no record.");
-            return Ok(Changes {
-                rejected: vec![payload],
-                ..Changes::default()
-            });
+            let mut changes = IntakeWrites::default();
+            changes.keep([payload]);
+            return Ok(changes);
         }
     };
-    let mut changes = Changes {
-        events: handled.event.into_iter().collect(),
-        ..Changes::default()
-    };
+    let mut changes = IntakeWrites::default();
+    changes.raise(handled.event);
     match handled.intent {
         Intent::OptOut => {
             tracing::info!(phone = %handled.phone, "A number opted out of texts.");
-            changes
-                .suppress
-                .push(Suppression::new(&handled.phone, "texted STOP", now));
+            changes.suppress([Suppression::new(&handled.phone, "texted STOP", now)]);
         }
         Intent::OptIn => {
             tracing::info!(phone = %handled.phone, "A number opted back in to texts.");
-            changes.unsuppress.push(handled.phone);
+            changes.unsuppress([handled.phone]);
         }
         Intent::Reply => {}
     }
@@ -198,13 +191,13 @@ pub(crate) async fn replay<S: Store>(
     };
     let kept_id = payload.id.clone();
     let mut changes = message_changes(app, &id, &from, &body, at, || payload)?;
-    if let Some(still) = changes.rejected.first() {
+    if let Some(still) = changes.kept().first() {
         let why = format!("the text still has no record: {}", still.reason);
         commit_durably(app, changes).await?;
         return Err(unreadable(why));
     }
-    let events = changes.events.len();
-    changes.replayed.push((SOURCE.to_owned(), kept_id.clone()));
+    let events = changes.events().len();
+    changes.replayed([(SOURCE.to_owned(), kept_id.clone())]);
     commit_durably(app, changes).await?;
     telemetry::source(SOURCE, SourceStep::Events(events as u64));
     Ok(serde_json::json!({ "replayed": kept_id, "events": events }))

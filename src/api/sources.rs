@@ -13,7 +13,7 @@ use crate::config::workflows::{Source, Verification};
 use crate::intake::mapping::{self, Unmappable};
 use crate::intake::verify::{self, Delivery, Headers, Verified};
 use crate::state::{NewEvent, RejectedPayload};
-use crate::store::{Changes, Store};
+use crate::store::{IntakeWrites, Store};
 use crate::telemetry::{self, SourceStep};
 use axum::Json;
 use axum::body::Bytes;
@@ -103,14 +103,9 @@ async fn keep<S: Store>(
 ) -> Result<Response, ApiError> {
     let id = payload.id.clone();
     tracing::warn!(source, kept = %id, reason = %why, "A source's payload could not be mapped; it is kept to be replayed.");
-    commit_durably(
-        app,
-        Changes {
-            rejected: vec![payload],
-            ..Changes::default()
-        },
-    )
-    .await?;
+    let mut changes = IntakeWrites::default();
+    changes.keep([payload]);
+    commit_durably(app, changes).await?;
     telemetry::source(source, SourceStep::Rejected(why.label()));
     Ok((
         StatusCode::ACCEPTED,
@@ -238,28 +233,17 @@ pub(crate) async fn replay_kept<S: Store>(
     ) {
         Ok(events) => {
             let count = events.len();
-            commit_durably(
-                app,
-                Changes {
-                    events,
-                    replayed: vec![(name.clone(), id.clone())],
-                    ..Changes::default()
-                },
-            )
-            .await?;
+            let mut changes = IntakeWrites::default();
+            changes.raise(events).replayed([(name.clone(), id.clone())]);
+            commit_durably(app, changes).await?;
             telemetry::source(&name, SourceStep::Events(count as u64));
             Ok(json!({ "replayed": id, "events": count }))
         }
         Err(why) => {
             payload.reason = why.to_string();
-            commit_durably(
-                app,
-                Changes {
-                    rejected: vec![payload],
-                    ..Changes::default()
-                },
-            )
-            .await?;
+            let mut changes = IntakeWrites::default();
+            changes.keep([payload]);
+            commit_durably(app, changes).await?;
             Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "unmappable",

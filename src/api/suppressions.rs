@@ -4,7 +4,7 @@
 
 use super::extract::page_limit;
 use super::{ApiError, App};
-use crate::store::{Changes, Store};
+use crate::store::{IntakeWrites, Store};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use serde::Deserialize;
@@ -41,10 +41,9 @@ pub(super) async fn remove<S: Store>(
         .store
         .suppression(&address)?
         .ok_or_else(|| ApiError::not_found(format!("{address} is not suppressed")))?;
-    app.store.commit(Changes {
-        unsuppress: vec![address],
-        ..Changes::default()
-    })?;
+    let mut changes = IntakeWrites::default();
+    changes.unsuppress([address]);
+    app.store.commit(changes.into())?;
     app.store.flush().await?;
     tracing::info!(address = %found.address, "Suppression removed.");
     Ok(Json(json!({ "removed": found })))

@@ -345,10 +345,10 @@ mod tests {
         };
         let add = |id: &str, i: u64, stage: &str| {
             store
-                .commit(Changes {
+                .commit(Changes::from(crate::state::Effects {
                     stage_visits: vec![(key(id), i, visit(stage, at))],
-                    ..Changes::default()
-                })
+                    ..crate::state::Effects::default()
+                }))
                 .unwrap();
         };
         let figures = Figures::default();

@@ -30,7 +30,7 @@ use crate::config::Workflows;
 use crate::state::{
     ActionOutcome, Audience, BuiltinEvent, Delivery, NewEvent, OutboxEntry, OutboxStatus, Run,
 };
-use crate::store::{Changes, Store, StoreError};
+use crate::store::{DeliveryWrites, Store, StoreError};
 use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
 use limits::SendLog;
@@ -269,7 +269,7 @@ fn idle_wait<S: Store>(outbox: &Outbox<S>) -> Duration {
 async fn recover_interrupted<S: Store>(outbox: &Outbox<S>) -> Result<(), StoreError> {
     let workflows = outbox.workflows.load_full();
     let now = outbox.clock.now();
-    let mut changes = Changes::default();
+    let mut changes = DeliveryWrites::default();
     for mut row in outbox.store.sending_outbox(usize::MAX)? {
         // Neither SMTP nor Twilio deduplicates a resend; webhooks carry
         // an idempotency key their receiver can.
@@ -290,10 +290,10 @@ async fn recover_interrupted<S: Store>(outbox: &Outbox<S>) -> Result<(), StoreEr
             );
             tracing::warn!(row = %row.id, "An interrupted send goes again with the same identity.");
         }
-        changes.outbox.push(row);
+        changes.outbox([row]);
     }
-    if !changes.outbox.is_empty() {
-        outbox.store.commit(changes)?;
+    if !changes.is_empty() {
+        outbox.store.commit(changes.into())?;
         outbox.store.flush().await?;
     }
     Ok(())
@@ -317,10 +317,10 @@ async fn step<S: Store>(
         _ => outbox.store.due_outbox(now, room)?,
     };
     let jobs = claim(outbox, workflows, &channels, due, now, &mut changes)?;
-    if changes.outbox.is_empty() {
+    if changes.is_empty() {
         return Ok(());
     }
-    outbox.store.commit(changes)?;
+    outbox.store.commit(changes.into())?;
     outbox.store.flush().await?;
     for (row, job) in jobs {
         let channels = channels.clone();
@@ -341,7 +341,7 @@ fn claim<S: Store>(
     channels: &Channels,
     due: Vec<OutboxEntry>,
     now: DateTime<Utc>,
-    changes: &mut Changes,
+    changes: &mut DeliveryWrites,
 ) -> Result<Vec<(OutboxEntry, Job)>, StoreError> {
     let mut jobs = Vec::new();
     for mut row in due {
@@ -349,7 +349,7 @@ fn claim<S: Store>(
             crate::telemetry::delivery(kind_of(&row), "cancelled");
             row.status = OutboxStatus::Cancelled;
             row.last_error = Some(why);
-            changes.outbox.push(row);
+            changes.outbox([row]);
             continue;
         }
         let job = match prepare(&row, workflows, channels, &outbox.key, now) {
@@ -360,7 +360,7 @@ fn claim<S: Store>(
                     Some(now + chrono::Duration::from_std(deferral.wait).unwrap_or_default());
                 row.deferrals += 1;
                 row.last_error = Some(deferral.reason);
-                changes.outbox.push(row);
+                changes.outbox([row]);
                 continue;
             }
             Err(Prepared::Broken(why)) => {
@@ -370,7 +370,7 @@ fn claim<S: Store>(
         };
         row.status = OutboxStatus::Sending;
         row.attempts += 1;
-        changes.outbox.push(row.clone());
+        changes.outbox([row.clone()]);
         jobs.push((row, job));
     }
     Ok(jobs)
@@ -510,9 +510,9 @@ fn record<S: Store>(
     outbox: &Outbox<S>,
     workflows: &Workflows,
     done: Vec<(OutboxEntry, Handed)>,
-) -> Changes {
+) -> DeliveryWrites {
     let now = outbox.clock.now();
-    let mut changes = Changes::default();
+    let mut changes = DeliveryWrites::default();
     for (mut row, result) in done {
         let result = match result {
             // Retried like a transient failure, so the emails go once the
@@ -533,9 +533,9 @@ fn record<S: Store>(
                     row.provider_id = message_id.clone();
                 }
                 if let Some(raised) = sent_event(&row, message_id, now) {
-                    changes.events.push(raised);
+                    changes.raise([raised]);
                 }
-                changes.outbox.push(row);
+                changes.outbox([row]);
             }
             Handed::Failed(Failure::Transient {
                 reason,
@@ -548,7 +548,7 @@ fn record<S: Store>(
                     Some(now + chrono::Duration::from_std(wait).unwrap_or_default());
                 tracing::info!(row = %row.id, attempt = row.attempts, %reason, "Delivery failed; will retry.");
                 row.last_error = Some(reason);
-                changes.outbox.push(row);
+                changes.outbox([row]);
             }
             Handed::Failed(failure) => {
                 let why = match &failure {
@@ -560,15 +560,13 @@ fn record<S: Store>(
                     | Failure::Sender(reason) => reason.clone(),
                 };
                 let refused = matches!(failure, Failure::Refused(_));
-                changes
-                    .events
-                    .extend(failed_event(&row, refused, &why, now));
+                changes.raise(failed_event(&row, refused, &why, now));
                 if let (true, Delivery::Sms { to, .. }) = (refused, &row.delivery) {
-                    changes.suppress.push(crate::state::Suppression::new(
+                    changes.suppress([crate::state::Suppression::new(
                         to,
                         "opted out (provider)",
                         now,
-                    ));
+                    )]);
                 }
                 give_up(&mut changes, row, why, now);
             }
@@ -642,13 +640,13 @@ fn failed_event(
 }
 
 /// Marks a row dead, visible in run history and as `action.failed`.
-fn give_up(changes: &mut Changes, mut row: OutboxEntry, why: String, now: DateTime<Utc>) {
+fn give_up(changes: &mut DeliveryWrites, mut row: OutboxEntry, why: String, now: DateTime<Utc>) {
     tracing::warn!(row = %row.id, reason = %why, "Delivery gave up.");
     let action = kind_of(&row);
     crate::telemetry::delivery(action, "dead");
     row.status = OutboxStatus::Dead;
     row.last_error = Some(why.clone());
-    changes.runs.push(Run {
+    changes.runs([Run {
         id: format!("{}-delivery", row.id),
         rule: row.created_by.clone(),
         event_id: row.id.clone(),
@@ -665,15 +663,13 @@ fn give_up(changes: &mut Changes, mut row: OutboxEntry, why: String, now: DateTi
         }],
         at: now,
         error: Some(why.clone()),
-    });
+    }]);
     let data = json!({
         "rule": row.created_by, "action": action, "reason": why,
         "outbox_id": row.id, "step": row.step,
     });
-    changes
-        .events
-        .push(event(&row, BuiltinEvent::ActionFailed, data, now));
-    changes.outbox.push(row);
+    changes.raise([event(&row, BuiltinEvent::ActionFailed, data, now)]);
+    changes.outbox([row]);
 }
 
 fn kind_of(row: &OutboxEntry) -> &'static str {
@@ -699,6 +695,7 @@ fn event(row: &OutboxEntry, event: BuiltinEvent, data: Json, now: DateTime<Utc>)
 mod tests {
     use super::*;
     use crate::clock::ManualClock;
+    use crate::state::Effects;
     use crate::state::{Enrollment, RecordKey};
     use crate::store::{KvStore, MemoryBackend, OutboxTable};
 
@@ -794,20 +791,23 @@ mod tests {
         // Queued, then the prospect unsubscribed (one row) or replied (the other).
         let (record, exited) = exited_lead(now, "email.replied", crate::state::ExitCause::Event);
         o.store
-            .commit(Changes {
-                records: vec![record],
-                outbox: vec![
-                    row("r1", "gone@p.example", now),
-                    row("r2", "pat@p.example", now),
-                ],
-                suppress: vec![crate::state::Suppression::new(
-                    "gone@p.example",
-                    "bounced",
-                    now,
-                )],
-                enrollments: vec![exited],
-                ..Changes::default()
-            })
+            .commit(
+                Effects {
+                    records: vec![record],
+                    outbox: vec![
+                        row("r1", "gone@p.example", now),
+                        row("r2", "pat@p.example", now),
+                    ],
+                    suppress: vec![crate::state::Suppression::new(
+                        "gone@p.example",
+                        "bounced",
+                        now,
+                    )],
+                    enrollments: vec![exited],
+                    ..Effects::default()
+                }
+                .into(),
+            )
             .unwrap();
         deliver(&o).await;
         for id in ["r1", "r2"] {
@@ -826,12 +826,15 @@ mod tests {
         // an event, and the step is the sequence's own ending.
         let (record, exited) = exited_lead(now, "moved.on", crate::state::ExitCause::Step);
         o.store
-            .commit(Changes {
-                records: vec![record],
-                outbox: vec![row("r1", "pat@p.example", now)],
-                enrollments: vec![exited],
-                ..Changes::default()
-            })
+            .commit(
+                Effects {
+                    records: vec![record],
+                    outbox: vec![row("r1", "pat@p.example", now)],
+                    enrollments: vec![exited],
+                    ..Effects::default()
+                }
+                .into(),
+            )
             .unwrap();
         deliver(&o).await;
         let r = o.store.outbox_entry("r1").unwrap().unwrap();
@@ -848,11 +851,14 @@ mod tests {
         r.step = None;
         let record = crate::state::Record::new(r.record.clone(), now);
         o.store
-            .commit(Changes {
-                records: vec![record],
-                outbox: vec![r],
-                ..Changes::default()
-            })
+            .commit(
+                Effects {
+                    records: vec![record],
+                    outbox: vec![r],
+                    ..Effects::default()
+                }
+                .into(),
+            )
             .unwrap();
         deliver(&o).await;
         deliver(&o).await;
@@ -882,10 +888,13 @@ mod tests {
         let mut r = row("r1", "pat@p.example", now);
         r.status = OutboxStatus::Sending;
         o.store
-            .commit(Changes {
-                outbox: vec![r],
-                ..Changes::default()
-            })
+            .commit(
+                Effects {
+                    outbox: vec![r],
+                    ..Effects::default()
+                }
+                .into(),
+            )
             .unwrap();
         recover_interrupted(&o).await.unwrap();
         let back = o.store.outbox_entry("r1").unwrap().unwrap();

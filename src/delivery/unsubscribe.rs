@@ -156,18 +156,18 @@ pub fn unsubscribed(
     to: &str,
     via: &str,
     now: chrono::DateTime<chrono::Utc>,
-) -> crate::store::Changes {
+) -> crate::store::IntakeWrites {
     use crate::state::{BuiltinEvent, NewEvent, Suppression};
     let data =
         serde_json::json!({ "email": to, "outbox_id": row.id, "step": row.step, "via": via });
     let unsubscribed = BuiltinEvent::EmailUnsubscribed;
     let id = Some(format!("{unsubscribed}/{}", row.id));
     let event = NewEvent::raised(unsubscribed, row.record.clone(), data, now, id);
-    crate::store::Changes {
-        suppress: vec![Suppression::new(to, format!("unsubscribed ({via})"), now)],
-        events: vec![event],
-        ..crate::store::Changes::default()
-    }
+    let mut changes = crate::store::IntakeWrites::default();
+    changes
+        .suppress([Suppression::new(to, format!("unsubscribed ({via})"), now)])
+        .raise([event]);
+    changes
 }
 
 #[cfg(test)]

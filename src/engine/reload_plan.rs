@@ -561,10 +561,10 @@ mod tests {
             last_step: None,
         };
         store
-            .commit(Changes {
+            .commit(Changes::from(crate::state::Effects {
                 enrollments: vec![e],
-                ..Changes::default()
-            })
+                ..crate::state::Effects::default()
+            }))
             .unwrap();
         store
     }

@@ -377,7 +377,9 @@ fn move_deal(b: &Bench, to: &str) -> MoveResult {
         b.clock.now(),
     )
     .unwrap();
-    b.store.commit(crate::worker::changes_of(changes)).unwrap();
+    b.store
+        .commit(crate::store::Changes::from(changes))
+        .unwrap();
     result
 }
 

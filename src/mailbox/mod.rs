@@ -204,13 +204,12 @@ async fn catch_up<S: Store>(
         .map_err(store_error)?;
         // A message deleted between listing and fetching is passed too.
         let reached = chunk.iter().copied().max().unwrap_or(position.last_uid);
-        if let Some(p) = batch.changes.mailbox_positions.last_mut() {
-            p.last_uid = p.last_uid.max(reached);
-            position = p.clone();
-        }
+        batch.position.last_uid = batch.position.last_uid.max(reached);
+        position = batch.position.clone();
         let handled = batch.handled();
         let outcomes = std::mem::take(&mut batch.outcomes);
-        store.commit(batch.changes).map_err(store_error)?;
+        batch.changes.reached([batch.position]);
+        store.commit(batch.changes.into()).map_err(store_error)?;
         store.flush().await.map_err(store_error)?;
         record(watchers, mailbox, &outcomes, now);
         after(mailbox, connection, &handled).await;

@@ -11,7 +11,7 @@ use crate::config::workflows::Mailbox;
 use crate::delivery::inbound::{self, Inbound};
 use crate::delivery::unsubscribe::UnsubscribeKey;
 use crate::state::{BuiltinEvent, Delivery, MailboxPosition, NewEvent, RecordKey, address};
-use crate::store::{Changes, Store, StoreError, for_each_item};
+use crate::store::{IntakeWrites, Store, StoreError, for_each_item};
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use std::collections::HashMap;
@@ -45,8 +45,10 @@ impl Outcome {
 /// A batch read: what to commit, and what became of each message.
 #[derive(Debug, Default)]
 pub struct Batch {
-    /// Events, suppressions and the new position: one commit.
-    pub changes: Changes,
+    /// Events and suppressions, committed with `position` at once.
+    pub changes: IntakeWrites,
+    /// How far the mailbox is read once this batch is committed.
+    pub position: MailboxPosition,
     /// Each message's UID and outcome, in order.
     pub outcomes: Vec<(u32, Outcome)>,
 }
@@ -122,15 +124,15 @@ pub fn read<S: Store>(
         }
         batch.outcomes.push((message.uid, outcome));
     }
-    batch.changes.mailbox_positions.push(position);
+    batch.position = position;
     Ok(batch)
 }
 
 /// What one message changes (nothing, unless it raised an event).
-type Read = (Outcome, Changes);
+type Read = (Outcome, IntakeWrites);
 
 fn nothing(outcome: Outcome) -> Read {
-    (outcome, Changes::default())
+    (outcome, IntakeWrites::default())
 }
 
 fn one<S: Store>(
@@ -176,10 +178,8 @@ fn one<S: Store>(
         )
     });
     let raised = BuiltinEvent::named(&event.event_type).unwrap_or(BuiltinEvent::EmailReplied);
-    let changes = Changes {
-        events: vec![event],
-        ..Changes::default()
-    };
+    let mut changes = IntakeWrites::default();
+    changes.raise([event]);
     Ok((Outcome::Raised(raised), changes))
 }
 
@@ -258,10 +258,10 @@ mod tests {
             DateTime::UNIX_EPOCH,
         )
         .unwrap();
-        assert_eq!(batch.changes.mailbox_positions[0].last_uid, 9);
+        assert_eq!(batch.position.last_uid, 9);
         assert!(matches!(batch.outcomes[0].1, Outcome::Skipped(_)));
         assert_eq!(batch.outcomes[1].1, Outcome::Ignored);
-        assert!(batch.changes.events.is_empty() && batch.handled().is_empty());
+        assert!(batch.changes.events().is_empty() && batch.handled().is_empty());
     }
 
     proptest! {
@@ -277,7 +277,7 @@ mod tests {
             message.extend(raw);
             let fetched = [Fetched { uid: 5, raw: message }];
             let batch = read(&store, &mailbox(), &key, &fetched, position(), DateTime::UNIX_EPOCH).unwrap();
-            prop_assert_eq!(batch.changes.mailbox_positions[0].last_uid, 5);
+            prop_assert_eq!(batch.position.last_uid, 5);
         }
     }
 }

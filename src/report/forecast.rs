@@ -9,7 +9,7 @@ use super::pipeline::PipelineReportBuilder;
 use crate::clock::Clock;
 use crate::config::Workflows;
 use crate::state::ForecastSnapshot;
-use crate::store::{Changes, Store, StoreError};
+use crate::store::{ForecastWrites, Store, StoreError};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -70,10 +70,9 @@ pub fn snapshot_today<S: Store>(
     }
     let taken = snapshots(store, workflows, now)?;
     let count = taken.len();
-    store.commit(Changes {
-        forecasts: taken,
-        ..Changes::default()
-    })?;
+    let mut changes = ForecastWrites::default();
+    changes.snapshots(taken);
+    store.commit(changes.into())?;
     Ok(count)
 }
 
@@ -264,6 +263,7 @@ pub fn forecast_report<S: Store>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::Effects;
     use crate::state::{Record, RecordKey, StageVisit};
     use crate::store::{ForecastTable, KvStore, MemoryBackend, StageHistoryTable};
 
@@ -312,11 +312,14 @@ mod tests {
         record.owner = Some(owner.into());
         record.stage = Some(stage.into());
         store
-            .commit(Changes {
-                records: vec![record],
-                stage_visits,
-                ..Changes::default()
-            })
+            .commit(
+                Effects {
+                    records: vec![record],
+                    stage_visits,
+                    ..Effects::default()
+                }
+                .into(),
+            )
             .unwrap();
     }
 

@@ -3,8 +3,9 @@
 
 use super::*;
 use crate::simulation::{TimedEvent, run_on};
+use crate::state::Effects;
 use crate::state::Task;
-use crate::store::{Changes, KvStore, MemoryBackend, OutboxTable, TaskTable};
+use crate::store::{KvStore, MemoryBackend, OutboxTable, TaskTable};
 use chrono::Duration;
 use serde_json::{Value as Json, json};
 
@@ -125,7 +126,7 @@ fn a_month() -> (Workflows, KvStore<MemoryBackend>) {
     let mut late = late;
     late.push(done);
     block_on(run_on(&store, &w, at(1.1), late, at(28.0))).unwrap();
-    let mut sent = Changes::default();
+    let mut sent = Effects::default();
     for_each_item(
         |after| store.outbox_matching(&OutboxFilter::default(), after, PAGE),
         |mut row| {
@@ -134,7 +135,7 @@ fn a_month() -> (Workflows, KvStore<MemoryBackend>) {
         },
     )
     .unwrap();
-    store.commit(sent).unwrap();
+    store.commit(sent.into()).unwrap();
     (w, store)
 }
 

@@ -17,7 +17,7 @@ use crate::config::Workflows;
 use crate::config::workflows::RuleTrigger;
 use crate::engine::internal;
 use crate::state::{NewEvent, RecordKey};
-use crate::store::{Changes, Store, StoreError};
+use crate::store::{FiringWrites, Store, StoreError};
 use chrono::{DateTime, Utc};
 use schedule::SlotDue;
 use serde_json::json;
@@ -33,19 +33,19 @@ pub fn fire_due<S: Store>(
     workflows: &Workflows,
     now: DateTime<Utc>,
 ) -> Result<usize, StoreError> {
-    let mut changes = Changes::default();
+    let mut changes = FiringWrites::default();
     let timers = store.due_timers(now, FIRE_BATCH)?;
+    let mut fired = timers.len();
     let lateness: Vec<chrono::Duration> = timers.iter().map(|t| now - t.due_at).collect();
     for timer in timers {
-        changes.timers_done.push((timer.due_at, timer.id.clone()));
+        changes.timers_done([(timer.due_at, timer.id.clone())]);
         let mut event = timer.event;
         event.id = Some(timer.id);
-        changes.fired.push(event);
+        changes.fire([event]);
     }
-    due_schedules(store, workflows, now, &mut changes)?;
-    let fired = changes.fired.len() + changes.events.len();
-    if fired > 0 || !changes.counters.is_empty() {
-        store.commit(changes)?;
+    fired += due_schedules(store, workflows, now, &mut changes)?;
+    if !changes.is_empty() {
+        store.commit(changes.into())?;
         lateness.into_iter().for_each(crate::telemetry::timer_fired);
     }
     Ok(fired)
@@ -87,30 +87,34 @@ fn last_slot<S: Store>(store: &S, rule: &str) -> Result<Option<DateTime<Utc>>, S
         .flatten())
 }
 
+/// Adds the schedule slots due at `now`, and where each schedule has got
+/// to; answers how many slots fire.
 fn due_schedules<S: Store>(
     store: &S,
     workflows: &Workflows,
     now: DateTime<Utc>,
-    changes: &mut Changes,
-) -> Result<(), StoreError> {
+    changes: &mut FiringWrites,
+) -> Result<usize, StoreError> {
+    let mut fired = 0;
     for (rule, schedule) in schedules(workflows) {
         let Some(last) = last_slot(store, rule)? else {
             // A new schedule starts from now: slots before it existed are
             // not "missed".
-            changes.counters.push((counter_name(rule), millis(now)));
+            changes.counters([(counter_name(rule), millis(now))]);
             continue;
         };
         let slot = match schedule::due(schedule, last, now) {
             SlotDue::Nothing => continue,
             SlotDue::Pass(slot) => slot,
             SlotDue::Fire(slot) => {
-                changes.events.push(schedule_event(rule, slot));
+                changes.raise([schedule_event(rule, slot)]);
+                fired += 1;
                 slot
             }
         };
-        changes.counters.push((counter_name(rule), millis(slot)));
+        changes.counters([(counter_name(rule), millis(slot))]);
     }
-    Ok(())
+    Ok(fired)
 }
 
 fn schedule_event(rule: &str, slot: DateTime<Utc>) -> NewEvent {

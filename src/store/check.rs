@@ -442,7 +442,7 @@ mod tests {
             from_handoff: false,
         };
         store
-            .commit(Changes {
+            .commit(Changes::from(crate::state::Effects {
                 tasks: vec![task],
                 events: vec![NewEvent {
                     id: Some("e1".into()),
@@ -453,8 +453,8 @@ mod tests {
                     occurred_at: DateTime::UNIX_EPOCH,
                     depth: 0,
                 }],
-                ..Changes::default()
-            })
+                ..crate::state::Effects::default()
+            }))
             .unwrap();
         store
     }
@@ -494,12 +494,12 @@ mod tests {
             ..Enrollment::new(record, "cadence", DateTime::UNIX_EPOCH)
         };
         store
-            .commit(Changes {
+            .commit(Changes::from(crate::state::Effects {
                 timers: vec![timer.clone()],
                 enrollments: vec![enrollment],
                 handled: Some(1),
-                ..Changes::default()
-            })
+                ..crate::state::Effects::default()
+            }))
             .unwrap();
         timer
     }
@@ -512,7 +512,10 @@ mod tests {
         // Fired and not yet handled: still sound.
         store
             .commit(Changes {
-                timers_done: vec![(timer.due_at, timer.id.clone())],
+                round: crate::state::Effects {
+                    timers_done: vec![(timer.due_at, timer.id.clone())],
+                    ..crate::state::Effects::default()
+                },
                 fired: vec![NewEvent {
                     id: Some(timer.id.clone()),
                     ..timer.event.clone()
@@ -524,10 +527,10 @@ mod tests {
         assert!(report.problems.is_empty(), "{:?}", report.problems);
         // Handled, yet the enrollment still waits on it: never going on.
         store
-            .commit(Changes {
+            .commit(Changes::from(crate::state::Effects {
                 handled: Some(2),
-                ..Changes::default()
-            })
+                ..crate::state::Effects::default()
+            }))
             .unwrap();
         let report = store.check(false).unwrap();
         assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
@@ -542,11 +545,11 @@ mod tests {
         let mut overdue = orphan.clone();
         overdue.id = crate::state::TimerKind::Overdue.id("gone");
         store
-            .commit(Changes {
+            .commit(Changes::from(crate::state::Effects {
                 timers: vec![orphan, overdue],
                 handled: Some(5),
-                ..Changes::default()
-            })
+                ..crate::state::Effects::default()
+            }))
             .unwrap();
         let report = store.check(true).unwrap();
         let said: Vec<&str> = report.problems.iter().map(|p| p.what.as_str()).collect();

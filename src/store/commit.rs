@@ -18,45 +18,45 @@ impl<B: Backend> Store for KvStore<B> {
         // but only the engine worker writes them.
         let mut w = Vec::new();
         // Each table writes its own keys and keeps its own indexes in step.
-        records::stage(&changes.records, &mut w)?;
-        self.stage_history_writes(&changes.stage_visits, &mut w)?;
-        for t in &changes.tasks {
+        records::stage(&changes.round.records, &mut w)?;
+        self.stage_history_writes(&changes.round.stage_visits, &mut w)?;
+        for t in &changes.round.tasks {
             self.stage_task(t, &mut w)?;
         }
-        for o in &changes.outbox {
+        for o in &changes.round.outbox {
             self.stage_outbox(o, &mut w)?;
         }
-        timers::stage(&changes.timers, &changes.timers_done, &mut w)?;
-        enrollments::stage(&changes.enrollments, &mut w)?;
-        runs::stage(&changes.runs, &mut w)?;
+        timers::stage(&changes.round.timers, &changes.round.timers_done, &mut w)?;
+        enrollments::stage(&changes.round.enrollments, &mut w)?;
+        runs::stage(&changes.round.runs, &mut w)?;
         self.stage_pruned_runs(&changes.runs_pruned, &mut w)?;
-        for (name, value) in &changes.counters {
+        for (name, value) in &changes.round.counters {
             w.push(KvWrite::Put(
                 keys::counter(name),
                 value.to_be_bytes().to_vec(),
             ));
         }
-        for notes in &changes.ledger {
+        for notes in &changes.round.ledger {
             ledger::encode(notes, &mut w)?;
         }
-        suppressions::stage(&changes.suppress, &changes.unsuppress, &mut w)?;
+        suppressions::stage(&changes.round.suppress, &changes.unsuppress, &mut w)?;
         events::stage_set_aside(&changes.set_aside, &mut w)?;
         rejected::stage(&changes.rejected, &changes.replayed, &mut w)?;
         mailboxes::stage_positions(&changes.mailbox_positions, &mut w)?;
         outbox::stage_receipts(&changes.receipts, &mut w)?;
         self.stage_event_retention(&changes, &mut w)?;
         forecasts::stage(&changes.forecasts, &mut w)?;
-        let rings_worker = !changes.events.is_empty() || !changes.fired.is_empty();
-        let rings_delivery = !changes.outbox.is_empty();
+        let rings_worker = !changes.round.events.is_empty() || !changes.fired.is_empty();
+        let rings_delivery = !changes.round.outbox.is_empty();
         let mut writer = self.lock();
         let mut next = self.next_seq(*writer)?;
-        if !changes.events.is_empty() {
-            self.stage_events(changes.events, Ids::Deduplicate, &mut next, &mut w)?;
+        if !changes.round.events.is_empty() {
+            self.stage_events(changes.round.events, Ids::Deduplicate, &mut next, &mut w)?;
         }
         if !changes.fired.is_empty() {
             self.stage_events(changes.fired, Ids::Unique, &mut next, &mut w)?;
         }
-        if let Some(seq) = changes.handled {
+        if let Some(seq) = changes.round.handled {
             w.push(KvWrite::Put(
                 keys::CURSOR.to_vec(),
                 seq.to_be_bytes().to_vec(),
@@ -65,7 +65,7 @@ impl<B: Backend> Store for KvStore<B> {
         self.apply_batch(w)?;
         *writer = Some(next);
         drop(writer);
-        self.records.written(changes.records);
+        self.records.written(changes.round.records);
         self.wakeups.commits.send_modify(|n| *n += 1);
         if rings_worker {
             self.wakeups.events.notify_one();

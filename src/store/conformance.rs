@@ -95,10 +95,10 @@ pub fn events_read_from_any_point_in_order<S: Store>(s: &S) {
     // with a duplicate among them, then one: rows of every length.
     let ids = |from: u64, to: u64| (from..to).map(|n| event(Some(&format!("x{n}")), "L1"));
     s.append_events(ids(1, 41).collect()).unwrap();
-    s.commit(Changes {
+    s.commit(Changes::from(crate::state::Effects {
         events: vec![event(None, "L1"); 3],
-        ..Changes::default()
-    })
+        ..crate::state::Effects::default()
+    }))
     .unwrap();
     let more = s
         .append_events(ids(44, 47).chain(ids(5, 6)).chain(ids(47, 50)).collect())
@@ -129,13 +129,13 @@ pub fn commit_is_one_unit_with_cursor_and_chained_events<S: Store>(s: &S) {
     s.append_events(vec![event(Some("a"), "L1")]).unwrap();
     let mut record = Record::new(key("lead", "L1"), at(0));
     record.owner = Some("ana@x".into());
-    s.commit(Changes {
+    s.commit(Changes::from(crate::state::Effects {
         records: vec![record.clone()],
         events: vec![event(None, "L1")],
         counters: vec![("rr/sdr".into(), 7)],
         handled: Some(1),
-        ..Changes::default()
-    })
+        ..crate::state::Effects::default()
+    }))
     .unwrap();
     assert_eq!(s.record(&record.key).unwrap(), Some(record));
     assert_eq!(s.cursor().unwrap(), 1);
@@ -148,7 +148,10 @@ pub fn commit_is_one_unit_with_cursor_and_chained_events<S: Store>(s: &S) {
 
 pub fn fired_timer_events_follow_raised_ones_and_keep_their_ids<S: Store>(s: &S) {
     s.commit(Changes {
-        events: vec![event(None, "L1")],
+        round: crate::state::Effects {
+            events: vec![event(None, "L1")],
+            ..crate::state::Effects::default()
+        },
         fired: vec![event(Some("step/lead:L1/1"), "L1")],
         ..Changes::default()
     })
@@ -178,15 +181,15 @@ pub fn records_read_as_last_written<S: Store>(s: &S) {
             .map(|r| r.fields["n"].clone())
     };
     for round in 0..3 {
-        s.commit(Changes {
+        s.commit(Changes::from(crate::state::Effects {
             records: vec![record("L1", round), record("L2", round * 10)],
-            ..Changes::default()
-        })
+            ..crate::state::Effects::default()
+        }))
         .unwrap();
-        s.commit(Changes {
+        s.commit(Changes::from(crate::state::Effects {
             records: vec![record("L3", round)],
-            ..Changes::default()
-        })
+            ..crate::state::Effects::default()
+        }))
         .unwrap();
         assert_eq!(n_of("L1"), Some(json!(round)));
         assert_eq!(n_of("L2"), Some(json!(round * 10)));
@@ -212,10 +215,10 @@ pub fn records_page_by_kind<S: Store>(s: &S) {
         .map(|id| Record::new(key("deal", id), at(0)))
         .collect();
     let other = Record::new(key("dealer", "z"), at(0));
-    s.commit(Changes {
+    s.commit(Changes::from(crate::state::Effects {
         records: [records.clone(), vec![other]].concat(),
-        ..Changes::default()
-    })
+        ..crate::state::Effects::default()
+    }))
     .unwrap();
     let page = s.records_of_kind("deal", None, 2).unwrap();
     assert_eq!(page.items, records[..2]);
@@ -225,23 +228,23 @@ pub fn records_page_by_kind<S: Store>(s: &S) {
 }
 
 pub fn tasks_filter_and_count_open_by_owner<S: Store>(s: &S) {
-    s.commit(Changes {
+    s.commit(Changes::from(crate::state::Effects {
         tasks: vec![
             task("t1", Some("ana"), TaskStatus::Open),
             task("t2", Some("ana"), TaskStatus::Open),
             task("t3", None, TaskStatus::Open),
         ],
-        ..Changes::default()
-    })
+        ..crate::state::Effects::default()
+    }))
     .unwrap();
     assert_eq!(s.open_task_count("ana").unwrap(), 2);
     let mut done = task("t1", Some("ana"), TaskStatus::Completed);
     done.completed_at = Some(at(5));
     let moved = task("t2", Some("ben"), TaskStatus::Open);
-    s.commit(Changes {
+    s.commit(Changes::from(crate::state::Effects {
         tasks: vec![done, moved],
-        ..Changes::default()
-    })
+        ..crate::state::Effects::default()
+    }))
     .unwrap();
     assert_eq!(s.open_task_count("ana").unwrap(), 0);
     assert_eq!(s.open_task_count("ben").unwrap(), 1);
@@ -314,10 +317,10 @@ pub fn runs_newest_first_with_filters<S: Store>(s: &S) {
         ],
         vec![late],
     ] {
-        s.commit(Changes {
+        s.commit(Changes::from(crate::state::Effects {
             runs,
-            ..Changes::default()
-        })
+            ..crate::state::Effects::default()
+        }))
         .unwrap();
     }
     let ids = |p: Page<Run>| p.items.into_iter().map(|r| r.id).collect::<Vec<_>>();
@@ -374,10 +377,10 @@ pub fn timers_come_due_in_order_and_can_be_deleted<S: Store>(s: &S) {
         due_at: at(secs),
         event: event(None, "L1"),
     };
-    s.commit(Changes {
+    s.commit(Changes::from(crate::state::Effects {
         timers: vec![timer("late", 100), timer("early", 10), timer("mid", 50)],
-        ..Changes::default()
-    })
+        ..crate::state::Effects::default()
+    }))
     .unwrap();
     assert_eq!(s.next_timer().unwrap().map(|t| t.id), Some("early".into()));
     let due: Vec<String> = s
@@ -387,10 +390,10 @@ pub fn timers_come_due_in_order_and_can_be_deleted<S: Store>(s: &S) {
         .map(|t| t.id)
         .collect();
     assert_eq!(due, ["early", "mid"]);
-    s.commit(Changes {
+    s.commit(Changes::from(crate::state::Effects {
         timers_done: vec![(at(10), "early".into())],
-        ..Changes::default()
-    })
+        ..crate::state::Effects::default()
+    }))
     .unwrap();
     assert_eq!(s.next_timer().unwrap().map(|t| t.id), Some("mid".into()));
 }
@@ -405,7 +408,7 @@ pub fn history_enrollments_suppression<S: Store>(s: &S) {
         owner: None,
         ..StageVisit::default()
     };
-    s.commit(Changes {
+    s.commit(Changes::from(crate::state::Effects {
         stage_visits: vec![
             (k.clone(), 1, visit("discovery", 10)),
             (k.clone(), 0, visit("qualified", 0)),
@@ -419,8 +422,8 @@ pub fn history_enrollments_suppression<S: Store>(s: &S) {
             "unsubscribed (link)",
             at(0),
         )],
-        ..Changes::default()
-    })
+        ..crate::state::Effects::default()
+    }))
     .unwrap();
     let stages: Vec<String> = s
         .stage_history(&k)
@@ -429,10 +432,10 @@ pub fn history_enrollments_suppression<S: Store>(s: &S) {
         .map(|v| v.stage)
         .collect();
     assert_eq!(stages, ["qualified", "discovery"]);
-    s.commit(Changes {
+    s.commit(Changes::from(crate::state::Effects {
         stage_visits: vec![(key("deal", "D10"), 0, visit("qualified", 5))],
-        ..Changes::default()
-    })
+        ..crate::state::Effects::default()
+    }))
     .unwrap();
     let mut all = Vec::new();
     s.each_stage_history(&mut |k, visits| all.push((k.id, visits.len())))
@@ -481,10 +484,10 @@ pub fn texts_keep_their_number_and_receipts_apart<S: Store>(s: &S) {
     };
     let mut row = OutboxEntry::pending("t1".into(), key("lead", "L1"), text, at(0), "r".into());
     row.status = OutboxStatus::Sending;
-    s.commit(Changes {
+    s.commit(Changes::from(crate::state::Effects {
         outbox: vec![row.clone()],
-        ..Changes::default()
-    })
+        ..crate::state::Effects::default()
+    }))
     .unwrap();
     assert_eq!(s.texted("+15551230001").unwrap(), Some(key("lead", "L1")));
     assert_eq!(s.texted("+15551230002").unwrap(), None);
@@ -500,10 +503,10 @@ pub fn texts_keep_their_number_and_receipts_apart<S: Store>(s: &S) {
     .unwrap();
     row.status = OutboxStatus::Sent;
     row.provider_id = Some("SM1".into());
-    s.commit(Changes {
+    s.commit(Changes::from(crate::state::Effects {
         outbox: vec![row.clone()],
-        ..Changes::default()
-    })
+        ..crate::state::Effects::default()
+    }))
     .unwrap();
     let read = s.outbox_entry("t1").unwrap().unwrap();
     assert_eq!(read.receipt, Some(receipt.clone()));
@@ -530,13 +533,13 @@ pub fn ids_with_nul_never_read_as_another_records<S: Store>(s: &S) {
         };
         OutboxEntry::pending(id.into(), record.clone(), text, at(0), "r".into())
     };
-    s.commit(Changes {
+    s.commit(Changes::from(crate::state::Effects {
         enrollments: vec![enrollment(&plain, "a"), enrollment(&tricky, "x\0a")],
         runs: vec![run("r1", "rule", "L9"), tricky_run],
         tasks: vec![task("t1", Some("a"), TaskStatus::Open), tricky_task],
         outbox: vec![texted("o1", &plain), texted("o2", &tricky)],
-        ..Changes::default()
-    })
+        ..crate::state::Effects::default()
+    }))
     .unwrap();
     let sequences = |k: &RecordKey| -> Vec<String> {
         s.enrollments(k)
@@ -618,10 +621,10 @@ pub fn outbox_rows_round_trip<S: Store>(s: &S) {
     };
     let mut rows = vec![row("o1", email), row("o2", hook)];
     rows[1].next_attempt_at = Some(at(50));
-    s.commit(Changes {
+    s.commit(Changes::from(crate::state::Effects {
         outbox: rows.clone(),
-        ..Changes::default()
-    })
+        ..crate::state::Effects::default()
+    }))
     .unwrap();
     assert_eq!(s.outbox(None, 10).unwrap().items, rows);
     assert_eq!(s.outbox_entry("o2").unwrap(), Some(rows[1].clone()));
@@ -631,10 +634,10 @@ pub fn outbox_rows_round_trip<S: Store>(s: &S) {
     assert_eq!(ids(s.due_outbox(at(60), 10).unwrap()), ["o1", "o2"]);
     let mut sending = rows[0].clone();
     sending.status = OutboxStatus::Sending;
-    s.commit(Changes {
+    s.commit(Changes::from(crate::state::Effects {
         outbox: vec![sending.clone()],
-        ..Changes::default()
-    })
+        ..crate::state::Effects::default()
+    }))
     .unwrap();
     assert_eq!(ids(s.due_outbox(at(60), 10).unwrap()), ["o2"]);
     assert_eq!(s.waiting_outbox(10).unwrap(), 1);
@@ -645,10 +648,10 @@ pub fn outbox_rows_round_trip<S: Store>(s: &S) {
     let mut retry = rows[1].clone();
     retry.status = OutboxStatus::Failed;
     retry.next_attempt_at = Some(at(90));
-    s.commit(Changes {
+    s.commit(Changes::from(crate::state::Effects {
         outbox: vec![sent, retry],
-        ..Changes::default()
-    })
+        ..crate::state::Effects::default()
+    }))
     .unwrap();
     assert!(s.sending_outbox(10).unwrap().is_empty());
     assert!(s.due_outbox(at(60), 10).unwrap().is_empty());
@@ -667,10 +670,10 @@ pub fn outbox_rows_round_trip<S: Store>(s: &S) {
     other.record = key("lead", "L10");
     let mut third = row("o4", rows[0].delivery.clone());
     third.status = OutboxStatus::Sent;
-    s.commit(Changes {
+    s.commit(Changes::from(crate::state::Effects {
         outbox: vec![other, third],
-        ..Changes::default()
-    })
+        ..crate::state::Effects::default()
+    }))
     .unwrap();
     let of_l1 = |status| OutboxFilter {
         status,
@@ -709,10 +712,10 @@ pub fn score_ledger_pages_newest_first<S: Store>(s: &S) {
             })
             .collect(),
     };
-    s.commit(Changes {
+    s.commit(Changes::from(crate::state::Effects {
         ledger: vec![notes(1, "m", 2), notes(300, "m", 1), notes(9, "m2", 1)],
-        ..Changes::default()
-    })
+        ..crate::state::Effects::default()
+    }))
     .unwrap();
     let first = s.score_ledger(&key("lead", "L1"), "m", None, 2).unwrap();
     let rules: Vec<&str> = first.items.iter().map(|e| e.rule.as_str()).collect();

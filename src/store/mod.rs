@@ -15,9 +15,11 @@
 //! (engine and commit) run under `block_in_place`; a flush runs on the
 //! blocking pool (the disk backends' group flush), never on an async worker thread.
 //!
-//! Owns: keys, encodings, indexes, format upgrades ([`migrations`]) and
-//! where due-ordered scans start ([`due_floors`]); it rings the loops that wait for commits ([`Wakeups`]). Never: decides what
-//! to write (callers do) or depends on the engine, the worker or the API.
+//! Owns: keys, encodings, indexes, format upgrades ([`migrations`]),
+//! where due-ordered scans start ([`due_floors`]) and which tables each
+//! writer may write (`writes`: one write-set type per writer); it rings
+//! the loops that wait for commits ([`Wakeups`]). Never: decides what to
+//! write (callers do) or depends on the engine, the worker or the API.
 
 mod backend;
 pub mod backup;
@@ -43,6 +45,7 @@ mod sled_to_fjall;
 mod suppressions;
 mod tasks;
 mod timers;
+mod writes;
 
 #[cfg(test)]
 mod conformance;
@@ -58,13 +61,14 @@ pub use memory::MemoryBackend;
 pub use record_cache::DEFAULT_RECORDS_KEPT;
 pub use sled_backend::SledBackend;
 pub use sled_to_fjall::open_disk;
+pub use writes::{DeliveryWrites, FiringWrites, ForecastWrites, IntakeWrites, PruneWrites};
 
 pub use crate::state::{Page, for_each_item};
 
 use crate::state::{
-    Delivery, Enrollment, Event, ForecastSnapshot, MailboxPosition, NewEvent, OutboxEntry,
-    OutboxStatus, Receipt, Record, RecordKey, RejectedPayload, Run, ScoreEntry, ScoreNotes,
-    SetAsideEvent, StageVisit, Suppression, Task, TaskStatus, Timer,
+    Delivery, Effects, Enrollment, Event, ForecastSnapshot, MailboxPosition, NewEvent, OutboxEntry,
+    OutboxStatus, Receipt, Record, RecordKey, RejectedPayload, Run, ScoreEntry, SetAsideEvent,
+    StageVisit, Suppression, Task, TaskStatus, Timer,
 };
 use chrono::{DateTime, Utc};
 use std::future::Future;
@@ -472,84 +476,53 @@ pub trait CounterTable {
     fn counter(&self, name: &str) -> Result<u64, StoreError>;
 }
 
-/// Everything one event's handling changes, committed at once.
-#[derive(Debug, Clone, Default)]
+/// Everything one commit changes, at once. Only the store fills or reads
+/// its fields: writers build their own write sets (the engine's `Effects`,
+/// `DeliveryWrites`, ...: one type per writer, in `store/writes.rs`) and
+/// convert them into this.
+#[derive(Debug, Default)]
 pub struct Changes {
-    /// Records to write.
-    pub records: Vec<Record>,
-    /// Stage visits to write: (record, index in its history, visit).
-    pub stage_visits: Vec<(RecordKey, u64, StageVisit)>,
-    /// Tasks to write.
-    pub tasks: Vec<Task>,
-    /// Outbox rows to write.
-    pub outbox: Vec<OutboxEntry>,
-    /// Timers to add.
-    pub timers: Vec<Timer>,
-    /// Timers to delete: (due, id).
-    pub timers_done: Vec<(DateTime<Utc>, String)>,
-    /// Enrollments to write.
-    pub enrollments: Vec<Enrollment>,
-    /// Runs to record.
-    pub runs: Vec<Run>,
-    /// Rows of runs to forget (past `settings.keep_runs`), by row id.
-    pub runs_pruned: Vec<String>,
-    /// Counters to set.
-    pub counters: Vec<(String, u64)>,
-    /// Addresses to suppress.
-    pub suppress: Vec<Suppression>,
-    /// Addresses to take off the suppression list (any spelling).
-    pub unsuppress: Vec<String>,
-    /// Score contributions to record.
-    pub ledger: Vec<ScoreNotes>,
-    /// Events raised, appended to the log in the same commit.
-    pub events: Vec<NewEvent>,
+    /// What the engine decided; other writers add to some of its tables
+    /// (outbox rows, events, suppressions, runs, counters).
+    pub(in crate::store) round: Effects,
     /// Events the engine could not handle, set aside.
-    pub set_aside: Vec<SetAsideEvent>,
+    pub(in crate::store) set_aside: Vec<SetAsideEvent>,
+    /// Rows of runs to forget (past `settings.keep_runs`), by row id.
+    pub(in crate::store) runs_pruned: Vec<String>,
+    /// Addresses to take off the suppression list (any spelling).
+    pub(in crate::store) unsuppress: Vec<String>,
     /// Payloads a source could not map, kept (or kept again, with a new reason).
-    pub rejected: Vec<RejectedPayload>,
+    pub(in crate::store) rejected: Vec<RejectedPayload>,
     /// Kept payloads replayed: (source, id).
-    pub replayed: Vec<(String, String)>,
-    /// Mailbox positions reached by the messages behind `events`.
-    pub mailbox_positions: Vec<MailboxPosition>,
+    pub(in crate::store) replayed: Vec<(String, String)>,
+    /// Mailbox positions reached by the messages behind the events.
+    pub(in crate::store) mailbox_positions: Vec<MailboxPosition>,
     /// Forecast snapshots taken.
-    pub forecasts: Vec<ForecastSnapshot>,
+    pub(in crate::store) forecasts: Vec<ForecastSnapshot>,
     /// Delivery receipts of texts: (outbox row id, receipt).
-    pub receipts: Vec<(String, Receipt)>,
+    pub(in crate::store) receipts: Vec<(String, Receipt)>,
     /// Marks of the log to write.
-    pub event_marks: Vec<EventMark>,
+    pub(in crate::store) event_marks: Vec<EventMark>,
     /// Marks of the log to forget, by time.
-    pub event_marks_pruned: Vec<DateTime<Utc>>,
+    pub(in crate::store) event_marks_pruned: Vec<DateTime<Utc>>,
     /// Rows of handled events to forget (past `settings.keep_events`),
     /// with the deduplication entries that point at their events.
-    pub event_rows_pruned: Vec<EventRow>,
-    /// Events of due timers, appended after `events`. The timer's deletion
-    /// in the same commit is what makes each fire once, so their ids (the
-    /// timers') skip the idempotency index that outside events go through:
-    /// at a million pending timers that index was half of firing's cost.
-    pub fired: Vec<NewEvent>,
-    /// The event these changes finish (moves the cursor).
-    pub handled: Option<u64>,
+    pub(in crate::store) event_rows_pruned: Vec<EventRow>,
+    /// Events of due timers, appended after the round's events. The
+    /// timer's deletion in the same commit is what makes each fire once, so
+    /// their ids (the timers') skip the idempotency index that outside
+    /// events go through: at a million pending timers that index was half
+    /// of firing's cost.
+    pub(in crate::store) fired: Vec<NewEvent>,
 }
 
 impl Changes {
     /// Adds another set of changes after these.
-    pub fn append(&mut self, other: Changes) {
-        self.records.extend(other.records);
-        self.stage_visits.extend(other.stage_visits);
-        self.tasks.extend(other.tasks);
-        self.outbox.extend(other.outbox);
-        self.timers.extend(other.timers);
-        self.timers_done.extend(other.timers_done);
-        self.enrollments.extend(other.enrollments);
-        self.runs.extend(other.runs);
-        self.runs_pruned.extend(other.runs_pruned);
-        self.counters.extend(other.counters);
-        self.suppress.extend(other.suppress);
-        self.unsuppress.extend(other.unsuppress);
-        self.ledger.extend(other.ledger);
-        self.events.extend(other.events);
-        self.fired.extend(other.fired);
+    pub(in crate::store) fn append(&mut self, other: Changes) {
+        self.round.append(other.round);
         self.set_aside.extend(other.set_aside);
+        self.runs_pruned.extend(other.runs_pruned);
+        self.unsuppress.extend(other.unsuppress);
         self.rejected.extend(other.rejected);
         self.replayed.extend(other.replayed);
         self.mailbox_positions.extend(other.mailbox_positions);
@@ -558,7 +531,7 @@ impl Changes {
         self.event_marks.extend(other.event_marks);
         self.event_marks_pruned.extend(other.event_marks_pruned);
         self.event_rows_pruned.extend(other.event_rows_pruned);
-        self.handled = other.handled.or(self.handled);
+        self.fired.extend(other.fired);
     }
 }
 

@@ -16,7 +16,6 @@ pub mod retention;
 mod round;
 mod store_view;
 mod turns;
-pub use store_view::changes_of;
 pub use turns::{NextStep, Retention, Turns};
 
 use crate::clock::Clock;
@@ -114,11 +113,11 @@ fn handle_round<S: Store>(
         let effects = engine::handle(event, workflows, &round, clock.now())?;
         round.absorb(effects)?;
     }
-    let changes = changes_of(round.into_effects());
+    let effects = round.into_effects();
     // Counted before the commit (no copy of the runs on this hot path); a
     // failed commit, which is retried, counts its runs twice.
-    crate::telemetry::runs_committed(&changes.runs);
-    store.commit(changes)
+    crate::telemetry::runs_committed(&effects.runs);
+    store.commit(crate::store::Changes::from(effects))
 }
 
 /// Runs blocking work without stalling the async runtime's other tasks
@@ -278,7 +277,7 @@ async fn swap<S: Store>(
     }
     if !plan.moves.is_empty() {
         store
-            .commit(changes_of(effects))
+            .commit(crate::store::Changes::from(effects))
             .map_err(|e| e.to_string())?;
         store.flush().await.map_err(|e| e.to_string())?;
     }
@@ -305,7 +304,7 @@ async fn move_now<S: Store>(
         depth: 0,
     };
     let (result, effects) = engine::move_stage(record, to, &request, workflows, store, now)?;
-    store.commit(changes_of(effects))?;
+    store.commit(crate::store::Changes::from(effects))?;
     store.flush().await?;
     Ok(result)
 }

@@ -10,7 +10,7 @@
 //! after it: pruning by mark never drops a just-imported old event's id
 //! from the deduplication window.
 
-use crate::store::{Changes, EventMark, RunRow, Store, StoreError};
+use crate::store::{EventMark, PruneWrites, RunRow, Store, StoreError};
 use chrono::{DateTime, Utc};
 use std::time::Duration;
 
@@ -59,12 +59,10 @@ pub fn prune_runs<S: Store>(
             });
         }
         pruned += old.iter().map(|r| r.runs).sum::<usize>();
-        let old = old.into_iter().map(|r| r.id.clone()).collect();
+        let mut forget = PruneWrites::default();
+        forget.forget_runs(old.into_iter().map(|r| r.id.clone()));
         after = page.last().map(|r| r.id.clone());
-        store.commit(Changes {
-            runs_pruned: old,
-            ..Changes::default()
-        })?;
+        store.commit(forget.into())?;
         if page.len() < PAGE {
             return Ok(Pruned {
                 count: pruned,
@@ -94,7 +92,7 @@ pub fn prune_events<S: Store>(
     keep: Duration,
     now: DateTime<Utc>,
 ) -> Result<Pruned, StoreError> {
-    let mut changes = Changes::default();
+    let mut changes = PruneWrites::default();
     let every = chrono::Duration::from_std(mark_every(keep)).unwrap_or(chrono::Duration::hours(1));
     if store
         .event_mark_before(now)?
@@ -102,7 +100,7 @@ pub fn prune_events<S: Store>(
     {
         // Read before the mark's time: every event below it is older.
         let seq = store.last_seq()?.saturating_add(1);
-        changes.event_marks.push(EventMark { at: now, seq });
+        changes.mark([EventMark { at: now, seq }]);
     }
     let cutoff = chrono::Duration::from_std(keep)
         .ok()
@@ -125,18 +123,15 @@ pub fn prune_events<S: Store>(
             count: old.iter().map(|r| r.ids.len()).sum(),
             more: full && old.len() == EVENT_ROWS,
         };
-        changes.event_rows_pruned = old;
-        changes.event_marks_pruned = store
-            .event_marks_before(mark.at, EVENT_ROWS)?
-            .into_iter()
-            .map(|m| m.at)
-            .collect();
+        changes.forget_events(old).forget_marks(
+            store
+                .event_marks_before(mark.at, EVENT_ROWS)?
+                .into_iter()
+                .map(|m| m.at),
+        );
     }
-    let nothing = changes.event_marks.is_empty()
-        && changes.event_rows_pruned.is_empty()
-        && changes.event_marks_pruned.is_empty();
-    if !nothing {
-        store.commit(changes)?;
+    if !changes.is_empty() {
+        store.commit(changes.into())?;
     }
     Ok(pruned)
 }
@@ -155,6 +150,7 @@ pub fn next_prune(now: DateTime<Utc>, keep: Duration, last: Pruned) -> DateTime<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::Effects;
     use crate::state::{RecordKey, Run};
     use crate::store::{EventTable, KvStore, MemoryBackend, RunFilter};
 
@@ -200,10 +196,13 @@ mod tests {
         runs.push(run(5, "delivery", day(99)));
         runs.extend([run(1_201, "00", day(95)), run(1_202, "00", day(99))]);
         store
-            .commit(Changes {
-                runs,
-                ..Changes::default()
-            })
+            .commit(
+                Effects {
+                    runs,
+                    ..Effects::default()
+                }
+                .into(),
+            )
             .unwrap();
         let keep = Duration::from_secs(90 * 86_400);
         let pruned = prune_runs(&store, keep, day(100)).unwrap();
@@ -232,10 +231,13 @@ mod tests {
     fn a_retention_longer_than_time_itself_prunes_nothing() {
         let store = KvStore::open(MemoryBackend::default(), "memory").unwrap();
         store
-            .commit(Changes {
-                runs: vec![run(1, "00", day(1))],
-                ..Changes::default()
-            })
+            .commit(
+                Effects {
+                    runs: vec![run(1, "00", day(1))],
+                    ..Effects::default()
+                }
+                .into(),
+            )
             .unwrap();
         let forever = Duration::from_secs(u64::MAX);
         assert_eq!(prune_runs(&store, forever, day(2)).unwrap().count, 0);
@@ -272,10 +274,13 @@ mod tests {
 
     fn handled<S: Store>(store: &S, seq: u64) {
         store
-            .commit(Changes {
-                handled: Some(seq),
-                ..Changes::default()
-            })
+            .commit(
+                Effects {
+                    handled: Some(seq),
+                    ..Effects::default()
+                }
+                .into(),
+            )
             .unwrap();
     }
 

@@ -1,11 +1,12 @@
 //! Where the engine meets the store: the store read as the engine's
-//! [`StateView`], a store failure as the engine's [`ReadError`] (and back),
-//! and the engine's [`Effects`] as the store's one commit. The engine names
-//! no storage; the worker, above both, translates.
+//! [`StateView`], and a store failure as the engine's [`ReadError`] (and
+//! back). The engine names no storage; the worker, above both, translates.
+//! (What the engine answers, `Effects`, is a state type the store commits
+//! as it is.)
 
-use crate::engine::{Effects, ReadError, StateView};
+use crate::engine::{ReadError, StateView};
 use crate::state::{Enrollment, Page, Record, RecordKey, StageVisit, Task};
-use crate::store::{self, Changes, Store, StoreError};
+use crate::store::{self, Store, StoreError};
 
 impl From<StoreError> for ReadError {
     fn from(e: StoreError) -> Self {
@@ -22,43 +23,6 @@ impl From<ReadError> for StoreError {
             Some(store) => store.clone(),
             None => StoreError::backend_said(e.to_string()),
         }
-    }
-}
-
-/// The one commit that records an event's effects. Taken apart field by
-/// field so an effect added to the engine cannot be dropped here unseen:
-/// the compiler names it.
-pub fn changes_of(effects: Effects) -> Changes {
-    let Effects {
-        records,
-        stage_visits,
-        tasks,
-        outbox,
-        timers,
-        timers_done,
-        enrollments,
-        runs,
-        counters,
-        suppress,
-        ledger,
-        events,
-        handled,
-    } = effects;
-    Changes {
-        records,
-        stage_visits,
-        tasks,
-        outbox,
-        timers,
-        timers_done,
-        enrollments,
-        runs,
-        counters,
-        suppress,
-        ledger,
-        events,
-        handled,
-        ..Changes::default()
     }
 }
 

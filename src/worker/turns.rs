@@ -244,19 +244,14 @@ fn set_aside<S: Store>(
     tracing::error!(seq = event.seq, id = %event.id, r#type = %event.event_type, error = %error,
         "An event cannot be handled; it is set aside (see /v1/status) and the events after it go on.");
     metrics::counter!("dealflow_events_set_aside_total").increment(1);
-    let changes = crate::store::Changes {
-        handled: Some(event.seq),
-        set_aside: vec![SetAsideEvent {
-            seq: event.seq,
-            id: event.id,
-            event_type: event.event_type,
-            record: event.record,
-            error: error.to_string(),
-            at: now,
-        }],
-        ..Default::default()
-    };
-    store.commit(changes)
+    store.commit(crate::store::Changes::set_aside(SetAsideEvent {
+        seq: event.seq,
+        id: event.id,
+        event_type: event.event_type,
+        record: event.record,
+        error: error.to_string(),
+        at: now,
+    }))
 }
 
 /// Forgets runs past `settings.keep_runs` and handled events past
