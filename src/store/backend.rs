@@ -2,6 +2,7 @@
 
 use super::StoreError;
 use std::future::Future;
+use std::ops::Bound;
 
 /// A key and its value.
 pub type Entry = (Vec<u8>, Vec<u8>);
@@ -61,19 +62,49 @@ pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
-/// The exclusive upper bound of a reverse scan of `prefix` below `before`.
-pub fn reverse_upper(prefix: &[u8], before: Option<&[u8]>) -> std::ops::Bound<Vec<u8>> {
-    match (before, prefix_end(prefix)) {
-        (Some(b), _) => std::ops::Bound::Excluded(b.to_vec()),
-        (None, Some(end)) => std::ops::Bound::Excluded(end),
-        (None, None) => std::ops::Bound::Unbounded,
-    }
+/// The keys a reverse scan of `prefix` below `before` walks: never outside
+/// the prefix, whatever `before` is (a cursor past the prefix starts at its
+/// end, one before it gives nothing), so every key it yields starts with
+/// `prefix` and a backend's range is never inverted.
+pub fn reverse_range(prefix: &[u8], before: Option<&[u8]>) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+    let end = prefix_end(prefix);
+    let upper = match (before, end) {
+        (Some(b), _) if b <= prefix => Bound::Excluded(prefix.to_vec()),
+        (Some(b), Some(end)) if b >= end.as_slice() => Bound::Excluded(end),
+        (Some(b), _) => Bound::Excluded(b.to_vec()),
+        (None, Some(end)) => Bound::Excluded(end),
+        (None, None) => Bound::Unbounded,
+    };
+    (Bound::Included(prefix.to_vec()), upper)
 }
 
-/// The inclusive-or-exclusive start of a forward scan of `prefix` after `after`.
-pub fn forward_start(prefix: &[u8], after: Option<&[u8]>) -> std::ops::Bound<Vec<u8>> {
-    match after {
-        Some(a) if a >= prefix => std::ops::Bound::Excluded(a.to_vec()),
-        _ => std::ops::Bound::Included(prefix.to_vec()),
+/// The keys a forward scan of `prefix` after `after` walks; it ends at the
+/// first key without the prefix ([`take_prefixed`]).
+pub fn forward_range(prefix: &[u8], after: Option<&[u8]>) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+    let start = match after {
+        Some(a) if a >= prefix => Bound::Excluded(a.to_vec()),
+        _ => Bound::Included(prefix.to_vec()),
+    };
+    (start, Bound::Unbounded)
+}
+
+/// Up to `limit` entries of an ordered walk, while their keys start with
+/// `prefix`: every backend's scans end here, so they page alike.
+pub fn take_prefixed<K: AsRef<[u8]>, V: AsRef<[u8]>>(
+    items: impl Iterator<Item = Result<(K, V), StoreError>>,
+    prefix: &[u8],
+    limit: usize,
+) -> Result<Vec<Entry>, StoreError> {
+    let mut out = Vec::new();
+    for item in items {
+        if out.len() == limit {
+            break;
+        }
+        let (key, value) = item?;
+        if !key.as_ref().starts_with(prefix) {
+            break;
+        }
+        out.push((key.as_ref().to_vec(), value.as_ref().to_vec()));
     }
+    Ok(out)
 }

@@ -776,6 +776,29 @@ pub fn forecast_snapshots_are_found_on_or_before_a_day<S: Store>(s: &S) {
     );
 }
 
+fn scans_stay_in_their_prefix_whatever_the_cursor<B: Backend>(s: &KvStore<B>) {
+    let prefix = b"~scan\0";
+    let written = ["~a", "~scan\0x1", "~scan\0x2", "~scan\0x3", "~z"];
+    let puts = written.map(|k| KvWrite::Put(k.as_bytes().to_vec(), vec![1]));
+    s.backend.apply(puts.to_vec()).unwrap();
+    let keys = |entries: Vec<(Vec<u8>, Vec<u8>)>| -> Vec<String> {
+        entries
+            .into_iter()
+            .map(|(k, _)| String::from_utf8_lossy(&k).replace("~scan\0", ""))
+            .collect()
+    };
+    let back =
+        |before: Option<&[u8]>, limit| keys(s.backend.scan_rev(prefix, before, limit).unwrap());
+    let on = |after: Option<&[u8]>, limit| keys(s.backend.scan(prefix, after, limit).unwrap());
+    assert_eq!(back(None, 10), ["x3", "x2", "x1"]);
+    assert_eq!(back(Some(b"~scan\0x3"), 10), ["x2", "x1"]);
+    // A cursor past the prefix starts at its end; one before it finds nothing.
+    assert_eq!(back(Some(b"~zz"), 2), ["x3", "x2"]);
+    assert!(back(Some(b"~a"), 10).is_empty());
+    assert_eq!(on(Some(b"~a"), 10), ["x1", "x2", "x3"]);
+    assert!(on(Some(b"~zz"), 10).is_empty());
+}
+
 macro_rules! conformance {
     ($backend:ident, $make:expr) => {
         mod $backend {
@@ -849,6 +872,11 @@ macro_rules! conformance {
             fn ids_with_nul_never_read_as_another_records() {
                 let (_g, s) = $make;
                 super::ids_with_nul_never_read_as_another_records(&s);
+            }
+            #[test]
+            fn scans_stay_in_their_prefix_whatever_the_cursor() {
+                let (_g, s) = $make;
+                super::scans_stay_in_their_prefix_whatever_the_cursor(&s);
             }
             #[test]
             fn forecast_snapshots_are_found_on_or_before_a_day() {

@@ -14,7 +14,7 @@
 //! says so.
 
 use super::StoreError;
-use super::backend::{Backend, Entry, KvWrite};
+use super::backend::{Backend, Entry, KvWrite, forward_range, reverse_range, take_prefixed};
 use super::disk::{GroupFlush, HELD_DATA, HeldData, lock, panic_text};
 use fjall::config::CompressionPolicy;
 use fjall::{CompressionType, Database, Keyspace, KeyspaceCreateOptions, PersistMode};
@@ -113,28 +113,12 @@ fn failed(group: &GroupFlush, e: fjall::Error) -> StoreError {
 }
 
 impl FjallBackend {
-    /// Collects up to `limit` entries of `iter` whose keys start with
-    /// `prefix`, stopping at the first that does not.
-    fn collect(
+    /// A walk's entries, each read (a read may fail).
+    fn entries(
         &self,
         iter: impl Iterator<Item = fjall::Guard>,
-        prefix: &[u8],
-        limit: usize,
-    ) -> Result<Vec<Entry>, StoreError> {
-        let mut out = Vec::new();
-        for guard in iter {
-            if out.len() == limit {
-                break;
-            }
-            let (k, v) = guard
-                .into_inner()
-                .map_err(|e| failed(&self.durability, e))?;
-            if !k.starts_with(prefix) {
-                break;
-            }
-            out.push((k.to_vec(), v.to_vec()));
-        }
-        Ok(out)
+    ) -> impl Iterator<Item = Result<(fjall::UserKey, fjall::UserValue), StoreError>> {
+        iter.map(|guard| guard.into_inner().map_err(|e| failed(&self.durability, e)))
     }
 }
 
@@ -153,10 +137,8 @@ impl Backend for FjallBackend {
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<Entry>, StoreError> {
-        let start = super::backend::forward_start(prefix, after);
-        let range: (std::ops::Bound<Vec<u8>>, std::ops::Bound<Vec<u8>>) =
-            (start, std::ops::Bound::Unbounded);
-        self.collect(self.items.range(range), prefix, limit)
+        let walk = self.entries(self.items.range(forward_range(prefix, after)));
+        take_prefixed(walk, prefix, limit)
     }
 
     fn scan_rev(
@@ -165,9 +147,8 @@ impl Backend for FjallBackend {
         before: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<Entry>, StoreError> {
-        let upper = super::backend::reverse_upper(prefix, before);
-        let range = (std::ops::Bound::Included(prefix.to_vec()), upper);
-        self.collect(self.items.range(range).rev(), prefix, limit)
+        let walk = self.entries(self.items.range(reverse_range(prefix, before)).rev());
+        take_prefixed(walk, prefix, limit)
     }
 
     fn count(&self, prefix: &[u8], limit: usize) -> Result<usize, StoreError> {

@@ -1,10 +1,9 @@
 //! An in-memory backend: for `simulate`, `dealflow test` and unit tests.
 
 use super::StoreError;
-use super::backend::{Backend, Entry, KvWrite};
+use super::backend::{Backend, Entry, KvWrite, forward_range, reverse_range, take_prefixed};
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::ops::Bound;
 use std::sync::RwLock;
 
 /// A sorted map in memory; nothing survives the process.
@@ -19,13 +18,6 @@ impl MemoryBackend {
     }
 }
 
-fn range_after(prefix: &[u8], after: Option<&[u8]>) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
-    (
-        super::backend::forward_start(prefix, after),
-        Bound::Unbounded,
-    )
-}
-
 impl Backend for MemoryBackend {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.read().get(key).cloned())
@@ -37,19 +29,18 @@ impl Backend for MemoryBackend {
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<Entry>, StoreError> {
-        Ok(self
-            .read()
-            .range(range_after(prefix, after))
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .take(limit)
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect())
+        let map = self.read();
+        take_prefixed(
+            map.range(forward_range(prefix, after)).map(Ok),
+            prefix,
+            limit,
+        )
     }
 
     fn count(&self, prefix: &[u8], limit: usize) -> Result<usize, StoreError> {
         Ok(self
             .read()
-            .range(range_after(prefix, None))
+            .range(forward_range(prefix, None))
             .take_while(|(k, _)| k.starts_with(prefix))
             .take(limit)
             .count())
@@ -62,14 +53,8 @@ impl Backend for MemoryBackend {
         limit: usize,
     ) -> Result<Vec<Entry>, StoreError> {
         let map = self.read();
-        let upper = super::backend::reverse_upper(prefix, before);
-        Ok(map
-            .range((Bound::Included(prefix.to_vec()), upper))
-            .rev()
-            .filter(|(k, _)| k.starts_with(prefix))
-            .take(limit)
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect())
+        let walk = map.range(reverse_range(prefix, before)).rev().map(Ok);
+        take_prefixed(walk, prefix, limit)
     }
 
     fn apply(&self, writes: Vec<KvWrite>) -> Result<(), StoreError> {

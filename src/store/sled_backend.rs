@@ -10,7 +10,7 @@
 //! deadlock in sled 0.34.x (sled issue #1308), so it is not used.
 
 use super::StoreError;
-use super::backend::{Backend, Entry, KvWrite};
+use super::backend::{Backend, Entry, KvWrite, forward_range, reverse_range, take_prefixed};
 use super::disk::{GroupFlush, HeldData, lock, panic_text};
 use std::future::Future;
 use std::path::Path;
@@ -83,6 +83,16 @@ impl SledBackend {
     }
 }
 
+impl SledBackend {
+    /// One entry of a walk, read (a read may fail).
+    fn read(
+        &self,
+        item: sled::Result<(sled::IVec, sled::IVec)>,
+    ) -> Result<(sled::IVec, sled::IVec), StoreError> {
+        item.map_err(|e| failed(&self.durability, e))
+    }
+}
+
 impl Backend for SledBackend {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self
@@ -98,16 +108,8 @@ impl Backend for SledBackend {
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<Entry>, StoreError> {
-        let start = super::backend::forward_start(prefix, after);
-        let mut out = Vec::new();
-        for item in self.db.range((start, std::ops::Bound::Unbounded)) {
-            let (k, v) = item.map_err(|e| failed(&self.durability, e))?;
-            if !k.starts_with(prefix) || out.len() == limit {
-                break;
-            }
-            out.push((k.to_vec(), v.to_vec()));
-        }
-        Ok(out)
+        let walk = self.db.range(forward_range(prefix, after));
+        take_prefixed(walk.map(|item| self.read(item)), prefix, limit)
     }
 
     fn count(&self, prefix: &[u8], limit: usize) -> Result<usize, StoreError> {
@@ -126,22 +128,8 @@ impl Backend for SledBackend {
         before: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<Entry>, StoreError> {
-        let upper = super::backend::reverse_upper(prefix, before);
-        let mut out = Vec::new();
-        for item in self
-            .db
-            .range((std::ops::Bound::Included(prefix.to_vec()), upper))
-            .rev()
-        {
-            let (k, v) = item.map_err(|e| failed(&self.durability, e))?;
-            if out.len() == limit {
-                break;
-            }
-            if k.starts_with(prefix) {
-                out.push((k.to_vec(), v.to_vec()));
-            }
-        }
-        Ok(out)
+        let walk = self.db.range(reverse_range(prefix, before)).rev();
+        take_prefixed(walk.map(|item| self.read(item)), prefix, limit)
     }
 
     fn apply(&self, writes: Vec<KvWrite>) -> Result<(), StoreError> {
