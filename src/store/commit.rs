@@ -50,11 +50,13 @@ impl<B: Backend> Store for KvStore<B> {
         let rings_delivery = !changes.round.outbox.is_empty();
         let mut writer = self.lock();
         let mut next = self.next_seq(*writer)?;
+        let mut stored = Vec::new();
         if !changes.round.events.is_empty() {
-            self.stage_events(changes.round.events, Ids::Deduplicate, &mut next, &mut w)?;
+            let events = changes.round.events;
+            self.stage_events(events, Ids::Deduplicate, &mut next, &mut w, &mut stored)?;
         }
         if !changes.fired.is_empty() {
-            self.stage_events(changes.fired, Ids::Unique, &mut next, &mut w)?;
+            self.stage_events(changes.fired, Ids::Unique, &mut next, &mut w, &mut stored)?;
         }
         if let Some(seq) = changes.round.handled {
             w.push(KvWrite::Put(
@@ -63,6 +65,10 @@ impl<B: Backend> Store for KvStore<B> {
             ));
         }
         self.apply_batch(w)?;
+        self.recent_events.appended(stored);
+        if let Some(last) = changes.event_rows_pruned.iter().map(|row| row.last).max() {
+            self.recent_events.pruned_through(last);
+        }
         *writer = Some(next);
         drop(writer);
         self.records.written(changes.round.records);

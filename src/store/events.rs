@@ -77,11 +77,12 @@ impl<B: Backend> KvStore<B> {
         ids: Ids,
         next: &mut u64,
         writes: &mut Vec<KvWrite>,
+        stored: &mut Vec<Event>,
     ) -> Result<Vec<Appended>, StoreError> {
         let mut seen_here: std::collections::HashMap<String, u64> =
             std::collections::HashMap::new();
         let mut out = Vec::with_capacity(events.len());
-        let mut stored = Vec::with_capacity(events.len());
+        let first = stored.len();
         let deduplicate = ids == Ids::Deduplicate;
         for e in events {
             if let Some(id) = e.id.as_ref().filter(|_| deduplicate) {
@@ -127,7 +128,7 @@ impl<B: Backend> KvStore<B> {
                 duplicate: false,
             });
         }
-        writes.extend(encode(&stored)?);
+        writes.extend(encode(&stored[first..])?);
         writes.push(KvWrite::Put(
             keys::NEXT_SEQ.to_vec(),
             next.to_be_bytes().to_vec(),
@@ -169,6 +170,52 @@ impl<B: Backend> KvStore<B> {
             }
         }
         Ok(())
+    }
+}
+
+impl<B: Backend> KvStore<B> {
+    /// The events after `seq`, at most `limit`, read from the backend.
+    pub(super) fn stored_events_after(
+        &self,
+        seq: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        let mut out = Vec::new();
+        let mut take = |key: &[u8], value: &[u8]| -> Result<bool, StoreError> {
+            let row = decode(key, value)?;
+            out.extend(
+                row.into_iter()
+                    .filter(|e| e.seq > seq)
+                    .take(limit - out.len()),
+            );
+            Ok(out.len() == limit)
+        };
+        // The row holding `seq + 1` may start at or before `seq`. Most often
+        // it ends at `seq` (the worker read it all last round), and its
+        // length says so without decoding it again.
+        let next = keys::event(seq.saturating_add(1));
+        if let Some((key, value)) = self.backend.scan_rev(keys::EVENT, Some(&next), 1)?.first()
+            && last_seq(key, value).is_none_or(|last| last > seq)
+            && take(key, value)?
+        {
+            return Ok(out);
+        }
+        let mut after = keys::event(seq);
+        loop {
+            let chunk = self
+                .backend
+                .scan(keys::EVENT, Some(&after), ROWS_PER_READ)?;
+            let exhausted = chunk.len() < ROWS_PER_READ;
+            for (key, value) in chunk {
+                if take(&key, &value)? {
+                    return Ok(out);
+                }
+                after = key;
+            }
+            if exhausted {
+                return Ok(out);
+            }
+        }
     }
 }
 
@@ -224,9 +271,16 @@ impl<B: Backend> EventTable for KvStore<B> {
     fn append_events(&self, events: Vec<NewEvent>) -> Result<Vec<Appended>, StoreError> {
         let mut writer = self.lock();
         let mut next = self.next_seq(*writer)?;
-        let mut writes = Vec::new();
-        let appended = self.stage_events(events, Ids::Deduplicate, &mut next, &mut writes)?;
+        let (mut writes, mut stored) = (Vec::new(), Vec::new());
+        let appended = self.stage_events(
+            events,
+            Ids::Deduplicate,
+            &mut next,
+            &mut writes,
+            &mut stored,
+        )?;
         self.apply_batch(writes)?;
+        self.recent_events.appended(stored);
         *writer = Some(next);
         drop(writer);
         if appended.iter().any(|a| !a.duplicate) {
@@ -236,41 +290,9 @@ impl<B: Backend> EventTable for KvStore<B> {
     }
 
     fn events_after(&self, seq: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
-        let mut out = Vec::new();
-        let mut take = |key: &[u8], value: &[u8]| -> Result<bool, StoreError> {
-            let row = decode(key, value)?;
-            out.extend(
-                row.into_iter()
-                    .filter(|e| e.seq > seq)
-                    .take(limit - out.len()),
-            );
-            Ok(out.len() == limit)
-        };
-        // The row holding `seq + 1` may start at or before `seq`. Most often
-        // it ends at `seq` (the worker read it all last round), and its
-        // length says so without decoding it again.
-        let next = keys::event(seq.saturating_add(1));
-        if let Some((key, value)) = self.backend.scan_rev(keys::EVENT, Some(&next), 1)?.first()
-            && last_seq(key, value).is_none_or(|last| last > seq)
-            && take(key, value)?
-        {
-            return Ok(out);
-        }
-        let mut after = keys::event(seq);
-        loop {
-            let chunk = self
-                .backend
-                .scan(keys::EVENT, Some(&after), ROWS_PER_READ)?;
-            let exhausted = chunk.len() < ROWS_PER_READ;
-            for (key, value) in chunk {
-                if take(&key, &value)? {
-                    return Ok(out);
-                }
-                after = key;
-            }
-            if exhausted {
-                return Ok(out);
-            }
+        match self.recent_events.after(seq, limit) {
+            Some(events) => Ok(events),
+            None => self.stored_events_after(seq, limit),
         }
     }
 
@@ -377,5 +399,33 @@ mod tests {
         assert_eq!(last_seq(&keys::event(1), b""), None);
         assert_eq!(last_seq(&keys::event(1), b"\x90"), None, "an empty row");
         assert_eq!(last_seq(b"ev\0short", b"\x81"), None);
+    }
+
+    #[test]
+    fn the_newest_events_read_as_the_backend_holds_them() {
+        let store = KvStore::open(super::super::MemoryBackend::default(), "memory").unwrap();
+        let data = serde_json::json!({
+            "lead": {"score": 73, "ratio": 0.5, "big": u64::MAX, "debt": -7, "tags": ["a", null, true]},
+            "text": "é \u{1F600}",
+        });
+        let new = |id: &str| NewEvent {
+            data: data.as_object().cloned().unwrap_or_default(),
+            fields: serde_json::Map::from_iter([("name".to_owned(), "Pat".into())]),
+            occurred_at: DateTime::from_timestamp_nanos(1_772_000_000_123_456_789),
+            ..NewEvent::form(id, "L1")
+        };
+        store
+            .append_events(vec![new("a"), new("b"), new("a")])
+            .unwrap();
+        store
+            .commit(Changes::from(crate::state::Effects {
+                events: vec![new("c")],
+                ..Default::default()
+            }))
+            .unwrap();
+        let kept = store.events_after(0, 10).unwrap();
+        assert_eq!(kept.len(), 3, "a duplicate takes no place");
+        assert_eq!(kept, store.stored_events_after(0, 10).unwrap());
+        assert_eq!(store.events_after(1, 1).unwrap(), kept[1..2]);
     }
 }

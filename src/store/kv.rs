@@ -27,6 +27,8 @@ pub struct KvStore<B: Backend> {
     pub(super) writer: Mutex<Option<u64>>,
     /// The records written last, decoded.
     pub(super) records: RecordCache,
+    /// The log's newest events, decoded (see `recent_events`).
+    pub(super) recent_events: super::recent_events::RecentEvents,
     pub(super) wakeups: super::Wakeups,
     /// Where the live keys of the due-ordered indexes begin.
     pub(super) due_floors: super::due_floors::DueFloors,
@@ -58,6 +60,7 @@ impl<B: Backend> KvStore<B> {
             backend,
             writer: Mutex::new(None),
             records: RecordCache::new(DEFAULT_RECORDS_KEPT),
+            recent_events: Default::default(),
             wakeups: super::Wakeups::default(),
             due_floors: Default::default(),
             tap: Mutex::new(None),

@@ -36,6 +36,7 @@ mod mailboxes;
 mod memory;
 mod migrations;
 mod outbox;
+mod recent_events;
 mod record_cache;
 mod records;
 mod rejected;

@@ -31,6 +31,16 @@ use tokio_util::sync::CancellationToken;
 /// Events read from the log per round.
 const BATCH: usize = 256;
 
+/// Rounds up to this many events are handled on the task's own thread.
+/// Moving a round off the runtime's threads ([`run_blocking`]) hands the
+/// runtime's core to another thread and back, two thread wake-ups per
+/// round, which cost more than a small round takes: under W1 (rounds of
+/// about 10 to 30 events) handling them in place gave 1 to 11% more events/s, a
+/// lower p99 (7.4 to 8.1 ms against 9.0 to 9.2) and less CPU per event. A
+/// large round (a backlog after a restart, a burst) still moves, so it
+/// never holds a thread that serves requests for long.
+const IN_PLACE_ROUND: usize = 32;
+
 /// Longest idle sleep. The worker is rung when events arrive and computes
 /// when the next timer or schedule slot is due, so this only bounds what
 /// nothing rings for: the wall clock jumping.
@@ -94,8 +104,13 @@ fn handle_next_round<S: Store>(
     if events.is_empty() {
         return Ok(0);
     }
-    // The engine is CPU work: keep it off the threads serving requests.
-    match run_blocking(|| handle_round(store, workflows, clock, &events)) {
+    let handle = || handle_round(store, workflows, clock, &events);
+    let handled = if events.len() <= IN_PLACE_ROUND {
+        handle()
+    } else {
+        run_blocking(handle)
+    };
+    match handled {
         Ok(()) => Ok(events.len()),
         Err(error) => Err(RoundFailure { error, events }),
     }
