@@ -114,7 +114,8 @@ pub(crate) struct Work<'a> {
     pub history: Vec<StageVisit>,
     pub counters: HashMap<String, u64>,
     pub open_tasks: HashMap<String, i64>,
-    pub enrollments: Vec<Enrollment>,
+    /// The record's enrollments once read (see [`Work::enrollments`]).
+    enrollments: Option<Vec<Enrollment>>,
     /// The expression scope of the record as it is now, built once per change.
     scope_cache: Option<minijinja::Value>,
     /// Fields rules changed; one `record.updated` lists them all.
@@ -146,7 +147,7 @@ impl<'a> Work<'a> {
             now,
             event,
             history,
-            enrollments: state.enrollments(&event.record)?,
+            enrollments: None,
             record,
             created: record_changed,
             record_changed,
@@ -157,6 +158,17 @@ impl<'a> Work<'a> {
             scope_cache: None,
             effects: Effects::default(),
         })
+    }
+
+    /// The record's enrollments, read on first use: most events (a form
+    /// post no sequence listens for) never look at them, and reading them
+    /// was a store scan per event, a tenth of the engine's work under W1.
+    pub fn enrollments(&mut self) -> Result<&mut Vec<Enrollment>, ReadError> {
+        let enrollments = match self.enrollments.take() {
+            Some(read) => read,
+            None => self.state.enrollments(&self.event.record)?,
+        };
+        Ok(self.enrollments.insert(enrollments))
     }
 
     /// Raises a built-in event on the same record, one level deeper in the
@@ -453,7 +465,7 @@ pub fn handle(
         work.note_updated(changed);
     }
     apply_builtin(&mut work, builtin)?;
-    sequence::exit_on_event(&mut work);
+    sequence::exit_on_event(&mut work)?;
     work.enter_pipeline_if_ready();
     scoring::apply(&mut work, rules::run_threshold)?;
     rules::run_rules(&mut work)?;

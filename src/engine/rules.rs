@@ -102,8 +102,8 @@ fn run_action(work: &mut Work, action: &Action, origin: &Origin) -> ActionResult
             Ok(assign::set_owner(work, owner))
         }
         Action::Handoff(h) => handoff::handoff(work, h, origin),
-        Action::Enroll(sequence) => Ok(sequence::enroll(work, sequence)),
-        Action::Unenroll(sequence) => Ok(sequence::unenroll(work, sequence.as_deref())),
+        Action::Enroll(sequence) => Ok(sequence::enroll(work, sequence)?),
+        Action::Unenroll(sequence) => Ok(sequence::unenroll(work, sequence.as_deref())?),
         Action::Score { model, points } => score(work, model, &origin.rule, *points),
         Action::Emit { event_type, data } => emit::emit(work, event_type, data.as_ref()),
         Action::Email(e) => email::email(work, e, origin),

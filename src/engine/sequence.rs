@@ -92,87 +92,95 @@ enum Ending {
 }
 
 /// The `enroll` action.
-pub(super) fn enroll(work: &mut Work, sequence: &str) -> Done {
+pub(super) fn enroll(work: &mut Work, sequence: &str) -> Result<Done, ReadError> {
     let Some(definition) = work.workflows.sequences.get(sequence) else {
-        return Done::Skipped(format!("sequence {sequence} no longer exists"));
+        return Ok(Done::Skipped(format!(
+            "sequence {sequence} no longer exists"
+        )));
     };
-    if let Some(existing) = work.enrollments.iter().find(|e| e.sequence == sequence) {
+    let now = work.now;
+    if let Some(existing) = work.enrollments()?.iter().find(|e| e.sequence == sequence) {
         if existing.is_active() {
-            return Done::Skipped(format!("already enrolled in {sequence}"));
+            return Ok(Done::Skipped(format!("already enrolled in {sequence}")));
         }
         let allowed_again = match (definition.reenroll, existing.ended_at) {
             (Some(after), Some(ended)) => {
-                chrono::Duration::from_std(after).is_ok_and(|d| work.now >= ended + d)
+                chrono::Duration::from_std(after).is_ok_and(|d| now >= ended + d)
             }
             _ => false,
         };
         if !allowed_again {
-            return Done::Skipped(format!(
+            return Ok(Done::Skipped(format!(
                 "was enrolled in {sequence} before and reenroll does not allow it yet"
-            ));
+            )));
         }
     }
     let mut enrollment = Enrollment::new(work.record.key.clone(), sequence, work.now);
     wait_for(work, &mut enrollment, Resume::Start, work.now);
     // Shown on the record: the step it waits on (SPEC §7: the next with an id).
     enrollment.next_step = first_step_id(&definition.steps);
-    save(work, enrollment);
+    save(work, enrollment)?;
     work.raise(
         BuiltinEvent::SequenceEnrolled,
         json!({ "sequence": sequence }),
     );
-    Done::Ok(Some(format!("enrolled in {sequence}")))
+    Ok(Done::Ok(Some(format!("enrolled in {sequence}"))))
 }
 
 /// The `unenroll` action.
-pub(super) fn unenroll(work: &mut Work, sequence: Option<&str>) -> Done {
+pub(super) fn unenroll(work: &mut Work, sequence: Option<&str>) -> Result<Done, ReadError> {
     let names: Vec<String> = work
-        .enrollments
+        .enrollments()?
         .iter()
         .filter(|e| e.is_active() && sequence.is_none_or(|s| s == e.sequence))
         .map(|e| e.sequence.clone())
         .collect();
     if names.is_empty() {
-        return Done::Skipped("not enrolled".to_owned());
+        return Ok(Done::Skipped("not enrolled".to_owned()));
     }
     for name in &names {
-        exit(work, name, "unenrolled", ExitCause::Unenrolled);
+        exit(work, name, "unenrolled", ExitCause::Unenrolled)?;
     }
-    Done::Ok(Some(format!("left {}", names.join(", "))))
+    Ok(Done::Ok(Some(format!("left {}", names.join(", ")))))
 }
 
 /// Ends every active enrollment whose `exit_on` lists the event's type.
-pub(super) fn exit_on_event(work: &mut Work) {
+pub(super) fn exit_on_event(work: &mut Work) -> Result<(), ReadError> {
     let event_type = work.event.event_type.clone();
+    let sequences = &work.workflows.sequences;
+    let exits_on = |name: &str| {
+        sequences
+            .get(name)
+            .is_some_and(|s| s.exit_on.contains(&event_type))
+    };
+    if !sequences.keys().any(|name| exits_on(name)) {
+        return Ok(());
+    }
     let leaving: Vec<String> = work
-        .enrollments
+        .enrollments()?
         .iter()
-        .filter(|e| e.is_active())
-        .filter(|e| {
-            work.workflows
-                .sequences
-                .get(&e.sequence)
-                .is_some_and(|s| s.exit_on.contains(&event_type))
-        })
+        .filter(|e| e.is_active() && exits_on(&e.sequence))
         .map(|e| e.sequence.clone())
         .collect();
     for name in leaving {
-        exit(work, &name, &event_type, ExitCause::Event);
+        exit(work, &name, &event_type, ExitCause::Event)?;
     }
+    Ok(())
 }
 
 /// Ends an active enrollment with a reason.
-fn exit(work: &mut Work, sequence: &str, reason: &str, cause: ExitCause) {
+fn exit(work: &mut Work, sequence: &str, reason: &str, cause: ExitCause) -> Result<(), ReadError> {
     end(
         work,
         sequence,
         EnrollmentStatus::Exited,
         Some((reason, cause)),
-    );
+    )?;
     work.raise(
         BuiltinEvent::SequenceExited,
         json!({ "sequence": sequence, "reason": reason }),
     );
+    Ok(())
 }
 
 fn end(
@@ -180,14 +188,14 @@ fn end(
     sequence: &str,
     status: EnrollmentStatus,
     reason: Option<(&str, ExitCause)>,
-) {
+) -> Result<(), ReadError> {
     let Some(mut e) = work
-        .enrollments
+        .enrollments()?
         .iter()
         .find(|e| e.sequence == sequence && e.is_active())
         .cloned()
     else {
-        return;
+        return Ok(());
     };
     timers::cancel(work, e.timer.take());
     e.status = status;
@@ -196,17 +204,18 @@ fn end(
     e.ended_at = Some(work.now);
     e.next_step = None;
     e.next_at = None;
-    save(work, e);
+    save(work, e)
 }
 
-fn save(work: &mut Work, enrollment: Enrollment) {
-    work.enrollments
-        .retain(|e| e.sequence != enrollment.sequence);
-    work.enrollments.push(enrollment.clone());
+fn save(work: &mut Work, enrollment: Enrollment) -> Result<(), ReadError> {
+    let enrollments = work.enrollments()?;
+    enrollments.retain(|e| e.sequence != enrollment.sequence);
+    enrollments.push(enrollment.clone());
     work.effects
         .enrollments
         .retain(|e| e.sequence != enrollment.sequence);
     work.effects.enrollments.push(enrollment);
+    Ok(())
 }
 
 /// Sets the enrollment's timer: resume like `resume` at `due`.
@@ -253,7 +262,7 @@ pub(super) fn resume(work: &mut Work) -> Result<(), ReadError> {
         .unwrap_or_default()
         .to_owned();
     let Some(mut e) = work
-        .enrollments
+        .enrollments()?
         .iter()
         .find(|e| e.sequence == name && e.is_active())
         .cloned()
@@ -267,9 +276,8 @@ pub(super) fn resume(work: &mut Work) -> Result<(), ReadError> {
     e.timer = None;
     let workflows = work.workflows;
     let Some(definition) = workflows.sequences.get(&name) else {
-        save(work, e);
-        exit(work, &name, "definition_removed", ExitCause::Definition);
-        return Ok(());
+        save(work, e)?;
+        return exit(work, &name, "definition_removed", ExitCause::Definition);
     };
     let mut run = actions::new_run(work, &format!("seq-{name}"), format!("sequence:{name}"));
     let ending = match Resume::from_event(&work.event.data) {
@@ -287,13 +295,13 @@ pub(super) fn resume(work: &mut Work) -> Result<(), ReadError> {
         },
         Resume::End(ending) => Some(ending),
     };
-    save(work, e);
+    save(work, e)?;
     match ending {
         Some(Ending::Completed) => {
-            end(work, &name, EnrollmentStatus::Completed, None);
+            end(work, &name, EnrollmentStatus::Completed, None)?;
             work.raise(BuiltinEvent::SequenceCompleted, json!({ "sequence": name }));
         }
-        Some(Ending::Exit(reason, cause)) => exit(work, &name, &reason, cause),
+        Some(Ending::Exit(reason, cause)) => exit(work, &name, &reason, cause)?,
         None => {}
     }
     work.effects.runs.push(run);

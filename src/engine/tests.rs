@@ -4,7 +4,8 @@
 use crate::clock::{Clock, ManualClock};
 use crate::config::{self, Workflows};
 use crate::engine::MoveResult;
-use crate::state::{NewEvent, RecordKey, TaskStatus};
+use crate::engine::ReadError;
+use crate::state::{Enrollment, NewEvent, Page, Record, RecordKey, StageVisit, Task, TaskStatus};
 use crate::store::*;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value as Json, json};
@@ -517,4 +518,75 @@ fn completing_a_task_through_its_event_closes_it() {
         TaskStatus::Completed
     );
     assert_eq!(b.store.open_task_count("ana@x.example").unwrap(), 0);
+}
+
+/// The store as the engine reads it, except that enrollments cannot be read.
+struct EnrollmentsUnreadable<'a>(&'a KvStore<MemoryBackend>);
+
+impl crate::engine::StateView for EnrollmentsUnreadable<'_> {
+    fn record(&self, key: &RecordKey) -> Result<Option<Record>, ReadError> {
+        crate::engine::StateView::record(self.0, key)
+    }
+    fn counter(&self, name: &str) -> Result<u64, ReadError> {
+        crate::engine::StateView::counter(self.0, name)
+    }
+    fn open_task_count(&self, owner: &str) -> Result<usize, ReadError> {
+        crate::engine::StateView::open_task_count(self.0, owner)
+    }
+    fn stage_history(&self, key: &RecordKey) -> Result<Vec<StageVisit>, ReadError> {
+        crate::engine::StateView::stage_history(self.0, key)
+    }
+    fn enrollments(&self, _: &RecordKey) -> Result<Vec<Enrollment>, ReadError> {
+        let broken = std::io::Error::other("the enrollments cannot be read");
+        Err(ReadError::new(broken, false))
+    }
+    fn task(&self, id: &str) -> Result<Option<Task>, ReadError> {
+        crate::engine::StateView::task(self.0, id)
+    }
+    fn is_suppressed(&self, email: &str) -> Result<bool, ReadError> {
+        crate::engine::StateView::is_suppressed(self.0, email)
+    }
+    fn records_of_kind(
+        &self,
+        kind: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<Record>, ReadError> {
+        crate::engine::StateView::records_of_kind(self.0, kind, after, limit)
+    }
+    fn active_enrollments(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<Enrollment>, ReadError> {
+        crate::engine::StateView::active_enrollments(self.0, after, limit)
+    }
+}
+
+#[test]
+fn only_events_that_touch_a_sequence_read_the_enrollments() {
+    let b = Bench::new();
+    let view = EnrollmentsUnreadable(&b.store);
+    let handle = |event_type: &str| {
+        let event = crate::state::Event {
+            seq: 1,
+            id: "e1".into(),
+            event_type: event_type.into(),
+            record: key("lead", "L1"),
+            fields: Map::from_iter([("email".to_owned(), json!("pat@y.example"))]),
+            data: Map::new(),
+            occurred_at: start(),
+            depth: 0,
+        };
+        crate::engine::handle(&event, &b.workflows, &view, start())
+    };
+    // Two rules run on greet.me; neither enrolls, and no sequence exits on it.
+    let greeted = handle("greet.me").expect("greet.me never reads enrollments");
+    assert_eq!(greeted.runs.len(), 2);
+    // A reply ends nurture (its default exit_on), so it must read them; so
+    // must `route`, which enrolls.
+    for touches in ["email.replied", "form.submitted"] {
+        let failed = handle(touches).expect_err(touches);
+        assert!(failed.to_string().contains("cannot be read"), "{failed}");
+    }
 }
