@@ -898,6 +898,24 @@ pub struct SetAsideEvent {
     pub at: DateTime<Utc>,
 }
 
+/// A timer whose stored row does not decode (a damaged disk, a bug), set
+/// aside with its bytes so the timers due after it still fire. It never
+/// fires; this row says which one and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SetAsideTimer {
+    /// Its id, as its key gives it.
+    pub id: String,
+    /// When it was due, as its key gives it.
+    pub due_at: DateTime<Utc>,
+    /// What went wrong.
+    pub error: String,
+    /// When it was set aside.
+    pub at: DateTime<Utc>,
+    /// The row as it was stored, for whoever looks into it.
+    #[serde(default)]
+    pub stored: Vec<u8>,
+}
+
 /// A verified payload a source could not map to events, kept with why,
 /// to be replayed after the workflows are fixed (SPEC §3.10).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -155,6 +155,12 @@ async fn kinds_are_open_and_unnamed_ones_are_counted() {
         json!([{ "kind": "leda", "events": 2 }]),
         "{status}"
     );
+    let nothing_aside = json!({ "count": 0, "latest": [] });
+    assert_eq!(status["engine"]["set_aside"], nothing_aside, "{status}");
+    assert_eq!(
+        status["engine"]["set_aside_timers"], nothing_aside,
+        "{status}"
+    );
     let metrics = reqwest::get(format!("{}/metrics", s.daemon.url))
         .await
         .unwrap()

@@ -90,8 +90,20 @@ fn engine_status<S: Store>(app: &App<S>) -> Result<Value, ApiError> {
         "count": app.store.set_aside_count(100_000)?,
         "latest": app.store.set_aside_events(SHOWN)?,
     });
+    // The stored bytes stay in the store (`dealflow backup` keeps them).
+    let timers: Vec<Value> = app
+        .store
+        .set_aside_timers(SHOWN)?
+        .into_iter()
+        .map(|t| json!({ "id": t.id, "due_at": t.due_at, "error": t.error, "at": t.at }))
+        .collect();
+    let set_aside_timers = json!({
+        "count": app.store.set_aside_timer_count(100_000)?,
+        "latest": timers,
+    });
     if let Some(fields) = status.as_object_mut() {
         fields.insert("set_aside".to_owned(), set_aside);
+        fields.insert("set_aside_timers".to_owned(), set_aside_timers);
     }
     Ok(status)
 }

@@ -34,7 +34,17 @@ pub fn fire_due<S: Store>(
     now: DateTime<Utc>,
 ) -> Result<usize, StoreError> {
     let mut changes = FiringWrites::default();
-    let timers = store.due_timers(now, FIRE_BATCH)?;
+    let mut timers = Vec::new();
+    for due in store.due_timers(now, FIRE_BATCH)? {
+        match due {
+            Ok(timer) => timers.push(timer),
+            Err(spoiled) => {
+                tracing::error!(timer = %spoiled.id, error = %spoiled.error, "A timer's stored row does not decode; it is set aside and the other timers go on.");
+                changes.timers_done([(spoiled.due_at, spoiled.id.clone())]);
+                changes.set_aside([spoiled]);
+            }
+        }
+    }
     let mut fired = timers.len();
     let lateness: Vec<chrono::Duration> = timers.iter().map(|t| now - t.due_at).collect();
     for timer in timers {
@@ -57,7 +67,7 @@ pub fn next_due<S: Store>(
     workflows: &Workflows,
     now: DateTime<Utc>,
 ) -> Result<Option<DateTime<Utc>>, StoreError> {
-    let mut next = store.next_timer()?.map(|t| t.due_at);
+    let mut next = store.next_timer()?;
     for (name, schedule) in schedules(workflows) {
         let last = last_slot(store, name)?.unwrap_or(now);
         if let Some(slot) = schedule::next_after(schedule, last) {
@@ -137,4 +147,58 @@ fn schedule_event(rule: &str, slot: DateTime<Utc>) -> NewEvent {
 
 fn millis(t: DateTime<Utc>) -> u64 {
     u64::try_from(t.timestamp_millis()).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{Effects, Timer};
+    use crate::store::{Changes, EventTable, KvStore, MemoryBackend, SetAsideTable, TimerTable};
+
+    #[test]
+    fn a_timer_that_does_not_decode_is_set_aside_and_the_others_fire() {
+        let store = KvStore::open(MemoryBackend::default(), "memory").unwrap();
+        let workflows = crate::config::load_for_tests("rules: []\n");
+        let now = chrono::DateTime::parse_from_rfc3339("2026-03-02T08:00:00Z")
+            .unwrap()
+            .to_utc();
+        let timer = |id: &str, minutes| Timer {
+            id: id.to_owned(),
+            due_at: now - chrono::Duration::minutes(minutes),
+            event: NewEvent::form(id, "L1"),
+        };
+        let timers = vec![timer("first", 3), timer("last", 1)];
+        store
+            .commit(Changes::from(Effects {
+                timers,
+                ..Effects::default()
+            }))
+            .unwrap();
+        let spoiled_due = now - chrono::Duration::minutes(2);
+        store.spoil_timer(spoiled_due, "spoiled");
+
+        assert_eq!(fire_due(&store, &workflows, now).unwrap(), 2);
+        let fired: Vec<String> = store
+            .events_after(0, 10)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.id)
+            .collect();
+        assert_eq!(fired, ["first", "last"], "the timer after it fired too");
+        assert_eq!(store.pending_timers(10).unwrap(), 0, "its row went aside");
+        assert_eq!(store.next_timer().unwrap(), None);
+        let aside = store.set_aside_timers(10).unwrap();
+        assert_eq!(store.set_aside_timer_count(10).unwrap(), 1);
+        assert_eq!(
+            (aside[0].id.as_str(), aside[0].due_at),
+            ("spoiled", spoiled_due)
+        );
+        assert!(aside[0].error.contains("decode"), "{}", aside[0].error);
+        assert_eq!(aside[0].stored, [0xc1], "its bytes are kept");
+        assert_eq!(
+            fire_due(&store, &workflows, now).unwrap(),
+            0,
+            "nothing is left to fail"
+        );
+    }
 }

@@ -68,6 +68,7 @@ const TABLES: &[(&[u8], &str)] = &[
     (keys::COUNTER, "counters"),
     (keys::SCORE_LEDGER, "score ledger"),
     (keys::SET_ASIDE, "set-aside events"),
+    (keys::SET_ASIDE_TIMER, "set-aside timers"),
     (keys::MAILBOX, "mailbox positions"),
     (keys::REJECTED, "kept payloads"),
     (keys::FORECAST, "forecast snapshots"),
@@ -232,6 +233,9 @@ impl Checker {
             },
             p if p == keys::SET_ASIDE => {
                 self.decodes::<SetAsideEvent>(table, key, value);
+            }
+            p if p == keys::SET_ASIDE_TIMER => {
+                self.decodes::<crate::state::SetAsideTimer>(table, key, value);
             }
             p if p == keys::MAILBOX => {
                 self.decodes::<MailboxPosition>(table, key, value);

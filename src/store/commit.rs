@@ -41,6 +41,7 @@ impl<B: Backend> Store for KvStore<B> {
         }
         suppressions::stage(&changes.round.suppress, &changes.unsuppress, &mut w)?;
         events::stage_set_aside(&changes.set_aside, &mut w)?;
+        timers::stage_set_aside(&changes.set_aside_timers, &mut w)?;
         rejected::stage(&changes.rejected, &changes.replayed, &mut w)?;
         mailboxes::stage_positions(&changes.mailbox_positions, &mut w)?;
         outbox::stage_receipts(&changes.receipts, &mut w)?;

@@ -315,15 +315,19 @@ impl<B: Backend> EventTable for KvStore<B> {
 
 impl<B: Backend> SetAsideTable for KvStore<B> {
     fn set_aside_events(&self, limit: usize) -> Result<Vec<SetAsideEvent>, StoreError> {
-        self.backend
-            .scan_rev(keys::SET_ASIDE, None, limit)?
-            .into_iter()
-            .map(|(k, v)| decode_value(&k, &v))
-            .collect()
+        self.newest_values(keys::SET_ASIDE, limit)
     }
 
     fn set_aside_count(&self, limit: usize) -> Result<usize, StoreError> {
         self.backend.count(keys::SET_ASIDE, limit)
+    }
+
+    fn set_aside_timers(&self, limit: usize) -> Result<Vec<SetAsideTimer>, StoreError> {
+        self.newest_values(keys::SET_ASIDE_TIMER, limit)
+    }
+
+    fn set_aside_timer_count(&self, limit: usize) -> Result<usize, StoreError> {
+        self.backend.count(keys::SET_ASIDE_TIMER, limit)
     }
 }
 

@@ -88,6 +88,8 @@ pub const COUNTER: &[u8] = b"ct\0";
 pub const SCORE_LEDGER: &[u8] = b"sl\0";
 /// Events the engine set aside, by sequence number.
 pub const SET_ASIDE: &[u8] = b"sa\0";
+/// Timers whose rows did not decode, by due time and id.
+pub const SET_ASIDE_TIMER: &[u8] = b"st\0";
 /// Where each IMAP mailbox was read up to, by name.
 pub const MAILBOX: &[u8] = b"mb\0";
 /// Payloads a source could not map, by source then id.
@@ -264,6 +266,20 @@ pub fn set_aside(seq: u64) -> Vec<u8> {
     join(&[SET_ASIDE, &seq.to_be_bytes()])
 }
 
+pub fn set_aside_timer(due: DateTime<Utc>, id: &str) -> Vec<u8> {
+    let ms = u64::try_from(due.timestamp_millis()).unwrap_or(0);
+    join(&[SET_ASIDE_TIMER, &ms.to_be_bytes(), id.as_bytes()])
+}
+
+/// A timer key's due time and id (`None` if it is not one): `timer` of
+/// them gives the key back.
+pub fn timer_parts(key: &[u8]) -> Option<(DateTime<Utc>, String)> {
+    let rest = key.strip_prefix(TIMER)?;
+    let ms = i64::try_from(read_u64(rest.get(..8)?)?).ok()?;
+    let id = String::from_utf8(rest.get(8..)?.to_vec()).ok()?;
+    Some((DateTime::from_timestamp_millis(ms)?, id))
+}
+
 pub fn counter(name: &str) -> Vec<u8> {
     join(&[COUNTER, name.as_bytes()])
 }
@@ -276,6 +292,24 @@ pub fn read_u64(bytes: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_timer_key_gives_back_its_due_time_and_id_or_nothing() {
+        let due = DateTime::from_timestamp_millis(1_772_000_000_123).unwrap();
+        let key = timer(due, "step/L1/nurture");
+        let (read_due, id) = timer_parts(&key).unwrap();
+        assert_eq!(timer(read_due, &id), key);
+        assert_eq!((read_due, id.as_str()), (due, "step/L1/nurture"));
+        let mut not_text = key.clone();
+        not_text.push(0xff);
+        assert_eq!(
+            timer_parts(&not_text),
+            None,
+            "the key could not be made again"
+        );
+        assert_eq!(timer_parts(&key[..TIMER.len() + 7]), None);
+        assert_eq!(timer_parts(b"ob\0x"), None);
+    }
 
     #[test]
     fn parts_without_nul_or_one_are_written_as_they_are() {

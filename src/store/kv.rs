@@ -83,6 +83,14 @@ impl<B: Backend> KvStore<B> {
             .expect("memory writes do not fail");
     }
 
+    /// Stores bytes that do not decode as the timer `id` due at `due`.
+    #[cfg(test)]
+    pub(crate) fn spoil_timer(&self, due: DateTime<Utc>, id: &str) {
+        self.backend
+            .apply(vec![KvWrite::Put(keys::timer(due, id), vec![0xc1])])
+            .expect("memory writes do not fail");
+    }
+
     /// The backend, for tests that look under the tables.
     #[cfg(test)]
     pub(super) fn into_backend(self) -> B {
@@ -106,6 +114,19 @@ impl<B: Backend> KvStore<B> {
             .scan(prefix, after, limit)?
             .into_iter()
             .map(|(k, v)| decode_value(&k, &v).map(|t| (k, t)))
+            .collect()
+    }
+
+    /// The last `limit` values under `prefix`, last key first.
+    pub(super) fn newest_values<T: DeserializeOwned>(
+        &self,
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<Vec<T>, StoreError> {
+        self.backend
+            .scan_rev(prefix, None, limit)?
+            .into_iter()
+            .map(|(k, v)| decode_value(&k, &v))
             .collect()
     }
 

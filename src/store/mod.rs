@@ -69,7 +69,7 @@ pub use crate::state::{Page, for_each_item};
 use crate::state::{
     Delivery, Effects, Enrollment, Event, ForecastSnapshot, MailboxPosition, NewEvent, OutboxEntry,
     OutboxStatus, Receipt, Record, RecordKey, RejectedPayload, Run, ScoreEntry, SetAsideEvent,
-    StageVisit, Suppression, Task, TaskStatus, Timer,
+    SetAsideTimer, StageVisit, Suppression, Task, TaskStatus, Timer,
 };
 use chrono::{DateTime, Utc};
 use std::future::Future;
@@ -341,10 +341,16 @@ pub trait OutboxTable {
 
 /// Timers, ordered by due time.
 pub trait TimerTable {
-    /// Timers due at or before `now`, earliest first.
-    fn due_timers(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Timer>, StoreError>;
-    /// The earliest timer, to know how long to sleep.
-    fn next_timer(&self) -> Result<Option<Timer>, StoreError>;
+    /// Timers due at or before `now`, earliest first; a row that does not
+    /// decode comes as the set-aside row it should become (dated `now`),
+    /// so one damaged timer does not stop the others.
+    fn due_timers(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Result<Timer, SetAsideTimer>>, StoreError>;
+    /// When the earliest timer is due, to know how long to sleep.
+    fn next_timer(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
     /// How many timers wait, counting at most `limit`.
     fn pending_timers(&self, limit: usize) -> Result<usize, StoreError>;
 }
@@ -427,12 +433,16 @@ pub trait ScoreLedgerTable {
     ) -> Result<Page<ScoreEntry>, StoreError>;
 }
 
-/// Events the engine set aside.
+/// Events the engine and timers the scheduler set aside.
 pub trait SetAsideTable {
     /// The latest set-aside events, newest first, at most `limit`.
     fn set_aside_events(&self, limit: usize) -> Result<Vec<SetAsideEvent>, StoreError>;
     /// How many events were set aside, counting at most `limit`.
     fn set_aside_count(&self, limit: usize) -> Result<usize, StoreError>;
+    /// Timers set aside, newest due first, at most `limit`.
+    fn set_aside_timers(&self, limit: usize) -> Result<Vec<SetAsideTimer>, StoreError>;
+    /// How many timers are set aside, counting at most `limit`.
+    fn set_aside_timer_count(&self, limit: usize) -> Result<usize, StoreError>;
 }
 
 /// Payloads sources could not map (SPEC §3.10), kept to be replayed.
@@ -488,6 +498,7 @@ pub struct Changes {
     pub(in crate::store) round: Effects,
     /// Events the engine could not handle, set aside.
     pub(in crate::store) set_aside: Vec<SetAsideEvent>,
+    pub(in crate::store) set_aside_timers: Vec<SetAsideTimer>,
     /// Rows of runs to forget (past `settings.keep_runs`), by row id.
     pub(in crate::store) runs_pruned: Vec<String>,
     /// Addresses to take off the suppression list (any spelling).
@@ -522,6 +533,7 @@ impl Changes {
     pub(in crate::store) fn append(&mut self, other: Changes) {
         self.round.append(other.round);
         self.set_aside.extend(other.set_aside);
+        self.set_aside_timers.extend(other.set_aside_timers);
         self.runs_pruned.extend(other.runs_pruned);
         self.unsuppress.extend(other.unsuppress);
         self.rejected.extend(other.rejected);

@@ -6,10 +6,17 @@ use super::kv::{KvStore, decode_value, encode_value};
 use super::*;
 
 impl<B: Backend> TimerTable for KvStore<B> {
-    fn due_timers(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Timer>, StoreError> {
+    fn due_timers(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Result<Timer, SetAsideTimer>>, StoreError> {
         self.scan_due(keys::TIMER, now, limit)?
             .into_iter()
-            .map(|(key, value)| decode_value(&key, &value))
+            .map(|(key, value)| match decode_value(&key, &value) {
+                Ok(timer) => Ok(Ok(timer)),
+                Err(error) => set_aside(&key, value, &error, now).map(Err).ok_or(error),
+            })
             .collect()
     }
 
@@ -17,11 +24,44 @@ impl<B: Backend> TimerTable for KvStore<B> {
         self.backend.count(keys::TIMER, limit)
     }
 
-    fn next_timer(&self) -> Result<Option<Timer>, StoreError> {
-        self.first_due(keys::TIMER)?
-            .map(|(key, value)| decode_value(&key, &value))
-            .transpose()
+    fn next_timer(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        // From the key: a row that does not decode is still due then (and
+        // set aside when it is).
+        Ok(self
+            .first_due(keys::TIMER)?
+            .and_then(|(key, _)| keys::timer_parts(&key))
+            .map(|(due, _)| due))
     }
+}
+
+/// The set-aside row of a timer row that does not decode, if its key
+/// still says which timer it was.
+fn set_aside(
+    key: &[u8],
+    stored: Vec<u8>,
+    error: &StoreError,
+    now: DateTime<Utc>,
+) -> Option<SetAsideTimer> {
+    let (due_at, id) = keys::timer_parts(key)?;
+    Some(SetAsideTimer {
+        id,
+        due_at,
+        error: error.to_string(),
+        at: now,
+        stored,
+    })
+}
+
+/// Keeps timers set aside under their due time and id.
+pub(super) fn stage_set_aside(
+    timers: &[SetAsideTimer],
+    w: &mut Vec<KvWrite>,
+) -> Result<(), StoreError> {
+    for timer in timers {
+        let key = keys::set_aside_timer(timer.due_at, &timer.id);
+        w.push(KvWrite::Put(key, encode_value(timer)?));
+    }
+    Ok(())
 }
 
 /// Writes new timers and deletes done ones (by due time and id).

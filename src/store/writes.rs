@@ -16,7 +16,7 @@
 use super::{Changes, EventMark, EventRow};
 use crate::state::{
     Effects, ForecastSnapshot, MailboxPosition, NewEvent, OutboxEntry, Receipt, RejectedPayload,
-    Run, SetAsideEvent, Suppression,
+    Run, SetAsideEvent, SetAsideTimer, Suppression,
 };
 use chrono::{DateTime, Utc};
 
@@ -64,6 +64,9 @@ write_set! {
         fire => fired: NewEvent;
         /// Timers fired: (due, id).
         timers_done => round.timers_done: (DateTime<Utc>, String);
+        /// Timers whose rows do not decode, kept aside (their rows go with
+        /// `timers_done`).
+        set_aside => set_aside_timers: SetAsideTimer;
         /// Schedule slot events.
         raise => round.events: NewEvent;
         /// Where each schedule has got to.

@@ -425,11 +425,8 @@ mod tests {
         let mut lead = event("e1", "L1");
         lead.occurred_at = start;
         store.append_events(vec![lead]).unwrap();
-        let next_timer = |store: &KvStore<MemoryBackend>| {
-            crate::store::TimerTable::next_timer(store)
-                .unwrap()
-                .map(|t| t.due_at)
-        };
+        let next_timer =
+            |store: &KvStore<MemoryBackend>| crate::store::TimerTable::next_timer(store).unwrap();
         let waiting = async {
             while next_timer(&store) != Some(start + chrono::Duration::days(1)) {
                 tokio::time::sleep(Duration::from_millis(10)).await;
