@@ -52,12 +52,6 @@ impl Default for DueFloors {
     }
 }
 
-/// The due time written in a due-ordered key under `prefix`.
-pub(super) fn due_ms(prefix: &[u8], key: &[u8]) -> Option<u64> {
-    let bytes = key.strip_prefix(prefix)?.get(..8)?;
-    Some(u64::from_be_bytes(bytes.try_into().ok()?))
-}
-
 impl DueFloors {
     fn floor(&self, prefix: &[u8]) -> Option<&Mutex<Floor>> {
         self.floors
@@ -82,7 +76,7 @@ impl DueFloors {
                 continue;
             };
             for ((prefix, _), low) in self.floors.iter().zip(&mut lowest) {
-                if let Some(ms) = due_ms(prefix, key) {
+                if let Some(ms) = keys::due_ms(prefix, key) {
                     *low = Some(low.map_or(ms, |l: u64| l.min(ms)));
                 }
             }

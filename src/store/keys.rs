@@ -194,10 +194,10 @@ pub fn outbox_sending(id: &str) -> Vec<u8> {
     join(&[OUTBOX_SENDING, id.as_bytes()])
 }
 
-/// The due time (ms) written in an outbox queue key.
-pub fn outbox_due_ms(key: &[u8]) -> Option<u64> {
-    let bytes = key.strip_prefix(OUTBOX_DUE)?.get(..8)?;
-    Some(u64::from_be_bytes(bytes.try_into().ok()?))
+/// The due time (ms since the epoch) written in a due-ordered key under
+/// `prefix` (the outbox queue, timers).
+pub fn due_ms(prefix: &[u8], key: &[u8]) -> Option<u64> {
+    read_u64(key.strip_prefix(prefix)?.get(..8)?)
 }
 
 /// Timers sort by due time (milliseconds since the epoch; earlier ones clamp to 0).
@@ -274,10 +274,9 @@ pub fn set_aside_timer(due: DateTime<Utc>, id: &str) -> Vec<u8> {
 /// A timer key's due time and id (`None` if it is not one): `timer` of
 /// them gives the key back.
 pub fn timer_parts(key: &[u8]) -> Option<(DateTime<Utc>, String)> {
-    let rest = key.strip_prefix(TIMER)?;
-    let ms = i64::try_from(read_u64(rest.get(..8)?)?).ok()?;
-    let id = String::from_utf8(rest.get(8..)?.to_vec()).ok()?;
-    Some((DateTime::from_timestamp_millis(ms)?, id))
+    let due = DateTime::from_timestamp_millis(i64::try_from(due_ms(TIMER, key)?).ok()?)?;
+    let id = String::from_utf8(key.get(TIMER.len() + 8..)?.to_vec()).ok()?;
+    Some((due, id))
 }
 
 pub fn counter(name: &str) -> Vec<u8> {

@@ -74,21 +74,31 @@ impl<B: Backend> KvStore<B> {
         self
     }
 
-    /// Stores bytes that do not decode as the record `key`, as a damaged
-    /// disk or a bug might: for tests of what happens to its events.
+    /// Stores bytes that do not decode under `key`, as a damaged disk or a
+    /// bug might: for tests of what happens to what reads it.
     #[cfg(test)]
-    pub(crate) fn spoil_record(&self, key: &RecordKey) {
+    fn spoil(&self, key: Vec<u8>) {
         self.backend
-            .apply(vec![KvWrite::Put(keys::record(key), vec![0xc1])])
+            .apply(vec![KvWrite::Put(key, vec![0xc1])])
             .expect("memory writes do not fail");
     }
 
-    /// Stores bytes that do not decode as the timer `id` due at `due`.
+    /// Spoils the record `key` (see `spoil`).
+    #[cfg(test)]
+    pub(crate) fn spoil_record(&self, key: &RecordKey) {
+        self.spoil(keys::record(key));
+    }
+
+    /// Spoils the timer `id` due at `due`.
     #[cfg(test)]
     pub(crate) fn spoil_timer(&self, due: DateTime<Utc>, id: &str) {
-        self.backend
-            .apply(vec![KvWrite::Put(keys::timer(due, id), vec![0xc1])])
-            .expect("memory writes do not fail");
+        self.spoil(keys::timer(due, id));
+    }
+
+    /// Spoils a record's enrollment in `sequence`.
+    #[cfg(test)]
+    pub(crate) fn spoil_enrollment(&self, key: &RecordKey, sequence: &str) {
+        self.spoil(keys::enrollment(key, sequence));
     }
 
     /// The backend, for tests that look under the tables.
@@ -236,7 +246,7 @@ impl<B: Backend> KvStore<B> {
             let page = self.backend.scan(prefix, after.as_deref(), want)?;
             let full = page.len() == want;
             for (key, value) in page {
-                let due = super::due_floors::due_ms(prefix, &key);
+                let due = keys::due_ms(prefix, &key);
                 first_live = first_live.or(due);
                 if due.is_none_or(|due| due > now_ms) {
                     self.due_floors
@@ -259,6 +269,14 @@ impl<B: Backend> KvStore<B> {
     }
 
     /// The first live key of a due-ordered index, read from its floor.
+    /// When the first entry of a due-ordered index is due.
+    pub(super) fn next_due(&self, prefix: &[u8]) -> Result<Option<DateTime<Utc>>, StoreError> {
+        Ok(self
+            .first_due(prefix)?
+            .and_then(|(key, _)| keys::due_ms(prefix, &key))
+            .and_then(|ms| DateTime::from_timestamp_millis(i64::try_from(ms).ok()?)))
+    }
+
     pub(super) fn first_due(
         &self,
         prefix: &[u8],
@@ -269,7 +287,7 @@ impl<B: Backend> KvStore<B> {
             .scan(prefix, floor.after(prefix).as_deref(), 1)?
             .pop();
         let ms = match &first {
-            Some((key, _)) => super::due_floors::due_ms(prefix, key).unwrap_or(0),
+            Some((key, _)) => keys::due_ms(prefix, key).unwrap_or(0),
             None => u64::MAX,
         };
         self.due_floors.raise(prefix, floor, ms);

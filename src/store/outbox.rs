@@ -151,10 +151,7 @@ impl<B: Backend> OutboxTable for KvStore<B> {
     }
 
     fn next_outbox_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        Ok(self
-            .first_due(keys::OUTBOX_DUE)?
-            .and_then(|(k, _)| keys::outbox_due_ms(&k))
-            .and_then(|ms| DateTime::from_timestamp_millis(ms as i64)))
+        self.next_due(keys::OUTBOX_DUE)
     }
 
     fn waiting_outbox(&self, limit: usize) -> Result<usize, StoreError> {

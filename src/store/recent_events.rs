@@ -56,7 +56,8 @@ impl RecentEvents {
             return None;
         }
         let skip = usize::try_from(seq + 1 - first).ok()?;
-        Some(kept.iter().skip(skip).take(limit).cloned().collect())
+        let end = kept.len().min(skip.saturating_add(limit));
+        Some(kept.range(skip..end).cloned().collect())
     }
 
     fn lock(&self) -> MutexGuard<'_, VecDeque<Event>> {

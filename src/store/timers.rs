@@ -27,10 +27,7 @@ impl<B: Backend> TimerTable for KvStore<B> {
     fn next_timer(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
         // From the key: a row that does not decode is still due then (and
         // set aside when it is).
-        Ok(self
-            .first_due(keys::TIMER)?
-            .and_then(|(key, _)| keys::timer_parts(&key))
-            .map(|(due, _)| due))
+        self.next_due(keys::TIMER)
     }
 }
 
