@@ -12,45 +12,50 @@ use std::sync::Arc;
 
 /// All routes of the API.
 pub fn router<S: Store>(app: Arc<App<S>>) -> Router {
+    // Under /v1 by their full paths, not a nested router: nesting routes
+    // each request twice and rewrites its URI, on every event.
     let v1 = Router::new()
-        .route("/events", post(super::events::post_events::<S>))
-        .route("/records/{kind}/{id}", get(super::records::get_record::<S>))
+        .route("/v1/events", post(super::events::post_events::<S>))
         .route(
-            "/records/{kind}/{id}/stage",
+            "/v1/records/{kind}/{id}",
+            get(super::records::get_record::<S>),
+        )
+        .route(
+            "/v1/records/{kind}/{id}/stage",
             post(super::records::post_stage::<S>),
         )
         .route(
-            "/records/{kind}/{id}/ledger",
+            "/v1/records/{kind}/{id}/ledger",
             get(super::records::get_ledger::<S>),
         )
-        .route("/tasks", get(super::tasks::get_tasks::<S>))
+        .route("/v1/tasks", get(super::tasks::get_tasks::<S>))
         .route(
-            "/tasks/{id}/complete",
+            "/v1/tasks/{id}/complete",
             post(super::tasks::complete_task::<S>),
         )
-        .route("/runs", get(super::runs::get_runs::<S>))
-        .route("/status", get(super::status::get_status::<S>))
-        .route("/backup", get(super::backup::get_backup::<S>))
-        .route("/reload", post(super::status::post_reload::<S>))
-        .route("/plan", post(super::plan::post_plan::<S>))
-        .route("/reports/{name}", get(super::reports::get_report::<S>))
-        .route("/outbox", get(super::outbox::get_outbox::<S>))
+        .route("/v1/runs", get(super::runs::get_runs::<S>))
+        .route("/v1/status", get(super::status::get_status::<S>))
+        .route("/v1/backup", get(super::backup::get_backup::<S>))
+        .route("/v1/reload", post(super::status::post_reload::<S>))
+        .route("/v1/plan", post(super::plan::post_plan::<S>))
+        .route("/v1/reports/{name}", get(super::reports::get_report::<S>))
+        .route("/v1/outbox", get(super::outbox::get_outbox::<S>))
         .route(
-            "/outbox/{id}/{action}",
+            "/v1/outbox/{id}/{action}",
             post(super::outbox::post_decision::<S>),
         )
-        .route("/inbound/email", post(super::mail::post_inbound::<S>))
+        .route("/v1/inbound/email", post(super::mail::post_inbound::<S>))
         .route(
-            "/sources/{name}/rejected",
+            "/v1/sources/{name}/rejected",
             get(super::sources::get_rejected::<S>),
         )
         .route(
-            "/sources/{name}/rejected/{id}/replay",
+            "/v1/sources/{name}/rejected/{id}/replay",
             post(super::sources::replay::<S>),
         )
-        .route("/suppressions", get(super::suppressions::list::<S>))
+        .route("/v1/suppressions", get(super::suppressions::list::<S>))
         .route(
-            "/suppressions/{address}",
+            "/v1/suppressions/{address}",
             delete(super::suppressions::remove::<S>),
         )
         .layer(middleware::from_fn_with_state(
@@ -58,7 +63,7 @@ pub fn router<S: Store>(app: Arc<App<S>>) -> Router {
             super::auth::require_token::<S>,
         ));
     Router::new()
-        .nest("/v1", v1)
+        .merge(v1)
         .route(
             "/u/{token}",
             get(super::mail::unsubscribe_page::<S>).post(super::mail::unsubscribe::<S>),

@@ -16,7 +16,7 @@ impl<B: Backend> Store for KvStore<B> {
         // Encode before taking the writer lock, so ingest waits only for
         // the sequence numbers and the apply. Tasks are read-modify-write,
         // but only the engine worker writes them.
-        let mut w = Vec::new();
+        let mut w = Vec::with_capacity(changes.writes_estimate());
         // Each table writes its own keys and keeps its own indexes in step.
         records::stage(&changes.round.records, &mut w)?;
         self.stage_history_writes(&changes.round.stage_visits, &mut w)?;

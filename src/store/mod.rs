@@ -529,6 +529,23 @@ pub struct Changes {
 }
 
 impl Changes {
+    /// About how many key writes these make (a row and its index keys
+    /// each), so the batch is allocated once: growing it as the tables
+    /// staged was 1% of the daemon's CPU under W1.
+    pub(in crate::store) fn writes_estimate(&self) -> usize {
+        let r = &self.round;
+        let rows = r.records.len()
+            + r.tasks.len()
+            + r.outbox.len()
+            + r.timers.len()
+            + r.timers_done.len()
+            + r.enrollments.len()
+            + r.runs.len()
+            + r.events.len()
+            + self.fired.len();
+        3 * rows + r.counters.len() + 8
+    }
+
     /// Adds another set of changes after these.
     pub(in crate::store) fn append(&mut self, other: Changes) {
         self.round.append(other.round);

@@ -8,9 +8,10 @@
 //! Only the writer fills it (and empties it of what retention prunes), right after the batch holding the events was
 //! applied and while it still holds the writer lock, so it never holds an
 //! event the backend does not, and its events are consecutive: a read it
-//! can answer (it holds the first event asked for) is answered exactly as
-//! the backend would, or cut short where a newer append has not arrived
-//! yet, which the next read finds.
+//! can answer (it holds the first event asked for, or the last event
+//! appended is the one the reader has) is answered exactly as the backend
+//! would, or cut short where a newer append has not arrived yet, which the
+//! next read finds (the writer rings after it fills this list).
 
 use crate::state::Event;
 use std::collections::VecDeque;
@@ -48,11 +49,17 @@ impl RecentEvents {
     }
 
     /// The events after `seq`, at most `limit`, if the first of them is
-    /// kept; `None` sends the reader to the backend.
+    /// kept, or none if `seq` is the last event appended (a worker that
+    /// keeps up asks this whenever it wakes with nothing new); `None` sends
+    /// the reader to the backend.
     pub fn after(&self, seq: u64, limit: usize) -> Option<Vec<Event>> {
         let kept = self.lock();
         let first = kept.front()?.seq;
-        if seq.checked_add(1)? < first || kept.back()?.seq <= seq {
+        let last = kept.back()?.seq;
+        if last == seq {
+            return Some(Vec::new());
+        }
+        if seq.checked_add(1)? < first || last < seq {
             return None;
         }
         let skip = usize::try_from(seq + 1 - first).ok()?;
@@ -101,7 +108,8 @@ mod tests {
         assert_eq!(seqs(recent.after(4, 10)), Some(vec![5, 6, 7, 8, 9]));
         assert_eq!(seqs(recent.after(6, 2)), Some(vec![7, 8]));
         assert_eq!(seqs(recent.after(3, 10)), None, "event 4 is not kept");
-        assert_eq!(seqs(recent.after(9, 10)), None, "nothing after 9 yet");
+        assert_eq!(seqs(recent.after(9, 10)), Some(vec![]), "9 is the last");
+        assert_eq!(seqs(recent.after(10, 10)), None, "10 was not appended here");
     }
 
     #[test]
