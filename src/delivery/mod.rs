@@ -343,7 +343,8 @@ fn claim<S: Store>(
     now: DateTime<Utc>,
     changes: &mut DeliveryWrites,
 ) -> Result<Vec<(OutboxEntry, Job)>, StoreError> {
-    let mut jobs = Vec::new();
+    let mut jobs = Vec::with_capacity(due.len());
+    changes.reserve_outbox(due.len());
     for mut row in due {
         if let Some(why) = stop_reason(outbox.store.as_ref(), &row)? {
             crate::telemetry::delivery(kind_of(&row), "cancelled");
@@ -513,6 +514,7 @@ fn record<S: Store>(
 ) -> DeliveryWrites {
     let now = outbox.clock.now();
     let mut changes = DeliveryWrites::default();
+    changes.reserve_outbox(done.len());
     for (mut row, result) in done {
         let result = match result {
             // Retried like a transient failure, so the emails go once the

@@ -386,7 +386,11 @@ impl Checker {
         let mut wanted: HashSet<Vec<u8>> = HashSet::new();
         for row in self.outbox.values() {
             wanted.insert(keys::outbox_by_record(&row.record, &row.id));
-            wanted.extend(super::outbox::delivery_index_keys(row));
+            wanted.extend(super::outbox::delivery_index_keys(
+                row.status,
+                row.due_at(),
+                &row.id,
+            ));
         }
         let found = std::mem::take(&mut self.outbox_index);
         self.reconcile("outbox", "outbox row", &wanted, found, fixes);

@@ -23,7 +23,13 @@ impl<B: Backend> Store for KvStore<B> {
         for t in &changes.round.tasks {
             self.stage_task(t, &mut w)?;
         }
-        for o in &changes.round.outbox {
+        // One version per row, the last: each version moves the indexes
+        // from the stored one, which knows nothing of the others.
+        let mut later = std::collections::HashSet::new();
+        let rows: Vec<&OutboxEntry> = (changes.round.outbox.iter().rev())
+            .filter(|o| later.insert(o.id.as_str()))
+            .collect();
+        for o in rows.into_iter().rev() {
             self.stage_outbox(o, &mut w)?;
         }
         timers::stage(&changes.round.timers, &changes.round.timers_done, &mut w)?;

@@ -696,6 +696,25 @@ pub fn outbox_rows_round_trip<S: Store>(s: &S) {
             .items),
         ["o1", "o4"]
     );
+    // Two versions of a row in one commit: the last one's indexes, only.
+    let waiting = row("o5", rows[0].delivery.clone());
+    let commit = |rows: Vec<OutboxEntry>| {
+        s.commit(Changes::from(crate::state::Effects {
+            outbox: rows,
+            ..crate::state::Effects::default()
+        }))
+        .unwrap()
+    };
+    commit(vec![waiting.clone()]);
+    let retried_at = |t: i64| {
+        let mut retry = waiting.clone();
+        retry.status = OutboxStatus::Failed;
+        retry.next_attempt_at = Some(at(t));
+        retry
+    };
+    commit(vec![retried_at(70), retried_at(95)]);
+    assert_eq!(ids(s.due_outbox(at(91), 10).unwrap()), ["o3", "o2"]);
+    assert_eq!(ids(s.due_outbox(at(99), 10).unwrap()), ["o3", "o2", "o5"]);
 }
 
 pub fn score_ledger_pages_newest_first<S: Store>(s: &S) {

@@ -543,7 +543,7 @@ impl Changes {
             + r.runs.len()
             + r.events.len()
             + self.fired.len();
-        3 * rows + r.counters.len() + 8
+        4 * rows + r.counters.len() + 8
     }
 
     /// Adds another set of changes after these.

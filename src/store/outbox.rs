@@ -8,16 +8,27 @@ use super::*;
 
 impl<B: Backend> KvStore<B> {
     /// Writes an outbox row and keeps its delivery indexes in step: queued
-    /// by due time while waiting, listed while being handed over.
+    /// by due time while waiting, listed while being handed over. Only the
+    /// index keys that change are written: the ones the stored version has
+    /// (they follow from its status and due time, as `dealflow check`
+    /// verifies) and the new version does not are deleted, and the reverse
+    /// put; a delete of a key that is not there still costs the backend a
+    /// tombstone.
     pub(super) fn stage_outbox(
         &self,
         row: &OutboxEntry,
         writes: &mut Vec<KvWrite>,
     ) -> Result<(), StoreError> {
+        let wanted = delivery_index_keys(row.status, row.due_at(), &row.id);
         match self.get::<StoredDue>(&keys::outbox(&row.id))? {
             Some(old) => {
-                writes.push(KvWrite::Delete(keys::outbox_due(old.due_at(), &row.id)));
-                writes.push(KvWrite::Delete(keys::outbox_sending(&row.id)));
+                let had = delivery_index_keys(old.status, old.due_at(), &row.id);
+                for key in had.iter().filter(|k| !wanted.contains(k)) {
+                    writes.push(KvWrite::Delete(key.clone()));
+                }
+                for key in wanted.into_iter().filter(|k| !had.contains(k)) {
+                    writes.push(KvWrite::Put(key, Vec::new()));
+                }
             }
             // A row's record never changes: indexed once, when it is new.
             None => {
@@ -28,10 +39,10 @@ impl<B: Backend> KvStore<B> {
                 if let Delivery::Sms { to, .. } = &row.delivery {
                     writes.push(KvWrite::Put(keys::texted(to), encode_value(&row.record)?));
                 }
+                for key in wanted {
+                    writes.push(KvWrite::Put(key, Vec::new()));
+                }
             }
-        }
-        for key in delivery_index_keys(row) {
-            writes.push(KvWrite::Put(key, Vec::new()));
         }
         let value = match &row.receipt {
             // Receipts live under their own key (see `Receipt`).
@@ -54,12 +65,13 @@ impl<B: Backend> KvStore<B> {
     }
 }
 
-/// The part of a stored row its due index was keyed by. Every write of a
-/// row reads the version it replaces to move that index; decoding only
-/// these two fields skips the delivery (a webhook's body, an email's),
+/// The part of a stored row its delivery indexes were keyed by. Every
+/// write of a row reads the version it replaces to move those; decoding
+/// only these fields skips the delivery (a webhook's body, an email's),
 /// which was most of the cost of a delivery worker's commit.
 #[derive(serde::Deserialize)]
 struct StoredDue {
+    status: OutboxStatus,
     created_at: DateTime<Utc>,
     #[serde(default)]
     next_attempt_at: Option<DateTime<Utc>>,
@@ -86,13 +98,17 @@ pub(super) fn stage_receipts(
 
 /// The delivery index entries a row calls for: queued by due time while
 /// waiting, listed while being handed over.
-pub(super) fn delivery_index_keys(row: &OutboxEntry) -> Vec<Vec<u8>> {
+pub(super) fn delivery_index_keys(
+    status: OutboxStatus,
+    due_at: DateTime<Utc>,
+    id: &str,
+) -> Vec<Vec<u8>> {
     let mut keys = Vec::new();
-    if row.status.is_waiting() {
-        keys.push(keys::outbox_due(row.due_at(), &row.id));
+    if status.is_waiting() {
+        keys.push(keys::outbox_due(due_at, id));
     }
-    if row.status == OutboxStatus::Sending {
-        keys.push(keys::outbox_sending(&row.id));
+    if status == OutboxStatus::Sending {
+        keys.push(keys::outbox_sending(id));
     }
     keys
 }

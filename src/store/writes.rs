@@ -127,6 +127,15 @@ write_set! {
     }
 }
 
+impl DeliveryWrites {
+    /// Room for `n` more outbox rows: a round's rows are large, and growing
+    /// the list row by row copied them over and over.
+    pub fn reserve_outbox(&mut self, n: usize) -> &mut Self {
+        self.0.round.outbox.reserve(n);
+        self
+    }
+}
+
 impl IntakeWrites {
     /// The events raised so far.
     pub fn events(&self) -> &[NewEvent] {
