@@ -101,7 +101,7 @@ fn json() -> impl Strategy<Value = Json> {
 #[test]
 fn event_json_is_parsed_or_refused() {
     fuzz("event JSON", 2_000, json(), |value| {
-        let _ = dealflow::intake::event::parse_event(&value, now());
+        let _ = dealflow::intake::event::parse_event(value, now());
     });
     fuzz(
         "event bytes",
@@ -109,7 +109,7 @@ fn event_json_is_parsed_or_refused() {
         prop::collection::vec(any::<u8>(), 0..256),
         |bytes| {
             if let Ok(value) = serde_json::from_slice::<Json>(&bytes) {
-                let _ = dealflow::intake::event::parse_event(&value, now());
+                let _ = dealflow::intake::event::parse_event(value, now());
             }
         },
     );

@@ -33,9 +33,10 @@ pub(super) async fn post_events<S: Store>(
     };
     let workflows = app.workflows.load();
     let now = app.clock.now();
-    let mut events = Vec::with_capacity(items.len());
+    let count = items.len();
+    let mut events = Vec::with_capacity(count);
     let mut problems = Vec::new();
-    for (index, item) in items.iter().enumerate() {
+    for (index, item) in items.into_iter().enumerate() {
         match parse_event(item, now) {
             Ok(e) => events.push(e),
             Err(message) => problems.push(json!({ "index": index, "message": message })),
@@ -51,7 +52,7 @@ pub(super) async fn post_events<S: Store>(
             format!(
                 "{} of {} events are invalid; none was stored",
                 problems.len(),
-                items.len()
+                count
             )
         };
         return Err(

@@ -104,7 +104,7 @@ fn read_event(line: &str, index: usize, start: DateTime<Utc>) -> Result<TimedEve
         Some(_) => return Err("\"at\" must be a string such as \"+4d\"".to_owned()),
     };
     let at = start + chrono::Duration::from_std(offset).map_err(|_| "\"at\" is too far")?;
-    let mut event = parse_event(&value, at)?;
+    let mut event = parse_event(value, at)?;
     // No id in the file: one derived from the line, so a rerun is the same run.
     event
         .id

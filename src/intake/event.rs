@@ -16,10 +16,14 @@ const RESERVED_DATA: &[&str] = &["id", "type", "occurred_at"];
 ///
 /// Kinds are open (SPEC §2): a kind no workflow names is accepted here, and
 /// counted by the caller so a typo like `leda` shows in `/v1/status`.
-pub fn parse_event(value: &Json, now: DateTime<Utc>) -> Result<NewEvent, String> {
-    let object = value.as_object().ok_or("an event must be a JSON object")?;
+pub fn parse_event(value: Json, now: DateTime<Utc>) -> Result<NewEvent, String> {
+    // Owned, so the record's fields and the data move into the event
+    // instead of being copied out of the request's JSON.
+    let Json::Object(mut object) = value else {
+        return Err("an event must be a JSON object".to_owned());
+    };
     only_keys(
-        object,
+        &object,
         &["id", "type", "record", "data", "occurred_at"],
         "event",
     )?;
@@ -37,11 +41,11 @@ pub fn parse_event(value: &Json, now: DateTime<Utc>) -> Result<NewEvent, String>
             crate::engine::internal::PREFIX
         ));
     }
-    let record = object.get("record").ok_or("missing field \"record\"")?;
+    let record = object.remove("record").ok_or("missing field \"record\"")?;
     let (key, fields) = parse_record(record)?;
-    let data = match object.get("data") {
+    let data = match object.remove("data") {
         None | Some(Json::Null) => Map::new(),
-        Some(Json::Object(d)) => d.clone(),
+        Some(Json::Object(d)) => d,
         Some(_) => return Err("\"data\" must be an object".to_owned()),
     };
     no_control_characters_in_keys(&data, "data")?;
@@ -68,11 +72,11 @@ pub fn parse_event(value: &Json, now: DateTime<Utc>) -> Result<NewEvent, String>
     })
 }
 
-fn parse_record(value: &Json) -> Result<(RecordKey, Map<String, Json>), String> {
-    let record = value
-        .as_object()
-        .ok_or("\"record\" must be an object with kind and id")?;
-    only_keys(record, &["kind", "id", "fields"], "record")?;
+fn parse_record(value: Json) -> Result<(RecordKey, Map<String, Json>), String> {
+    let Json::Object(mut record) = value else {
+        return Err("\"record\" must be an object with kind and id".to_owned());
+    };
+    only_keys(&record, &["kind", "id", "fields"], "record")?;
     let kind = name(
         record.get("kind").ok_or("missing field \"record.kind\"")?,
         "record.kind",
@@ -81,9 +85,9 @@ fn parse_record(value: &Json) -> Result<(RecordKey, Map<String, Json>), String> 
         Json::Number(n) => whole_number(n)?,
         other => name(other, "record.id")?,
     };
-    let fields = match record.get("fields") {
+    let fields = match record.remove("fields") {
         None | Some(Json::Null) => Map::new(),
-        Some(Json::Object(f)) => f.clone(),
+        Some(Json::Object(f)) => f,
         Some(_) => return Err("\"record.fields\" must be an object".to_owned()),
     };
     no_control_characters_in_keys(&fields, "record.fields")?;
@@ -184,7 +188,7 @@ mod tests {
 
     #[test]
     fn a_good_event_parses() {
-        let e = parse_event(&json!({"id": "e1", "type": "form.submitted", "record": {"kind": "lead", "id": 42, "fields": {"email": "a@b.c", "owner": "ana@x"}}, "data": {"path": "/pricing"}}), now()).unwrap();
+        let e = parse_event(json!({"id": "e1", "type": "form.submitted", "record": {"kind": "lead", "id": 42, "fields": {"email": "a@b.c", "owner": "ana@x"}}, "data": {"path": "/pricing"}}), now()).unwrap();
         assert_eq!(
             (e.id.as_deref(), e.record.id.as_str(), e.occurred_at),
             (Some("e1"), "42", now())
@@ -194,7 +198,7 @@ mod tests {
     #[test]
     fn a_kind_no_workflow_names_is_accepted() {
         let e = parse_event(
-            &json!({"type": "x", "record": {"kind": "leda", "id": "1"}}),
+            json!({"type": "x", "record": {"kind": "leda", "id": "1"}}),
             now(),
         )
         .unwrap();
@@ -261,7 +265,7 @@ mod tests {
             ),
         ];
         for (input, expected) in cases {
-            let err = parse_event(&input, now()).unwrap_err();
+            let err = parse_event(input.clone(), now()).unwrap_err();
             assert!(err.contains(expected), "{input}: {err}");
         }
     }
@@ -304,13 +308,13 @@ mod tests {
         #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
         #[test]
         fn any_json_is_parsed_or_refused_without_panic(value in arbitrary_json()) {
-            let _ = parse_event(&value, now());
+            let _ = parse_event(value, now());
         }
 
         #[test]
         fn any_bytes_never_panic_the_body_reader(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
             if let Ok(value) = serde_json::from_slice::<Json>(&bytes) {
-                let _ = parse_event(&value, now());
+                let _ = parse_event(value, now());
             }
         }
     }

@@ -168,7 +168,7 @@ impl Mapper<'_> {
             "record": { "kind": kind, "id": record_id, "fields": fields },
             "data": data,
         });
-        parse_event(&event, self.now)
+        parse_event(event, self.now)
             .map(Some)
             .map_err(|message| self.invalid(item, message))
     }
