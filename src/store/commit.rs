@@ -72,7 +72,7 @@ impl<B: Backend> Store for KvStore<B> {
             ));
         }
         self.apply_batch(w)?;
-        self.recent_events.appended(stored);
+        let no_longer_kept = self.recent_events.appended(stored);
         if let Some(last) = changes.event_rows_pruned.iter().map(|row| row.last).max() {
             self.recent_events.pruned_through(last);
         }
@@ -86,6 +86,8 @@ impl<B: Backend> Store for KvStore<B> {
         if rings_delivery {
             self.wakeups.outbox.notify_one();
         }
+        // Freed after the lock is let go and the loops are rung.
+        drop(no_longer_kept);
         Ok(())
     }
 

@@ -280,12 +280,14 @@ impl<B: Backend> EventTable for KvStore<B> {
             &mut stored,
         )?;
         self.apply_batch(writes)?;
-        self.recent_events.appended(stored);
+        let no_longer_kept = self.recent_events.appended(stored);
         *writer = Some(next);
         drop(writer);
         if appended.iter().any(|a| !a.duplicate) {
             self.wakeups.events.notify_one();
         }
+        // Freed after the lock is let go and the worker is rung.
+        drop(no_longer_kept);
         Ok(appended)
     }
 

@@ -29,15 +29,21 @@ pub(super) struct RecentEvents(Mutex<VecDeque<Event>>);
 impl RecentEvents {
     /// Keeps events just appended. They follow the ones kept, unless the
     /// log was written another way meanwhile (then only they are kept).
-    pub fn appended(&self, events: Vec<Event>) {
+    /// Answers the events no longer kept, for the caller to drop once it
+    /// has let go of the writer lock: freeing them was most of this call's
+    /// time, and every writer waits on that lock.
+    #[must_use = "drop the events no longer kept outside the writer lock"]
+    pub fn appended(&self, events: Vec<Event>) -> Vec<Event> {
         let mut kept = self.lock();
         let follows = |first: &Event| kept.back().is_none_or(|last| last.seq + 1 == first.seq);
+        let mut gone = Vec::new();
         if events.first().is_some_and(|first| !follows(first)) {
-            kept.clear();
+            gone.extend(kept.drain(..));
         }
         kept.extend(events);
         let extra = kept.len().saturating_sub(KEPT);
-        kept.drain(..extra);
+        gone.extend(kept.drain(..extra));
+        gone
     }
 
     /// Forgets the events up to `seq`: retention took them from the log.
@@ -103,8 +109,8 @@ mod tests {
     fn answers_only_reads_that_start_inside_what_it_keeps() {
         let recent = RecentEvents::default();
         assert_eq!(seqs(recent.after(0, 10)), None, "nothing kept");
-        recent.appended(events(5..=7));
-        recent.appended(events(8..=9));
+        assert!(recent.appended(events(5..=7)).is_empty());
+        assert!(recent.appended(events(8..=9)).is_empty());
         assert_eq!(seqs(recent.after(4, 10)), Some(vec![5, 6, 7, 8, 9]));
         assert_eq!(seqs(recent.after(6, 2)), Some(vec![7, 8]));
         assert_eq!(seqs(recent.after(3, 10)), None, "event 4 is not kept");
@@ -115,11 +121,17 @@ mod tests {
     #[test]
     fn a_gap_starts_over_and_the_oldest_go_first() {
         let recent = RecentEvents::default();
-        recent.appended(events(1..=3));
-        recent.appended(events(10..=11));
+        assert!(recent.appended(events(1..=3)).is_empty());
+        let gone = recent.appended(events(10..=11));
+        assert_eq!(seqs(Some(gone)), Some(vec![1, 2, 3]), "what the gap ended");
         assert_eq!(seqs(recent.after(3, 10)), None, "4 to 9 were never kept");
         assert_eq!(seqs(recent.after(9, 10)), Some(vec![10, 11]));
-        recent.appended(events(12..=(11 + KEPT as u64)));
+        let gone = recent.appended(events(12..=(11 + KEPT as u64)));
+        assert_eq!(
+            seqs(Some(gone)),
+            Some(vec![10, 11]),
+            "the oldest, to be dropped"
+        );
         assert_eq!(
             seqs(recent.after(10, 1)),
             None,
