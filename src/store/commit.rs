@@ -55,7 +55,7 @@ impl<B: Backend> Store for KvStore<B> {
         forecasts::stage(&changes.forecasts, &mut w)?;
         let rings_worker = !changes.round.events.is_empty() || !changes.fired.is_empty();
         let rings_delivery = !changes.round.outbox.is_empty();
-        let mut writer = self.lock();
+        let writer = self.lock();
         let mut next = self.next_seq(*writer)?;
         let mut stored = Vec::new();
         if !changes.round.events.is_empty() {
@@ -71,13 +71,12 @@ impl<B: Backend> Store for KvStore<B> {
                 seq.to_be_bytes().to_vec(),
             ));
         }
-        self.apply_batch(w)?;
-        let no_longer_kept = self.recent_events.appended(stored);
         if let Some(last) = changes.event_rows_pruned.iter().map(|row| row.last).max() {
+            // Forgotten before the apply deletes them, so the kept events
+            // never hold one the backend no longer does.
             self.recent_events.pruned_through(last);
         }
-        *writer = Some(next);
-        drop(writer);
+        let no_longer_kept = self.apply_appending(writer, w, stored, next)?;
         self.records.written(changes.round.records);
         self.wakeups.commits.send_modify(|n| *n += 1);
         if rings_worker {

@@ -269,7 +269,7 @@ impl<B: Backend> EventTable for KvStore<B> {
     }
 
     fn append_events(&self, events: Vec<NewEvent>) -> Result<Vec<Appended>, StoreError> {
-        let mut writer = self.lock();
+        let writer = self.lock();
         let mut next = self.next_seq(*writer)?;
         let (mut writes, mut stored) = (Vec::new(), Vec::new());
         let appended = self.stage_events(
@@ -279,10 +279,7 @@ impl<B: Backend> EventTable for KvStore<B> {
             &mut writes,
             &mut stored,
         )?;
-        self.apply_batch(writes)?;
-        let no_longer_kept = self.recent_events.appended(stored);
-        *writer = Some(next);
-        drop(writer);
+        let no_longer_kept = self.apply_appending(writer, writes, stored, next)?;
         if appended.iter().any(|a| !a.duplicate) {
             self.wakeups.events.notify_one();
         }

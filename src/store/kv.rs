@@ -179,6 +179,25 @@ impl<B: Backend> KvStore<B> {
         Ok(())
     }
 
+    /// Applies a batch that appends `stored` (events numbered up to
+    /// `next`), keeps those events decoded and lets go of the writer lock.
+    /// The kept events are filled after the apply and before the lock is
+    /// let go, so they never hold what the backend does not; the events no
+    /// longer kept are answered, for the caller to free once it has rung
+    /// the loops.
+    pub(super) fn apply_appending(
+        &self,
+        mut writer: std::sync::MutexGuard<'_, Option<u64>>,
+        writes: Vec<KvWrite>,
+        stored: Vec<Event>,
+        next: u64,
+    ) -> Result<Vec<Event>, StoreError> {
+        self.apply_batch(writes)?;
+        let no_longer_kept = self.recent_events.appended(stored);
+        *writer = Some(next);
+        Ok(no_longer_kept)
+    }
+
     /// Starts keeping every batch applied from now on.
     pub(super) fn open_tap(&self) {
         let _writer = self.lock();

@@ -249,7 +249,7 @@ pub fn spawn<S: Store>(
 /// Shortest time between two "Handled events." lines. Under load a round
 /// ends every millisecond or two, and a line for each (about 700 a second
 /// under W1) was more than anyone reads, and 0.8% of the daemon's CPU.
-const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+const PROGRESS_EVERY: chrono::TimeDelta = chrono::TimeDelta::seconds(1);
 
 /// The "Handled events." line, a sign of life an operator can follow: the
 /// events handled since the last line, at most one line per
@@ -268,8 +268,8 @@ impl ProgressLine {
         if self.unlogged == 0 {
             return None;
         }
-        let every = chrono::Duration::from_std(PROGRESS_EVERY).unwrap_or_default();
-        if let Some(due) = self.last.map(|last| last + every).filter(|due| *due > now) {
+        let next = self.last.map(|last| last + PROGRESS_EVERY);
+        if let Some(due) = next.filter(|due| *due > now) {
             return (due - now).to_std().ok();
         }
         tracing::info!(events = self.unlogged, through, "Handled events.");
