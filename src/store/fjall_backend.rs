@@ -16,7 +16,7 @@
 use super::StoreError;
 use super::backend::{Backend, Entry, KvWrite, forward_range, reverse_range, take_prefixed};
 use super::disk::{GroupFlush, HELD_DATA, HeldData, lock, panic_text};
-use fjall::config::CompressionPolicy;
+use fjall::config::{CompressionPolicy, PinningPolicy};
 use fjall::{CompressionType, Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use std::future::Future;
 use std::path::Path;
@@ -69,6 +69,17 @@ impl FjallBackend {
                     .max_memtable_size(MEMTABLE_BYTES)
                     .data_block_compression_policy(CompressionPolicy::all(CompressionType::Lz4))
                     .manual_journal_persist(true)
+                    // Every event id is looked up before it is appended (a
+                    // resent event is answered, not stored twice), and new ids
+                    // miss: only the tables' filters are read. fjall keeps the
+                    // filters of level 0 in memory and reads the others through
+                    // the block cache, where data blocks pushed them out: each
+                    // lookup read and checksummed a table's whole filter again.
+                    // Kept in memory (about 1.25 bytes a key), batches of 100
+                    // went from ~75,000 to ~87,000 events/s in the ingest
+                    // benchmark. fjall stores these options with the keyspace
+                    // when it creates it: a store created before keeps its own.
+                    .filter_block_pinning_policy(PinningPolicy::all(true))
             })?;
             Ok::<_, fjall::Error>((db, items))
         })
