@@ -54,7 +54,10 @@ async fn ingest(State(relay): State<Arc<Relay>>, body: Bytes) -> (StatusCode, St
 
 /// Appends every waiting event, syncs once, answers each with its number.
 async fn append_groups(mut requests: mpsc::Receiver<Append>, path: PathBuf) -> std::io::Result<()> {
-    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
     let mut appended = 0u64;
     while let Some(first) = requests.recv().await {
         let mut group = vec![first];
