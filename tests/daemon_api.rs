@@ -561,7 +561,9 @@ async fn metrics_parse_as_prometheus_text_with_bounded_labels() {
         .await;
     let unknown =
         json!({ "type": "made.up.by.a.sender", "record": { "kind": "lead", "id": "L2" } });
-    s.post("/v1/events", unknown.to_string()).await;
+    // One batch, counted per type (and its runs per rule) before recording.
+    let batch = json!([lead("L3", None), unknown, lead("L4", None)]);
+    s.post("/v1/events", batch.to_string()).await;
     s.settle().await;
     let text = reqwest::get(format!("{}/metrics", s.daemon.url))
         .await
@@ -576,7 +578,7 @@ async fn metrics_parse_as_prometheus_text_with_bounded_labels() {
         assert!(prometheus_line_ok(line), "not Prometheus text: {line:?}");
     }
     assert!(
-        text.contains("dealflow_events_ingested_total{type=\"form.submitted\"} 1"),
+        text.contains("dealflow_events_ingested_total{type=\"form.submitted\"} 3"),
         "{text}"
     );
     assert!(
@@ -584,17 +586,17 @@ async fn metrics_parse_as_prometheus_text_with_bounded_labels() {
         "{text}"
     );
     assert!(
-        text.contains("dealflow_rule_runs_total{rule=\"route\"} 1"),
+        text.contains("dealflow_rule_runs_total{rule=\"route\"} 3"),
         "{text}"
     );
     assert!(
-        text.contains("dealflow_actions_total{action=\"task\",outcome=\"ok\"} 1"),
+        text.contains("dealflow_actions_total{action=\"task\",outcome=\"ok\"} 3"),
         "{text}"
     );
     assert!(text.contains("dealflow_store_bytes "), "{text}");
     assert!(
-        text.contains("dealflow_timers_pending 1"),
-        "the call task's overdue timer: {text}"
+        text.contains("dealflow_timers_pending 3"),
+        "the call tasks' overdue timers: {text}"
     );
     assert!(
         !text.contains("L1") && !text.contains("made.up"),

@@ -59,9 +59,7 @@ pub(super) async fn post_events<S: Store>(
             ApiError::bad_request("invalid_event", message).with(json!({ "events": problems }))
         );
     }
-    for e in &events {
-        crate::telemetry::event_ingested(&e.event_type, &workflows);
-    }
+    crate::telemetry::events_ingested(events.iter().map(|e| e.event_type.as_str()), &workflows);
     let unnamed = super::UnnamedKinds::find(&events, &workflows);
     let appended = app.appender.append(events).await?;
     app.unnamed_kinds.count(unnamed, &appended);
