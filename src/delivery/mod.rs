@@ -321,7 +321,7 @@ async fn step<S: Store>(
         return Ok(());
     }
     outbox.store.commit(changes.into())?;
-    outbox.store.flush().await?;
+    outbox.store.flush_soon().await?;
     for (row, job) in jobs {
         let channels = channels.clone();
         let timestamp = now.timestamp();

@@ -41,6 +41,11 @@ pub trait Backend: Send + Sync + 'static {
     fn apply(&self, writes: Vec<KvWrite>) -> Result<(), StoreError>;
     /// Makes applied writes durable.
     fn flush(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Makes applied writes durable, letting a flush another writer starts
+    /// within a moment cover them first (for writers nobody waits on).
+    fn flush_soon(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
+        self.flush()
+    }
     /// Bytes on disk.
     fn size_on_disk(&self) -> u64;
     /// Why the backend can no longer write, once a write failed in a way

@@ -94,6 +94,10 @@ impl<B: Backend> Store for KvStore<B> {
         self.backend.flush()
     }
 
+    fn flush_soon(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
+        self.backend.flush_soon()
+    }
+
     fn write_failure(&self) -> Option<String> {
         self.backend.write_failure()
     }

@@ -15,7 +15,7 @@
 
 use super::StoreError;
 use super::backend::{Backend, Entry, KvWrite, forward_range, reverse_range, take_prefixed};
-use super::disk::{GroupFlush, HELD_DATA, HeldData, lock, panic_text};
+use super::disk::{FLUSH_SOON_GRACE, GroupFlush, HELD_DATA, HeldData, lock, panic_text};
 use fjall::config::{CompressionPolicy, PinningPolicy};
 use fjall::{CompressionType, Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use std::future::Future;
@@ -111,6 +111,26 @@ impl FjallBackend {
     }
 }
 
+impl FjallBackend {
+    /// What a flush needs: the group, the marker, and the sync itself.
+    fn sync(
+        &self,
+    ) -> (
+        Arc<GroupFlush>,
+        Arc<HeldData>,
+        impl FnOnce() -> Result<(), StoreError> + Send + 'static,
+    ) {
+        let db = self.db.clone();
+        let group = self.durability.clone();
+        let sync_group = group.clone();
+        let sync = move || {
+            db.persist(PersistMode::SyncAll)
+                .map_err(|e| failed(&sync_group, e))
+        };
+        (group, self.held_data.clone(), sync)
+    }
+}
+
 /// The store error of a fjall error; an I/O error is kept as the cause (a
 /// full disk is recognised by its kind), and a write failure is sticky.
 fn failed(group: &GroupFlush, e: fjall::Error) -> StoreError {
@@ -185,18 +205,13 @@ impl Backend for FjallBackend {
     }
 
     fn flush(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
-        let db = self.db.clone();
-        let group = self.durability.clone();
-        let held_data = self.held_data.clone();
-        async move {
-            let sync_group = group.clone();
-            group
-                .flush(held_data, move || {
-                    db.persist(PersistMode::SyncAll)
-                        .map_err(|e| failed(&sync_group, e))
-                })
-                .await
-        }
+        let (group, held_data, sync) = self.sync();
+        async move { group.flush(held_data, sync).await }
+    }
+
+    fn flush_soon(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let (group, held_data, sync) = self.sync();
+        async move { group.flush_soon(held_data, sync, FLUSH_SOON_GRACE).await }
     }
 
     fn size_on_disk(&self) -> u64 {

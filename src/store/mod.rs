@@ -605,6 +605,12 @@ pub trait Store:
     fn commit(&self, changes: Changes) -> Result<(), StoreError>;
     /// Makes everything committed so far survive a process crash.
     fn flush(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// The same, for a writer no request waits on: a flush another writer
+    /// starts within a moment covers its commits first, so it does not
+    /// queue a sync ahead of the API's.
+    fn flush_soon(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
+        self.flush()
+    }
     /// Bytes on disk (0 in memory).
     fn size_on_disk(&self) -> u64;
     /// Why the store can no longer write until it is opened again, if so.

@@ -81,7 +81,7 @@ async fn next_round<S: Store>(
 ) -> Result<usize, RoundFailure> {
     let handled = handle_next_round(store, workflows, clock, limit)?;
     if handled > 0 {
-        store.flush().await.map_err(|error| RoundFailure {
+        store.flush_soon().await.map_err(|error| RoundFailure {
             error,
             events: Vec::new(),
         })?;
