@@ -7,7 +7,7 @@
 
 use super::StoreError;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 /// The default block cache in MiB. (With sled, 16 MiB cost no measured
 /// speed in the ingest, report or timer benchmarks and saved 84 MiB of RSS
@@ -98,6 +98,12 @@ pub(super) struct GroupFlush {
     running: tokio::sync::Mutex<()>,
     /// Rung after each flush that finished.
     finished: tokio::sync::Notify,
+    /// Callers inside [`GroupFlush::flush`] now: a writer someone waits on
+    /// is about to sync.
+    urgent: AtomicUsize,
+    /// Whether the last sync was such a writer's: it is busy, and will
+    /// sync again soon.
+    last_sync_urgent: AtomicBool,
     /// The first write error: the engines refuse every later write once one
     /// failed (a full disk, say), until the store is opened again.
     write_failure: std::sync::OnceLock<(String, std::io::ErrorKind)>,
@@ -141,6 +147,16 @@ impl GroupFlush {
         held_data: std::sync::Arc<HeldData>,
         sync: impl FnOnce() -> Result<(), StoreError> + Send + 'static,
     ) -> Result<(), StoreError> {
+        let _urgent = Counted::enter(&self.urgent);
+        self.sync_unless_covered(held_data, sync, true).await
+    }
+
+    async fn sync_unless_covered(
+        &self,
+        held_data: std::sync::Arc<HeldData>,
+        sync: impl FnOnce() -> Result<(), StoreError> + Send + 'static,
+        urgent: bool,
+    ) -> Result<(), StoreError> {
         let mine = self.applied.load(Ordering::SeqCst);
         let _running = self.running.lock().await;
         if self.flushed.load(Ordering::SeqCst) >= mine {
@@ -155,16 +171,21 @@ impl GroupFlush {
         .await
         .map_err(|e| StoreError::backend("the flush thread failed", e))??;
         self.flushed.fetch_max(covered, Ordering::SeqCst);
+        self.last_sync_urgent.store(urgent, Ordering::SeqCst);
         self.finished.notify_waiters();
         Ok(())
     }
 
-    /// The same, for a caller that can wait a little: a flush that another
-    /// caller starts within `grace` covers these batches too, and only if
-    /// none does is a sync started for them. Under load the API's appender
-    /// flushes all the time, and the engine worker's and delivery's batches
-    /// ride on its syncs instead of queueing syncs of their own ahead of it
-    /// (a request waits for the sync in progress, then for its own).
+    /// The same, for a caller that can wait a little: when a writer
+    /// someone waits on (the API's appender) is busy — flushing now, or
+    /// the last to sync — a sync it starts within `grace` covers these
+    /// batches too, and only if none does is a sync started for them.
+    /// Under load the appender flushes all the time, and the engine
+    /// worker's and delivery's batches ride on its syncs instead of
+    /// queueing syncs of their own ahead of its next one (a request waited
+    /// for the sync in progress, then for its own). Otherwise (delivery
+    /// working off a backlog alone) it syncs at once, as
+    /// [`GroupFlush::flush`] does.
     pub(super) async fn flush_soon(
         &self,
         held_data: std::sync::Arc<HeldData>,
@@ -172,6 +193,11 @@ impl GroupFlush {
         grace: std::time::Duration,
     ) -> Result<(), StoreError> {
         let mine = self.applied.load(Ordering::SeqCst);
+        let busy =
+            self.urgent.load(Ordering::SeqCst) > 0 || self.last_sync_urgent.load(Ordering::SeqCst);
+        if !busy {
+            return self.sync_unless_covered(held_data, sync, false).await;
+        }
         let grace = tokio::time::sleep(grace);
         tokio::pin!(grace);
         loop {
@@ -186,7 +212,24 @@ impl GroupFlush {
                 () = &mut grace => break,
             }
         }
-        self.flush(held_data, sync).await
+        self.sync_unless_covered(held_data, sync, false).await
+    }
+}
+
+/// One caller counted in while it is inside, also when its future is
+/// dropped half-way.
+struct Counted<'a>(&'a AtomicUsize);
+
+impl<'a> Counted<'a> {
+    fn enter(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Counted(count)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -226,54 +269,89 @@ mod tests {
         }
     }
 
+    /// A grace no test waits out: only another flush can end it.
+    const NEVER: Duration = Duration::from_secs(3600);
+
     #[tokio::test]
-    async fn a_flush_soon_alone_syncs_after_its_grace() {
+    async fn a_flush_soon_syncs_at_once_when_no_other_writer_is_flushing() {
         let (group, held, syncs, _dir) = counted();
         group.applied();
-        group
-            .flush_soon(held.clone(), sync(&syncs), Duration::from_millis(1))
+        let alone = group.flush_soon(held.clone(), sync(&syncs), NEVER);
+        tokio::time::timeout(Duration::from_secs(60), alone)
             .await
+            .expect("it did not wait for the grace")
             .unwrap();
         assert_eq!(syncs.load(Ordering::SeqCst), 1);
         assert!(held.was_written(), "the marker follows the first sync");
-        // Covered already: no second sync, whatever the grace.
-        group
-            .flush_soon(held, sync(&syncs), Duration::from_secs(3600))
-            .await
-            .unwrap();
+        // Covered already: no second sync.
+        group.flush_soon(held, sync(&syncs), NEVER).await.unwrap();
         assert_eq!(syncs.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]
-    async fn a_flush_soon_rides_on_another_writers_flush() {
+    async fn a_flush_soon_rides_on_the_next_sync_of_a_writer_flushing_now() {
         let (group, held, syncs, _dir) = counted();
         group.applied();
-        // A grace no test waits out: only another flush can end it.
-        let waiting = tokio::spawn({
-            let (group, held, syncs) = (group.clone(), held.clone(), syncs.clone());
-            async move {
-                group
-                    .flush_soon(held, sync(&syncs), Duration::from_secs(3600))
-                    .await
+        // The appender's flush, held inside its sync until released.
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let held_sync = {
+            let syncs = syncs.clone();
+            move || {
+                let _ = released.recv();
+                syncs.fetch_add(1, Ordering::SeqCst);
+                Ok(())
             }
+        };
+        let first = tokio::spawn({
+            let (group, held) = (group.clone(), held.clone());
+            async move { group.flush(held, held_sync).await }
+        });
+        while group.urgent.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        // The worker's batch, applied while that sync runs: not covered by it.
+        group.applied();
+        let worker = tokio::spawn({
+            let (group, held, syncs) = (group.clone(), held.clone(), syncs.clone());
+            async move { group.flush_soon(held, sync(&syncs), NEVER).await }
         });
         tokio::task::yield_now().await;
-        group.applied();
+        release.send(()).unwrap();
+        first.await.unwrap().unwrap();
+        assert!(
+            !worker.is_finished(),
+            "the first sync did not cover the worker's batch"
+        );
+        // The appender's next flush covers it.
         group.flush(held, sync(&syncs)).await.unwrap();
-        waiting.await.unwrap().unwrap();
-        assert_eq!(syncs.load(Ordering::SeqCst), 1, "one sync covered both");
+        worker.await.unwrap().unwrap();
+        assert_eq!(
+            syncs.load(Ordering::SeqCst),
+            2,
+            "the worker started no sync"
+        );
     }
 
     #[tokio::test]
-    async fn a_flush_soon_is_not_covered_by_a_flush_that_started_before_its_batch() {
+    async fn after_the_appenders_last_sync_a_flush_soon_waits_its_grace_then_syncs() {
         let (group, held, syncs, _dir) = counted();
         group.applied();
         group.flush(held.clone(), sync(&syncs)).await.unwrap();
+        // Not covered by that sync, and no other comes: its own, once.
         group.applied();
+        let soon = Duration::from_millis(1);
         group
-            .flush_soon(held, sync(&syncs), Duration::from_millis(1))
+            .flush_soon(held.clone(), sync(&syncs), soon)
             .await
             .unwrap();
         assert_eq!(syncs.load(Ordering::SeqCst), 2);
+        // That sync was its own, so the next one does not wait.
+        group.applied();
+        let next = group.flush_soon(held, sync(&syncs), NEVER);
+        tokio::time::timeout(Duration::from_secs(60), next)
+            .await
+            .expect("it did not wait for the grace")
+            .unwrap();
+        assert_eq!(syncs.load(Ordering::SeqCst), 3);
     }
 }
