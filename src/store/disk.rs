@@ -4,6 +4,9 @@
 //! Flushing is a group commit: one flush at a time on a blocking thread,
 //! and callers whose writes a finished flush already covered return
 //! without flushing again. While one flush runs, the next group gathers.
+//! Writers no request waits on (the engine worker, delivery) call
+//! `flush_soon` instead: while the API's appender is busy they let its
+//! next flush cover them rather than queue one of their own ahead of it.
 
 use super::StoreError;
 use std::path::{Path, PathBuf};
