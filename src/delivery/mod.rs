@@ -311,11 +311,15 @@ async fn step<S: Store>(
     running: &mut InFlight,
 ) -> Result<(), StoreError> {
     let now = outbox.clock.now();
-    let mut changes = record(outbox, workflows, finished);
     let due = match room {
         0 => Vec::new(),
         _ => outbox.store.due_outbox(now, room)?,
     };
+    // Rows are large: room for all of them at once, rather than growing
+    // the list (and copying the recorded rows) when the claims follow.
+    let mut changes = DeliveryWrites::default();
+    changes.reserve_outbox(finished.len() + due.len());
+    record(outbox, workflows, finished, &mut changes);
     let jobs = claim(outbox, workflows, &channels, due, now, &mut changes)?;
     if changes.is_empty() {
         return Ok(());
@@ -344,7 +348,6 @@ fn claim<S: Store>(
     changes: &mut DeliveryWrites,
 ) -> Result<Vec<(OutboxEntry, Job)>, StoreError> {
     let mut jobs = Vec::with_capacity(due.len());
-    changes.reserve_outbox(due.len());
     for mut row in due {
         if let Some(why) = stop_reason(outbox.store.as_ref(), &row)? {
             crate::telemetry::delivery(kind_of(&row), "cancelled");
@@ -506,15 +509,14 @@ async fn hand_over(row: &OutboxEntry, job: &Job, channels: &Channels, now: i64) 
     }
 }
 
-/// Each row's outcome, and the events it causes, as changes to commit.
+/// Adds each row's outcome, and the events it causes, to `changes`.
 fn record<S: Store>(
     outbox: &Outbox<S>,
     workflows: &Workflows,
     done: Vec<(OutboxEntry, Handed)>,
-) -> DeliveryWrites {
+    changes: &mut DeliveryWrites,
+) {
     let now = outbox.clock.now();
-    let mut changes = DeliveryWrites::default();
-    changes.reserve_outbox(done.len());
     for (mut row, result) in done {
         let result = match result {
             // Retried like a transient failure, so the emails go once the
@@ -570,11 +572,10 @@ fn record<S: Store>(
                         now,
                     )]);
                 }
-                give_up(&mut changes, row, why, now);
+                give_up(changes, row, why, now);
             }
         }
     }
-    changes
 }
 
 /// The event a delivered row raises: `email.sent` for a prospect's email,

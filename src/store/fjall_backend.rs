@@ -16,6 +16,7 @@
 use super::StoreError;
 use super::backend::{Backend, Entry, KvWrite, forward_range, reverse_range, take_prefixed};
 use super::disk::{FLUSH_SOON_GRACE, GroupFlush, HELD_DATA, HeldData, lock, panic_text};
+use fjall::compaction::Leveled;
 use fjall::config::{CompressionPolicy, PinningPolicy};
 use fjall::{CompressionType, Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use std::future::Future;
@@ -30,6 +31,18 @@ const KEYSPACE: &str = "dealflow";
 /// cores) 16 MiB made more tables to compact: p99 at 2,000 events/s 15 ms
 /// against 7 ms, batches 59,000 events/s against 87,000.
 const MEMTABLE_BYTES: u64 = 32 << 20;
+
+/// Size of the sorted tables compaction writes. fjall's default is 64 MiB,
+/// and its first level holds four tables' worth (256 MiB): a store of a
+/// few hundred MiB then sits in that one level, and since every new table
+/// spans all the tables' key prefixes, each compaction rewrote all of it
+/// (225 MiB in 2.5 s after a bulk import, while the API's syncs waited on
+/// the disk: p99 at 2,000 events/s 10 to 64 ms in 7 of 16 ingest
+/// benchmark runs). At 16 MiB the first level holds 64 MiB and deeper
+/// levels are compacted a table at a time: p99 under 7 ms in every run,
+/// batches a little faster (see issue 25's note). fjall stores this with
+/// the keyspace when it creates it: a store created before keeps 64 MiB.
+const TABLE_BYTES: u64 = 16 << 20;
 
 /// A fjall database in a folder, held by this process alone.
 pub struct FjallBackend {
@@ -80,6 +93,9 @@ impl FjallBackend {
                     // benchmark. fjall stores these options with the keyspace
                     // when it creates it: a store created before keeps its own.
                     .filter_block_pinning_policy(PinningPolicy::all(true))
+                    .compaction_strategy(Arc::new(
+                        Leveled::default().with_table_target_size(TABLE_BYTES),
+                    ))
             })?;
             Ok::<_, fjall::Error>((db, items))
         })
