@@ -40,8 +40,7 @@ const MEMTABLE_BYTES: u64 = 32 << 20;
 /// the disk: p99 at 2,000 events/s 10 to 64 ms in 7 of 16 ingest
 /// benchmark runs). At 16 MiB the first level holds 64 MiB and deeper
 /// levels are compacted a table at a time: p99 under 7 ms in every run,
-/// batches a little faster (see issue 25's note). fjall stores this with
-/// the keyspace when it creates it: a store created before keeps 64 MiB.
+/// batches a little faster (see issue 25's note).
 const TABLE_BYTES: u64 = 16 << 20;
 
 /// A fjall database in a folder, held by this process alone.
@@ -77,6 +76,9 @@ impl FjallBackend {
                 // 42 ms against 7 ms in the ingest benchmark).
                 .worker_threads(1)
                 .open()?;
+            // fjall runs this only when it creates the keyspace and keeps
+            // the options with it: a store keeps the options it was created
+            // with (docs/operations.md, Stores created before a setting).
             let items = db.keyspace(KEYSPACE, || {
                 KeyspaceCreateOptions::default()
                     .max_memtable_size(MEMTABLE_BYTES)
@@ -90,8 +92,7 @@ impl FjallBackend {
                     // lookup read and checksummed a table's whole filter again.
                     // Kept in memory (about 1.25 bytes a key), batches of 100
                     // went from ~75,000 to ~87,000 events/s in the ingest
-                    // benchmark. fjall stores these options with the keyspace
-                    // when it creates it: a store created before keeps its own.
+                    // benchmark.
                     .filter_block_pinning_policy(PinningPolicy::all(true))
                     .compaction_strategy(Arc::new(
                         Leveled::default().with_table_target_size(TABLE_BYTES),
@@ -125,9 +126,7 @@ impl FjallBackend {
             held_data,
         })
     }
-}
 
-impl FjallBackend {
     /// What a flush needs: the group, the marker, and the sync itself.
     fn sync(
         &self,
