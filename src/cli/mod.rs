@@ -4,6 +4,7 @@
 //! Owns: arguments, exit codes, terminal output. Never: holds logic a
 //! daemon or a test would need (it could not reach it here).
 
+mod background;
 mod client;
 mod init;
 mod operations;

@@ -1,5 +1,6 @@
 //! `dealflow run`: the daemon.
 
+use super::background::Background;
 use crate::api::{self, App};
 use crate::clock::{Clock, SystemClock};
 use crate::config;
@@ -58,10 +59,18 @@ pub fn run(options: RunOptions) -> anyhow::Result<ExitCode> {
     let backend = backend?;
     let store = Arc::new(KvStore::open(backend, &store_dir.display().to_string())?);
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let reopen = runtime.block_on(serve(store, (workflows, loaded), token, options))?;
-    // Every task and the store are dropped with the runtime: the store's
+    let background = Background::start().context("starting the background thread")?;
+    let reopen = runtime.block_on(serve(
+        store,
+        (workflows, loaded),
+        token,
+        background.handle(),
+        options,
+    ))?;
+    // Every task and the store are dropped with the runtimes: the store's
     // locks are free for the process that takes over.
     drop(runtime);
+    drop(background);
     match reopen {
         Some(address) => Err(start_again(address)),
         None => Ok(ExitCode::SUCCESS),
@@ -136,6 +145,7 @@ async fn serve(
     store: Arc<KvStore<FjallBackend>>,
     (mut workflows, loaded): (config::Workflows, u64),
     token: Option<String>,
+    background: &tokio::runtime::Handle,
     options: RunOptions<'_>,
 ) -> anyhow::Result<Option<SocketAddr>> {
     let listener = tokio::net::TcpListener::bind(options.listen)
@@ -152,6 +162,11 @@ async fn serve(
     let cancel = CancellationToken::new();
     let unsubscribe = UnsubscribeKey::load_or_create(options.data)?;
     let delivery_health = Arc::new(delivery::health::DeliveryHealth::default());
+    let mailbox_health = Arc::new(crate::mailbox::health::MailboxHealth::default());
+    let engine_health = Arc::new(worker::health::EngineHealth::default());
+    // Everything but the requests runs on the background thread (see
+    // `background`); the guard is dropped before the next await.
+    let on_background = background.enter();
     let delivery_task = delivery::spawn(
         delivery::Outbox {
             store: store.clone(),
@@ -163,7 +178,6 @@ async fn serve(
         },
         cancel.clone(),
     );
-    let mailbox_health = Arc::new(crate::mailbox::health::MailboxHealth::default());
     let mailbox_task = crate::mailbox::spawn(
         crate::mailbox::Watchers {
             store: store.clone(),
@@ -180,7 +194,6 @@ async fn serve(
         clock.clone(),
         cancel.clone(),
     ));
-    let engine_health = Arc::new(worker::health::EngineHealth::default());
     let (handle, worker_task) = worker::spawn(
         store.clone(),
         workflows.clone(),
@@ -188,6 +201,7 @@ async fn serve(
         engine_health.clone(),
         cancel.clone(),
     );
+    drop(on_background);
     let metrics = crate::telemetry::install();
     let status = Arc::new(ReloadStatus::new(clock.now()));
     let (reloader, reload_task) = reload::spawn(

@@ -191,16 +191,14 @@ async fn catch_up<S: Store>(
         let fetched = connection.fetch(chunk).await?;
         let now = watchers.clock.now();
         let store = watchers.store.as_ref();
-        let mut batch = tokio::task::block_in_place(|| {
-            reading::read(
-                store,
-                mailbox,
-                &watchers.key,
-                &fetched,
-                position.clone(),
-                now,
-            )
-        })
+        let mut batch = reading::read(
+            store,
+            mailbox,
+            &watchers.key,
+            &fetched,
+            position.clone(),
+            now,
+        )
         .map_err(store_error)?;
         // A message deleted between listing and fetching is passed too.
         let reached = chunk.iter().copied().max().unwrap_or(position.last_uid);

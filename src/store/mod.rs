@@ -11,9 +11,11 @@
 //!
 //! Blocking from async code, one policy: a read of one key or one page runs
 //! inline (from the engine's memtable and block cache); work that reads whole tables runs
-//! on the blocking pool (`api::extract::blocking`); the worker's rounds
-//! (engine and commit) run under `block_in_place`; a flush runs on the
-//! blocking pool (the disk backends' group flush), never on an async worker thread.
+//! on the blocking pool (`api::extract::blocking`); the writers behind the
+//! requests (engine worker, delivery, mailboxes) work inline on the
+//! daemon's background thread, which serves no request (`cli::background`);
+//! a flush runs on the blocking pool (the disk backends' group flush),
+//! never on an async worker thread.
 //!
 //! Owns: keys, encodings, indexes, format upgrades ([`migrations`]),
 //! where due-ordered scans start ([`due_floors`]) and which tables each

@@ -32,16 +32,6 @@ use tokio_util::sync::CancellationToken;
 /// Events read from the log per round.
 const BATCH: usize = 256;
 
-/// Rounds up to this many events are handled on the task's own thread.
-/// Moving a round off the runtime's threads ([`run_blocking`]) hands the
-/// runtime's core to another thread and back, two thread wake-ups per
-/// round, which cost more than a small round takes: under W1 (rounds of
-/// about 10 to 30 events) handling them in place gave 1 to 11% more events/s, a
-/// lower p99 (7.4 to 8.1 ms against 9.0 to 9.2) and less CPU per event. A
-/// large round (a backlog after a restart, a burst) still moves, so it
-/// never holds a thread that serves requests for long.
-const IN_PLACE_ROUND: usize = 32;
-
 /// Longest idle sleep. The worker is rung when events arrive and computes
 /// when the next timer or schedule slot is due, so this only bounds what
 /// nothing rings for: the wall clock jumping.
@@ -105,13 +95,7 @@ fn handle_next_round<S: Store>(
     if events.is_empty() {
         return Ok(0);
     }
-    let handle = || handle_round(store, workflows, clock, &events);
-    let handled = if events.len() <= IN_PLACE_ROUND {
-        handle()
-    } else {
-        run_blocking(handle)
-    };
-    match handled {
+    match handle_round(store, workflows, clock, &events) {
         Ok(()) => Ok(events.len()),
         Err(error) => Err(RoundFailure { error, events }),
     }
@@ -134,15 +118,6 @@ fn handle_round<S: Store>(
     // failed commit, which is retried, counts its runs twice.
     crate::telemetry::runs_committed(&effects.runs);
     store.commit(crate::store::Changes::from(effects))
-}
-
-/// Runs blocking work without stalling the async runtime's other tasks
-/// (on a current-thread runtime, as in tests and `simulate`, it just runs).
-fn run_blocking<T>(work: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
-        _ => work(),
-    }
 }
 
 /// A request the worker answers itself, so it is ordered with events.

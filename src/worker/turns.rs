@@ -8,7 +8,7 @@
 //! A failed round never stops the loop ([`Recovery`]): the one event at
 //! fault is set aside, a failure that may pass is backed off.
 
-use super::{BATCH, RoundFailure, health, next_round, retention, run_blocking};
+use super::{BATCH, RoundFailure, health, next_round, retention};
 use crate::clock::Clock;
 use crate::config::Workflows;
 use crate::scheduler;
@@ -266,9 +266,9 @@ fn prune<S: Store>(store: &S, workflows: &Workflows, clock: &dyn Clock) -> DateT
             more: false,
         }
     };
-    let runs = run_blocking(|| retention::prune_runs(store, settings.keep_runs, now))
-        .unwrap_or_else(|e| failed("runs", e));
-    let events = run_blocking(|| retention::prune_events(store, settings.keep_events, now))
+    let runs =
+        retention::prune_runs(store, settings.keep_runs, now).unwrap_or_else(|e| failed("runs", e));
+    let events = retention::prune_events(store, settings.keep_events, now)
         .unwrap_or_else(|e| failed("events", e));
     if runs.count > 0 || events.count > 0 {
         tracing::debug!(
