@@ -807,3 +807,44 @@ async fn a_store_whose_data_file_was_destroyed_is_not_started_empty() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("reads as empty"), "{stderr}");
 }
+
+/// The niceness of each thread of a process, by thread name (Linux).
+#[cfg(target_os = "linux")]
+fn thread_niceness(pid: u32) -> Vec<(String, i32)> {
+    let mut threads = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let stat = std::fs::read_to_string(task.unwrap().path().join("stat")).unwrap();
+        // "tid (name) state ..." : the name may hold spaces; nice is the
+        // 19th field, the 17th after the closing parenthesis.
+        let (head, rest) = stat.rsplit_once(')').unwrap();
+        let name = head.split_once('(').unwrap().1.to_owned();
+        let nice = rest.split_whitespace().nth(16).unwrap().parse().unwrap();
+        threads.push((name, nice));
+    }
+    threads
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn the_engine_and_delivery_run_on_a_thread_nicer_than_the_requests() {
+    let s = setup(&[], &[]);
+    let (status, _) = s.post("/v1/events", lead("L1", None).to_string()).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    s.settle().await;
+    let threads = thread_niceness(s.daemon.child.id());
+    let nice_of = |name: &str| -> Vec<i32> {
+        let found: Vec<i32> = threads
+            .iter()
+            .filter(|(n, _)| n.starts_with(name))
+            .map(|(_, nice)| *nice)
+            .collect();
+        assert!(!found.is_empty(), "no thread {name} in {threads:?}");
+        found
+    };
+    let requests = nice_of("tokio-rt-worker");
+    let background = nice_of("dealflow-backgr");
+    // Ten steps nicer (dealflow's `NICER_BY`), at most the nicest, 19.
+    let nicer = (requests[0] + 10).min(19);
+    assert!(requests.iter().all(|n| *n == requests[0]), "{threads:?}");
+    assert!(background.iter().all(|n| *n == nicer), "{threads:?}");
+}

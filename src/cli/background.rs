@@ -23,11 +23,16 @@ use std::io;
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
-/// The background thread's niceness (Linux: 0 is normal, 19 the lowest).
-/// Threads created from it (its blocking pool) inherit it. Not the lowest:
-/// the background must still get a share when other programs on the host
-/// keep the cores busy, not only when dealflow's requests do.
-pub const NICE: i32 = 10;
+/// How much nicer than the daemon the background thread is (Linux: nice
+/// values run from -20 to 19, and each step is about 10% less CPU when
+/// threads compete). Threads created from it (its blocking pool) inherit
+/// it. Not the lowest: the background must still get a fair share when
+/// other programs on the host keep the cores busy, not only when
+/// dealflow's own requests do.
+pub const NICER_BY: i32 = 10;
+
+/// The lowest priority Linux has.
+const NICEST: i32 = 19;
 
 /// The background runtime; dropping it stops its thread, and with it every
 /// task still running there.
@@ -79,14 +84,17 @@ impl Drop for Background {
     }
 }
 
-/// Lowers the calling thread's CPU priority to [`NICE`]. A thread may
+/// Lowers the calling thread's CPU priority by [`NICER_BY`]. A thread may
 /// always lower its own priority; if it still fails, the daemon runs at
 /// one priority, as it did before.
 fn lower_priority() {
     #[cfg(target_os = "linux")]
     {
-        let thread = rustix::thread::gettid();
-        if let Err(e) = rustix::process::setpriority_process(Some(thread), NICE) {
+        use rustix::process::{getpriority_process, setpriority_process};
+        let thread = Some(rustix::thread::gettid());
+        let lowered = getpriority_process(thread)
+            .and_then(|nice| setpriority_process(thread, (nice + NICER_BY).min(NICEST)));
+        if let Err(e) = lowered {
             tracing::warn!(error = %e, "Could not lower the background thread's priority; it runs at the requests' priority.");
         }
     }
@@ -96,23 +104,23 @@ fn lower_priority() {
 mod tests {
     use super::*;
 
+    #[cfg(target_os = "linux")]
     #[test]
     fn background_tasks_run_on_a_thread_of_lower_priority() {
+        let nice = || rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap();
+        // The thread that starts it has the daemon's priority.
+        let daemons = nice();
         let background = Background::start().unwrap();
-        let task = background.handle().spawn(async {
+        let task = background.handle().spawn(async move {
             let name = std::thread::current().name().map(str::to_owned);
-            #[cfg(target_os = "linux")]
-            let nice = rustix::process::getpriority_process(Some(rustix::thread::gettid())).ok();
-            #[cfg(not(target_os = "linux"))]
-            let nice = Some(NICE);
-            (name, nice)
+            (name, nice())
         });
         let (name, nice) = background.handle().block_on(async {
             // Joined from outside the runtime: a plain thread drives it.
             task.await.unwrap()
         });
         assert_eq!(name.as_deref(), Some("dealflow-background"));
-        assert_eq!(nice, Some(NICE));
+        assert_eq!(nice, (daemons + NICER_BY).min(NICEST));
         drop(background);
     }
 
