@@ -10,9 +10,10 @@
 //! requests take the cores when they need them, and the background fills
 //! the time they leave (the requests wait on a disk sync most of the time),
 //! catching up in larger rounds, which cost less per event. Measured in
-//! W1 (issue 25): 12,100 events/s with everything on one runtime, 16,000
-//! apart at the same priority, 19,300 at nice 10 and 21,400 at nice 19;
-//! CPU per event 0.090 → 0.070 ms.
+//! W1 (issue 25, 2 cores): 12,100 events/s with everything on one
+//! runtime, 16,000 apart at the same priority; alternated, four runs each,
+//! medians 20,400 at nice 10 and 22,200 at nice 15 (with delivery as far
+//! behind at the end); CPU per event 0.090 → 0.068 ms.
 //!
 //! The catch: under a load that keeps every core busy, the background
 //! falls behind, and catches up when the load eases. Every event is
@@ -24,12 +25,12 @@ use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
 /// How much nicer than the daemon the background thread is (Linux: nice
-/// values run from -20 to 19, and each step is about 10% less CPU when
-/// threads compete). Threads created from it (its blocking pool) inherit
-/// it. Not the lowest: the background must still get a fair share when
-/// other programs on the host keep the cores busy, not only when
-/// dealflow's own requests do.
-pub const NICER_BY: i32 = 10;
+/// values run from -20 to 19; a thread 15 steps nicer than another gets
+/// about a thirtieth of the CPU it gets while both want it). Threads
+/// created from it (its blocking pool) inherit it. Not the nicest: the
+/// background must still make way when other programs on the host keep
+/// the cores busy, not only when dealflow's own requests do.
+pub const NICER_BY: i32 = 15;
 
 /// The lowest priority Linux has.
 const NICEST: i32 = 19;
