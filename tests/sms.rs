@@ -240,10 +240,16 @@ async fn quiet_hours_hold_a_text_until_they_end() {
     let url = &s.daemon.url;
     let ends = format!("{:02}:00", (hour + 2) % 24);
     // A sequence's text waits for the end of quiet hours, as its timeline says.
+    // Its step is first due at once; the worker's next turn fires it into
+    // quiet hours and holds it, so wait for a step held past now.
     assert_eq!(lead(url, "L1", PAT, json!(true)).await.0, 202);
     let e = eventually(10, "the enrollment to wait", || async {
         let e = enrollment(url, "L1").await;
-        (e["next_step"] == "hello" && e["next_at"].is_string()).then_some(e)
+        let held = e["next_at"]
+            .as_str()
+            .and_then(|at| at.parse::<chrono::DateTime<chrono::Utc>>().ok())
+            .is_some_and(|at| at > chrono::Utc::now());
+        (e["next_step"] == "hello" && held).then_some(e)
     })
     .await;
     let next: chrono::DateTime<chrono::Utc> = e["next_at"].as_str().unwrap().parse().unwrap();
