@@ -13,7 +13,9 @@
 //! W1 (issue 25, 2 cores): 12,100 events/s with everything on one
 //! runtime, 16,000 apart at the same priority; alternated, four runs each,
 //! medians 20,400 at nice 10 and 22,200 at nice 15 (with delivery as far
-//! behind at the end); CPU per event 0.090 → 0.068 ms.
+//! behind at the end); CPU per event 0.090 → 0.068 ms. One thread, not a
+//! pool: a background runtime of two threads answered 15,900 to 17,500
+//! (three runs), its threads handing work to each other again.
 //!
 //! The catch: under a load that keeps every core busy, the background
 //! falls behind, and catches up when the load eases. Every event is
@@ -27,9 +29,9 @@ use tokio::sync::oneshot;
 /// How much nicer than the daemon the background thread is (Linux: nice
 /// values run from -20 to 19; a thread 15 steps nicer than another gets
 /// about a thirtieth of the CPU it gets while both want it). Threads
-/// created from it (its blocking pool) inherit it. Not the nicest: the
-/// background must still make way when other programs on the host keep
-/// the cores busy, not only when dealflow's own requests do.
+/// created from it (its blocking pool) inherit it. Not the nicest (19):
+/// against other programs that keep the host's cores busy, the background
+/// still gets a share, not only what they leave.
 pub const NICER_BY: i32 = 15;
 
 /// The lowest priority Linux has.
