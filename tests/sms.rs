@@ -243,16 +243,16 @@ async fn quiet_hours_hold_a_text_until_they_end() {
     // Its step is first due at once; the worker's next turn fires it into
     // quiet hours and holds it, so wait for a step held past now.
     assert_eq!(lead(url, "L1", PAT, json!(true)).await.0, 202);
-    let e = eventually(10, "the enrollment to wait", || async {
+    let (e, next) = eventually(10, "the enrollment to wait", || async {
         let e = enrollment(url, "L1").await;
-        let held = e["next_at"]
+        let next = e["next_at"]
             .as_str()
             .and_then(|at| at.parse::<chrono::DateTime<chrono::Utc>>().ok())
-            .is_some_and(|at| at > chrono::Utc::now());
-        (e["next_step"] == "hello" && held).then_some(e)
+            .filter(|at| *at > chrono::Utc::now());
+        next.filter(|_| e["next_step"] == "hello")
+            .map(|next| (e, next))
     })
     .await;
-    let next: chrono::DateTime<chrono::Utc> = e["next_at"].as_str().unwrap().parse().unwrap();
     assert_eq!(next.format("%H:%M").to_string(), ends, "{e}");
     // A rule's text is queued, and delivery holds it until they end.
     let status = ping(url, "L2", "+15551230002", 1).await;

@@ -34,6 +34,10 @@ use tokio::sync::oneshot;
 /// still gets a share, not only what they leave.
 pub const NICER_BY: i32 = 15;
 
+/// The thread's name, and its blocking pool's (`top -H` shows the first
+/// 15 bytes: `dealflow-backgr`).
+const THREAD_NAME: &str = "dealflow-background";
+
 /// The lowest priority Linux has.
 const NICEST: i32 = 19;
 
@@ -50,12 +54,12 @@ impl Background {
     pub fn start() -> io::Result<Self> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
-            .thread_name("dealflow-background")
+            .thread_name(THREAD_NAME)
             .build()?;
         let handle = runtime.handle().clone();
         let (stop, stopped) = oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
-            .name("dealflow-background".to_owned())
+            .name(THREAD_NAME.to_owned())
             .spawn(move || {
                 lower_priority();
                 // The runtime runs its tasks only while a thread drives it.
@@ -122,7 +126,7 @@ mod tests {
             // Joined from outside the runtime: a plain thread drives it.
             task.await.unwrap()
         });
-        assert_eq!(name.as_deref(), Some("dealflow-background"));
+        assert_eq!(name.as_deref(), Some(THREAD_NAME));
         assert_eq!(nice, (daemons + NICER_BY).min(NICEST));
         drop(background);
     }

@@ -166,6 +166,8 @@ impl WorkerHandle {
 }
 
 /// Starts the worker; it stops when `cancel` fires, after its current round.
+/// Rounds run inline, so spawn it where no request waits on the thread
+/// (the daemon's background runtime, `cli::background`).
 pub fn spawn<S: Store>(
     store: Arc<S>,
     workflows: Arc<arc_swap::ArcSwap<Workflows>>,
