@@ -115,6 +115,33 @@ enum Job {
 enum Handed {
     Sent(Option<String>),
     Failed(Failure),
+    /// Its `sending` mark could not be flushed, so it was not handed
+    /// over; it stays `sending` in the store until the next start.
+    Kept,
+}
+
+/// The flush of one step's commit. The hand-overs it claimed wait for it
+/// (their `sending` marks must be durable first); the worker does not, so
+/// it records and claims the next rows while the disk syncs.
+type Flushing = futures_util::future::Shared<futures_util::future::BoxFuture<'static, bool>>;
+
+/// Starts flushing what the worker committed last, on a task of its own so
+/// it completes whether or not anything waits for it.
+fn flushing<S: Store>(store: Arc<S>) -> Flushing {
+    use futures_util::FutureExt;
+    let flushed = async move {
+        match store.flush_soon().await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(error = %e, "Delivery could not flush its writes; rows it claimed stay in sending until the next start.");
+                false
+            }
+        }
+    }
+    .boxed()
+    .shared();
+    tokio::spawn(flushed.clone());
+    flushed
 }
 
 /// A row being handed over, and how it went.
@@ -130,9 +157,11 @@ const RECORD_WAIT: Duration = Duration::from_millis(20);
 /// Rows are handed over concurrently, up to [`BATCH`] at a time. Each is
 /// recorded within [`RECORD_WAIT`] of finishing, with the others finished
 /// by then, so a slow webhook holds up only itself. Recording and claiming
-/// the next rows share one flushed commit, and claims wait for half the
-/// slots to be free: a flush per row would slow ingest, whose `202`s wait
-/// on the same disk. The worker sleeps until the store rings (outbox rows
+/// the next rows share one commit, and claims wait for half the slots to
+/// be free: a flush per row would slow ingest, whose `202`s wait on the
+/// same disk. Each claimed row waits for its commit's flush; the worker
+/// does not (waiting, it was idle a quarter of the time while working off
+/// a backlog). The worker sleeps until the store rings (outbox rows
 /// written) or the next row is due.
 pub fn spawn<S: Store>(
     outbox: Outbox<S>,
@@ -171,9 +200,9 @@ pub fn spawn<S: Store>(
             } else {
                 Vec::new()
             };
-            let wait = match step(&outbox, &snapshot, current, recorded, room, &mut running).await {
-                Ok(()) if running.len() > BATCH / 2 => None,
-                Ok(()) => Some(idle_wait(&outbox)),
+            let wait = match step(&outbox, &snapshot, current, recorded, room, &mut running) {
+                Ok(_) if running.len() > BATCH / 2 => None,
+                Ok(_) => Some(idle_wait(&outbox)),
                 Err(e) => {
                     tracing::error!(error = %e, "Delivering failed (rows it was recording stay in sending until the next start); retrying in a second.");
                     Some(Duration::from_secs(1))
@@ -200,8 +229,14 @@ pub fn spawn<S: Store>(
         }
         let snapshot = outbox.workflows.load_full();
         let current = Arc::new(Channels::new(&snapshot, &outbox.data_dir, sends));
-        if let Err(e) = step(&outbox, &snapshot, current, finished, 0, &mut running).await {
-            tracing::error!(error = %e, "Recording deliveries failed; those rows stay in sending until the next start.");
+        match step(&outbox, &snapshot, current, finished, 0, &mut running) {
+            Ok(Some(flushed)) => {
+                flushed.await;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "Recording deliveries failed; those rows stay in sending until the next start.")
+            }
         }
         tracing::info!("Delivery worker stopped.");
     })
@@ -299,17 +334,17 @@ async fn recover_interrupted<S: Store>(outbox: &Outbox<S>) -> Result<(), StoreEr
     Ok(())
 }
 
-/// One flushed commit: records `finished` hand-overs and claims up to
-/// `room` due rows, then (the `sending` marks durable) starts handing the
-/// claimed rows over.
-async fn step<S: Store>(
+/// One commit: records `finished` hand-overs and claims up to `room` due
+/// rows, then starts handing the claimed rows over, each once the commit
+/// is flushed. Answers that flush, if there was a commit.
+fn step<S: Store>(
     outbox: &Outbox<S>,
     workflows: &Arc<Workflows>,
     channels: Arc<Channels>,
     finished: Vec<(OutboxEntry, Handed)>,
     room: usize,
     running: &mut InFlight,
-) -> Result<(), StoreError> {
+) -> Result<Option<Flushing>, StoreError> {
     let now = outbox.clock.now();
     let due = match room {
         0 => Vec::new(),
@@ -322,19 +357,22 @@ async fn step<S: Store>(
     record(outbox, workflows, finished, &mut changes);
     let jobs = claim(outbox, workflows, &channels, due, now, &mut changes)?;
     if changes.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     outbox.store.commit(changes.into())?;
-    outbox.store.flush_soon().await?;
+    let flushed = flushing(outbox.store.clone());
     for (row, job) in jobs {
-        let channels = channels.clone();
+        let (channels, flushed) = (channels.clone(), flushed.clone());
         let timestamp = now.timestamp();
         running.spawn(async move {
-            let result = hand_over(&row, &job, &channels, timestamp).await;
+            let result = match flushed.await {
+                true => hand_over(&row, &job, &channels, timestamp).await,
+                false => Handed::Kept,
+            };
             (row, result)
         });
     }
-    Ok(())
+    Ok(Some(flushed))
 }
 
 /// Checks, builds and marks each due row into `changes`; the caller flushes
@@ -528,6 +566,7 @@ fn record<S: Store>(
             other => other,
         };
         match result {
+            Handed::Kept => {}
             Handed::Sent(message_id) => {
                 crate::telemetry::delivery(kind_of(&row), "sent");
                 row.status = OutboxStatus::Sent;
@@ -703,6 +742,13 @@ mod tests {
     use crate::store::{KvStore, MemoryBackend, OutboxTable};
 
     fn outbox(dir: &std::path::Path) -> Outbox<KvStore<MemoryBackend>> {
+        outbox_over(dir, MemoryBackend::default())
+    }
+
+    fn outbox_over<B: crate::store::Backend>(
+        dir: &std::path::Path,
+        backend: B,
+    ) -> Outbox<KvStore<B>> {
         std::fs::write(
             dir.join("f.yaml"),
             "settings: { email: { from: \"A <a@us.example>\" } }\n",
@@ -714,7 +760,7 @@ mod tests {
             .unwrap()
             .to_utc();
         Outbox {
-            store: Arc::new(KvStore::open(MemoryBackend::default(), "memory").unwrap()),
+            store: Arc::new(KvStore::open(backend, "memory").unwrap()),
             workflows: Arc::new(ArcSwap::from_pointee(w)),
             clock: Arc::new(ManualClock::new(now)),
             key: UnsubscribeKey::from_bytes(&[3; 32]),
@@ -747,16 +793,14 @@ mod tests {
         let w = o.workflows.load_full();
         let channels = Arc::new(Channels::new(&w, &o.data_dir, Default::default()));
         let mut running = InFlight::new();
-        step(o, &w, channels.clone(), Vec::new(), BATCH, &mut running)
-            .await
-            .unwrap();
+        step(o, &w, channels.clone(), Vec::new(), BATCH, &mut running).unwrap();
         let mut finished = Vec::new();
         while let Some(joined) = running.join_next().await {
             take_finished(joined, &mut running, &mut finished);
         }
-        step(o, &w, channels, finished, 0, &mut running)
-            .await
-            .unwrap();
+        if let Some(flushed) = step(o, &w, channels, finished, 0, &mut running).unwrap() {
+            flushed.await;
+        }
     }
 
     /// Lead L1 and its enrollment in `cadence`, exited at `now`.
@@ -881,6 +925,122 @@ mod tests {
                 .count(),
             1
         );
+    }
+
+    /// A map in memory whose flushes wait for the test to let them end,
+    /// as a slow disk's would, and then succeed or fail as told.
+    struct GatedBackend {
+        map: MemoryBackend,
+        gate: tokio::sync::watch::Receiver<Option<bool>>,
+    }
+
+    impl crate::store::Backend for GatedBackend {
+        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+            self.map.get(key)
+        }
+        fn scan(
+            &self,
+            prefix: &[u8],
+            after: Option<&[u8]>,
+            limit: usize,
+        ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+            self.map.scan(prefix, after, limit)
+        }
+        fn count(&self, prefix: &[u8], limit: usize) -> Result<usize, StoreError> {
+            self.map.count(prefix, limit)
+        }
+        fn scan_rev(
+            &self,
+            prefix: &[u8],
+            before: Option<&[u8]>,
+            limit: usize,
+        ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+            self.map.scan_rev(prefix, before, limit)
+        }
+        fn apply(&self, writes: Vec<crate::store::KvWrite>) -> Result<(), StoreError> {
+            self.map.apply(writes)
+        }
+        fn flush(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
+            let mut gate = self.gate.clone();
+            async move {
+                match gate.wait_for(Option::is_some).await.map(|g| *g) {
+                    Ok(Some(true)) => Ok(()),
+                    _ => Err(StoreError::backend_said("the disk failed".to_owned())),
+                }
+            }
+        }
+        fn size_on_disk(&self) -> u64 {
+            0
+        }
+    }
+
+    /// A store whose flushes end when the sender says, and a queued email
+    /// to a live lead.
+    fn gated(
+        dir: &std::path::Path,
+    ) -> (
+        Outbox<KvStore<GatedBackend>>,
+        tokio::sync::watch::Sender<Option<bool>>,
+    ) {
+        let (open, gate) = tokio::sync::watch::channel(None);
+        let backend = GatedBackend {
+            map: MemoryBackend::default(),
+            gate,
+        };
+        let o = outbox_over(dir, backend);
+        let now = o.clock.now();
+        let mut r = row("r1", "pat@p.example", now);
+        (r.created_by, r.step) = ("welcome".into(), None);
+        let record = crate::state::Record::new(r.record.clone(), now);
+        let queued = Effects {
+            records: vec![record],
+            outbox: vec![r],
+            ..Effects::default()
+        };
+        o.store.commit(queued.into()).unwrap();
+        (o, open)
+    }
+
+    #[tokio::test]
+    async fn a_claimed_row_is_handed_over_only_once_its_sending_mark_is_flushed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (o, open) = gated(dir.path());
+        let w = o.workflows.load_full();
+        let channels = Arc::new(Channels::new(&w, &o.data_dir, Default::default()));
+        let mut running = InFlight::new();
+        // The step returns with its flush still running: the worker goes on.
+        let flushed = step(&o, &w, channels, Vec::new(), BATCH, &mut running).unwrap();
+        assert!(flushed.is_some());
+        let r = o.store.outbox_entry("r1").unwrap().unwrap();
+        assert_eq!(r.status, OutboxStatus::Sending);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!dir.path().join("outbox").exists(), "handed over unflushed");
+        assert_eq!(running.len(), 1);
+        open.send_replace(Some(true));
+        let (row, handed) = running.join_next().await.unwrap().unwrap();
+        assert!(matches!(handed, Handed::Sent(_)), "{row:?}");
+        assert!(dir.path().join("outbox/r1.eml").exists());
+    }
+
+    #[tokio::test]
+    async fn a_row_whose_sending_mark_cannot_be_flushed_is_kept_and_not_handed_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let (o, open) = gated(dir.path());
+        open.send_replace(Some(false));
+        let w = o.workflows.load_full();
+        let channels = Arc::new(Channels::new(&w, &o.data_dir, Default::default()));
+        let mut running = InFlight::new();
+        step(&o, &w, channels.clone(), Vec::new(), BATCH, &mut running).unwrap();
+        let mut finished = Vec::new();
+        while let Some(joined) = running.join_next().await {
+            take_finished(joined, &mut running, &mut finished);
+        }
+        assert!(matches!(finished[..], [(_, Handed::Kept)]));
+        step(&o, &w, channels, finished, 0, &mut running).unwrap();
+        assert!(!dir.path().join("outbox").exists(), "nothing was handed over");
+        // Left as it was claimed: the next start resends or holds it.
+        let r = o.store.outbox_entry("r1").unwrap().unwrap();
+        assert_eq!((r.status, r.attempts), (OutboxStatus::Sending, 1));
     }
 
     #[tokio::test]
