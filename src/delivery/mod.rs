@@ -126,7 +126,7 @@ enum Handed {
 type Flushing = futures_util::future::Shared<futures_util::future::BoxFuture<'static, bool>>;
 
 /// Starts flushing what the worker committed last, on a task of its own so
-/// it completes whether or not anything waits for it.
+/// it completes whether or not a hand-over waits for it.
 fn flushing<S: Store>(store: Arc<S>) -> Flushing {
     use futures_util::FutureExt;
     let flushed = async move {
@@ -201,8 +201,8 @@ pub fn spawn<S: Store>(
                 Vec::new()
             };
             let wait = match step(&outbox, &snapshot, current, recorded, room, &mut running) {
-                Ok(_) if running.len() > BATCH / 2 => None,
-                Ok(_) => Some(idle_wait(&outbox)),
+                Ok(()) if running.len() > BATCH / 2 => None,
+                Ok(()) => Some(idle_wait(&outbox)),
                 Err(e) => {
                     tracing::error!(error = %e, "Delivering failed (rows it was recording stay in sending until the next start); retrying in a second.");
                     Some(Duration::from_secs(1))
@@ -229,14 +229,12 @@ pub fn spawn<S: Store>(
         }
         let snapshot = outbox.workflows.load_full();
         let current = Arc::new(Channels::new(&snapshot, &outbox.data_dir, sends));
-        match step(&outbox, &snapshot, current, finished, 0, &mut running) {
-            Ok(Some(flushed)) => {
-                flushed.await;
-            }
-            Ok(None) => {}
-            Err(e) => {
-                tracing::error!(error = %e, "Recording deliveries failed; those rows stay in sending until the next start.")
-            }
+        if let Err(e) = step(&outbox, &snapshot, current, finished, 0, &mut running) {
+            tracing::error!(error = %e, "Recording deliveries failed; those rows stay in sending until the next start.");
+        }
+        // What the steps committed is durable before the worker says it stopped.
+        if let Err(e) = outbox.store.flush().await {
+            tracing::error!(error = %e, "Flushing the last deliveries failed; those rows stay in sending until the next start.");
         }
         tracing::info!("Delivery worker stopped.");
     })
@@ -336,7 +334,7 @@ async fn recover_interrupted<S: Store>(outbox: &Outbox<S>) -> Result<(), StoreEr
 
 /// One commit: records `finished` hand-overs and claims up to `room` due
 /// rows, then starts handing the claimed rows over, each once the commit
-/// is flushed. Answers that flush, if there was a commit.
+/// is flushed.
 fn step<S: Store>(
     outbox: &Outbox<S>,
     workflows: &Arc<Workflows>,
@@ -344,7 +342,7 @@ fn step<S: Store>(
     finished: Vec<(OutboxEntry, Handed)>,
     room: usize,
     running: &mut InFlight,
-) -> Result<Option<Flushing>, StoreError> {
+) -> Result<(), StoreError> {
     let now = outbox.clock.now();
     let due = match room {
         0 => Vec::new(),
@@ -357,7 +355,7 @@ fn step<S: Store>(
     record(outbox, workflows, finished, &mut changes);
     let jobs = claim(outbox, workflows, &channels, due, now, &mut changes)?;
     if changes.is_empty() {
-        return Ok(None);
+        return Ok(());
     }
     outbox.store.commit(changes.into())?;
     let flushed = flushing(outbox.store.clone());
@@ -372,7 +370,7 @@ fn step<S: Store>(
             (row, result)
         });
     }
-    Ok(Some(flushed))
+    Ok(())
 }
 
 /// Checks, builds and marks each due row into `changes`; the caller flushes
@@ -798,9 +796,7 @@ mod tests {
         while let Some(joined) = running.join_next().await {
             take_finished(joined, &mut running, &mut finished);
         }
-        if let Some(flushed) = step(o, &w, channels, finished, 0, &mut running).unwrap() {
-            flushed.await;
-        }
+        step(o, &w, channels, finished, 0, &mut running).unwrap();
     }
 
     /// Lead L1 and its enrollment in `cadence`, exited at `now`.
@@ -1009,8 +1005,7 @@ mod tests {
         let channels = Arc::new(Channels::new(&w, &o.data_dir, Default::default()));
         let mut running = InFlight::new();
         // The step returns with its flush still running: the worker goes on.
-        let flushed = step(&o, &w, channels, Vec::new(), BATCH, &mut running).unwrap();
-        assert!(flushed.is_some());
+        step(&o, &w, channels, Vec::new(), BATCH, &mut running).unwrap();
         let r = o.store.outbox_entry("r1").unwrap().unwrap();
         assert_eq!(r.status, OutboxStatus::Sending);
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -1037,7 +1032,10 @@ mod tests {
         }
         assert!(matches!(finished[..], [(_, Handed::Kept)]));
         step(&o, &w, channels, finished, 0, &mut running).unwrap();
-        assert!(!dir.path().join("outbox").exists(), "nothing was handed over");
+        assert!(
+            !dir.path().join("outbox").exists(),
+            "nothing was handed over"
+        );
         // Left as it was claimed: the next start resends or holds it.
         let r = o.store.outbox_entry("r1").unwrap().unwrap();
         assert_eq!((r.status, r.attempts), (OutboxStatus::Sending, 1));
