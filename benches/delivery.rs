@@ -198,7 +198,7 @@ async fn main() {
                     url: format!("{url}/hook"),
                     method: "POST".into(),
                     headers: vec![],
-                    body: json!({ "deal": i, "amount": 1200 }),
+                    body: json!({ "deal": i, "amount": 1200 }).into(),
                     secret: Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into()),
                 },
             )

@@ -176,7 +176,7 @@ fn fill(store: &KvStore<FjallBackend>, rows: usize) {
                         url: "https://crm.example/hook".into(),
                         method: "POST".into(),
                         headers: Vec::new(),
-                        body: serde_json::json!({ "n": n }),
+                        body: serde_json::json!({ "n": n }).into(),
                         secret: None,
                     },
                     at,

@@ -15,11 +15,13 @@ use std::collections::BTreeMap;
 pub mod address;
 mod builtin;
 mod effects;
+mod json_text;
 pub mod phone;
 mod scores;
 
 pub use builtin::BuiltinEvent;
 pub use effects::Effects;
+pub use json_text::JsonText;
 pub use scores::{ModelScore, RuleSlots, Scores};
 
 /// Which record an event or task concerns.
@@ -463,8 +465,8 @@ pub enum Delivery {
         method: String,
         /// Headers.
         headers: Vec<(String, String)>,
-        /// JSON body.
-        body: Json,
+        /// JSON body, as the text sent.
+        body: JsonText,
         /// Signing secret (never shown by the API).
         #[serde(default)]
         secret: Option<String>,
@@ -489,6 +491,7 @@ pub enum Delivery {
 /// emails and texts, any JSON for webhooks), so they are read into one
 /// struct and checked against the tag after.
 mod delivery_fields {
+    use super::json_text::StoredBody;
     use super::{BodyFormat, Delivery, Json};
     use serde::Deserialize;
 
@@ -499,7 +502,7 @@ mod delivery_fields {
         cc: Option<Vec<String>>,
         from: Option<String>,
         subject: Option<String>,
-        body: Option<Json>,
+        body: Option<StoredBody>,
         format: Option<BodyFormat>,
         #[serde(
             default,
@@ -520,8 +523,8 @@ mod delivery_fields {
         fn try_from(f: Fields) -> Result<Self, String> {
             let kind = f.kind;
             let missing = |field: &str| format!("missing field `{field}` for kind {kind}");
-            let text = |body: Option<Json>| match body {
-                Some(Json::String(text)) => Ok(text),
+            let text = |body: Option<StoredBody>| match body {
+                Some(StoredBody::Value(Json::String(text))) => Ok(text),
                 Some(_) => Err(format!("the body for kind {kind} must be text")),
                 None => Err(missing("body")),
             };
@@ -541,7 +544,7 @@ mod delivery_fields {
                     url: f.url.ok_or_else(|| missing("url"))?,
                     method: f.method.ok_or_else(|| missing("method"))?,
                     headers: f.headers.ok_or_else(|| missing("headers"))?,
-                    body: f.body.ok_or_else(|| missing("body"))?,
+                    body: f.body.ok_or_else(|| missing("body"))?.into_json_text(),
                     secret: f.secret,
                 },
                 "sms" => Delivery::Sms {
@@ -1164,14 +1167,14 @@ mod tests {
                 url: "https://example.com/hook".into(),
                 method: "POST".into(),
                 headers: vec![("x-a".into(), "1".into())],
-                body: serde_json::json!({"n": u64::MAX, "f": -1.5, "list": [null, "é"]}),
+                body: serde_json::json!({"n": u64::MAX, "f": -1.5, "list": [null, "é"]}).into(),
                 secret: Some("whsec_abc".into()),
             },
             Delivery::Webhook {
                 url: "https://example.com/hook".into(),
                 method: "PUT".into(),
                 headers: vec![],
-                body: "just text".into(),
+                body: serde_json::json!("just text").into(),
                 secret: None,
             },
             Delivery::Sms {

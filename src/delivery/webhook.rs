@@ -73,8 +73,7 @@ impl WebhookClient {
         }
         let method = reqwest::Method::from_bytes(method.as_bytes())
             .map_err(|_| Failure::Permanent(format!("invalid method {method:?}")))?;
-        let payload =
-            serde_json::to_vec(body).map_err(|e| Failure::Permanent(format!("body: {e}")))?;
+        let payload = body.as_str().as_bytes().to_vec();
         let mut request = self
             .client
             .request(method, parsed)

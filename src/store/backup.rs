@@ -51,7 +51,7 @@ const MAX_LEN: u32 = 256 << 20;
 pub struct BackupHeader {
     /// [`BACKUP_FORMAT`] of the program that wrote it.
     pub format: u32,
-    /// The store's format mark (`dealflow-7`).
+    /// The store's format mark (`dealflow-8`).
     pub store_format: String,
     /// When the backup started.
     pub created_at: DateTime<Utc>,
@@ -247,8 +247,10 @@ pub fn read_backup(
         .map_err(|_| damaged("its header is cut short"))?;
     let header: BackupHeader = serde_json::from_slice(&header_bytes)
         .map_err(|e| BackupError::Damaged(format!("its header does not read: {e}")))?;
+    // An older store format is restored as it was and moved over when the
+    // daemon opens it, as the store it was taken from would have been.
     let reads = String::from_utf8_lossy(keys::FORMAT_VERSION).into_owned();
-    if header.format > BACKUP_FORMAT || header.store_format != reads {
+    if header.format > BACKUP_FORMAT || !super::migrations::opens(header.store_format.as_bytes()) {
         return Err(BackupError::Newer {
             format: header.format,
             store_format: header.store_format,
@@ -522,7 +524,18 @@ mod tests {
                 .unwrap_err()
                 .contains("not a whole dealflow backup")
         );
-        // A newer store format, with a valid checksum.
+        // A newer store format, with a valid checksum, is refused; an older
+        // one this build moves over is restored.
+        assert!(
+            check(&empty_backup_of("dealflow-99"))
+                .unwrap_err()
+                .contains("made by a newer dealflow")
+        );
+        assert!(check(&empty_backup_of("dealflow-7")).is_ok());
+    }
+
+    /// A whole backup of no entries, marked with `store_format`.
+    fn empty_backup_of(store_format: &str) -> Vec<u8> {
         let mut framed = Framed::new(flate2::write::GzEncoder::new(
             Vec::new(),
             flate2::Compression::fast(),
@@ -530,7 +543,7 @@ mod tests {
         framed.raw(MAGIC).unwrap();
         let header = BackupHeader {
             format: BACKUP_FORMAT,
-            store_format: "dealflow-99".into(),
+            store_format: store_format.into(),
             created_at: DateTime::UNIX_EPOCH,
             unsubscribe_key: None,
         };
@@ -539,11 +552,6 @@ mod tests {
         let (mut gzip, count, digest) = framed.finish();
         gzip.write_all(&count.to_be_bytes()).unwrap();
         gzip.write_all(&digest).unwrap();
-        let newer = gzip.finish().unwrap();
-        assert!(
-            check(&newer)
-                .unwrap_err()
-                .contains("made by a newer dealflow")
-        );
+        gzip.finish().unwrap()
     }
 }

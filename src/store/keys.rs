@@ -105,7 +105,7 @@ pub const EVENT_MARK: &[u8] = b"em\0";
 pub const FORECAST: &[u8] = b"fc\0";
 
 /// The store format this build writes; a store with another is refused.
-pub const FORMAT_VERSION: &[u8] = b"dealflow-7";
+pub const FORMAT_VERSION: &[u8] = b"dealflow-8";
 pub fn join(parts: &[&[u8]]) -> Vec<u8> {
     parts.concat()
 }

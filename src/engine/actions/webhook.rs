@@ -32,7 +32,7 @@ pub(in crate::engine) fn webhook(
             url: url.clone(),
             method: w.method.clone(),
             headers,
-            body,
+            body: body.into(),
             secret: w.secret.clone(),
         },
     );
