@@ -848,3 +848,13 @@ async fn the_engine_and_delivery_run_on_a_thread_nicer_than_the_requests() {
     assert!(requests.iter().all(|n| *n == requests[0]), "{threads:?}");
     assert!(background.iter().all(|n| *n == nicer), "{threads:?}");
 }
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn the_daemon_keeps_its_memory_in_small_pages() {
+    let s = setup(&[], &[]);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", s.daemon.child.id())).unwrap();
+    // Linux reports the process's setting since 5.0.
+    let thp = status.lines().find_map(|l| l.strip_prefix("THP_enabled:"));
+    assert_eq!(thp.map(str::trim), Some("0"), "{status}");
+}
