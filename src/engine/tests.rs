@@ -73,6 +73,11 @@ rules:
     on: deal.advance
     do:
       - move: discovery
+  - name: tell-crm
+    for: lead
+    on: crm.sync
+    do:
+      - webhook: { url: "https://crm.example/hook" }
 "#;
 
 fn start() -> DateTime<Utc> {
@@ -546,4 +551,28 @@ fn only_events_that_touch_a_sequence_read_the_enrollments() {
         let failed = handle(touches).expect_err(touches);
         assert!(failed.to_string().contains("cannot be decoded"), "{failed}");
     }
+}
+
+#[test]
+fn a_webhook_without_a_body_sends_the_event_the_record_and_the_rule() {
+    let b = Bench::new();
+    b.send(
+        "crm.sync",
+        "lead",
+        "L1",
+        json!({ "email": "pat@p.example" }),
+    );
+    let rows = b.store.outbox(None, 10).unwrap().items;
+    let [row] = &rows[..] else { panic!("{rows:?}") };
+    let crate::state::Delivery::Webhook { body, .. } = &row.delivery else {
+        panic!("{row:?}")
+    };
+    // Sent with its keys in order, as when the body was built as a map.
+    let text = body.as_str();
+    assert!(text.starts_with(r#"{"event":{"#), "{text}");
+    assert!(text.ends_with(r#","rule":"tell-crm"}"#), "{text}");
+    let body = body.to_json();
+    assert_eq!(body["event"]["type"], "crm.sync", "{body}");
+    assert_eq!(body["record"]["id"], "L1", "{body}");
+    assert_eq!(body["record"]["email"], "pat@p.example", "{body}");
 }

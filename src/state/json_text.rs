@@ -33,12 +33,19 @@ impl JsonText {
     }
 }
 
-impl From<&Json> for JsonText {
-    fn from(value: &Json) -> Self {
-        // Writing a `Value` cannot fail: its map keys are strings.
+impl JsonText {
+    /// `value` written out; `null` if it cannot be (a map whose keys are
+    /// not text, which no value dealflow makes has).
+    pub fn of<T: Serialize + ?Sized>(value: &T) -> Self {
         let text =
             serde_json::value::to_raw_value(value).unwrap_or_else(|_| RawValue::NULL.to_owned());
         JsonText(text)
+    }
+}
+
+impl From<&Json> for JsonText {
+    fn from(value: &Json) -> Self {
+        JsonText::of(value)
     }
 }
 

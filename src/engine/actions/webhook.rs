@@ -3,8 +3,17 @@
 use super::{ActionError, ActionResult, Done, Origin, queue_delivery, render, render_json};
 use crate::config::workflows::WebhookAction;
 use crate::engine::{Work, context};
-use crate::state::Delivery;
-use serde_json::json;
+use crate::state::{Delivery, JsonText};
+use serde_json::Value as Json;
+
+/// The body without `body:`, written out in one pass (`json!` would copy
+/// the event and the record into a tree of its own first).
+#[derive(serde::Serialize)]
+struct DefaultBody<'a> {
+    event: Json,
+    record: Json,
+    rule: &'a str,
+}
 
 pub(in crate::engine) fn webhook(
     work: &mut Work,
@@ -18,11 +27,11 @@ pub(in crate::engine) fn webhook(
         .map(|(k, v)| render(work, v, &[]).map(|v| (k.clone(), v)))
         .collect::<Result<Vec<(String, String)>, ActionError>>()?;
     let body = match &w.body {
-        Some(b) => render_json(work, b)?,
-        None => json!({
-            "event": context::event_json(work.event),
-            "record": context::record_json(&work.record, work.workflows, work.now),
-            "rule": origin.rule,
+        Some(b) => JsonText::from(&render_json(work, b)?),
+        None => JsonText::of(&DefaultBody {
+            event: context::event_json(work.event),
+            record: context::record_json(&work.record, work.workflows, work.now),
+            rule: &origin.rule,
         }),
     };
     queue_delivery(
@@ -32,7 +41,7 @@ pub(in crate::engine) fn webhook(
             url: url.clone(),
             method: w.method.clone(),
             headers,
-            body: body.into(),
+            body,
             secret: w.secret.clone(),
         },
     );
