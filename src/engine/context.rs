@@ -81,26 +81,84 @@ pub fn scope(
     now: DateTime<Utc>,
     extra: &[(&str, Json)],
 ) -> Value {
-    // The record is converted once and shared by `record` and `KIND`: the
-    // scope is rebuilt after every change a rule makes, and the record is
-    // most of it.
-    let record_value = value_of(record_json(record, workflows, now));
-    let mut map = std::collections::BTreeMap::new();
-    map.insert(record.key.kind.clone(), record_value.clone());
-    map.insert("record".to_owned(), record_value);
-    map.insert("event".to_owned(), value_of(event_json(event)));
-    map.insert("now".to_owned(), Value::from(time(now)));
     let owner = record
         .owner
         .as_ref()
         .and_then(|o| workflows.team.people.get(o));
-    if let Some(person) = owner {
-        map.insert("owner".to_owned(), value_of(person));
+    Value::from_object(Scope {
+        kind: record.key.kind.clone(),
+        record: Lazy::new(record_json(record, workflows, now)),
+        event: Lazy::new(event_json(event)),
+        now: Value::from(time(now)),
+        owner: owner.map(value_of),
+        extra: extra
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), value_of(value)))
+            .collect(),
+    })
+}
+
+/// The names in scope. The record and the event are converted for
+/// minijinja when first read: a condition reads a field or two, and
+/// converting the whole record for every event was a third of the
+/// engine's work on one under W1. The record is converted once for
+/// `record` and `KIND`.
+#[derive(Debug)]
+struct Scope {
+    kind: String,
+    record: Lazy,
+    event: Lazy,
+    now: Value,
+    owner: Option<Value>,
+    extra: std::collections::BTreeMap<String, Value>,
+}
+
+impl minijinja::value::Object for Scope {
+    fn get_value(self: &std::sync::Arc<Self>, name: &Value) -> Option<Value> {
+        // Later names hide earlier ones, as when the scope was one map
+        // filled in this order: KIND, record, event, now, owner, extras.
+        let name = name.as_str()?;
+        if let Some(value) = self.extra.get(name) {
+            return Some(value.clone());
+        }
+        match name {
+            "owner" if self.owner.is_some() => self.owner.clone(),
+            "now" => Some(self.now.clone()),
+            "event" => Some(self.event.get()),
+            "record" => Some(self.record.get()),
+            _ if name == self.kind => Some(self.record.get()),
+            _ => None,
+        }
     }
-    for (name, value) in extra {
-        map.insert((*name).to_owned(), value_of(value));
+
+    fn enumerate(self: &std::sync::Arc<Self>) -> minijinja::value::Enumerator {
+        let mut names: std::collections::BTreeSet<&str> =
+            ["record", "event", "now", self.kind.as_str()].into();
+        names.extend(self.owner.as_ref().map(|_| "owner"));
+        names.extend(self.extra.keys().map(String::as_str));
+        let names: Vec<Value> = names.into_iter().map(Value::from).collect();
+        minijinja::value::Enumerator::Values(names)
     }
-    Value::from(map)
+}
+
+/// A JSON value converted for minijinja when first read.
+#[derive(Debug)]
+struct Lazy {
+    json: Json,
+    value: std::sync::OnceLock<Value>,
+}
+
+impl Lazy {
+    fn new(json: Json) -> Self {
+        Lazy {
+            json,
+            value: std::sync::OnceLock::new(),
+        }
+    }
+
+    fn get(&self) -> Value {
+        self.value.get_or_init(|| value_of(&self.json)).clone()
+    }
 }
 
 fn value_of<T: serde::Serialize>(value: T) -> Value {
@@ -137,4 +195,74 @@ pub fn values_seen(source: &str, context: &Value) -> std::collections::BTreeMap<
         }
     }
     seen
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::RecordKey;
+    use serde_json::json;
+
+    fn workflows() -> Workflows {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f.yaml"), "rules: []\n").unwrap();
+        let (w, d) = crate::config::load(dir.path(), &std::collections::HashMap::new());
+        w.unwrap_or_else(|| panic!("{d:?}"))
+    }
+
+    fn lead_and_event() -> (Record, Event) {
+        let now = DateTime::parse_from_rfc3339("2026-03-02T15:00:00Z")
+            .unwrap()
+            .to_utc();
+        let key = RecordKey {
+            kind: "lead".into(),
+            id: "L1".into(),
+        };
+        let mut record = Record::new(key.clone(), now);
+        record.fields.insert("company".into(), json!("Acme"));
+        let event = Event {
+            seq: 1,
+            id: "e1".into(),
+            event_type: "form.submitted".into(),
+            record: key,
+            fields: Map::new(),
+            data: json!({"lead": {"score": 72}}).as_object().cloned().unwrap(),
+            occurred_at: now,
+            depth: 0,
+        };
+        (record, event)
+    }
+
+    #[test]
+    fn the_scope_answers_each_name_and_converts_the_record_only_when_read() {
+        let (record, event) = lead_and_event();
+        let (w, now) = (workflows(), event.occurred_at);
+        let scope = scope(&record, &event, &w, now, &[]);
+        let read = |root: &str, attr: &str| scope.get_attr(root).unwrap().get_attr(attr).unwrap();
+        assert_eq!(
+            read("event", "lead").get_attr("score").unwrap(),
+            Value::from(72)
+        );
+        let kept = scope.downcast_object_ref::<Scope>().unwrap();
+        assert!(
+            kept.record.value.get().is_none(),
+            "the record was converted unread"
+        );
+        assert_eq!(read("lead", "company"), Value::from("Acme"));
+        assert_eq!(read("record", "company"), Value::from("Acme"));
+        assert!(scope.get_attr("owner").unwrap().is_undefined());
+        assert!(scope.get_attr("nothing").unwrap().is_undefined());
+        assert_eq!(scope.get_attr("now").unwrap(), Value::from(time(now)));
+        let names: Vec<Value> = scope.try_iter().unwrap().collect();
+        assert_eq!(names, ["event", "lead", "now", "record"].map(Value::from));
+    }
+
+    #[test]
+    fn an_extra_name_hides_the_one_it_shares_a_name_with() {
+        let (record, event) = lead_and_event();
+        let (w, now) = (workflows(), event.occurred_at);
+        let scope = scope(&record, &event, &w, now, &[("event", json!({"x": 1}))]);
+        let event = scope.get_attr("event").unwrap();
+        assert_eq!(event.get_attr("x").unwrap(), Value::from(1));
+    }
 }
