@@ -542,8 +542,13 @@ async fn live_pages_hear_of_commits_and_dead_sends_can_be_retried_or_cancelled()
         (!smtp.to("flaky@p.example").is_empty()).then_some(())
     })
     .await;
-    let row = get_json(&format!("{url}/v1/outbox?record=lead/L1")).await["outbox"][0].clone();
-    assert_eq!(row["status"], "sent", "{row}");
+    // Recorded once the server's answer is back, a moment after it has the
+    // message.
+    eventually(20, "the retried send recorded as sent", || async {
+        let row = get_json(&format!("{url}/v1/outbox?record=lead/L1")).await["outbox"][0].clone();
+        (row["status"] == "sent").then_some(())
+    })
+    .await;
 
     // A second dead send, cancelled over the API; then it cannot be retried.
     let event = json!({ "type": "signed.up", "record": { "kind": "lead", "id": "L2", "fields": { "email": "flaky@q.example", "name": "Quin" } } });
