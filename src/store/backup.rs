@@ -247,8 +247,8 @@ pub fn read_backup(
         .map_err(|_| damaged("its header is cut short"))?;
     let header: BackupHeader = serde_json::from_slice(&header_bytes)
         .map_err(|e| BackupError::Damaged(format!("its header does not read: {e}")))?;
-    // An older store format is restored as it was and moved over when the
-    // daemon opens it, as the store it was taken from would have been.
+    // An older store format is restored as it was, then moved over when
+    // `restore` opens it, as the store it was taken from would have been.
     let reads = String::from_utf8_lossy(keys::FORMAT_VERSION).into_owned();
     if header.format > BACKUP_FORMAT || !super::migrations::opens(header.store_format.as_bytes()) {
         return Err(BackupError::Newer {
